@@ -1,0 +1,1 @@
+"""Apache Beam jobs over the Kaggle-layout PCam files: validation and dataset statistics."""

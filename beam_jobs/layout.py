@@ -1,0 +1,150 @@
+"""The Kaggle folder layout, its labels CSV, and what can be wrong with them.
+
+    DIR/train/<id>.tif      220,025 labelled patches
+    DIR/train_labels.csv    id,label   (1 = tumour in the centre 32x32)
+    DIR/test/<id>.tif       57,458 unlabelled patches
+
+Every file under `train/` and `test/` is an input, whatever its extension, so
+a stray file is reported rather than overlooked. Paths go through Beam's
+FileSystems, so `gs://`, `s3://` and `hdfs://` folders work on a cluster.
+
+`resolve_id` is the join of one id's files with its label rows; it decides
+which of them are usable and why the others are not. It is a plain function
+so the rules can be read and tested without Beam.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import re
+from collections.abc import Iterable
+
+TRAIN, TEST = "train", "test"
+SOURCES = (TRAIN, TEST)
+LABELS_CSV = "train_labels.csv"
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+NO_LABEL = -1  # the label of test patches, which Kaggle does not publish
+
+# Reasons a file or a label row is rejected by the join (decoding has its own, in patches.py).
+MISSING_LABEL = "missing_label"  # a train file whose id has no row in the CSV
+MISSING_FILE = "missing_file"  # a CSV row whose id has no train file
+BAD_LABEL = "bad_label"  # a label other than 0 or 1
+MALFORMED_ROW = "malformed_row"  # not two fields, or an empty id
+DUPLICATE_ID = "duplicate_id"  # one id in several CSV rows or several files
+UNSAFE_ID = "unsafe_id"  # an id that is not a plain file name ('../x', 'a/b')
+LABELLED_TEST_FILE = "labelled_test_file"  # a CSV row naming a test file
+JOIN_REASONS = (MISSING_LABEL, MISSING_FILE, BAD_LABEL, MALFORMED_ROW, DUPLICATE_ID, UNSAFE_ID, LABELLED_TEST_FILE)
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+def is_safe_id(id_: str) -> bool:
+    """True for ids that are plain file names: no separators, no leading dot."""
+    return bool(_SAFE_ID.match(id_)) and ".." not in id_
+
+
+def file_id(path: str) -> str:
+    """The id of a patch file: its name without the extension."""
+    name = posixpath.basename(path.replace("\\", "/"))
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def join(*parts: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(*parts)
+
+
+def list_files(data_dir: str, source: str) -> list[str]:
+    """Every file directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    folder = join(data_dir, source)
+    if not FileSystems.exists(folder):
+        raise FileNotFoundError(f"{folder}: no such folder; expected the Kaggle layout {source}/<id>.tif")
+    result = FileSystems.match([join(folder, "*")])[0]
+    return sorted(m.path for m in result.metadata_list if not m.path.endswith("/"))
+
+
+def check_labels_header(path: str) -> None:
+    """Fails early, naming the file, unless the CSV starts with the header `id,label`."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"{path}: no such file; the Kaggle layout has train_labels.csv beside train/")
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        first = f.readline().decode("utf-8-sig", "replace").strip()
+    if [c.strip() for c in first.split(",")] != ["id", "label"]:
+        raise ValueError(f"{path}: header is {first!r}, expected 'id,label'")
+
+
+def parse_label_line(line: str) -> dict:
+    """One CSV line as a label row: {'id', 'label', 'raw', 'reason'}; reason is None when it is usable."""
+    row = {"id": "", "label": NO_LABEL, "raw": line, "reason": None}
+    try:
+        fields = next(csv.reader(io.StringIO(line)))
+    except (StopIteration, csv.Error):
+        fields = []
+    if len(fields) != 2 or not fields[0].strip():
+        row["reason"] = MALFORMED_ROW
+        row["id"] = fields[0].strip() if fields else ""
+        return row
+    id_, label = fields[0].strip(), fields[1].strip()
+    row["id"] = id_
+    if not is_safe_id(id_):
+        row["reason"] = UNSAFE_ID
+    elif label not in ("0", "1"):
+        row["reason"] = BAD_LABEL
+    else:
+        row["label"] = int(label)
+    return row
+
+
+def resolve_id(id_: str, files: Iterable[dict], rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """Joins the decoded file records and the CSV rows of one id.
+
+    Each file record carries 'source', 'valid' and 'reason' from decoding;
+    this sets its 'label' and, where the join finds a problem, marks it
+    invalid with the join's reason (a decoding failure is kept: it is the
+    first thing wrong with the file). Returns (file records, rejected rows):
+    every input comes back exactly once, in one list or the other.
+    """
+    files, rows = list(files), list(rows)
+    out_files, bad_rows = [], []
+    good_rows = [r for r in rows if r["reason"] is None]
+    bad_rows += [dict(r, id=id_) for r in rows if r["reason"] is not None]
+    train = [f for f in files if f["source"] == TRAIN]
+    test = [f for f in files if f["source"] == TEST]
+
+    if len(good_rows) > 1:
+        bad_rows += [dict(r, reason=DUPLICATE_ID) for r in good_rows]
+    elif good_rows and not train:
+        bad_rows.append(dict(good_rows[0], reason=LABELLED_TEST_FILE if test else MISSING_FILE))
+
+    def reject(f, reason):
+        f = dict(f)
+        if f["valid"]:
+            f.update(valid=False, reason=reason, detail="")
+        return f
+
+    for f in test:
+        f = dict(f, label=NO_LABEL)
+        out_files.append(reject(f, DUPLICATE_ID) if len(files) > 1 else f)
+    for f in train:
+        if len(files) > 1:
+            out_files.append(reject(dict(f, label=NO_LABEL), DUPLICATE_ID))
+        elif len(good_rows) == 1:
+            out_files.append(dict(f, label=good_rows[0]["label"]))
+        elif len(good_rows) > 1:
+            out_files.append(reject(dict(f, label=NO_LABEL), DUPLICATE_ID))
+        elif rows:  # only rejected rows: the file has no usable label
+            out_files.append(reject(dict(f, label=NO_LABEL), rows[0]["reason"]))
+        else:
+            out_files.append(reject(dict(f, label=NO_LABEL), MISSING_LABEL))
+    if len(files) > 1 and len(good_rows) == 1 and train:
+        # The row itself is fine, but it cannot say which of the files it labels.
+        bad_rows.append(dict(good_rows[0], reason=DUPLICATE_ID))
+    return out_files, bad_rows

@@ -1,0 +1,216 @@
+"""Decoding PCam patches, fast, with a specific reason for every bad file.
+
+Kaggle ships each patch as a baseline, uncompressed, little-endian RGB TIFF of
+96x96x3 uint8. For those files `decode_patch` parses the IFD with `struct`,
+finds the strip and views the pixel bytes with `np.frombuffer`: no copy, no
+TIFF library. The pixel offset is read from the header, never assumed:
+genuine Kaggle files put the pixels at byte 287, tifffile-written ones at 272.
+Every other TIFF (compressed, tiled, big-endian, planar, multi-strip with
+gaps) falls back to `tifffile`; PNG and JPEG go through Pillow.
+
+A file that cannot become a 96x96x3 uint8 array raises `PatchError` with one
+of the `REASONS` below and a detail naming what was found. Grayscale and RGBA
+patches are rejected (`wrong_channels`), not converted: every Kaggle and PCam
+patch is RGB, so a different channel layout means a file from another source,
+and silently converting it would hide that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+
+import numpy as np
+
+PATCH_SHAPE = (96, 96, 3)
+
+# Reasons a file is rejected by the decoder, in the order they are checked.
+EMPTY_FILE = "empty_file"
+NOT_AN_IMAGE = "not_an_image"
+TRUNCATED = "truncated"
+UNREADABLE = "unreadable"
+WRONG_CHANNELS = "wrong_channels"
+WRONG_DTYPE = "wrong_dtype"
+WRONG_SIZE = "wrong_size"
+REASONS = (EMPTY_FILE, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, WRONG_CHANNELS, WRONG_DTYPE, WRONG_SIZE)
+
+_TIFF_LE = b"II*\x00"
+_TIFF_BE = b"MM\x00*"
+_BIGTIFF = (b"II+\x00", b"MM\x00+")
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+
+# TIFF tags the fast path reads.
+_WIDTH, _HEIGHT, _BITS, _COMPRESSION = 256, 257, 258, 259
+_STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_COUNTS = 273, 277, 278, 279
+_PLANAR, _TILE_WIDTH, _SAMPLE_FORMAT = 284, 322, 339
+_TYPE_SIZE = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG: the types baseline tags use
+_TYPE_FMT = {1: "B", 3: "H", 4: "I"}
+
+
+class PatchError(ValueError):
+    """A file that is not a valid patch; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_patch(data: bytes, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.ndarray:
+    """Returns the pixels of one encoded patch as a read-only uint8 array of `shape`.
+
+    Raises PatchError for anything that is not exactly such a patch.
+    """
+    if not data:
+        raise PatchError(EMPTY_FILE, "the file has 0 bytes")
+    head = bytes(data[:8])
+    if head.startswith(_TIFF_LE):
+        pixels = _fast_tiff(data)
+        if pixels is None:
+            pixels = _tifffile_decode(data)
+    elif head.startswith(_TIFF_BE) or head[:4] in _BIGTIFF:
+        pixels = _tifffile_decode(data)
+    elif head.startswith(_PNG) or head.startswith(_JPEG):
+        pixels = _pillow_decode(data)
+    else:
+        raise PatchError(NOT_AN_IMAGE, f"unknown signature {head[:4]!r} ({len(data)} bytes)")
+    return check_pixels(pixels, shape)
+
+
+def check_pixels(pixels: np.ndarray, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.ndarray:
+    """Checks channels, dtype and size of decoded pixels, in that order."""
+    if pixels.ndim == 2:
+        raise PatchError(WRONG_CHANNELS, f"grayscale image of shape {pixels.shape}, expected RGB")
+    if pixels.ndim != 3 or pixels.shape[-1] != shape[-1]:
+        raise PatchError(WRONG_CHANNELS, f"shape {pixels.shape} has {pixels.shape[-1]} channels, expected {shape[-1]}")
+    if pixels.dtype != np.uint8:
+        raise PatchError(WRONG_DTYPE, f"dtype {pixels.dtype}, expected uint8")
+    if pixels.shape != tuple(shape):
+        raise PatchError(WRONG_SIZE, f"shape {pixels.shape}, expected {tuple(shape)}")
+    return pixels
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    """A content hash of the pixels (not the file bytes), for exact-duplicate search."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(pixels.shape).encode())
+    h.update(np.ascontiguousarray(pixels).data)
+    return h.hexdigest()
+
+
+def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) standard deviation of one patch."""
+    flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32)
+    return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
+
+
+def _fast_tiff(data: bytes) -> np.ndarray | None:
+    """Views the pixels of a baseline little-endian TIFF, or returns None to fall back.
+
+    Returns None for anything but a single image with contiguous uncompressed
+    chunky 8-bit strips; raises PatchError only for truncation, which tifffile
+    would report less clearly.
+    """
+    n = len(data)
+    if n < 8:
+        raise PatchError(TRUNCATED, f"{n} bytes is shorter than a TIFF header")
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    if ifd + 2 > n:
+        raise PatchError(TRUNCATED, f"first IFD at byte {ifd} is beyond the end of a {n}-byte file")
+    (count,) = struct.unpack_from("<H", data, ifd)
+    if ifd + 2 + 12 * count > n:
+        raise PatchError(TRUNCATED, f"IFD of {count} entries at byte {ifd} runs past the end of a {n}-byte file")
+    tags = {}
+    for pos in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, typ, num = struct.unpack_from("<HHI", data, pos)
+        size = _TYPE_SIZE.get(typ)
+        if size is None:
+            continue  # ASCII, RATIONAL, ...: descriptive tags the pixels do not depend on
+        where = pos + 8 if size * num <= 4 else struct.unpack_from("<I", data, pos + 8)[0]
+        if where + size * num > n:
+            raise PatchError(TRUNCATED, f"tag {tag} values at byte {where} run past the end of a {n}-byte file")
+        tags[tag] = struct.unpack_from(f"<{num}{_TYPE_FMT[typ]}", data, where)
+
+    def one(tag, default=None):
+        v = tags.get(tag)
+        return default if v is None else v[0]
+
+    width, height, samples = one(_WIDTH), one(_HEIGHT), one(_SAMPLES, 1)
+    bits = tags.get(_BITS, (1,))
+    if (
+        width is None
+        or height is None
+        or one(_COMPRESSION, 1) != 1
+        or one(_PLANAR, 1) != 1
+        or _TILE_WIDTH in tags
+        or one(_SAMPLE_FORMAT, 1) != 1
+        or any(b != 8 for b in bits)
+        or _STRIP_OFFSETS not in tags
+        or _STRIP_COUNTS not in tags
+    ):
+        return None
+    offsets, counts = tags[_STRIP_OFFSETS], tags[_STRIP_COUNTS]
+    # Several strips are viewable only when they lie back to back.
+    for i in range(1, len(offsets)):
+        if offsets[i] != offsets[i - 1] + counts[i - 1]:
+            return None
+    size = width * height * samples
+    if sum(counts) != size:
+        return None
+    if offsets[0] + size > n:
+        raise PatchError(TRUNCATED, f"pixels end at byte {offsets[0] + size} but the file has {n} bytes")
+    pixels = np.frombuffer(data, dtype=np.uint8, count=size, offset=offsets[0])
+    return pixels.reshape((height, width, samples) if samples > 1 else (height, width))
+
+
+def _tifffile_decode(data: bytes) -> np.ndarray:
+    import tifffile  # only the fallback needs it
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            if not tif.pages:
+                raise PatchError(NOT_AN_IMAGE, "TIFF without image pages")
+            return tif.pages[0].asarray()
+    except PatchError:
+        raise
+    except (ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as e:
+        # tifffile reports a cut-off file as several different exceptions.
+        if "EOF" in str(e) or "truncat" in str(e).lower() or isinstance(e, (EOFError, struct.error)):
+            raise PatchError(TRUNCATED, f"tifffile: {e}") from None
+        raise PatchError(UNREADABLE, f"tifffile: {type(e).__name__}: {e}") from None
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode == "P":
+                raise PatchError(WRONG_CHANNELS, f"palette {im.format} image, expected RGB")
+            return np.asarray(im)
+    except PatchError:
+        raise
+    except UnidentifiedImageError as e:
+        raise PatchError(NOT_AN_IMAGE, f"Pillow: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        reason = TRUNCATED if "truncat" in str(e).lower() else UNREADABLE
+        raise PatchError(reason, f"Pillow: {e}") from None
+
+
+def read_patch(path: str) -> np.ndarray:
+    """Reads and decodes one patch file (any Beam-supported path)."""
+    return decode_patch(read_bytes(path))
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole file; plain `open` for local paths, Beam FileSystems otherwise."""
+    if "://" not in path:
+        with open(path, "rb") as f:
+            return f.read()
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()

@@ -1,0 +1,73 @@
+"""The Beam half of the `pcam` builder: validate once, assign splits, read pixels into examples.
+
+One validation pass (`beam_jobs.transforms.ValidateKaggleLayout`) feeds all
+three splits; its full outputs (manifest, rejected.csv, summary, report) are
+written beside the dataset in `validate/`, so every file kept out of the
+dataset is listed with its reason.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_jobs import layout, patches
+from beam_jobs.transforms import NAMESPACE, ValidateKaggleLayout
+from beam_jobs.validate import WriteValidationOutputs
+from pcam_tfds import splits
+
+
+def _split_of(record: dict, assignment: dict) -> str:
+    return layout.TEST if record["source"] == layout.TEST else assignment[record["id"]]
+
+
+class _ToExample(beam.DoFn):
+    """A valid record -> (id, example), counted per split; the pixels are read again here."""
+
+    def __init__(self, split: str):
+        self.split = split
+        self.count = Metrics.counter(NAMESPACE, f"examples_{split}")
+
+    def process(self, record):
+        # The file passed validation moments ago; failing to read it now is an error, not a rejection.
+        pixels = patches.read_patch(record["path"])
+        self.count.inc()
+        yield record["id"], {"image": pixels, "label": record["label"], "id": record["id"]}
+
+
+class _CountUnused(beam.DoFn):
+    def __init__(self):
+        self.count = Metrics.counter(NAMESPACE, f"examples_{splits.UNUSED}")
+
+    def process(self, record):
+        self.count.inc()
+        return ()
+
+
+def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None):
+    """Returns {'train', 'validation', 'test'} PCollections of (key, example) for TFDS to write."""
+    validate = ValidateKaggleLayout(data_dir)
+    outputs = pipeline | "Validate" >> validate
+    _ = outputs | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
+    valid = outputs["files"] | "Valid" >> beam.Filter(lambda f: f["valid"])
+    assignment = (
+        valid
+        | "Labelled" >> beam.Filter(lambda f: f["source"] == layout.TRAIN)
+        | "SplitKey" >> beam.Map(lambda f: (f["id"], f["label"], f["pixel_hash"]))
+        | "Gather" >> beam.combiners.ToList()
+        | "AssignSplits"
+        >> beam.Map(
+            splits.assign_splits,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            sample_fraction=sample_fraction,
+            slides=slides,
+        )
+    )
+    names = [splits.TRAIN, splits.VALIDATION, layout.TEST, splits.UNUSED]
+    parts = valid | "BySplit" >> beam.Partition(
+        lambda f, n, assignment: names.index(_split_of(f, assignment)), len(names), assignment=beam.pvalue.AsSingleton(assignment)
+    )
+    # Patches outside a sampled config's sample are only counted, for the accounting check.
+    _ = parts[names.index(splits.UNUSED)] | "CountUnused" >> beam.ParDo(_CountUnused())
+    return {name: parts[i] | f"ToExample_{name}" >> beam.ParDo(_ToExample(name)) for i, name in enumerate(names[:3])}

@@ -1,0 +1,1 @@
+"""The `pcam` TFDS dataset (Kaggle Histopathologic Cancer Detection patches)."""
