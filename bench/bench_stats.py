@@ -1,0 +1,147 @@
+"""Times `beam_jobs.stats` on a Kaggle-layout folder: wall time, CPU time and peak RSS of the process tree.
+
+    python bench/bench_stats.py --data_dir=/tmp/kaggle_full
+    python bench/bench_stats.py --manifest=out/validate/manifest.parquet --repeat=2
+    python bench/bench_stats.py --data_dir=/tmp/kaggle_full -- --direct_num_workers=1
+
+The full-size folder (220,025 train + 57,458 test TIFFs, ~7.7 GB) comes from
+`python /work/shared/tools/make_kaggle_layout.py /tmp/kaggle_full --scale kaggle`.
+
+The job runs as a child process (`python -m beam_jobs.stats ...`, the DirectRunner's
+defaults: one worker process per core); arguments after `--` go to it. Peak
+memory is the largest sum of RSS over the job and all its descendants (Beam
+worker processes included), sampled from /proc every 0.1 s, so it is Linux only
+and may miss a spike shorter than that. Prints one Markdown block per run and a
+final JSON line. The page cache is left as it is: say whether it was warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _children() -> dict[int, list[int]]:
+    """{parent pid: [child pids]} over every process now running."""
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                # The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+        tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0  # ended, or a zombie without memory
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """(sum of RSS in bytes, number of processes) of ROOT and all its descendants."""
+    tree, todo, total, count = _children(), [root], 0, 0
+    while todo:
+        pid = todo.pop()
+        total += _rss_bytes(pid)
+        count += 1
+        todo.extend(tree.get(pid, ()))
+    return total, count
+
+
+def run_once(cmd: list[str], interval: float) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak, peak_procs = 0, 0
+    while proc.poll() is None:
+        rss, n = tree_rss(proc.pid)
+        if rss > peak:
+            peak, peak_procs = rss, n
+        time.sleep(interval)
+    wall = time.monotonic() - start
+    output = proc.stdout.read()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{output[-3000:]}")
+    # The job prints its one-line summary last.
+    summary = [line for line in output.splitlines() if " files: " in line]
+    return {
+        "wall_s": round(wall, 1),
+        # Worker processes are waited for by the job, so their CPU time counts here too.
+        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "peak_rss_mib": round(peak / 2**20),
+        "processes_at_peak": peak_procs,
+        "job_summary": summary[-1] if summary else "",
+    }
+
+
+def machine() -> str:
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data_dir", help="Kaggle-layout folder")
+    where.add_argument("--manifest", help="manifest.parquet of beam_jobs.validate")
+    parser.add_argument("--output_dir", help="where stats.json goes (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs to time")
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between memory samples")
+    args, job_args = parser.parse_known_args(argv)
+    job_args = [a for a in job_args if a != "--"]
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_stats_") as tmp:
+        out = args.output_dir or tmp
+        where_arg = f"--data_dir={args.data_dir}" if args.data_dir else f"--manifest={args.manifest}"
+        cmd = [sys.executable, "-m", "beam_jobs.stats", where_arg, f"--output_dir={out}", *job_args]
+        for i in range(args.repeat):
+            r = run_once(cmd, args.interval)
+            results.append(r)
+            print(
+                f"run {i + 1}/{args.repeat}: {r['wall_s']} s wall, {r['cpu_s']} s CPU, "
+                f"peak RSS {r['peak_rss_mib']} MiB over {r['processes_at_peak']} processes\n  {r['job_summary']}",
+                flush=True,
+            )
+    report = {
+        "command": " ".join(["python", "-m", "beam_jobs.stats", where_arg, "--output_dir=OUT", *job_args]),
+        "machine": machine(),
+        "load_average_after": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "runs": results,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
