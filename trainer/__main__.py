@@ -1,0 +1,166 @@
+"""Train one model on a built `pcam` TFDS dataset and evaluate it on the validation split.
+
+    python -m trainer --model=baseline --data_dir=TFDS_DIR --model_dir=runs/baseline
+    python -m trainer --model=resnet50 --weights=imagenet --head_epochs=2 --epochs=8 \\
+        --data_dir=TFDS_DIR --model_dir=runs/resnet50
+    python -m trainer --flagfile=runs/quick.flags          # one flag per line
+    python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
+
+Restarting an interrupted run with the same command continues where it stopped. Flags are defined
+here and only here; they become one validated, frozen `trainer.config.TrainConfig` that is written
+to RUN_DIR/config.json before training.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from trainer import config as config_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("model", None, config_lib.MODELS, "Which registered model to train.")
+flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
+flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, metrics, plots and model.keras.")
+flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
+
+flags.DEFINE_integer("epochs", 10, "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs).")
+flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas under a distribution strategy).")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate (transfer models: of the frozen-base head phase).")
+flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS, "Optimizer; sgd uses Nesterov momentum 0.9.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
+flags.DEFINE_float("dropout", 0.5, "Dropout rate before the output layer.")
+flags.DEFINE_string(
+    "class_weights", "auto",
+    "Loss weights of label 0 and label 1 as 'W0,W1' (e.g. 1,1.5), 'none', or 'auto': the seed notebook's "
+    "1,1.5 for transfer models and none for the CNNs.",
+)
+flags.DEFINE_integer("early_stopping_patience", 3, "Epochs without a better val_auc before a phase stops.")
+flags.DEFINE_integer("seed", 42, "Seed of weights init, shuffling and augmentation.")
+
+flags.DEFINE_enum(
+    "augment", "dihedral", config_lib.AUGMENTATIONS,
+    "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
+    "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
+)
+flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).")
+flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
+flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
+
+flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "mixed_float16; auto = on when a GPU is present.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
+flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution; auto = MirroredStrategy on >1 GPU.")
+
+flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.")
+flags.DEFINE_integer("dense", 128, "tuned: units of the dense layer.")
+flags.DEFINE_bool("batch_norm", False, "tuned: batch normalisation after each conv.")
+flags.DEFINE_string(
+    "hparams", None,
+    "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(config_lib.HPARAM_KEYS) + "). "
+    "They replace the defaults; flags given explicitly on the command line win over them.",
+)
+
+flags.DEFINE_string("weights", "imagenet", "Transfer models: imagenet, none (random init) or a path to a _notop.h5.")
+flags.DEFINE_integer("head_epochs", 2, "Transfer models: epochs with the base frozen (phase 1).")
+flags.DEFINE_integer("unfreeze_layers", 30, "Transfer models: base layers unfrozen in phase 2 (BN stays frozen).")
+flags.DEFINE_float("fine_tune_learning_rate", 1e-5, "Transfer models: learning rate of phase 2.")
+flags.DEFINE_bool("full_fine_tune", False, "Transfer models: unfreeze the whole base in phase 2.")
+
+flags.DEFINE_integer("crash_after_epochs", 0, "Testing aid: abort after this many epochs, to test resuming.")
+flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
+
+# Flags whose value the --hparams file supplies unless they are given on the command line.
+_HPARAM_FLAGS = ("learning_rate", "dropout", "dense", "batch_norm", "optimizer", "weight_decay", "batch_size",
+                 "filters")
+
+
+def _auto(value: str, gpu: bool) -> bool:
+    return gpu if value == "auto" else value == "on"
+
+
+def _class_weights(value: str, model: str) -> tuple[float, float] | None:
+    if value == "auto":
+        return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in config_lib.TRANSFER_MODELS else None
+    if value == "none":
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5") from None
+
+
+def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
+    """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
+    f = flag_values
+    try:
+        filters = tuple(int(v) for v in f.filters)
+    except ValueError:
+        raise ValueError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
+    values = {
+        "model": f.model,
+        "data_dir": f.data_dir,
+        "model_dir": f.model_dir,
+        "dataset": f.dataset,
+        "epochs": f.epochs,
+        "batch_size": f.batch_size,
+        "learning_rate": f.learning_rate,
+        "optimizer": f.optimizer,
+        "weight_decay": f.weight_decay,
+        "dropout": f.dropout,
+        "class_weights": _class_weights(f.class_weights, f.model),
+        "early_stopping_patience": f.early_stopping_patience,
+        "seed": f.seed,
+        "augment": f.augment,
+        "sample_fraction": f.sample_fraction,
+        "steps_per_epoch": f.steps_per_epoch,
+        "shuffle_buffer": f.shuffle_buffer,
+        "mixed_precision": _auto(f.mixed_precision, gpu),
+        "jit_compile": _auto(f.jit_compile, gpu),
+        "strategy": f.strategy,
+        "filters": filters,
+        "dense": f.dense,
+        "batch_norm": f.batch_norm,
+        "hparams": f.hparams,
+        "weights": f.weights,
+        "head_epochs": f.head_epochs,
+        "unfreeze_layers": f.unfreeze_layers,
+        "fine_tune_learning_rate": f.fine_tune_learning_rate,
+        "full_fine_tune": f.full_fine_tune,
+        "crash_after_epochs": f.crash_after_epochs,
+        "verbose": f.verbose,
+    }
+    if f.hparams:
+        if f.model != "tuned":
+            raise ValueError(f"--hparams is for --model=tuned, not --model={f.model}")
+        from_file = config_lib.hparams_to_fields(config_lib.read_hparams(f.hparams))
+        values.update({k: v for k, v in from_file.items() if not (k in _HPARAM_FLAGS and f[k].present)})
+    return config_lib.validate(config_lib.TrainConfig(**values))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf  # after flag parsing, so --help stays fast
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    try:
+        config = config_from_flags(FLAGS, gpu)
+        config_lib.write(config)
+    except (ValueError, TypeError) as e:
+        sys.exit(f"error: {e}")
+    logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
+
+    from trainer import train
+    from trainer.models.transfer import WeightsUnavailableError
+
+    try:
+        train.run(config)
+    except WeightsUnavailableError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
+    app.run(main)

@@ -1,0 +1,219 @@
+"""The typed, frozen configuration of one training run, its validation and its JSON form.
+
+`trainer/__main__.py` turns the command-line flags into one `TrainConfig`, calls `validate`,
+and writes it to `RUN_DIR/config.json` before anything trains; library code receives the
+config (or plain arguments taken from it) and never reads flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from etils import epath
+
+MODELS = ("baseline", "tuned", "resnet50", "densenet169")
+TRANSFER_MODELS = ("resnet50", "densenet169")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+AUGMENTATIONS = ("dihedral", "seed", "none")
+STRATEGIES = ("auto", "mirrored", "one_device", "default")
+
+# The seed notebook weighted the positive class 1.5 when training the transfer models.
+SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
+
+# Keys a tuning result (--hparams) may hold; keras-tuner writes its best hyperparameters as such a flat JSON.
+HPARAM_KEYS = (
+    "learning_rate",
+    "dropout",
+    "filters",
+    "width",
+    "num_blocks",
+    "dense",
+    "batch_norm",
+    "optimizer",
+    "weight_decay",
+    "batch_size",
+)
+
+CONFIG_FILE = "config.json"
+# Fields that may differ between an interrupted run and its restart.
+_RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run does; see `python -m trainer --helpfull` for each field."""
+
+    model: str
+    data_dir: str
+    model_dir: str
+    dataset: str = "pcam/full"
+    # Optimisation.
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    dropout: float = 0.5
+    class_weights: tuple[float, float] | None = None
+    early_stopping_patience: int = 3
+    seed: int = 42
+    # Input.
+    augment: str = "dihedral"
+    sample_fraction: float = 1.0
+    steps_per_epoch: int | None = None
+    shuffle_buffer: int = 8192
+    # Devices.
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    strategy: str = "auto"
+    # The CNN family (baseline uses the seed's values; tuned reads these, possibly from --hparams).
+    filters: tuple[int, ...] = (32, 64, 128)
+    dense: int = 128
+    batch_norm: bool = False
+    hparams: str | None = None
+    # Transfer models.
+    weights: str = "imagenet"
+    head_epochs: int = 2
+    unfreeze_layers: int = 30
+    fine_tune_learning_rate: float = 1e-5
+    full_fine_tune: bool = False
+    # Testing and logging.
+    crash_after_epochs: int = 0
+    verbose: str = "auto"
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.model in TRANSFER_MODELS
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}; known fields are {sorted(fields)}")
+        values = dict(values)
+        for name in ("class_weights", "filters"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def _choice(flag: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(flag: str, value, allow_zero: bool = False) -> None:
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"--{flag}={value!r} must be {bound}")
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
+    _choice("model", config.model, MODELS)
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("augment", config.augment, AUGMENTATIONS)
+    _choice("strategy", config.strategy, STRATEGIES)
+    _choice("verbose", config.verbose, ("auto", "0", "1", "2"))
+    if not config.data_dir:
+        raise ValueError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
+    if not config.model_dir:
+        raise ValueError("--model_dir is required: the run folder for checkpoints, logs and results")
+    if "/" not in config.dataset:
+        raise ValueError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
+    _positive("epochs", config.epochs, allow_zero=config.is_transfer)
+    _positive("batch_size", config.batch_size)
+    _positive("learning_rate", config.learning_rate)
+    _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
+    _positive("weight_decay", config.weight_decay, allow_zero=True)
+    _positive("early_stopping_patience", config.early_stopping_patience)
+    _positive("shuffle_buffer", config.shuffle_buffer)
+    _positive("head_epochs", config.head_epochs, allow_zero=True)
+    _positive("unfreeze_layers", config.unfreeze_layers, allow_zero=True)
+    _positive("crash_after_epochs", config.crash_after_epochs, allow_zero=True)
+    if config.is_transfer and config.head_epochs + config.epochs == 0:
+        raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"--dropout={config.dropout!r} must be in [0, 1)")
+    if not 0.0 < config.sample_fraction <= 1.0:
+        raise ValueError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
+    if config.steps_per_epoch is not None:
+        _positive("steps_per_epoch", config.steps_per_epoch)
+    if config.class_weights is not None and (len(config.class_weights) != 2 or min(config.class_weights) <= 0):
+        raise ValueError(
+            f"--class_weights={','.join(map(str, config.class_weights))} must be two positive numbers "
+            "(weight of label 0, weight of label 1), e.g. 1,1.5; or 'auto' or 'none'"
+        )
+    if not config.filters or min(config.filters) <= 0:
+        raise ValueError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
+    _positive("dense", config.dense)
+    if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
+        raise ValueError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
+    return config
+
+
+def read_hparams(path: str) -> dict[str, Any]:
+    """A tuning result: a flat JSON object {hyperparameter name: value} with keys from HPARAM_KEYS."""
+    try:
+        values = json.loads(epath.Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--hparams={path!r}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--hparams={path!r} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise TypeError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(HPARAM_KEYS))
+    if unknown:
+        raise ValueError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
+    return values
+
+
+def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Maps tuning hyperparameters onto TrainConfig fields.
+
+    `filters` may be a list (the widths of the blocks) or one number; a number, like `width`, is the
+    first block's width, doubled in each of `num_blocks` blocks (default 3), as in the seed CNN.
+    """
+    fields: dict[str, Any] = {}
+    for key in ("learning_rate", "dropout", "dense", "batch_norm", "optimizer", "weight_decay", "batch_size"):
+        if key in values:
+            fields[key] = values[key]
+    width = values.get("filters", values.get("width"))
+    if isinstance(width, (list, tuple)):
+        if "num_blocks" in values and values["num_blocks"] != len(width):
+            raise ValueError(f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}")
+        fields["filters"] = tuple(int(w) for w in width)
+    elif width is not None or "num_blocks" in values:
+        width = int(width if width is not None else 32)
+        fields["filters"] = tuple(width * 2**i for i in range(int(values.get("num_blocks", 3))))
+    return fields
+
+
+def write(config: TrainConfig) -> None:
+    """Writes RUN_DIR/config.json; a restart must use the same config as the run it continues."""
+    run_dir = epath.Path(config.model_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        old = TrainConfig.from_json(path.read_text())
+        differ = [
+            f"{f.name}: {getattr(old, f.name)!r} -> {getattr(config, f.name)!r}"
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in _RESTART_FREE_FIELDS and getattr(old, f.name) != getattr(config, f.name)
+        ]
+        if differ:
+            raise ValueError(
+                f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
+                "restart with the same flags to resume it, or choose a new --model_dir"
+            )
+    path.write_text(config.to_json())

@@ -1,0 +1,141 @@
+"""tf.data input pipelines over a built `pcam` TFDS dataset; pure functions of their arguments.
+
+Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> shuffle of
+serialized records -> (repeat) -> batch -> parse + decode + augment per batch -> prefetch.
+Records are parsed after batching with one `tf.io.parse_example` call per batch, which the benchmark
+(bench/bench_trainer_input.py) measured faster than TFDS' per-example decoding; see the trainer report.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from trainer import augment as augment_lib
+
+IMAGE_SHAPE = (96, 96, 3)
+# Bucket count for --sample_fraction's hash filter: fractions are kept to 1e-4.
+_SAMPLE_BUCKETS = 10_000
+
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),  # raw uint8 bytes (the builder's encoding="bytes")
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "id": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def load_builder(data_dir: str, dataset: str) -> tfds.core.DatasetBuilder:
+    """The built dataset `dataset` ("pcam/full", "pcam/sample25:1.0.0") under `data_dir`, read without Beam."""
+    try:
+        builder = tfds.builder(dataset, data_dir=data_dir)
+    except Exception as e:  # TFDS raises several types (DatasetNotFoundError, registry errors)
+        raise ValueError(f"--dataset={dataset!r} not found under --data_dir={data_dir!r}: {e}") from e
+    if not builder.is_prepared():
+        raise ValueError(
+            f"--dataset={dataset!r} is not built under --data_dir={data_dir!r}; build it first "
+            "(tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=... --config=...)"
+        )
+    return builder
+
+
+def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+    """The TFRecord shard paths of `split`."""
+    if split not in builder.info.splits:
+        raise ValueError(f"split {split!r} is not in {builder.info.full_name}; it has {sorted(builder.info.splits)}")
+    return [str(p) for p in builder.info.splits[split].filepaths]
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    return builder.info.splits[split].num_examples
+
+
+def parse_batch(serialized: tf.Tensor, image_shape=IMAGE_SHAPE) -> dict[str, tf.Tensor]:
+    """A batch of serialized examples -> {"image": uint8 (B, H, W, 3), "label": int64 (B,), "id": string (B,)}."""
+    ex = tf.io.parse_example(serialized, _FEATURES)
+    images = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, *image_shape])
+    return {"image": images, "label": ex["label"], "id": ex["id"]}
+
+
+def _keep_sample(serialized: tf.Tensor, fraction: float) -> tf.Tensor:
+    # A hash of the record, not a random draw: the same examples are kept in every epoch and every run.
+    return tf.strings.to_hash_bucket_fast(serialized, _SAMPLE_BUCKETS) < round(fraction * _SAMPLE_BUCKETS)
+
+
+def train_dataset(
+    files: list[str],
+    batch_size: int,
+    seed: int,
+    augment: str = "dihedral",
+    shuffle_buffer: int = 8192,
+    sample_fraction: float = 1.0,
+    repeat: bool = False,
+    num_examples: int | None = None,
+    image_shape=IMAGE_SHAPE,
+) -> tf.data.Dataset:
+    """(images float32 0..255 (B, H, W, 3), labels float32 (B, 1)) batches for `model.fit`, augmented.
+
+    num_examples: the split's size; when given (and nothing is filtered or repeated) Keras knows the
+    number of steps per epoch, for its progress bar.
+    """
+    if not files:
+        raise ValueError("train_dataset: no files given")
+    augment_fn = augment_lib.make_augment_fn(augment, seed)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # Reading several shards at once mixes the order beyond what the shuffle buffer alone can.
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    )
+    if sample_fraction < 1.0:
+        ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
+    # Shuffling serialized records (~27 kB each) is cheaper than shuffling decoded float images.
+    ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size)
+    if num_examples and sample_fraction == 1.0 and not repeat:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
+    # One stateless seed per batch, new in every epoch, so augmentation is reproducible from --seed.
+    seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def prepare(serialized, batch_seed):
+        ex = parse_batch(serialized, image_shape)
+        images = tf.cast(ex["image"], tf.float32)
+        if augment_fn is not None:
+            images = augment_fn(images, batch_seed)
+        return images, tf.cast(tf.reshape(ex["label"], [-1, 1]), tf.float32)
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(
+    files: list[str],
+    batch_size: int,
+    sample_fraction: float = 1.0,
+    with_ids: bool = False,
+    image_shape=IMAGE_SHAPE,
+) -> tf.data.Dataset:
+    """Unaugmented batches in file order: (images, labels) or, with_ids, {"image", "label", "id"} dicts.
+
+    Images are float32 0..255; labels float32 (B, 1) (-1 on the unlabelled test split).
+    """
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
+    if sample_fraction < 1.0:
+        ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
+    ds = ds.batch(batch_size)
+
+    def prepare(serialized):
+        ex = parse_batch(serialized, image_shape)
+        images = tf.cast(ex["image"], tf.float32)
+        labels = tf.cast(tf.reshape(ex["label"], [-1, 1]), tf.float32)
+        if with_ids:
+            return {"image": images, "label": labels, "id": ex["id"]}
+        return images, labels
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,55 @@
+"""Probabilities from one or several trained models, optionally with 8-fold test-time augmentation.
+
+Shared by training (validation predictions for metrics.json) and trainer.predict (submissions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import augment
+
+
+def load_model(run_dir: str) -> keras.Model:
+    """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
+    import trainer.models  # noqa: F401  registers the custom preprocessing layer before loading
+
+    path = f"{run_dir.rstrip('/')}/model.keras"
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
+    return keras.models.load_model(path, compile=False)
+
+
+def make_predict_fn(models: Sequence[keras.Model], tta: bool):
+    """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views)."""
+    if not models:
+        raise ValueError("make_predict_fn: no models given")
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        views = augment.all_dihedral(images) if tta else [images]
+        total = 0.0
+        for model in models:
+            for view in views:
+                total += tf.cast(tf.reshape(model(view, training=False), [-1]), tf.float32)
+        return total / float(len(models) * len(views))
+
+    return predict
+
+
+def predict_batches(models: Sequence[keras.Model], batches: Iterable[dict], tta: bool = False):
+    """Runs over {"image", "id"[, "label"]} batches; returns (ids as str, labels or None, probabilities)."""
+    predict = make_predict_fn(models, tta)
+    ids, labels, probs = [], [], []
+    for batch in batches:
+        probs.append(predict(tf.convert_to_tensor(batch["image"], tf.float32)).numpy())
+        ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(batch["id"]).tolist())
+        if "label" in batch:
+            labels.append(np.asarray(batch["label"]).ravel())
+    probs_arr = np.concatenate(probs) if probs else np.zeros([0], np.float32)
+    labels_arr = np.concatenate(labels) if labels else None
+    return ids, labels_arr, np.clip(probs_arr, 0.0, 1.0)

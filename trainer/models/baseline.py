@@ -1,0 +1,15 @@
+"""`baseline`: the seed notebook's CNN (Conv2D 32/64/128, each with max-pooling; GAP; Dense 128; dropout).
+
+109,889 parameters at 96x96x3 (tests/test_models.py checks the count).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from trainer.models.cnn import cnn
+
+
+def build(input_shape: tuple[int, int, int] = (96, 96, 3), dropout: float = 0.5) -> keras.Model:
+    """The seed architecture; only dropout is configurable."""
+    return cnn(input_shape, filters=(32, 64, 128), dense=128, dropout=dropout, batch_norm=False, name="baseline")

@@ -1,0 +1,40 @@
+"""The seed notebook's small CNN family as one plain function.
+
+`baseline`, `tuned` and the tuning HyperModel all call `cnn`, so they differ only in arguments.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def cnn(
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    filters: tuple[int, ...] = (32, 64, 128),
+    dense: int = 128,
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    kernel_size: int = 3,
+    name: str = "cnn",
+) -> keras.Model:
+    """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
+    dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images.
+
+    The output layer computes in float32 so its probabilities stay exact under mixed precision.
+    """
+    if not filters:
+        raise ValueError(f"filters={filters!r}: need at least one conv block")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for i, width in enumerate(filters):
+        # Batch norm makes the conv bias redundant.
+        x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i + 1}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(dense, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    return keras.Model(inputs, outputs, name=name)

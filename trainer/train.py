@@ -1,0 +1,310 @@
+"""One training run from a validated `TrainConfig`: build, compile, fit in phases, resume, evaluate, save.
+
+    from trainer import config as config_lib, train
+    train.run(config_lib.validate(config_lib.TrainConfig(model="baseline", data_dir=..., model_dir=...)))
+
+RUN_DIR afterwards holds config.json, model.keras, best.weights.h5, training_log.csv, logs/ (TensorBoard),
+metrics.json, classification_report.txt, val_predictions.csv and the PNG plots.
+
+Resuming: after every epoch the weights and optimizer state go to RUN_DIR/state/epoch-N.weights.h5 and
+then RUN_DIR/state/state.json records which phase and epoch they belong to, plus the early-stopping
+and best-AUC state. A run restarted with the same command reads that file and continues at the
+next epoch of the same phase; phases already finished (the frozen-base phase of a transfer model)
+are skipped. Keras' BackupAndRestore is not used because it forgets early stopping and deletes its
+backup at the end of every fit() call, so a two-phase schedule would restart phase one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+
+import keras
+import tensorflow as tf
+from absl import logging
+from etils import epath
+
+from trainer import data, evaluate, inference, models
+from trainer.config import TrainConfig
+from trainer.models import transfer
+
+HISTORY_CSV = "training_log.csv"
+BEST_WEIGHTS = "best.weights.h5"
+MODEL_FILE = "model.keras"
+STATE_DIR = "state"
+STATE_FILE = "state.json"
+MONITOR = "val_auc"
+
+
+class SimulatedInterruption(RuntimeError):
+    """Raised by --crash_after_epochs to test resuming; a real run never raises it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one optimizer and one set of trainable layers."""
+
+    name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
+    epochs: int
+    learning_rate: float
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """The seed schedule: CNNs train in one phase; transfer models train the head, then fine-tune."""
+    if not config.is_transfer:
+        return [Phase("train", config.epochs, config.learning_rate)]
+    phases = [Phase("head", config.head_epochs, config.learning_rate)]
+    phases.append(Phase("fine_tune", config.epochs, config.fine_tune_learning_rate))
+    return [p for p in phases if p.epochs > 0]
+
+
+def build_model(config: TrainConfig, input_shape=data.IMAGE_SHAPE, weights: str | None = "config") -> keras.Model:
+    """The registered model with the config's hyperparameters; `weights` overrides config.weights for transfer."""
+    if config.model == "baseline":
+        return models.build("baseline", input_shape=input_shape, dropout=config.dropout)
+    if config.model == "tuned":
+        return models.build(
+            "tuned", input_shape=input_shape, filters=config.filters, dense=config.dense, dropout=config.dropout,
+            batch_norm=config.batch_norm,
+        )
+    if weights == "config":
+        weights = None if config.weights == "none" else config.weights
+    return models.build(config.model, input_shape=input_shape, weights=weights, dropout=config.dropout)
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """adam, adamw (decoupled weight decay), sgd (Nesterov momentum 0.9) or rmsprop; weight decay on any of them."""
+    decay = weight_decay or None
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, weight_decay=decay)
+    raise ValueError(f"optimizer {name!r} is unknown; choose adam, adamw, sgd or rmsprop")
+
+
+def compile_model(model: keras.Model, optimizer, jit_compile: bool) -> None:
+    """Binary cross-entropy; metric names are fixed so logs say val_auc and val_accuracy."""
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        jit_compile=jit_compile,
+    )
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over all visible GPUs when there are several, else the default (one device)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name in ("auto", "default"):
+        return tf.distribute.get_strategy()
+    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device or default")
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter and best value can be carried over from an interrupted run."""
+
+    def __init__(self, initial_wait: int = 0, initial_best: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._initial = (initial_wait, initial_best)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, self.best = self._initial
+
+
+class StateCheckpoint(keras.callbacks.Callback):
+    """Saves weights + optimizer state, then the state file pointing at them, after every epoch.
+
+    Must come after the early-stopping callback in the list, so it records that epoch's decision.
+    """
+
+    def __init__(self, state_dir: epath.Path, phase_index: int, phase_starts: list[int], phase_end: int,
+                 early_stopping: ResumableEarlyStopping, best_auc: float | None):
+        super().__init__()
+        self.state_dir = state_dir
+        self.phase_index, self.phase_starts, self.phase_end = phase_index, list(phase_starts), phase_end
+        self.early_stopping = early_stopping
+        self.best_auc = best_auc
+
+    def on_epoch_end(self, epoch, logs=None):
+        auc = (logs or {}).get(MONITOR)
+        if auc is not None and (self.best_auc is None or auc > self.best_auc):
+            self.best_auc = float(auc)
+        weights = self.state_dir / f"epoch-{epoch + 1}.weights.h5"
+        self.model.save_weights(str(weights))
+        best = self.early_stopping.best
+        write_state(self.state_dir, {
+            "phase_index": self.phase_index,
+            "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
+            "epoch": epoch + 1,  # the next epoch to run
+            "phase_done": bool(self.model.stop_training) or epoch + 1 >= self.phase_end,
+            "weights": weights.name,
+            "best_auc": self.best_auc,
+            "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+        })
+        for old in self.state_dir.glob("epoch-*.weights.h5"):
+            if old.name != weights.name:
+                old.unlink()
+
+
+class CrashAfterEpochs(keras.callbacks.Callback):
+    """Raises SimulatedInterruption once `n` epochs have finished in total (for testing resume)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise SimulatedInterruption(f"simulated interruption after epoch {epoch + 1} (--crash_after_epochs)")
+
+
+def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]:
+    """The TensorBoard callback, or none with a warning when the tensorboard package is missing.
+
+    TensorFlow 2.21 no longer installs tensorboard; without it tf.summary fails at the first epoch end.
+    """
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        logging.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install tensorboard)", log_dir)
+        return []
+    return [keras.callbacks.TensorBoard(str(log_dir))]
+
+
+def read_state(state_dir: epath.Path) -> dict | None:
+    path = state_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_state(state_dir: epath.Path, state: dict) -> None:
+    # Write-then-rename, so a kill mid-write leaves the previous state intact.
+    tmp = state_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, state_dir / STATE_FILE)
+
+
+def _load_weights(model: keras.Model, path: epath.Path) -> None:
+    with warnings.catch_warnings():
+        # Moving from phase to phase the saved optimizer state belongs to the previous phase's optimizer.
+        warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+        model.load_weights(str(path))
+
+
+def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: Phase) -> None:
+    if phase.name == "head":
+        transfer.freeze_base(model)
+    elif phase.name == "fine_tune":
+        n = transfer.unfreeze_base(model, None if config.full_fine_tune else config.unfreeze_layers)
+        logging.info("fine-tuning: %d base layers with weights are trainable (BatchNormalization frozen)", n)
+
+
+def run(config: TrainConfig) -> dict:
+    """Trains (or resumes) the run described by `config` and writes its outputs; returns metrics.json's contents."""
+    run_dir = epath.Path(config.model_dir)
+    state_dir = run_dir / STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    keras.utils.set_random_seed(config.seed)
+
+    builder = data.load_builder(config.data_dir, config.dataset)
+    train_ds = data.train_dataset(
+        data.split_files(builder, "train"), config.batch_size, config.seed, config.augment, config.shuffle_buffer,
+        config.sample_fraction, repeat=config.steps_per_epoch is not None,
+        num_examples=data.num_examples(builder, "train"),
+    )
+    val_files = data.split_files(builder, "validation")
+    val_ds = data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
+    class_weight = dict(enumerate(config.class_weights)) if config.class_weights else None
+
+    strategy = make_strategy(config.strategy)
+    state = read_state(state_dir)
+    phases = plan_phases(config)
+    with strategy.scope():
+        # Random init when resuming: the saved weights replace the pretrained ones anyway.
+        model = build_model(config, weights=None if state else "config")
+    if state:
+        logging.info("resuming %s at epoch %d (phase %s)", run_dir, state["epoch"], phases[state["phase_index"]].name)
+    elif config.is_transfer and config.weights == "imagenet":
+        logging.info("training from ImageNet weights")
+
+    epoch = state["epoch"] if state else 0
+    phase_starts = list(state["phase_starts"]) if state else []
+    for index, phase in enumerate(phases):
+        if state and (index < state["phase_index"] or (index == state["phase_index"] and state["phase_done"])):
+            continue
+        mid_phase = bool(state) and index == state["phase_index"]
+        if not mid_phase:
+            phase_starts.append(epoch)
+        phase_start = phase_starts[index]
+        with strategy.scope():
+            if state and not mid_phase and not model.optimizer:
+                _load_weights(model, state_dir / state["weights"])  # not compiled yet: model weights only
+            _set_phase_layers(model, config, phase)
+            compile_model(model, make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay),
+                          config.jit_compile)
+            if mid_phase:
+                model.optimizer.build(model.trainable_variables)
+                _load_weights(model, state_dir / state["weights"])
+        es_state = state["early_stopping"] if mid_phase else {"wait": 0, "best": None}
+        early_stopping = ResumableEarlyStopping(
+            initial_wait=es_state["wait"], initial_best=es_state["best"], monitor=MONITOR, mode="max",
+            patience=config.early_stopping_patience, verbose=1,
+        )
+        best_auc = state["best_auc"] if state else None
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(
+                str(run_dir / BEST_WEIGHTS), monitor=MONITOR, mode="max", save_best_only=True,
+                save_weights_only=True, initial_value_threshold=best_auc,
+            ),
+            early_stopping,
+            keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=True),
+            *tensorboard_callbacks(run_dir / "logs"),
+            StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc),
+        ]
+        if config.crash_after_epochs:
+            callbacks.append(CrashAfterEpochs(config.crash_after_epochs))
+        logging.info("phase %s: epochs %d..%d at learning rate %g", phase.name, epoch + 1, phase_start + phase.epochs,
+                     phase.learning_rate)
+        model.fit(
+            train_ds, validation_data=val_ds, epochs=phase_start + phase.epochs, initial_epoch=epoch,
+            steps_per_epoch=config.steps_per_epoch, class_weight=class_weight, callbacks=callbacks, shuffle=False,
+            verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+        )
+        state = read_state(state_dir)
+        if state is None or state["phase_index"] != index:
+            raise RuntimeError(f"phase {phase.name} ran no epoch (initial epoch {epoch}); state: {state}")
+        state["phase_done"] = True
+        write_state(state_dir, state)
+        epoch = state["epoch"]
+    return finish(config, builder, tuple(phase_starts[1:]))
+
+
+def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
+    """Best weights -> model.keras; validation predictions -> metrics, report and plots."""
+    run_dir = epath.Path(config.model_dir)
+    final = build_model(config, weights=None)
+    best = run_dir / BEST_WEIGHTS
+    if not best.exists():  # no epoch produced a val_auc; keep the last weights
+        state = read_state(run_dir / STATE_DIR)
+        best = run_dir / STATE_DIR / state["weights"]
+    _load_weights(final, best)
+    final.save(str(run_dir / MODEL_FILE))
+    batches = data.eval_dataset(data.split_files(builder, "validation"), config.batch_size, config.sample_fraction,
+                                with_ids=True)
+    ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
+    metrics = evaluate.write_report(run_dir, config.model, ids, labels, probs, run_dir / HISTORY_CSV, config.seed,
+                                    fine_tune_starts)
+    logging.info("validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f", metrics["roc_auc"],
+                 *metrics["roc_auc_ci95"], metrics["accuracy"])
+    return metrics
