@@ -46,7 +46,7 @@ def predict_batches(models: Sequence[keras.Model], batches: Iterable[dict], tta:
     predict = make_predict_fn(models, tta)
     ids, labels, probs = [], [], []
     for batch in batches:
-        probs.append(predict(tf.convert_to_tensor(batch["image"], tf.float32)).numpy())
+        probs.append(predict(tf.cast(batch["image"], tf.float32)).numpy())
         ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(batch["id"]).tolist())
         if "label" in batch:
             labels.append(np.asarray(batch["label"]).ravel())
