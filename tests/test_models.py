@@ -1,0 +1,118 @@
+"""The model registry: shapes, parameter counts, one training step each, mixed precision, fine-tuning."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import keras
+import numpy as np
+import pytest
+
+from trainer import models
+from trainer.models import transfer
+
+
+def _train_step(model: keras.Model, size: int) -> float:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
+    y = np.array([[0], [1], [0], [1]], "float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    loss = float(model.train_on_batch(x, y))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "no weight changed"
+    p = model.predict(x, verbose=0)
+    assert p.shape == (4, 1) and np.all((p >= 0) & (p <= 1))
+    return loss
+
+
+def test_registry_lists_the_four_models():
+    assert set(models.REGISTRY) == {"baseline", "tuned", "resnet50", "densenet169"}
+    with pytest.raises(ValueError, match="choose one of baseline"):
+        models.build("vgg16")
+
+
+def test_baseline_is_the_seed_cnn():
+    model = models.build("baseline")
+    assert model.count_params() == 109_889  # "about 110k" in the seed notebook
+    convs = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == [32, 64, 128]
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 3
+    assert model.get_layer("dense").units == 128
+    assert model.output.shape == (None, 1)
+
+
+@pytest.mark.parametrize("name", ["baseline", "tuned"])
+def test_cnn_takes_a_training_step(name):
+    _train_step(models.build(name, input_shape=(32, 32, 3)), 32)
+
+
+def test_tuned_follows_its_arguments():
+    model = models.build("tuned", filters=(16, 32, 64, 128), dense=64, dropout=0.3, batch_norm=True)
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [16, 32, 64, 128]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 4
+    assert model.get_layer("dropout").rate == 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "densenet169"])
+def test_transfer_model_takes_a_training_step(name):
+    model = models.build(name, input_shape=(32, 32, 3), weights=None)
+    transfer.unfreeze_base(model, 10)
+    _train_step(model, 32)
+
+
+def test_output_is_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.build("baseline", input_shape=(32, 32, 3))
+        assert model.get_layer("conv1").compute_dtype == "float16"
+        assert model.get_layer("probability").compute_dtype == "float32"
+        assert model.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_unfreezing_keeps_batch_norm_frozen():
+    model = models.build("resnet50", input_shape=(32, 32, 3), weights=None)
+    base = model.get_layer(transfer.BASE_LAYER)
+    assert not base.trainable and not model.get_layer(transfer.BASE_LAYER).trainable_weights
+    transfer.unfreeze_base(model, 20)
+    tail = base.layers[-20:]
+    assert all(not layer.trainable for layer in base.layers[:-20])
+    assert all(layer.trainable != isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
+    transfer.unfreeze_base(model, None)
+    bn = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and not any(layer.trainable for layer in bn)
+    assert all(layer.trainable for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization))
+    transfer.freeze_base(model)
+    assert not base.trainable_weights
+
+
+@pytest.mark.parametrize(("mode", "app"), [("caffe", keras.applications.resnet50), ("torch", keras.applications.densenet)])
+def test_preprocessing_layer_matches_keras_applications(mode, app):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(transfer.ImagenetPreprocess(mode)(x))
+    np.testing.assert_allclose(got, app.preprocess_input(x.copy()), rtol=1e-5, atol=1e-4)
+
+
+def test_imagenet_weights_without_internet_fail_clearly(monkeypatch, tmp_path):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    # Point Keras' cache at an empty folder, so a cached download on this machine cannot hide the failure.
+    real_get_file = file_utils.get_file
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: real_get_file(*a, **{**k, "cache_dir": str(tmp_path)}))
+    with pytest.raises(transfer.WeightsUnavailableError) as info:
+        models.build("resnet50", input_shape=(32, 32, 3), weights="imagenet")
+    message = str(info.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "--weights=" in message and "name resolution" in message
+
+
+def test_weights_path_must_exist():
+    with pytest.raises(ValueError, match="no such file"):
+        models.build("densenet169", input_shape=(32, 32, 3), weights="/nonexistent/densenet.h5")
