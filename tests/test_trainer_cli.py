@@ -1,0 +1,118 @@
+"""`python -m trainer` end to end on a tiny built dataset: outputs, resume, flag errors, compare, gpu_check."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
+from trainer import config as config_lib
+from trainer import evaluate, train
+
+
+def _epochs(run_dir) -> list[int]:
+    with open(run_dir / train.HISTORY_CSV) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_training_writes_every_output(baseline_run):  # noqa: F811
+    for name in ("config.json", "model.keras", "best.weights.h5", "training_log.csv", "metrics.json",
+                 "classification_report.txt", "val_predictions.csv"):
+        assert (baseline_run / name).stat().st_size > 0, name
+    for name in ("confusion_matrix.png", "learning_curves.png", "roc_curve.png"):
+        assert (baseline_run / name).read_bytes()[:4] == b"\x89PNG", name
+    assert list((baseline_run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    cfg = config_lib.TrainConfig.from_json((baseline_run / "config.json").read_text())
+    assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.mixed_precision) == ("baseline", 2, None, False)
+    m = json.loads((baseline_run / "metrics.json").read_text())
+    assert 0.0 <= m["roc_auc"] <= 1.0 and m["roc_auc_ci95"][0] <= m["roc_auc"] <= m["roc_auc_ci95"][1]
+    assert sum(map(sum, m["confusion_matrix"])) == m["num_examples"] > 0
+    assert set(m["per_class"]) == {"normal", "tumour"} and m["threshold"] == 0.5
+    assert "tumour" in (baseline_run / "classification_report.txt").read_text()
+    assert _epochs(baseline_run) == [0, 1]
+    history = evaluate.read_history(baseline_run / train.HISTORY_CSV)
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp_path):  # noqa: F811
+    args = ["trainer", "--model=baseline", f"--data_dir={pcam_data['tfds']}", f"--model_dir={tmp_path}",
+            "--epochs=2", "--batch_size=16", "--verbose=2"]
+    crashed = run_module(*args, "--crash_after_epochs=1", check=False)
+    assert crashed.returncode != 0 and "simulated interruption after epoch 1" in crashed.stderr
+    assert _epochs(tmp_path) == [0] and not (tmp_path / "model.keras").exists()
+    resumed = run_module(*args)
+    assert "resuming" in resumed.stderr and "epochs 2..2" in resumed.stderr
+    assert _epochs(tmp_path) == _epochs(baseline_run) == [0, 1]
+    assert (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):  # noqa: F811
+    proc = run_module("trainer", "--model=baseline", f"--data_dir={pcam_data['tfds']}",
+                      f"--model_dir={baseline_run}", "--epochs=5", check=False)
+    assert proc.returncode != 0 and "epochs: 2 -> 5" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--model=vgg16", "baseline|tuned|resnet50|densenet169"),
+        ("--augment=heavy", "dihedral|seed|none"),
+        ("--sample_fraction=1.5", "--sample_fraction=1.5 must be in (0, 1]"),
+    ],
+)
+def test_bad_flag_fails_with_a_clear_message(flag, expected, tmp_path):
+    args = {"--model": "--model=baseline", "--data_dir": "--data_dir=/nonexistent", "--model_dir": f"--model_dir={tmp_path}"}
+    args[flag.split("=")[0]] = flag
+    proc = run_module("trainer", *args.values(), flag, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert flag.split("=")[0].lstrip("-") in proc.stderr
+
+
+def test_helpfull_documents_the_flags():
+    proc = run_module("trainer", "--helpfull", check=False, timeout=120)
+    for flag in ("--model", "--augment", "--weights", "--head_epochs", "--unfreeze_layers", "--mixed_precision",
+                 "--jit_compile", "--strategy", "--hparams", "--class_weights", "--steps_per_epoch", "--flagfile"):
+        assert flag in proc.stdout, flag
+
+
+@pytest.mark.slow
+def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):  # noqa: F811
+    from trainer import compare
+
+    assert compare.main([str(baseline_run), str(baseline_run), f"--output_dir={tmp_path}"]) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| model | ROC AUC (95% CI) | accuracy | precision | recall | F1 |" in table
+    assert table.count("| baseline") == 2
+    assert (tmp_path / "roc_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gpu_check_runs_on_cpu(capsys):
+    from trainer import gpu_check
+
+    assert gpu_check.main(["--models=baseline", "--steps=2", "--batch_size=4", "--image_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert "mixed precision off" in out and "baseline" in out and "float32" in out and "compiled" in out
+
+
+@pytest.mark.slow
+def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path):  # noqa: F811
+    """Interrupted after the first fine-tuning epoch, the restart skips the head phase and finishes phase 2."""
+    cfg = config_lib.validate(config_lib.TrainConfig(
+        model="resnet50", data_dir=str(pcam_data["tfds"]), model_dir=str(tmp_path), weights="none", head_epochs=1,
+        epochs=2, batch_size=8, steps_per_epoch=1, sample_fraction=0.25, unfreeze_layers=10, augment="none",
+        crash_after_epochs=2, verbose="0",
+    ))
+    config_lib.write(cfg)
+    with pytest.raises(train.SimulatedInterruption):
+        train.run(cfg)
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert (state["phase_index"], state["epoch"], state["phase_starts"]) == (1, 2, [0, 1])
+    train.run(config_lib.TrainConfig(**{**cfg.__dict__, "crash_after_epochs": 0}))
+    assert _epochs(tmp_path) == [0, 1, 2]
+    assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()
