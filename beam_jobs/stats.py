@@ -138,10 +138,10 @@ class PatchStats:
 
     def add(self, pixels: np.ndarray, thresholds: Thresholds) -> PatchStats:
         """Adds one patch (H, W, 3) or a stack of patches (N, H, W, 3) of uint8, vectorised over the stack."""
+        if pixels.ndim not in (3, 4) or pixels.shape[-1] != len(CHANNELS) or pixels.dtype != np.uint8:
+            raise ValueError(f"expected uint8 patches of shape (N, H, W, 3), got {pixels.dtype} {pixels.shape}")
         if pixels.ndim == 3:
             pixels = pixels[np.newaxis]
-        if pixels.ndim != 4 or pixels.shape[-1] != len(CHANNELS) or pixels.dtype != np.uint8:
-            raise ValueError(f"expected uint8 patches of shape (N, H, W, 3), got {pixels.dtype} {pixels.shape}")
         n = pixels.shape[0]
         if n == 0:
             return self
