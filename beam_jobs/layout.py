@@ -124,26 +124,27 @@ def resolve_id(id_: str, files: Iterable[dict], rows: Iterable[dict]) -> tuple[l
     elif good_rows and not train:
         bad_rows.append(dict(good_rows[0], reason=LABELLED_TEST_FILE if test else MISSING_FILE))
 
-    def reject(f, reason):
-        f = dict(f)
+    def reject(f, reason, detail):
+        f = dict(f, label=NO_LABEL)
         if f["valid"]:
-            f.update(valid=False, reason=reason, detail="")
+            f.update(valid=False, reason=reason, detail=detail)
         return f
 
+    shared = f"{len(files)} files ({', '.join(sorted(f['source'] for f in files))}) share this id"
     for f in test:
         f = dict(f, label=NO_LABEL)
-        out_files.append(reject(f, DUPLICATE_ID) if len(files) > 1 else f)
+        out_files.append(reject(f, DUPLICATE_ID, shared) if len(files) > 1 else f)
     for f in train:
         if len(files) > 1:
-            out_files.append(reject(dict(f, label=NO_LABEL), DUPLICATE_ID))
+            out_files.append(reject(f, DUPLICATE_ID, shared))
         elif len(good_rows) == 1:
             out_files.append(dict(f, label=good_rows[0]["label"]))
         elif len(good_rows) > 1:
-            out_files.append(reject(dict(f, label=NO_LABEL), DUPLICATE_ID))
+            out_files.append(reject(f, DUPLICATE_ID, f"{len(good_rows)} rows of {LABELS_CSV} name this id"))
         elif rows:  # only rejected rows: the file has no usable label
-            out_files.append(reject(dict(f, label=NO_LABEL), rows[0]["reason"]))
+            out_files.append(reject(f, rows[0]["reason"], f"its row is {rows[0]['raw']!r}"))
         else:
-            out_files.append(reject(dict(f, label=NO_LABEL), MISSING_LABEL))
+            out_files.append(reject(f, MISSING_LABEL, f"no row in {LABELS_CSV}"))
     if len(files) > 1 and len(good_rows) == 1 and train:
         # The row itself is fine, but it cannot say which of the files it labels.
         bad_rows.append(dict(good_rows[0], reason=DUPLICATE_ID))

@@ -21,6 +21,6 @@ def with_local_defaults(beam_args: list[str]) -> list[str]:
     if runner in ("DirectRunner", "direct"):
         if not _given(args, "direct_running_mode"):
             args.append("--direct_running_mode=multi_processing")
-        if not _given(args, "direct_num_workers"):
-            args.append("--direct_num_workers=0")
+            if not _given(args, "direct_num_workers"):
+                args.append("--direct_num_workers=0")
     return args

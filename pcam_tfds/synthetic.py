@@ -51,6 +51,7 @@ POSITIVE_RATE = 0.4
 DECOY_RATE = 0.3  # share of negatives with a tumour cluster in the outer ring
 WHITE_RATE = 0.15  # share of patches with a white, tissue-free area
 NEARLY_WHITE_RATE = 0.03  # share of patches that are almost entirely white
+LYMPHOCYTE_RATE = 0.35  # share of patches with a dense aggregate of small dark nuclei
 SPLITS = ("train", "test")
 
 # Optical-density vectors (R, G, B) of haematoxylin and eosin, the usual
@@ -188,8 +189,8 @@ def _background_nuclei(rng: np.random.Generator) -> _Nuclei:
 
 def _lymphocyte_aggregate(rng: np.random.Generator) -> _Nuclei:
     """A crowd of small, very dark, round nuclei anywhere in the patch."""
-    n = int(rng.integers(10, 32))
-    centre = rng.uniform(10, PATCH_SIZE - 10, 2)
+    n = int(rng.integers(10, 36))
+    centre = rng.uniform(16, PATCH_SIZE - 16, 2)
     cy, cx = centre[:, None] + rng.normal(0.0, rng.uniform(5.0, 9.0), (2, n))
     keep = (cy >= 0) & (cy < PATCH_SIZE) & (cx >= 0) & (cx < PATCH_SIZE)
     return _nuclei_at(rng, cy[keep], cx[keep], (1.8, 2.5), (0.85, 1.15), (1.1, 1.5), (0.0, 0.0))
@@ -203,14 +204,14 @@ def _in_centre(cy, cx, margin):
 
 def _tumour_cluster(rng: np.random.Generator, in_centre: bool) -> _Nuclei:
     """Large, dark, pleomorphic, crowded nuclei: inside the centre, or wholly outside it."""
-    n = int(rng.integers(9, 20))
+    n = int(rng.integers(5, 18))
     spread = rng.uniform(4.0, 6.5)
     candidates = 4 * n
     radius_lo, radius_hi = 3.5, 6.0
     aspect_lo, aspect_hi = 0.75, 1.3
     # Draw sizes first so placement can reject nuclei by their full extent.
     probe = _nuclei_at(rng, np.zeros(candidates), np.zeros(candidates), (radius_lo, radius_hi),
-                       (aspect_lo, aspect_hi), (1.2, 1.8), (0.25, 0.5))
+                       (aspect_lo, aspect_hi), (1.0, 1.7), (0.25, 0.5))
     extent = np.maximum(probe.rx, probe.ry) + 1.0  # +1: the anti-aliased edge and rounding
     if in_centre:
         centre = rng.uniform(40.0, 56.0, 2)
@@ -247,7 +248,8 @@ def _tissue_mask(rng: np.random.Generator, label: int, away_from: np.ndarray | N
     if away_from is not None:
         # Put the white area on the far side from a decoy cluster so that the
         # decoy stays visible.
-        toward = np.arctan2(away_from[0] - 47.5, away_from[1] - 47.5)
+        middle = (PATCH_SIZE - 1) / 2
+        toward = np.arctan2(away_from[0] - middle, away_from[1] - middle)
         angle = toward + np.pi + rng.uniform(-0.6, 0.6)
     else:
         angle = rng.uniform(0.0, 2 * np.pi)
@@ -256,13 +258,14 @@ def _tissue_mask(rng: np.random.Generator, label: int, away_from: np.ndarray | N
     reach = half * (abs(ny) + abs(nx))  # farthest centre-square corner along the normal
     # Positives keep the whole centre square on tissue (plus room for the
     # wobble), otherwise the white could erase the tumour that sets the label.
-    low = reach + 10.0 if label else (0.0 if away_from is not None else -12.0)
+    low = reach + 14.0 if label else (0.0 if away_from is not None else -12.0)
     offset = rng.uniform(low, 44.0)
     distance = yy * ny + xx * nx + 3.0 * _smooth_noise(rng, 4)
     return (1.0 / (1.0 + np.exp((distance - offset) / 1.5))).astype(np.float32), "partial"
 
 
 def _stain_vector(rng: np.random.Generator, base) -> np.ndarray:
+    """A unit optical-density vector near `base`: stain hue varies from slide to slide."""
     v = np.asarray(base) + rng.normal(0.0, 0.04, 3)
     v = np.clip(v, 0.01, None)
     return (v / np.linalg.norm(v)).astype(np.float32)
@@ -276,7 +279,9 @@ def make_patch_with_info(rng: np.random.Generator, label: int) -> tuple[np.ndarr
     decoy = label == 0 and rng.random() < DECOY_RATE
 
     parts = [_background_nuclei(rng)]
-    if rng.random() < 0.25:
+    # Lymphocyte aggregates land anywhere, centre included and whatever the
+    # label, so "something dark in the centre" is not enough to call tumour.
+    if rng.random() < LYMPHOCYTE_RATE:
         parts.append(_lymphocyte_aggregate(rng))
     tumour = _tumour_cluster(rng, in_centre=True) if label else (
         _tumour_cluster(rng, in_centre=False) if decoy else None)

@@ -1,0 +1,73 @@
+"""The label-CSV rules and the join of files with label rows, without Beam."""
+
+from __future__ import annotations
+
+import pytest
+
+from beam_jobs import layout
+
+
+@pytest.mark.parametrize(
+    "line, reason, label",
+    [
+        ("abc,1", None, 1),
+        ("abc, 0", None, 0),
+        ("abc,2", layout.BAD_LABEL, -1),
+        ("abc,yes", layout.BAD_LABEL, -1),
+        ("abc,", layout.BAD_LABEL, -1),
+        ("abc", layout.MALFORMED_ROW, -1),
+        ("abc,1,extra", layout.MALFORMED_ROW, -1),
+        ("", layout.MALFORMED_ROW, -1),
+        (",1", layout.MALFORMED_ROW, -1),
+        ("../x,1", layout.UNSAFE_ID, -1),
+        ("a/b,0", layout.UNSAFE_ID, -1),
+        (".hidden,0", layout.UNSAFE_ID, -1),
+    ],
+)
+def test_parse_label_line(line, reason, label):
+    row = layout.parse_label_line(line)
+    assert (row["reason"], row["label"], row["raw"]) == (reason, label, line)
+
+
+def test_file_id():
+    assert layout.file_id("/d/train/abc.tif") == "abc"
+    assert layout.file_id("gs://b/train/abc.def.png") == "abc.def"
+    assert layout.file_id("/d/train/noext") == "noext"
+
+
+def _file(source="train", valid=True, reason=None):
+    return {"source": source, "valid": valid, "reason": reason, "detail": "", "label": -1}
+
+
+def _row(label=1, reason=None):
+    return {"id": "x", "label": label if reason is None else -1, "raw": f"x,{label}", "reason": reason}
+
+
+def test_resolve_labels_a_file_with_one_row():
+    files, rows = layout.resolve_id("x", [_file()], [_row(1)])
+    assert [(f["valid"], f["label"]) for f in files] == [(True, 1)] and rows == []
+
+
+@pytest.mark.parametrize(
+    "files, rows, file_reasons, row_reasons",
+    [
+        ([_file()], [], [layout.MISSING_LABEL], []),
+        ([], [_row()], [], [layout.MISSING_FILE]),
+        ([_file()], [_row(2, layout.BAD_LABEL)], [layout.BAD_LABEL], [layout.BAD_LABEL]),
+        ([_file()], [_row(1), _row(0)], [layout.DUPLICATE_ID], [layout.DUPLICATE_ID] * 2),
+        ([_file(), _file()], [_row(1)], [layout.DUPLICATE_ID] * 2, [layout.DUPLICATE_ID]),
+        ([_file(), _file("test")], [_row(1)], [layout.DUPLICATE_ID] * 2, [layout.DUPLICATE_ID]),
+        ([_file("test")], [_row(1)], [None], [layout.LABELLED_TEST_FILE]),
+        ([_file(valid=False, reason="truncated")], [_row(1)], ["truncated"], []),
+        ([_file(valid=False, reason="truncated")], [], ["truncated"], []),
+    ],
+    ids=["no-row", "no-file", "bad-label", "two-rows", "two-files", "train-and-test", "labelled-test", "bad-file",
+         "bad-file-no-row"],
+)
+def test_resolve_rejects_with_the_right_reason(files, rows, file_reasons, row_reasons):
+    out_files, bad_rows = layout.resolve_id("x", files, rows)
+    assert [f["reason"] for f in out_files] == file_reasons
+    assert [r["reason"] for r in bad_rows] == row_reasons
+    # Every input comes back exactly once.
+    assert len(out_files) == len(files)
+    assert len(bad_rows) + sum(f["label"] != -1 for f in out_files if f["source"] == "train") == len(rows)
