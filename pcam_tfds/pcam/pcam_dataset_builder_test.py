@@ -1,0 +1,53 @@
+"""The `pcam` builder on its dummy data (20 train files, one of them empty; 4 test files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tensorflow_datasets as tfds
+
+from pcam_tfds.pcam import pcam_dataset_builder
+
+
+class PcamBuilderTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = pcam_dataset_builder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["full"]
+    # 19 valid labelled patches (9 negative, 10 positive): round(0.2 x 9) + round(0.2 x 10) = 4 held out.
+    SPLITS = {"train": 15, "validation": 4, "test": 4}
+    SKIP_CHECKSUMS = True
+
+    def test_rejected_file_is_listed(self):
+        builder = self._make_builder(config="full")
+        builder.download_and_prepare(download_config=self._download_config())
+        checks = builder.data_path / "validate"
+        summary = json.loads((checks / "summary.json").read_text())
+        assert summary["rejected_by_reason"] == {"empty_file": 1}
+        assert "empty_file" in (checks / "rejected.csv").read_text()
+
+    def _download_config(self):
+        return tfds.download.DownloadConfig(manual_dir=self.dummy_data)
+
+
+def test_count_check_fails_loudly_on_a_short_split():
+    summary = {"by_source": {"train": {"valid": 100}, "test": {"valid": 10}}}
+    infos = {"train": _Info(80), "validation": _Info(20), "test": _Info(10)}
+    pcam_dataset_builder.check_split_counts(infos, {"train": 80, "validation": 20, "test": 10}, summary)
+    short = dict(infos, train=_Info(64))
+    with pytest.raises(RuntimeError, match="train: 80 examples sent to the writer, 64 written"):
+        pcam_dataset_builder.check_split_counts(short, {"train": 80, "validation": 20, "test": 10}, summary)
+    with pytest.raises(RuntimeError, match="test holds 9 examples, validation passed 10"):
+        pcam_dataset_builder.check_split_counts(dict(infos, test=_Info(9)), {}, summary)
+
+
+class _Info:
+    def __init__(self, n):
+        self.num_examples = n
+
+
+def test_read_slide_csv(tmp_path):
+    (tmp_path / "s.csv").write_text("id,wsi\na,camelyon_1\nb,camelyon_2\n")
+    assert pcam_dataset_builder.read_slide_csv(str(tmp_path / "s.csv")) == {"a": "camelyon_1", "b": "camelyon_2"}
+    (tmp_path / "bad.csv").write_text("patch,slide\na,1\n")
+    with pytest.raises(ValueError, match="bad.csv: columns are"):
+        pcam_dataset_builder.read_slide_csv(str(tmp_path / "bad.csv"))
