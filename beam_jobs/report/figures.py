@@ -1,0 +1,191 @@
+"""Figures of the EDA report, drawn from stats.json and a few sample patches.
+
+Each function returns a matplotlib `Figure` made with the object API (no
+pyplot, so no global figure state and no backend to choose: `png_bytes`
+renders with Agg). Every figure has a title, axis labels where there are axes,
+and a legend.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+CENTRE = (32, 64)  # rows and columns 32..63 of a 96x96 patch decide its label
+CENTRE_COLOUR = "#00c8ff"
+GROUP_COLOURS = {"negative": "#1f77b4", "positive": "#d62728", "test": "#7f7f7f"}
+GROUP_TITLES = {
+    "negative": "label 0 (no tumour in centre)",
+    "positive": "label 1 (tumour in centre)",
+    "test": "test (no label)",
+}
+CHANNEL_NAMES = ("red", "green", "blue")
+CHANNEL_COLOURS = ("#ff0000", "#00ff00", "#0000ff")  # pure channel colours
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    FigureCanvasAgg(fig)  # attaches an Agg canvas: no pyplot, no global backend
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _outline_centre(ax, size: int) -> None:
+    """Draws the centre 32x32 square of a 96x96 patch, scaled to SIZE pixels."""
+    scale = size / 96
+    lo, hi = CENTRE[0] * scale - 0.5, CENTRE[1] * scale - 0.5
+    ax.add_patch(Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor=CENTRE_COLOUR, linewidth=1.5))
+
+
+def sample_grid(examples: dict[str, list[tuple[str, np.ndarray]]], columns: int = 8) -> Figure:
+    """One block of rows per label: each patch with its centre 32x32 outlined, titled by the start of its id.
+
+    EXAMPLES maps a group name ('negative', 'positive') to [(id, pixels)].
+    """
+    groups = [g for g in ("negative", "positive") if examples.get(g)]
+    rows_per_group = {g: -(-len(examples[g]) // columns) for g in groups}
+    n_rows = max(1, sum(rows_per_group.values()))
+    fig = Figure(figsize=(1.6 * columns, 1.85 * n_rows + 0.9))
+    axes = fig.subplots(n_rows, columns, squeeze=False)
+    row = 0
+    for g in groups:
+        for k, (id_, pixels) in enumerate(examples[g]):
+            ax = axes[row + k // columns][k % columns]
+            ax.imshow(pixels)
+            _outline_centre(ax, pixels.shape[0])
+            ax.set_title(f"{id_[:8]}", fontsize=8, color=GROUP_COLOURS[g])
+        axes[row][0].set_ylabel(GROUP_TITLES[g], fontsize=8, color=GROUP_COLOURS[g])
+        row += rows_per_group[g]
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_axis_off()
+    fig.suptitle("Sample patches by label (96x96 px; the label depends only on the outlined centre 32x32)")
+    fig.legend(
+        handles=[
+            Patch(facecolor="none", edgecolor=CENTRE_COLOUR, label="centre 32x32"),
+            *[Patch(color=GROUP_COLOURS[g], label=GROUP_TITLES[g]) for g in groups],
+        ],
+        loc="lower center",
+        ncol=1 + len(groups),
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return fig
+
+
+def channel_split(id_: str, label: int, pixels: np.ndarray) -> Figure:
+    """One patch and its red, green and blue channels, each with a colour bar of intensities."""
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 4)
+    axes[0].imshow(pixels)
+    _outline_centre(axes[0], pixels.shape[0])
+    axes[0].set_title(f"RGB patch {id_[:8]} (label {label})")
+    axes[0].legend(
+        handles=[Patch(facecolor="none", edgecolor=CENTRE_COLOUR, label="centre 32x32")], loc="lower right", fontsize=8
+    )
+    for c, (ax, name) in enumerate(zip(axes[1:], CHANNEL_NAMES)):
+        # Black to the pure colour: each panel shows what that channel alone contributes.
+        cmap = LinearSegmentedColormap.from_list(f"black_{name}", ["black", CHANNEL_COLOURS[c]])
+        im = ax.imshow(pixels[..., c], cmap=cmap, vmin=0, vmax=255)
+        ax.set_title(f"{name} channel (mean {pixels[..., c].mean():.0f})")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(f"{name} intensity (0-255)")
+    for ax in axes:
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+    fig.suptitle("One patch split into its channels")
+    fig.tight_layout()
+    return fig
+
+
+def rgb_histograms(stats: dict, groups=("negative", "positive", "test")) -> Figure:
+    """The exact 256-bin histogram of each channel, one line per group, as a share of the group's pixels."""
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3, sharey=True)
+    values = np.arange(256)
+    for c, (ax, name) in enumerate(zip(axes, CHANNEL_NAMES)):
+        for g in groups:
+            s = stats["groups"][g]
+            if not s["pixels"]:
+                continue
+            share = np.asarray(s["histogram"][c], dtype=np.float64) / s["pixels"]
+            ax.plot(
+                values,
+                share,
+                color=GROUP_COLOURS[g],
+                linewidth=1.2,
+                linestyle="--" if g == "test" else "-",
+                label=f"{GROUP_TITLES[g]}: {s['patches']:,} patches",
+            )
+        ax.set_title(f"{name} channel")
+        ax.set_xlabel(f"{name} intensity (0-255)")
+        ax.set_xlim(0, 255)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the group's pixels")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("RGB intensity histograms by label (every pixel of every valid patch)")
+    fig.tight_layout()
+    return fig
+
+
+def label_distribution(stats: dict) -> Figure:
+    """Valid patches per label (and test), counts and shares annotated."""
+    groups = ("negative", "positive", "test")
+    counts = [stats["groups"][g]["patches"] for g in groups]
+    train = counts[0] + counts[1]
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    bars = ax.bar(
+        ["0: negative", "1: positive", "test"],
+        counts,
+        color=[GROUP_COLOURS[g] for g in groups],
+        hatch=[None, None, "//"],
+        label=[GROUP_TITLES[g] for g in groups],
+    )
+    for bar, n, g in zip(bars, counts, groups):
+        note = f"{n:,}" + (f"\n{n / train:.1%} of train" if g != "test" and train else "")
+        ax.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=9)
+    ax.set_ylim(0, max(counts + [1]) * 1.2)
+    ax.set_xlabel("label")
+    ax.set_ylabel("valid patches")
+    ax.set_title("Label distribution")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def patch_flags(stats: dict, groups=("negative", "positive", "test")) -> Figure:
+    """Share of background, dark and blank patches per group (definitions from stats.json's thresholds)."""
+    flags = ("background", "dark", "blank")
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.subplots()
+    width = 0.8 / len(groups)
+    x = np.arange(len(flags))
+    for i, g in enumerate(groups):
+        s = stats["groups"][g]
+        shares = [100 * (s[f"{f}_share"] or 0.0) for f in flags]
+        bars = ax.bar(
+            x + (i - (len(groups) - 1) / 2) * width, shares, width, color=GROUP_COLOURS[g], label=GROUP_TITLES[g]
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    t = stats["thresholds"]
+    ax.set_xticks(
+        x,
+        [
+            f"background\n(>{t['background_share']:.0%} px with RGB > {t['white_level']})",
+            f"dark\n(mean < {t['dark_mean']:g})",
+            f"blank\n(std < {t['blank_std']:g})",
+        ],
+    )
+    ax.set_xlabel("patch flag")
+    ax.set_ylabel("% of the group's patches")
+    ax.set_title("Background, dark and blank patches by label")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
