@@ -140,3 +140,25 @@ def test_channel_moments():
     mean, std = patches.channel_moments(px)
     np.testing.assert_allclose(mean, [10, 50, 0])
     np.testing.assert_allclose(std, [0, 50, 0])
+
+
+def test_layout_cache_rechecks_out_of_line_values():
+    px = _rgb(6)
+    data = bytearray(_tiff(px, photometric="rgb"))
+    cache = {}
+    np.testing.assert_array_equal(patches._fast_tiff(bytes(data), cache), px)
+    assert len(cache) == 1
+    # Same IFD bytes, but BitsPerSample (stored out of line) now says 16: the cached layout must not be used.
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        tag = tif.pages[0].tags["BitsPerSample"]
+        where = tag.valueoffset
+    data[where : where + 6] = b"\x10\x00" * 3
+    assert patches._fast_tiff(bytes(data), cache) is None  # falls back to tifffile
+
+
+def test_read_bytes_large_and_empty(tmp_path):
+    big = bytes(range(256)) * 10000  # larger than one read
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "empty").write_bytes(b"")
+    assert patches.read_bytes(str(tmp_path / "big")) == big
+    assert patches.read_bytes(str(tmp_path / "empty")) == b""

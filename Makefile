@@ -1,0 +1,65 @@
+# One target per user action; each calls the documented command (README.md, BUILD.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Beam's DirectRunner with one worker process per core.
+BEAM_LOCAL := direct_running_mode=multi_processing,direct_num_workers=0
+
+DEMO_DIR ?= data/demo/kaggle
+DEMO_OUT ?= data/demo
+TFDS_DIR ?= $(DEMO_OUT)/tfds
+DATA_DIR ?= $(DEMO_DIR)
+EDA_OUT ?= $(DEMO_OUT)/eda
+CONFIG ?= full
+
+.PHONY: install demo demo-data validate build train test test-fast lint format eda gpu-check clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+# The whole path on the built-in demo data: generate, validate, build, train briefly, submit.
+demo: install
+	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
+	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
+	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) --data_dir=$(TFDS_DIR) --config=full \
+		--overwrite --beam_pipeline_options=$(BEAM_LOCAL)
+	$(PY) -m trainer --model=baseline --data_dir=$(TFDS_DIR) --model_dir=$(DEMO_OUT)/runs/baseline --epochs=8 \
+		--batch_size=64 --early_stopping_patience=8 --verbose=2
+	$(PY) -m trainer.predict --model_dir=$(DEMO_OUT)/runs/baseline --data_dir=$(TFDS_DIR) --tta \
+		--output=$(DEMO_OUT)/submission.csv
+	@echo
+	@echo "validation report: $(DEMO_OUT)/validate/report.md"
+	@echo "dataset:           $(TFDS_DIR)/pcam/full/1.0.0"
+	@echo "metrics and plots: $(DEMO_OUT)/runs/baseline (metrics.json, *.png, model.keras)"
+	@echo "submission:        $(DEMO_OUT)/submission.csv"
+
+validate: install
+	$(PY) -m beam_jobs.validate --data_dir=$(DATA_DIR) --output_dir=$(DEMO_OUT)/validate
+
+build: install
+	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG) \
+		--beam_pipeline_options=$(BEAM_LOCAL)
+
+test: install
+	$(VENV)/bin/pytest -q -n 2 --dist=loadfile
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+
+gpu-check: install
+	$(PY) -m trainer.gpu_check
+
+clean:
+	rm -rf data/demo .pytest_cache
