@@ -121,8 +121,9 @@ def test_stain_jitter_stays_in_range_and_changes_colour():
 @pytest.mark.parametrize("name", ["dihedral", "seed", "none"])
 def test_augmentations_keep_shape_and_range(name):
     fn = augment.make_augment_fn(name, seed=0)
-    images = _images(4, size=96)
-    out = images if fn is None else fn(images, tf.constant([0, 1], tf.int64))
+    images = tf.cast(_images(4, size=96), tf.uint8)
+    out = fn(images, tf.constant([0, 1], tf.int64))
+    assert out.dtype == tf.float32
     assert out.shape == (4, 96, 96, 3)
     assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0 + 1e-3
 
@@ -171,3 +172,11 @@ def test_metrics_on_known_predictions(tmp_path):
     assert m["accuracy"] == 0.75 and m["per_class"]["tumour"]["recall"] == 0.75
     evaluate.plot_roc_curves({"a": (labels, scores), "b": (labels, 1 - scores)}, tmp_path / "roc.png", "ROC")
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_colour_matrix_keeps_greys_and_identity():
+    m = augment.colour_matrices(tf.constant([1.0, 0.0, 1.3]), tf.constant([0.0, 0.0, 0.1])).numpy()
+    np.testing.assert_allclose(m[0], np.eye(3), atol=1e-5)  # no change
+    grey = np.array([0.2, 0.5, 0.9]) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(m[1] @ np.array([0.2, 0.5, 0.9]), [grey] * 3, atol=1e-5)  # saturation 0: luma only
+    np.testing.assert_allclose(m[2] @ np.full(3, 0.4), np.full(3, 0.4), atol=1e-5)  # greys have no hue to rotate
