@@ -67,6 +67,7 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import layout, patches, pipeline_options
@@ -127,7 +128,7 @@ def group_of(source: str, label: int) -> str:
     raise ValueError(f"a valid {source} file has label {label!r}; expected 0 or 1")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # no elementwise == on the histogram; compare summary() instead
 class PatchStats:
     """Exact running sums over a set of patches: the combiner's accumulator."""
 
@@ -266,7 +267,11 @@ class _ReadPatchBatch(beam.DoFn):
                 self.rejected.inc()
                 yield pvalue.TaggedOutput("rejected", rejected(rec, reason, detail))
             else:
-                by_group.setdefault(group_of(rec["source"], rec["label"]), []).append(pixels)
+                try:
+                    group = group_of(rec["source"], rec["label"])
+                except ValueError as e:
+                    raise ValueError(f"{rec['path']}: {e}") from None
+                by_group.setdefault(group, []).append(pixels)
         for group, arrays in by_group.items():
             yield group, np.stack(arrays)
 
@@ -492,13 +497,16 @@ def run(argv=None, save_main_session=True) -> dict:
         num_listed = select.num_files
         source = {"data_dir": args.data_dir}
         logger.info("computing statistics of %d files under %s", num_listed, args.data_dir)
-    with beam.Pipeline(options=options) as p:
-        files = p | "SelectFiles" >> select
-        computed = files["valid"] | "ComputeChannelStats" >> ComputeChannelStats(thresholds, args.batch_size)
-        all_rejected = (files["rejected"], computed["rejected"]) | "AllRejected" >> beam.Flatten()
-        _ = {"stats": computed["stats"], "rejected": all_rejected} | "WriteStats" >> WriteStats(
-            args.output_dir, thresholds, num_listed, source
-        )
+    p = beam.Pipeline(options=options)
+    files = p | "SelectFiles" >> select
+    computed = files["valid"] | "ComputeChannelStats" >> ComputeChannelStats(thresholds, args.batch_size)
+    all_rejected = (files["rejected"], computed["rejected"]) | "AllRejected" >> beam.Flatten()
+    _ = {"stats": computed["stats"], "rejected": all_rejected} | "WriteStats" >> WriteStats(
+        args.output_dir, thresholds, num_listed, source
+    )
+    result = p.run()
+    result.wait_until_finish()
+    logger.info("counters: %s", counter_totals(result))
     stats = load_stats(layout.join(args.output_dir, STATS_JSON))
     f, train = stats["files"], stats["groups"]["train"]
     print(
@@ -510,12 +518,26 @@ def run(argv=None, save_main_session=True) -> dict:
     return stats
 
 
+def counter_totals(result) -> dict[str, int]:
+    """The job's counters ({name: total over steps}); empty where the runner reports no metrics."""
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except (NotImplementedError, AttributeError):
+        return {}
+    totals: dict[str, int] = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + (value or 0)
+    return dict(sorted(totals.items()))
+
+
 def _fmt(values) -> str:
     return "n/a" if values is None else "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: importing Beam may already have given the root logger a handler (and level WARNING).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # the worker harness logs every bundle
     run()
 

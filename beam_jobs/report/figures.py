@@ -105,27 +105,47 @@ def channel_split(id_: str, label: int, pixels: np.ndarray) -> Figure:
 
 
 def rgb_histograms(stats: dict, groups=("negative", "positive", "test")) -> Figure:
-    """The exact 256-bin histogram of each channel, one line per group, as a share of the group's pixels."""
-    fig = Figure(figsize=(15, 4.2))
+    """The exact 256-bin histogram of each channel, one line per group, as a share of the group's pixels.
+
+    Saturated pixels (0 and 255, e.g. glass or black borders) can be many times
+    more frequent than any other value; the y axis is scaled to values 1..254
+    and the end bins that go off scale are written in each panel.
+    """
+    fig = Figure(figsize=(15, 4.4))
     axes = fig.subplots(1, 3, sharey=True)
     values = np.arange(256)
+    shares = {
+        g: np.asarray(stats["groups"][g]["histogram"], dtype=np.float64) / stats["groups"][g]["pixels"]
+        for g in groups
+        if stats["groups"][g]["pixels"]
+    }
+    top = 1.1 * max((sh[:, 1:255].max() for sh in shares.values()), default=1.0) or 1.0
     for c, (ax, name) in enumerate(zip(axes, CHANNEL_NAMES)):
-        for g in groups:
-            s = stats["groups"][g]
-            if not s["pixels"]:
-                continue
-            share = np.asarray(s["histogram"][c], dtype=np.float64) / s["pixels"]
+        off_scale = []
+        for g, sh in shares.items():
             ax.plot(
                 values,
-                share,
+                sh[c],
                 color=GROUP_COLOURS[g],
                 linewidth=1.2,
                 linestyle="--" if g == "test" else "-",
-                label=f"{GROUP_TITLES[g]}: {s['patches']:,} patches",
+                label=f"{GROUP_TITLES[g]}: {stats['groups'][g]['patches']:,} patches",
+            )
+            off_scale += [f"{g} at {v}: {sh[c, v]:.1%}" for v in (0, 255) if sh[c, v] > top]
+        if off_scale:
+            ax.text(
+                0.98,
+                0.97,
+                "off scale:\n" + "\n".join(off_scale),
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
             )
         ax.set_title(f"{name} channel")
         ax.set_xlabel(f"{name} intensity (0-255)")
         ax.set_xlim(0, 255)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of the group's pixels")
     axes[0].legend(fontsize=8, loc="upper left")
