@@ -103,9 +103,19 @@ def pixel_hash(pixels: np.ndarray) -> str:
 
 
 def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) standard deviation of one patch."""
+    """Per-channel mean and (population) standard deviation of one patch.
+
+    Matrix-vector products in float32 cost a tenth of `ndarray.mean/std(axis=0)`
+    (a strided reduction). The sum of x is exact in float32 for a 96x96 patch;
+    the variance is taken about the mean (two passes), so it stays accurate
+    for flat, low-variance patches. Exact dataset statistics are beam_jobs.stats'.
+    """
     flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32)
-    return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
+    ones = np.ones(flat.shape[0], np.float32)
+    mean = (ones @ flat) / flat.shape[0]
+    centred = flat - mean
+    var = (ones @ (centred * centred)) / flat.shape[0]
+    return mean.astype(np.float64).tolist(), np.sqrt(var, dtype=np.float64).tolist()
 
 
 class _TiffLayout(NamedTuple):

@@ -1,0 +1,80 @@
+"""Kaggle scale: time and memory of validate + `tfds build`, and of the same build in one process.
+
+    python ../shared/tools/make_kaggle_layout.py /tmp/kaggle_full --scale kaggle   # 277,483 TIFFs, 7.7 GB
+    python bench/bench_kaggle_scale.py /tmp/kaggle_full --work_dir=/tmp/bench_kaggle [--skip_single_process]
+
+Runs, one after the other, each as a child process measured by bench/measure.py:
+1. `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
+2. `tfds build pcam_tfds/pcam --config=full` with the same runner settings,
+3. `bench/single_process_build.py`: the same build from a plain Python generator.
+Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+
+import measure
+
+BEAM_LOCAL = "direct_running_mode=multi_processing,direct_num_workers=0"
+
+
+def split_sizes(dataset_dir: str) -> dict[str, int]:
+    with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
+        info = json.load(f)
+    return {s["name"]: sum(int(n) for n in s["shardLengths"]) for s in info["splits"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_dir")
+    ap.add_argument("--work_dir", required=True, help="emptied first; outputs of every step go here")
+    ap.add_argument("--skip_single_process", action="store_true")
+    ap.add_argument("--steps", default="validate,build,single", help="comma-separated subset to run")
+    a = ap.parse_args(argv)
+    shutil.rmtree(a.work_dir, ignore_errors=True)
+    os.makedirs(a.work_dir)
+    py, tfds_cli = sys.executable, os.path.join(os.path.dirname(sys.executable), "tfds")
+    steps = {
+        "validate": [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
+        "build": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds",
+                  "--config=full", f"--beam_pipeline_options={BEAM_LOCAL}"],
+        "single": [py, "bench/single_process_build.py", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_single"],
+    }
+    chosen = [s for s in a.steps.split(",") if not (a.skip_single_process and s == "single")]
+    num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
+    results = {}
+    for name in chosen:
+        print(f"running {name}: {' '.join(steps[name])}", flush=True)
+        r = measure.run_measured(steps[name], interval=0.5)
+        r.pop("output")
+        r["files_per_s"] = round(num_files / r["wall_s"])
+        results[name] = r
+        print(f"  {r}", flush=True)
+    sizes = {}
+    if "build" in results:
+        d = f"{a.work_dir}/tfds/pcam/full/1.0.0"
+        sizes["build"] = split_sizes(d)
+        results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
+    if "single" in results:
+        d = f"{a.work_dir}/tfds_single/pcam_single_process/full/1.0.0"
+        sizes["single"] = split_sizes(d)
+        results["single"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
+    if len(sizes) == 2 and sizes["build"] != sizes["single"]:
+        raise SystemExit(f"the two builds disagree: {sizes}")
+    print(f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
+          f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print("| step | wall s | CPU s | files/s | peak RSS MiB | on disk MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['files_per_s']:,} | {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |")
+    print(f"split sizes: {sizes}")
+
+
+if __name__ == "__main__":
+    main()
