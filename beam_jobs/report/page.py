@@ -20,6 +20,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; } code { background: #f6f6f6; padding: 0 0.2em; }
 .note { color: #555; font-size: 0.9em; }
+.wide { overflow-x: auto; } .wide td { overflow-wrap: anywhere; max-width: 30em; font-size: 0.9em; }
 """
 
 
@@ -125,7 +126,11 @@ def validation_section(summary: dict, rejected: tuple[list[dict], int], duplicat
         if rows:
             more = f", first {len(rows)} shown" if total > len(rows) else ""
             parts.append(f"<h3>{title} entries ({total:,} rows of <code>{name}</code>{more})</h3>")
-            parts.append(table(list(rows[0]), [list(x.values()) for x in rows], numeric_from=99))
+            parts.append(
+                '<div class="wide">'
+                + table(list(rows[0]), [list(x.values()) for x in rows], numeric_from=99)
+                + "</div>"
+            )
     return "\n".join(parts)
 
 
