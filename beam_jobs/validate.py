@@ -53,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
     + [(f"{stat}_{c}", pa.float64()) for stat in ("mean", "std") for c in "rgb"]
 )
 REJECTED_HEADER = ["kind", "source", "id", "path", "reason", "detail"]
+DUPLICATES_HEADER = "pixel_hash,kind,conflicting_labels,source,id,label"
 
 
 class AccountingError(RuntimeError):
@@ -182,10 +183,13 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode())
 
 
-def _write_summary(counts, num_rows, duplicate_kinds, num_listed, output_dir, data_dir):
-    summary = build_summary(counts, num_rows, duplicate_kinds, num_listed)
+def write_summary_files(summary: dict, output_dir: str, data_dir: str) -> None:
     write_text(layout.join(output_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     write_text(layout.join(output_dir, "report.md"), render_report(summary, data_dir))
+
+
+def _write_summary(counts, num_rows, duplicate_kinds, num_listed, output_dir, data_dir):
+    write_summary_files(build_summary(counts, num_rows, duplicate_kinds, num_listed), output_dir, data_dir)
 
 
 def single_file(prefix: str, suffix: str) -> dict:
@@ -219,7 +223,7 @@ class WriteValidationOutputs(beam.PTransform):
             dups
             | "DuplicateLines" >> beam.FlatMap(duplicate_lines)
             | "WriteDuplicates"
-            >> beam.io.WriteToText(header="pixel_hash,kind,conflicting_labels,source,id,label", **single_file(layout.join(out, "duplicates"), ".csv"))
+            >> beam.io.WriteToText(header=DUPLICATES_HEADER, **single_file(layout.join(out, "duplicates"), ".csv"))
         )
         file_keys = files | "FileKey" >> beam.Map(file_count_key)
         row_keys = rejected_rows | "RowKey" >> beam.Map(lambda r: ("row", r["reason"]))

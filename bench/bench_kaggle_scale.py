@@ -1,12 +1,13 @@
-"""Kaggle scale: time and memory of validate + `tfds build`, and of the same build in one process.
+"""Kaggle scale: time and memory of validate + `tfds build`, on Beam and in one process.
 
     python ../shared/tools/make_kaggle_layout.py /tmp/kaggle_full --scale kaggle   # 277,483 TIFFs, 7.7 GB
-    python bench/bench_kaggle_scale.py /tmp/kaggle_full --work_dir=/tmp/bench_kaggle [--skip_single_process]
+    python bench/bench_kaggle_scale.py /tmp/kaggle_full --work_dir=/tmp/bench_kaggle [--steps=validate,build,beam]
 
 Runs, one after the other, each as a child process measured by bench/measure.py:
-1. `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
-2. `tfds build pcam_tfds/pcam --config=full` with the same runner settings,
-3. `bench/single_process_build.py`: the same build from a plain Python generator.
+- validate: `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
+- build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the single-process
+  build (a reader pool validates, a plain generator feeds TFDS' writer),
+- beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core).
 Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
 """
 
@@ -34,8 +35,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("--work_dir", required=True, help="emptied first; outputs of every step go here")
-    ap.add_argument("--skip_single_process", action="store_true")
-    ap.add_argument("--steps", default="validate,build,single", help="comma-separated subset to run")
+    ap.add_argument("--steps", default="validate,build,beam", help="comma-separated subset to run")
     a = ap.parse_args(argv)
     shutil.rmtree(a.work_dir, ignore_errors=True)
     os.makedirs(a.work_dir)
@@ -43,10 +43,11 @@ def main(argv=None):
     steps = {
         "validate": [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
         "build": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds",
-                  "--config=full", f"--beam_pipeline_options={BEAM_LOCAL}"],
-        "single": [py, "bench/single_process_build.py", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_single"],
+                  "--config=full"],
+        "beam": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_beam",
+                 "--config=full", f"--beam_pipeline_options={BEAM_LOCAL}"],
     }
-    chosen = [s for s in a.steps.split(",") if not (a.skip_single_process and s == "single")]
+    chosen = a.steps.split(",")
     num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
     results = {}
     for name in chosen:
@@ -61,11 +62,11 @@ def main(argv=None):
         d = f"{a.work_dir}/tfds/pcam/full/1.0.0"
         sizes["build"] = split_sizes(d)
         results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    if "single" in results:
-        d = f"{a.work_dir}/tfds_single/pcam_single_process/full/1.0.0"
-        sizes["single"] = split_sizes(d)
-        results["single"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    if len(sizes) == 2 and sizes["build"] != sizes["single"]:
+    if "beam" in results:
+        d = f"{a.work_dir}/tfds_beam/pcam/full/1.0.0"
+        sizes["beam"] = split_sizes(d)
+        results["beam"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
+    if len(sizes) == 2 and sizes["build"] != sizes["beam"]:
         raise SystemExit(f"the two builds disagree: {sizes}")
     print(f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
           f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")

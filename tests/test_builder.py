@@ -76,3 +76,12 @@ def test_sampled_config_keeps_a_stratified_quarter(folder, tmp_path):
     kept = len(got["train"]) + len(got["validation"])
     assert kept == pytest.approx(50, abs=2)
     assert len(got["test"]) == 20
+
+
+def test_single_process_build_gives_the_same_dataset(folder, one_worker, tmp_path):
+    builder = Builder(data_dir=str(tmp_path), config="full")
+    download_config = tfds.download.DownloadConfig(manual_dir=str(folder))
+    assert not Builder.use_beam(download_config)
+    builder.download_and_prepare(download_config=download_config)
+    assert members(builder) == one_worker
+    assert (builder.data_path / "validate" / "rejected.csv").exists()

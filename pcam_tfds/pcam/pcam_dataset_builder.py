@@ -1,4 +1,10 @@
-"""The `pcam` dataset: the Kaggle PCam patches as TFDS, built with Apache Beam.
+"""The `pcam` dataset: the Kaggle PCam patches as TFDS, built with Apache Beam or in one process.
+
+On one machine (a process pool reads the files; TFDS' own writer writes):
+
+    tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full
+
+With Apache Beam, on any runner (here the DirectRunner; Dataflow, Flink, Spark in BUILD.md):
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full \\
         --beam_pipeline_options=direct_running_mode=multi_processing,direct_num_workers=0
@@ -20,6 +26,7 @@ from pcam_tfds import splits
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 _COUNTER_PREFIX = "examples_"
+DEFAULT_MAX_SHARD_BYTES = 64 << 20
 
 
 @dataclasses.dataclass
@@ -75,19 +82,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager, pipeline):
-        from pcam_tfds import beam_steps  # Beam is needed to build, not to read
-
         cfg = self.builder_config
-        slides = read_slide_csv(cfg.slide_csv) if cfg.slide_csv else None
-        return beam_steps.split_pcollections(
-            pipeline,
+        kwargs = dict(
             data_dir=str(dl_manager.manual_dir),
             checks_dir=str(self.data_path / "validate"),
             validation_fraction=cfg.validation_fraction,
             sample_fraction=cfg.sample_fraction,
             seed=cfg.seed,
-            slides=slides,
+            slides=read_slide_csv(cfg.slide_csv) if cfg.slide_csv else None,
         )
+        if not self._use_beam:
+            from pcam_tfds import local_steps
+
+            self._emitted = {}
+            generators, _ = local_steps.split_generators(counts=self._emitted, **kwargs)
+            return generators
+        from pcam_tfds import beam_steps  # Beam is needed to build, not to read
+
+        return beam_steps.split_pcollections(pipeline, **kwargs)
+
+    @staticmethod
+    def use_beam(download_config) -> bool:
+        """Beam when Beam options or a runner are given; otherwise one process with a reader pool.
+
+        On one machine the DirectRunner moves every serialized example through an
+        in-memory shuffle: 5x the time and 5.6x the memory of the local path at
+        25k files, and more memory than a laptop has at Kaggle scale (bench/RESULTS.md).
+        Both paths run the same validation, join and split code and give the same dataset.
+        """
+        return download_config.beam_options is not None or download_config.beam_runner is not None
 
     def _generate_examples(self, pcollection):
         return pcollection  # the examples are made in _split_generators, from one shared validation
@@ -105,6 +128,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 self._emitted[split] = self._emitted.get(split, 0) + c.committed
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
+        self._use_beam = self.use_beam(download_config)
+        if not self._use_beam:
+            # TFDS still runs a (here empty) pipeline; say which, or Beam 2.77 first tries to download Prism.
+            from apache_beam.options.pipeline_options import PipelineOptions
+
+            download_config = dataclasses.replace(
+                download_config, beam_options=PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+            )
+        default = tfds.core.utils.shard_utils.DEFAULT_MAX_SHARD_SIZE  # what `tfds build` passes when not told
+        if download_config.num_shards is None and download_config.max_shard_size == default:
+            # Small shards: the DirectRunner (multi_processing) was seen to drop examples from a
+            # 440 MB shard group and not from 64 MB ones; small shards also interleave better.
+            download_config = dataclasses.replace(download_config, max_shard_size=DEFAULT_MAX_SHARD_BYTES)
         super()._download_and_prepare(dl_manager, download_config)
         if download_config.max_examples_per_split is not None:
             return  # a deliberately truncated build

@@ -11,6 +11,8 @@ from pcam_tfds.pcam import pcam_dataset_builder
 
 
 class PcamBuilderTest(tfds.testing.DatasetBuilderTestCase):
+    """The single-process build (TFDS' test harness passes no Beam options)."""
+
     DATASET_CLASS = pcam_dataset_builder.Builder
     BUILDER_CONFIG_NAMES_TO_TEST = ["full"]
     # 19 valid labelled patches (9 negative, 10 positive): round(0.2 x 9) + round(0.2 x 10) = 4 held out.
@@ -27,6 +29,27 @@ class PcamBuilderTest(tfds.testing.DatasetBuilderTestCase):
 
     def _download_config(self):
         return tfds.download.DownloadConfig(manual_dir=self.dummy_data)
+
+
+class BeamBuilder(pcam_dataset_builder.Builder):
+    """The same builder, always on Beam (DirectRunner in one process, as TFDS' harness sets it up)."""
+
+    name = "pcam_beam_test"
+
+    @staticmethod
+    def use_beam(download_config) -> bool:
+        return True
+
+    @classmethod
+    def _get_pkg_dir_path(cls):
+        return pcam_dataset_builder.Builder._get_pkg_dir_path()
+
+
+class PcamBeamBuilderTest(PcamBuilderTest):
+    """The Beam build of the same dummy data: the same splits and counts."""
+
+    DATASET_CLASS = BeamBuilder
+    EXAMPLE_DIR = str(pcam_dataset_builder.Builder._get_pkg_dir_path() / "dummy_data")
 
 
 def test_count_check_fails_loudly_on_a_short_split():

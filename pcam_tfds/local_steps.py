@@ -1,0 +1,134 @@
+"""The single-machine half of the `pcam` builder: the same validation, join and splits, without Beam.
+
+    tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config='{"name": "full", "beam": false}'
+
+On one machine Beam's DirectRunner moves every serialized example through its
+shuffle in memory: at 25k files it used 7 GB and 5x the time of this path
+(bench/RESULTS.md). Here a process pool reads and checks the files with the
+same functions as `beam_jobs` (`read_record`, `resolve_id`, `duplicate_group`),
+the same `assign_splits` decides membership, the same validation outputs are
+written, and TFDS' ordinary writer, which spills its shuffle to disk, writes
+the shards. The dataset is identical to the Beam build's.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+from beam_jobs import layout, patches, validate
+from beam_jobs.transforms import duplicate_group, read_record
+from pcam_tfds import splits
+
+_CHUNK = 512  # files per task: large enough to amortise the pickling of results
+
+
+def _read_chunk(chunk: tuple[str, list[str]]) -> list[dict]:
+    source, paths = chunk
+    return [read_record(p, source)[0] for p in paths]
+
+
+def read_label_rows(csv_path: str) -> list[dict]:
+    layout.check_labels_header(csv_path)
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(csv_path, compression_type="uncompressed") as f:
+        lines = f.read().decode("utf-8-sig").splitlines()
+    return [layout.parse_label_line(line) for line in lines[1:]]
+
+
+class LocalValidation:
+    """Validates a Kaggle folder in a process pool; the results of beam_jobs.validate, in memory."""
+
+    def __init__(self, data_dir: str, workers: int | None = None):
+        self.data_dir = data_dir
+        paths = {s: layout.list_files(data_dir, s) for s in layout.SOURCES}
+        self.num_listed = sum(len(p) for p in paths.values())
+        chunks = [(s, p[i : i + _CHUNK]) for s, p in sorted(paths.items()) for i in range(0, len(p), _CHUNK)]
+        rows = read_label_rows(layout.join(data_dir, layout.LABELS_CSV))
+        self.num_rows = len(rows)
+        workers = workers or os.cpu_count() or 1
+        # forkserver: the parent has TensorFlow loaded, whose threads make fork() unsafe.
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            decoded = [rec for batch in pool.map(_read_chunk, chunks) for rec in batch]
+        files_by_id, rows_by_id = collections.defaultdict(list), collections.defaultdict(list)
+        for rec in decoded:
+            files_by_id[rec["id"]].append(rec)
+        for row in rows:
+            rows_by_id[row["id"]].append(row)
+        self.files, self.rejected_rows = [], []
+        for id_ in sorted(files_by_id.keys() | rows_by_id.keys()):
+            files, bad_rows = layout.resolve_id(id_, files_by_id.get(id_, []), rows_by_id.get(id_, []))
+            self.files += files
+            self.rejected_rows += bad_rows
+        by_hash = collections.defaultdict(list)
+        for f in self.files:
+            if f["pixel_hash"] is not None:
+                by_hash[f["pixel_hash"]].append(f)
+        self.duplicates = [duplicate_group(h, m) for h, m in sorted(by_hash.items()) if len(m) > 1]
+
+    def summary(self) -> dict:
+        counts = collections.Counter(validate.file_count_key(f) for f in self.files)
+        counts.update(("row", r["reason"]) for r in self.rejected_rows)
+        kinds = [(g["kind"], g["conflicting_labels"], len(g["members"])) for g in self.duplicates]
+        return validate.build_summary(list(counts.items()), self.num_rows, kinds, self.num_listed)
+
+    def write_outputs(self, output_dir: str) -> dict:
+        """The files beam_jobs.validate writes, from this validation."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        os.makedirs(output_dir, exist_ok=True)
+        summary = self.summary()
+        table = pa.Table.from_pylist([validate.manifest_row(f) for f in self.files], schema=validate.MANIFEST_SCHEMA)
+        pq.write_table(table, os.path.join(output_dir, "manifest.parquet"))
+        lines = [",".join(validate.REJECTED_HEADER)]
+        lines += [validate.rejected_file_line(f) for f in self.files if not f["valid"]]
+        lines += [validate.rejected_row_line(r) for r in self.rejected_rows]
+        _write_lines(os.path.join(output_dir, "rejected.csv"), lines)
+        dup_lines = [validate.DUPLICATES_HEADER] + [line for g in self.duplicates for line in validate.duplicate_lines(g)]
+        _write_lines(os.path.join(output_dir, "duplicates.csv"), dup_lines)
+        validate.write_summary_files(summary, output_dir, self.data_dir)
+        return summary
+
+
+def _write_lines(path: str, lines: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None):
+    """Returns ({'train', 'validation', 'test'} generators of (key, example), the validation summary).
+
+    `counts` (a dict) receives the number of examples each generator yielded.
+    """
+    check = LocalValidation(data_dir)
+    summary = check.write_outputs(checks_dir)
+    valid = [f for f in check.files if f["valid"]]
+    assignment = splits.assign_splits(
+        [(f["id"], f["label"], f["pixel_hash"]) for f in valid if f["source"] == layout.TRAIN],
+        validation_fraction=validation_fraction,
+        seed=seed,
+        sample_fraction=sample_fraction,
+        slides=slides,
+    )
+    by_split = collections.defaultdict(list)
+    for f in valid:
+        by_split[layout.TEST if f["source"] == layout.TEST else assignment[f["id"]]].append(f)
+    if counts is not None:
+        counts[splits.UNUSED] = len(by_split[splits.UNUSED])
+    names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
+    return {name: _examples(by_split[name], name, counts) for name in names}, summary
+
+
+def _examples(records: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, dict]]:
+    for r in records:
+        # The file passed validation moments ago; failing to read it now is an error, not a rejection.
+        pixels = patches.read_patch(r["path"])
+        if counts is not None:
+            counts[split] = counts.get(split, 0) + 1
+        yield r["id"], {"image": pixels, "label": r["label"], "id": r["id"]}
