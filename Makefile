@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Beam's DirectRunner with one worker process per core.
-BEAM_LOCAL := direct_running_mode=multi_processing,direct_num_workers=0
 
 DEMO_DIR ?= data/demo/kaggle
 DEMO_OUT ?= data/demo
@@ -13,7 +11,7 @@ DATA_DIR ?= $(DEMO_DIR)
 EDA_OUT ?= $(DEMO_OUT)/eda
 CONFIG ?= full
 
-.PHONY: install demo demo-data validate build train test test-fast lint format eda gpu-check clean
+.PHONY: install demo validate stats build test test-fast lint format eda gpu-check clean
 
 install: $(STAMP)
 
@@ -27,8 +25,7 @@ $(STAMP): setup.cfg constraints.txt
 demo: install
 	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
 	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
-	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) --data_dir=$(TFDS_DIR) --config=full \
-		--overwrite --beam_pipeline_options=$(BEAM_LOCAL)
+	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) --data_dir=$(TFDS_DIR) --config=full --overwrite
 	$(PY) -m trainer --model=baseline --data_dir=$(TFDS_DIR) --model_dir=$(DEMO_OUT)/runs/baseline --epochs=8 \
 		--batch_size=64 --early_stopping_patience=8 --verbose=2
 	$(PY) -m trainer.predict --model_dir=$(DEMO_OUT)/runs/baseline --data_dir=$(TFDS_DIR) --tta \
@@ -42,9 +39,17 @@ demo: install
 validate: install
 	$(PY) -m beam_jobs.validate --data_dir=$(DATA_DIR) --output_dir=$(DEMO_OUT)/validate
 
+stats: install
+	$(PY) -m beam_jobs.stats --data_dir=$(DATA_DIR) --output_dir=$(DEMO_OUT)/stats
+
+# The EDA report (validation + statistics + figures) in one movable folder; then checked in headless Chromium.
+eda: install
+	$(PY) -m beam_jobs.eda --data_dir=$(DATA_DIR) --output_dir=$(EDA_OUT)
+	$(PY) -m beam_jobs.report.browser $(EDA_OUT)/report.html || echo "(Chromium check skipped or failed; open $(EDA_OUT)/report.html)"
+
+# One machine: the local build (see BUILD.md for Beam on a cluster).
 build: install
-	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG) \
-		--beam_pipeline_options=$(BEAM_LOCAL)
+	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
 
 test: install
 	$(VENV)/bin/pytest -q -n 2 --dist=loadfile

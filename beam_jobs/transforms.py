@@ -119,8 +119,7 @@ class _Resolve(beam.DoFn):
         before = [f for f in grouped["files"] if f["valid"]]
         files, bad_rows = layout.resolve_id(id_, grouped["files"], grouped["rows"])
         self.files_rejected.inc(len(before) - sum(f["valid"] for f in files))
-        for f in files:
-            yield f
+        yield from files
         for r in bad_rows:
             self.rows_rejected.inc()
             yield pvalue.TaggedOutput("rejected_rows", r)

@@ -7,7 +7,8 @@ Runs, one after the other, each as a child process measured by bench/measure.py:
 - validate: `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
 - build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the single-process
   build (a reader pool validates, a plain generator feeds TFDS' writer),
-- beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core).
+- beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core),
+- beam_in_memory: the same on the DirectRunner in one process.
 Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
 """
 
@@ -22,7 +23,7 @@ import sys
 
 import measure
 
-BEAM_LOCAL = "direct_running_mode=multi_processing,direct_num_workers=0"
+BEAM_MODES = {"beam": "direct_running_mode=multi_processing,direct_num_workers=0", "beam_in_memory": "direct_running_mode=in_memory"}
 
 
 def split_sizes(dataset_dir: str) -> dict[str, int]:
@@ -44,15 +45,20 @@ def main(argv=None):
         "validate": [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
         "build": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds",
                   "--config=full"],
-        "beam": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_beam",
-                 "--config=full", f"--beam_pipeline_options={BEAM_LOCAL}"],
     }
+    for name, options in BEAM_MODES.items():
+        steps[name] = [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_{name}",
+                       "--config=full", f"--beam_pipeline_options={options}"]
     chosen = a.steps.split(",")
     num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
     results = {}
     for name in chosen:
         print(f"running {name}: {' '.join(steps[name])}", flush=True)
-        r = measure.run_measured(steps[name], interval=0.5)
+        try:
+            r = measure.run_measured(steps[name], interval=0.5)
+        except RuntimeError as e:  # a failed step (e.g. the count check) is a result too
+            print(f"  FAILED: {str(e)[-400:]}", flush=True)
+            continue
         r.pop("output")
         r["files_per_s"] = round(num_files / r["wall_s"])
         results[name] = r
@@ -62,11 +68,12 @@ def main(argv=None):
         d = f"{a.work_dir}/tfds/pcam/full/1.0.0"
         sizes["build"] = split_sizes(d)
         results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    if "beam" in results:
-        d = f"{a.work_dir}/tfds_beam/pcam/full/1.0.0"
-        sizes["beam"] = split_sizes(d)
-        results["beam"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    if len(sizes) == 2 and sizes["build"] != sizes["beam"]:
+    for name in BEAM_MODES:
+        if name in results:
+            d = f"{a.work_dir}/tfds_{name}/pcam/full/1.0.0"
+            sizes[name] = split_sizes(d)
+            results[name]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
+    if any(v != sizes.get("build", v) for v in sizes.values()):
         raise SystemExit(f"the two builds disagree: {sizes}")
     print(f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
           f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")

@@ -21,91 +21,18 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 
-
-def _children() -> dict[int, list[int]]:
-    """{parent pid: [child pids]} over every process now running."""
-    tree: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                # The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-                ppid = int(f.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended while we looked
-        tree.setdefault(ppid, []).append(int(name))
-    return tree
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0  # ended, or a zombie without memory
-
-
-def tree_rss(root: int) -> tuple[int, int]:
-    """(sum of RSS in bytes, number of processes) of ROOT and all its descendants."""
-    tree, todo, total, count = _children(), [root], 0, 0
-    while todo:
-        pid = todo.pop()
-        total += _rss_bytes(pid)
-        count += 1
-        todo.extend(tree.get(pid, ()))
-    return total, count
+import measure
 
 
 def run_once(cmd: list[str], interval: float) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, peak_procs = 0, 0
-    while proc.poll() is None:
-        rss, n = tree_rss(proc.pid)
-        if rss > peak:
-            peak, peak_procs = rss, n
-        time.sleep(interval)
-    wall = time.monotonic() - start
-    output = proc.stdout.read()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{output[-3000:]}")
+    r = measure.run_measured(cmd, interval)
     # The job prints its one-line summary last.
-    summary = [line for line in output.splitlines() if " files: " in line]
-    return {
-        "wall_s": round(wall, 1),
-        # Worker processes are waited for by the job, so their CPU time counts here too.
-        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-        "peak_rss_mib": round(peak / 2**20),
-        "processes_at_peak": peak_procs,
-        "job_summary": summary[-1] if summary else "",
-    }
-
-
-def machine() -> str:
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} CPU cores ({model}), {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}"
-    )
+    summary = [line for line in r.pop("output").splitlines() if " files: " in line]
+    r["job_summary"] = summary[-1] if summary else ""
+    return r
 
 
 def main(argv=None) -> int:
@@ -134,7 +61,7 @@ def main(argv=None) -> int:
             )
     report = {
         "command": " ".join(["python", "-m", "beam_jobs.stats", where_arg, "--output_dir=OUT", *job_args]),
-        "machine": machine(),
+        "machine": measure.machine(),
         "load_average_after": os.getloadavg(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "runs": results,

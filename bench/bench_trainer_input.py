@@ -1,6 +1,7 @@
 """Input-pipeline benchmark of the trainer: images/s of the input alone and of baseline training.
 
     python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--batch_size=64] [--epochs=2]
+    python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --input_only
 
 KAGGLE_DIR is a Kaggle-layout folder (train/*.tif, train_labels.csv) and TFDS_DIR the `pcam/full`
 dataset built from it, e.g.
@@ -115,6 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input_only", action="store_true", help="skip the training rows (reading the dataset alone)")
     args = p.parse_args(argv)
 
     builder = data.load_builder(args.data_dir, args.dataset)
@@ -154,6 +156,8 @@ def main(argv=None) -> None:
         ("train baseline", "trainer", "dihedral (in model)", lambda: train_rate(mine("none"), n, args.epochs,
                                                                                 args.seed, augment_in_model=True)),
     ]
+    if args.input_only:
+        rows = [r for r in rows if r[0] == "input only"]
     for what, pipeline, aug, fn in rows:
         print(f"| {what} | {pipeline} | {aug} | {fn():.0f} |", flush=True)
 

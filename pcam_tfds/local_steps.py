@@ -3,8 +3,9 @@
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config='{"name": "full", "beam": false}'
 
 On one machine Beam's DirectRunner moves every serialized example through its
-shuffle in memory: at 25k files it used 7 GB and 5x the time of this path
-(bench/RESULTS.md). Here a process pool reads and checks the files with the
+shuffle in memory: at 25k files it used 7 GB and 5x the time of this path, and
+in multi_processing mode it dropped examples (bench/RESULTS.md). Here a thread
+pool reads and checks the files with the
 same functions as `beam_jobs` (`read_record`, `resolve_id`, `duplicate_group`),
 the same `assign_splits` decides membership, the same validation outputs are
 written, and TFDS' ordinary writer, which spills its shuffle to disk, writes
@@ -14,16 +15,19 @@ the shards. The dataset is identical to the Beam build's.
 from __future__ import annotations
 
 import collections
-import multiprocessing
+import itertools
+import logging
 import os
+import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from beam_jobs import layout, patches, validate
 from beam_jobs.transforms import duplicate_group, read_record
 from pcam_tfds import splits
 
-_CHUNK = 512  # files per task: large enough to amortise the pickling of results
+_CHUNK = 512  # files per task
+_READ_THREADS, _READ_AHEAD = 4, 256  # pixel reads in flight while the writer works
 
 
 def _read_chunk(chunk: tuple[str, list[str]]) -> list[dict]:
@@ -41,7 +45,7 @@ def read_label_rows(csv_path: str) -> list[dict]:
 
 
 class LocalValidation:
-    """Validates a Kaggle folder in a process pool; the results of beam_jobs.validate, in memory."""
+    """Validates a Kaggle folder with a thread pool; the results of beam_jobs.validate, in memory."""
 
     def __init__(self, data_dir: str, workers: int | None = None):
         self.data_dir = data_dir
@@ -50,10 +54,10 @@ class LocalValidation:
         chunks = [(s, p[i : i + _CHUNK]) for s, p in sorted(paths.items()) for i in range(0, len(p), _CHUNK)]
         rows = read_label_rows(layout.join(data_dir, layout.LABELS_CSV))
         self.num_rows = len(rows)
-        workers = workers or os.cpu_count() or 1
-        # forkserver: the parent has TensorFlow loaded, whose threads make fork() unsafe.
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        # Threads, not processes: reads, hashing and numpy release the GIL, and worker processes
+        # would each re-import the caller (TFDS and TensorFlow under `tfds build`), which cost more
+        # than they saved (bench/RESULTS.md).
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             decoded = [rec for batch in pool.map(_read_chunk, chunks) for rec in batch]
         files_by_id, rows_by_id = collections.defaultdict(list), collections.defaultdict(list)
         for rec in decoded:
@@ -106,8 +110,14 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
 
     `counts` (a dict) receives the number of examples each generator yielded.
     """
+    start = time.monotonic()
     check = LocalValidation(data_dir)
     summary = check.write_outputs(checks_dir)
+    logging.info(
+        "validated %d files in %.1f s: %d valid, %d rejected %s; listed in %s",
+        summary["total"], time.monotonic() - start, summary["valid"], summary["rejected"],
+        summary["rejected_by_reason"], checks_dir,
+    )
     valid = [f for f in check.files if f["valid"]]
     assignment = splits.assign_splits(
         [(f["id"], f["label"], f["pixel_hash"]) for f in valid if f["source"] == layout.TRAIN],
@@ -126,9 +136,19 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
 
 
 def _examples(records: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, dict]]:
-    for r in records:
-        # The file passed validation moments ago; failing to read it now is an error, not a rejection.
-        pixels = patches.read_patch(r["path"])
-        if counts is not None:
-            counts[split] = counts.get(split, 0) + 1
-        yield r["id"], {"image": pixels, "label": r["label"], "id": r["id"]}
+    # Reads run ahead in threads (file reads release the GIL) while TFDS serializes and writes.
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        window: collections.deque = collections.deque()
+        todo = iter(records)
+        for r in itertools.islice(todo, _READ_AHEAD):
+            window.append((r, pool.submit(patches.read_patch, r["path"])))
+        while window:
+            r, future = window.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append((nxt, pool.submit(patches.read_patch, nxt["path"])))
+            # The file passed validation moments ago; failing to read it now is an error, not a rejection.
+            pixels = future.result()
+            if counts is not None:
+                counts[split] = counts.get(split, 0) + 1
+            yield r["id"], {"image": pixels, "label": r["label"], "id": r["id"]}

@@ -54,7 +54,9 @@ def test_splits_are_disjoint_complete_and_stratified(folder, one_worker):
 
 
 def test_membership_independent_of_worker_count(folder, one_worker, tmp_path):
-    two = members(build(folder, tmp_path, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
+    # multi_threading, not multi_processing: the latter dropped examples in TFDS' writer at 25k files
+    # (bench/RESULTS.md), which the build's count check turns into a failure, not a smaller dataset.
+    two = members(build(folder, tmp_path, ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]))
     assert two == one_worker
 
 

@@ -116,3 +116,34 @@ def test_imagenet_weights_without_internet_fail_clearly(monkeypatch, tmp_path):
 def test_weights_path_must_exist():
     with pytest.raises(ValueError, match="no such file"):
         models.build("densenet169", input_shape=(32, 32, 3), weights="/nonexistent/densenet.h5")
+
+
+def test_cnn_normalises_with_channel_stats():
+    from trainer.models.cnn import cnn
+
+    mean, std = [200.0, 150.0, 180.0], [20.0, 30.0, 10.0]
+    model = cnn((8, 8, 3), filters=(4,), dense=4, channel_stats=(mean, std))
+    normalize = keras.Model(model.input, model.get_layer("normalize").output)
+    x = np.broadcast_to(np.array(mean) + np.array(std), (1, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(normalize(x).numpy(), np.ones((1, 8, 8, 3)), rtol=1e-5)
+    assert "rescale" not in [layer.name for layer in model.layers]
+
+
+def test_channel_stats_flag_reaches_the_model(tmp_path):
+    import dataclasses
+    import json
+
+    from trainer import config as config_lib
+    from trainer import train
+
+    base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="--channel_stats='nope.json': no such file"):
+        config_lib.validate(dataclasses.replace(base, channel_stats="nope.json"))
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"groups": {"train": {"patches": 5, "mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]}}}))
+    with pytest.raises(ValueError, match="--channel_stats is for the CNN models"):
+        config_lib.validate(dataclasses.replace(base, model="resnet50", channel_stats=str(stats)))
+    config = config_lib.validate(dataclasses.replace(base, channel_stats=str(stats)))
+    layer = train.build_model(config).get_layer("normalize")
+    np.testing.assert_allclose(np.ravel(layer.mean), [1, 2, 3])
+    np.testing.assert_allclose(np.ravel(layer.variance), [16, 25, 36])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-
-from tests.trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
+from trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
 
 pytestmark = pytest.mark.slow  # needs the trained baseline run
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from trainer_fixtures import pcam_data  # noqa: F401
 
-from tests.trainer_fixtures import pcam_data  # noqa: F401
 from trainer import augment, data, evaluate, train
 from trainer import config as config_lib
 

@@ -6,8 +6,8 @@ import csv
 import json
 
 import pytest
+from trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
 
-from tests.trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
 from trainer import config as config_lib
 from trainer import evaluate, train
 

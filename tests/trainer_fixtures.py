@@ -1,6 +1,6 @@
 """Shared fixtures of the trainer tests: one tiny built `pcam` dataset and one finished run per session.
 
-Import the fixtures into a test module (`from tests.trainer_fixtures import pcam_data  # noqa: F401`).
+Import the fixtures into a test module (`from trainer_fixtures import pcam_data  # noqa: F401`).
 Several modules importing them each register their own copy, so the expensive results are cached on
 disk under pytest's session base temp folder and built once.
 """

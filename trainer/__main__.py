@@ -57,6 +57,10 @@ flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.
 flags.DEFINE_integer("dense", 128, "tuned: units of the dense layer.")
 flags.DEFINE_bool("batch_norm", False, "tuned: batch normalisation after each conv.")
 flags.DEFINE_string(
+    "channel_stats", None,
+    "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean and std "
+    "instead of scaled by 1/255.")
+flags.DEFINE_string(
     "hparams", None,
     "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(config_lib.HPARAM_KEYS) + "). "
     "They replace the defaults; flags given explicitly on the command line win over them.",
@@ -123,6 +127,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "dense": f.dense,
         "batch_norm": f.batch_norm,
         "hparams": f.hparams,
+        "channel_stats": f.channel_stats,
         "weights": f.weights,
         "head_epochs": f.head_epochs,
         "unfreeze_layers": f.unfreeze_layers,

@@ -73,6 +73,7 @@ class TrainConfig:
     dense: int = 128
     batch_norm: bool = False
     hparams: str | None = None
+    channel_stats: str | None = None
     # Transfer models.
     weights: str = "imagenet"
     head_epochs: int = 2
@@ -157,6 +158,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     if not config.filters or min(config.filters) <= 0:
         raise ValueError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
     _positive("dense", config.dense)
+    if config.channel_stats and config.is_transfer:
+        raise ValueError(
+            f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
+        )
+    if config.channel_stats and not epath.Path(config.channel_stats).exists():
+        raise ValueError(f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats")
     if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
         raise ValueError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
     return config

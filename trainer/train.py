@@ -60,14 +60,26 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
     return [p for p in phases if p.epochs > 0]
 
 
+def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
+    """Train mean and std per channel (0..255) from beam_jobs.stats' stats.json, errors naming the flag."""
+    from beam_jobs.stats import StatsError
+    from beam_jobs.stats import load_channel_stats as load
+
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError, StatsError) as e:
+        raise ValueError(f"--channel_stats={path!r}: {e}") from e
+
+
 def build_model(config: TrainConfig, input_shape=data.IMAGE_SHAPE, weights: str | None = "config") -> keras.Model:
     """The registered model with the config's hyperparameters; `weights` overrides config.weights for transfer."""
+    stats = load_channel_stats(config.channel_stats) if config.channel_stats else None
     if config.model == "baseline":
-        return models.build("baseline", input_shape=input_shape, dropout=config.dropout)
+        return models.build("baseline", input_shape=input_shape, dropout=config.dropout, channel_stats=stats)
     if config.model == "tuned":
         return models.build(
             "tuned", input_shape=input_shape, filters=config.filters, dense=config.dense, dropout=config.dropout,
-            batch_norm=config.batch_norm,
+            batch_norm=config.batch_norm, channel_stats=stats,
         )
     if weights == "config":
         weights = None if config.weights == "none" else config.weights

@@ -81,9 +81,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             homepage="https://www.kaggle.com/competitions/histopathologic-cancer-detection",
         )
 
-    def _split_generators(self, dl_manager, pipeline):
+    def _split_kwargs(self, dl_manager) -> dict:
         cfg = self.builder_config
-        kwargs = dict(
+        return dict(
             data_dir=str(dl_manager.manual_dir),
             checks_dir=str(self.data_path / "validate"),
             validation_fraction=cfg.validation_fraction,
@@ -91,15 +91,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             seed=cfg.seed,
             slides=read_slide_csv(cfg.slide_csv) if cfg.slide_csv else None,
         )
-        if not self._use_beam:
-            from pcam_tfds import local_steps
 
-            self._emitted = {}
-            generators, _ = local_steps.split_generators(counts=self._emitted, **kwargs)
-            return generators
+    def _split_generators(self, dl_manager, pipeline):
+        # TFDS passes `pipeline` because this signature names it; one validation pass then feeds all splits.
         from pcam_tfds import beam_steps  # Beam is needed to build, not to read
 
-        return beam_steps.split_pcollections(pipeline, **kwargs)
+        return beam_steps.split_pcollections(pipeline, **self._split_kwargs(dl_manager))
+
+    def _local_split_generators(self, dl_manager):
+        # Without a `pipeline` parameter TFDS creates no Beam pipeline at all.
+        from pcam_tfds import local_steps
+
+        self._emitted = {}
+        generators, _ = local_steps.split_generators(counts=self._emitted, **self._split_kwargs(dl_manager))
+        return generators
 
     @staticmethod
     def use_beam(download_config) -> bool:
@@ -107,7 +112,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         On one machine the DirectRunner moves every serialized example through an
         in-memory shuffle: 5x the time and 5.6x the memory of the local path at
-        25k files, and more memory than a laptop has at Kaggle scale (bench/RESULTS.md).
+        25k files, more memory than a laptop has at Kaggle scale, and in its
+        multi_processing mode it dropped examples in two of three runs (caught by
+        check_split_counts; bench/RESULTS.md).
         Both paths run the same validation, join and split code and give the same dataset.
         """
         return download_config.beam_options is not None or download_config.beam_runner is not None
@@ -128,18 +135,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 self._emitted[split] = self._emitted.get(split, 0) + c.committed
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
-        self._use_beam = self.use_beam(download_config)
-        if not self._use_beam:
-            # TFDS still runs a (here empty) pipeline; say which, or Beam 2.77 first tries to download Prism.
-            from apache_beam.options.pipeline_options import PipelineOptions
-
-            download_config = dataclasses.replace(
-                download_config, beam_options=PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
-            )
+        if not self.use_beam(download_config):
+            # TFDS looks at the signature of _split_generators to decide whether to create a pipeline.
+            self._split_generators = self._local_split_generators
         default = tfds.core.utils.shard_utils.DEFAULT_MAX_SHARD_SIZE  # what `tfds build` passes when not told
         if download_config.num_shards is None and download_config.max_shard_size == default:
-            # Small shards: the DirectRunner (multi_processing) was seen to drop examples from a
-            # 440 MB shard group and not from 64 MB ones; small shards also interleave better.
+            # 64 MiB shards instead of TFDS' 1 GiB: about 115 shards at Kaggle size, so readers can
+            # interleave many files, and no 1 GiB group has to pass through a Beam worker at once.
             download_config = dataclasses.replace(download_config, max_shard_size=DEFAULT_MAX_SHARD_BYTES)
         super()._download_and_prepare(dl_manager, download_config)
         if download_config.max_examples_per_split is not None:

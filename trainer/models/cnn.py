@@ -16,16 +16,23 @@ def cnn(
     batch_norm: bool = False,
     kernel_size: int = 3,
     name: str = "cnn",
+    channel_stats: tuple[list[float], list[float]] | None = None,
 ) -> keras.Model:
     """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
-    dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images.
+    dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images:
+    by 1/255, or, given `channel_stats` (per-channel mean and std on the 0..255 scale, as
+    `beam_jobs.stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
 
     The output layer computes in float32 so its probabilities stay exact under mixed precision.
     """
     if not filters:
         raise ValueError(f"filters={filters!r}: need at least one conv block")
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    if channel_stats is None:
+        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    else:
+        mean, std = channel_stats
+        x = keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalize")(inputs)
     for i, width in enumerate(filters):
         # Batch norm makes the conv bias redundant.
         x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i + 1}")(x)

@@ -13,6 +13,8 @@ def build(
     dense: int = 128,
     dropout: float = 0.5,
     batch_norm: bool = False,
+    channel_stats=None,
 ) -> keras.Model:
     """The CNN with the given widths; optimizer settings (learning rate, weight decay) belong to the trainer."""
-    return cnn(input_shape, filters=tuple(filters), dense=dense, dropout=dropout, batch_norm=batch_norm, name="tuned")
+    return cnn(input_shape, filters=tuple(filters), dense=dense, dropout=dropout, batch_norm=batch_norm, name="tuned",
+               channel_stats=channel_stats)
