@@ -110,11 +110,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def use_beam(download_config) -> bool:
         """Beam when Beam options or a runner are given; otherwise one process with a reader pool.
 
-        On one machine the DirectRunner moves every serialized example through an
-        in-memory shuffle: 5x the time and 5.6x the memory of the local path at
-        25k files, more memory than a laptop has at Kaggle scale, and in its
-        multi_processing mode it dropped examples in two of three runs (caught by
-        check_split_counts; bench/RESULTS.md).
+        On one machine the DirectRunner holds TFDS' shuffle of every serialized
+        example in memory: at 25k files 1.8x the time and 2.9x the memory of the
+        local path in_memory (5x and 5.6x in multi_processing mode), more memory
+        than a laptop has at Kaggle scale; and its multi_processing mode dropped
+        examples in three of four builds (caught by check_split_counts;
+        bench/RESULTS.md).
         Both paths run the same validation, join and split code and give the same dataset.
         """
         return download_config.beam_options is not None or download_config.beam_runner is not None
@@ -153,9 +154,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 def check_split_counts(split_infos, emitted: dict, summary: dict) -> None:
     """Fails unless each split holds exactly the examples validation allowed into it.
 
-    The DirectRunner in multi_processing mode has been seen to exit 0 with a
-    fifth of a split missing; this raises inside TFDS' incomplete folder, so
-    a short build is never left behind as finished.
+    The DirectRunner in multi_processing mode exits 0 having written up to 8%
+    fewer train examples than it was sent (bench/RESULTS.md); this raises inside
+    TFDS' incomplete folder, so a short build is never left behind as finished.
     """
     written = {name: split_infos[name].num_examples if name in split_infos else 0 for name in _SPLITS}
     valid = {s: v["valid"] for s, v in summary["by_source"].items()}
