@@ -1,0 +1,200 @@
+"""Hyperparameter search: the HyperModel's defaults, spaces and overrides; a search, its resume, chief + workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import keras_tuner
+import pytest
+from trainer_fixtures import REPO, pcam_data, run_module  # noqa: F401
+
+from trainer import config as config_lib
+from trainer import hypermodel, train
+
+SMALL = (32, 32, 3)  # builds fast; 4 blocks still fit
+QUICK = ["--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--augment=none", "--shuffle_buffer=64", "--verbose=0"]
+
+
+def _convs(model: keras.Model) -> list[int]:
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _tuned_names(hp: keras_tuner.HyperParameters) -> list[str]:
+    return [p.name for p in hp.space if not isinstance(p, keras_tuner.engine.hyperparameters.Fixed)]
+
+
+def test_defaults_build_the_trainers_default_cnn():
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.CNNHyperModel(SMALL, "wide").build(hp)
+    assert hp.values == hypermodel.DEFAULTS
+    assert model.name == "tuned" and model.input_shape == (None, *SMALL)
+    assert _convs(model) == [32, 64, 128]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert model.get_layer("dropout").rate == 0.5 and model.get_layer("dense").units == 128
+    assert isinstance(model.optimizer, keras.optimizers.Adam) and not isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3) and model.optimizer.weight_decay is None
+    logs = model.evaluate(keras.ops.zeros((2, *SMALL)), keras.ops.convert_to_tensor([[0.0], [1.0]]), verbose=0,
+                          return_dict=True)
+    assert {"loss", "accuracy", "auc"} <= set(logs)
+
+
+def test_fixed_values_override_the_space():
+    hp = keras_tuner.HyperParameters()
+    fixed = {"learning_rate": 3e-4, "dropout": 0.3, "width": 16, "num_blocks": 2, "dense": 64, "batch_norm": True,
+             "optimizer": "sgd", "weight_decay": 1e-4}
+    for name, value in fixed.items():
+        hp.Fixed(name, value)
+    model = hypermodel.CNNHyperModel(SMALL, "wide").build(hp)
+    assert hp.values == fixed
+    assert _convs(model) == [16, 32]
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)] == ["bn1", "bn2"]
+    assert not model.get_layer("conv1").use_bias  # batch norm makes the bias redundant
+    assert model.get_layer("dropout").rate == 0.3 and model.get_layer("dense").units == 64
+    opt = model.optimizer
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.9
+    assert float(opt.learning_rate) == pytest.approx(3e-4) and opt.weight_decay == pytest.approx(1e-4)
+
+
+def test_seed_space_is_the_notebooks_and_wide_space_tunes_seven_names():
+    hp = keras_tuner.HyperParameters()
+    hypermodel.CNNHyperModel(SMALL, "seed").build(hp)
+    assert _tuned_names(hp) == ["learning_rate", "dropout"]
+    assert hp.get("learning_rate") == 1e-3 and hp.get("width") == 32 and hp.get("num_blocks") == 3
+    space = {p.name: p for p in hp.space}
+    assert list(space["learning_rate"].values) == [1e-4, 3e-4, 1e-3]
+    assert list(space["dropout"].values) == [0.3, 0.4, 0.5, 0.6, 0.7]  # 0.7 included (Float with step would miss it)
+
+    hp = keras_tuner.HyperParameters()
+    hypermodel.CNNHyperModel(SMALL, "wide").build(hp)
+    assert _tuned_names(hp) == ["learning_rate", "dropout", "width", "num_blocks", "batch_norm", "optimizer",
+                                "weight_decay"]
+    assert {p.name: p for p in hp.space}["learning_rate"].sampling == "log"
+    assert set(hp.values) <= set(config_lib.HPARAM_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"space": "huge"}, "--space='huge' is unknown; choose one of seed, wide"),
+        ({"input_shape": (8, 8, 3)}, "too small for space 'wide'.*at least 16 pixels"),
+        ({"input_shape": (32, 32)}, "must be three positive sizes"),
+    ],
+)
+def test_hypermodel_checks_its_facts(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        hypermodel.CNNHyperModel(**kwargs)
+
+
+def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
+    """best_hyperparameters.json -> read_hparams -> TrainConfig -> train.build_model: the trial's network."""
+    hp = keras_tuner.HyperParameters()
+    for name, value in {"learning_rate": 3e-4, "dropout": 0.6000000000000001, "width": 16, "num_blocks": 4,
+                        "batch_norm": True, "optimizer": "adamw", "weight_decay": 1e-5}.items():
+        hp.Fixed(name, value)
+    hm = hypermodel.CNNHyperModel(SMALL, "wide")
+    trial_model = hm.build(hp)
+    hp.values["tuner/epochs"] = 3  # Hyperband's bookkeeping must not reach the file
+    path = tmp_path / hypermodel.BEST_HPARAMS
+    path.write_text(json.dumps(hypermodel.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
+    assert json.loads(path.read_text())["dropout"] == 0.6
+
+    fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
+    cfg = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    assert (cfg.filters, cfg.batch_norm, cfg.dense, cfg.optimizer, cfg.batch_size) == ((16, 32, 64, 128), True, 128,
+                                                                                      "adamw", 32)
+    assert (cfg.learning_rate, cfg.dropout, cfg.weight_decay) == (3e-4, 0.6, 1e-5)
+    trained = train.build_model(cfg, input_shape=SMALL)
+    assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in trial_model.weights]
+
+
+def test_restart_with_other_settings_is_refused(tmp_path):
+    cfg = hypermodel.validate(hypermodel.TuneConfig(data_dir="d", tuner_dir=str(tmp_path), space="seed"))
+    hypermodel.check_and_write_config(cfg)
+    hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "max_trials": 20, "data_dir": "e"}))
+    with pytest.raises(ValueError, match="space: 'seed' -> 'wide'"):
+        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "space": "wide"}))
+    with pytest.raises(ValueError, match="--executions_per_trial=0 must be >= 1"):
+        hypermodel.validate(hypermodel.TuneConfig(**{**cfg.__dict__, "executions_per_trial": 0}))
+
+
+def _trials(tuner_dir) -> list[dict]:
+    return json.loads((tuner_dir / hypermodel.TRIALS_JSON).read_text())["trials"]
+
+
+@pytest.mark.slow
+def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):  # noqa: F811
+    cfg = hypermodel.validate(hypermodel.TuneConfig(
+        data_dir=str(pcam_data["tfds"]), tuner_dir=str(tmp_path), space="wide", max_trials=1, epochs=1,
+        steps_per_epoch=2, batch_size=8, augment="none", shuffle_buffer=64, verbose="0",
+    ))
+    records = hypermodel.run_search(cfg)
+    assert records == _trials(tmp_path)
+    [trial] = records
+    assert trial["status"] == "COMPLETED" and 0.0 <= trial["score"] <= 1.0
+    assert trial["metrics"]["val_auc"] == trial["score"] and "val_loss" in trial["metrics"]
+    assert (trial["epochs"], trial["best_epoch"], trial["tuner_id"]) == (1, 1, "tuner0")
+    assert trial["rss_mib"] > 0 and trial["peak_rss_mib"] >= trial["rss_mib"]
+    table = (tmp_path / hypermodel.TRIALS_MD).read_text()
+    assert "| trial | learning_rate | dropout | width | num_blocks | batch_norm | optimizer | weight_decay | val_auc |" in table
+
+    best = config_lib.read_hparams(str(tmp_path / hypermodel.BEST_HPARAMS))
+    assert best == {**{k: trial["hyperparameters"][k] for k in hypermodel.DEFAULTS}, "batch_size": 8}
+    fields = config_lib.hparams_to_fields(best)
+    cfg_train = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    assert len(cfg_train.filters) == best["num_blocks"] and cfg_train.filters[0] == best["width"]
+
+
+@pytest.mark.slow
+def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):  # noqa: F811
+    args = ["trainer.tune", "--model=tuned", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tmp_path}",
+            "--tuner=random", "--space=seed", *QUICK]
+    run_module(*args, "--max_trials=2")
+    first = _trials(tmp_path)
+    assert [t["status"] for t in first] == ["COMPLETED"] * 2
+    run_module(*args, "--max_trials=3")
+    second = _trials(tmp_path)
+    assert [t["status"] for t in second] == ["COMPLETED"] * 3
+    assert second[:2] == first  # the finished trials were reloaded, not rerun
+    assert second[2]["pid"] != first[0]["pid"] == first[1]["pid"]
+    # The notebook's space as the best result: the file python -m trainer --hparams reads.
+    best = config_lib.read_hparams(str(tmp_path / hypermodel.BEST_HPARAMS))
+    assert best["learning_rate"] in (1e-4, 3e-4, 1e-3) and best["dropout"] in (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):  # noqa: F811
+    port = str(_free_port())
+    cmd = [sys.executable, "-m", "trainer.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tmp_path}",
+           "--tuner=random", "--space=wide", "--max_trials=4", *QUICK]
+    procs = {}
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_TUNER_ID": tuner_id,
+                   "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
+            procs[tuner_id] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True)
+        # The chief leaves once both workers have been told that no trial is left (it polls every 20 s).
+        outputs = {tuner_id: proc.communicate(timeout=400) for tuner_id, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for tuner_id, proc in procs.items():
+        assert proc.returncode == 0, f"{tuner_id} exited {proc.returncode}:\n{outputs[tuner_id][1][-4000:]}"
+    trials = _trials(tmp_path)  # written by the chief
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 4
+    ran_by = [t["tuner_id"] for t in trials]
+    assert set(ran_by) == {"tuner0", "tuner1"}, ran_by
+    assert (tmp_path / hypermodel.BEST_HPARAMS).exists()

@@ -1,0 +1,111 @@
+"""Search hyperparameters of the `tuned` CNN with keras-tuner; the best go to `python -m trainer --hparams`.
+
+    python -m trainer.tune --model=tuned --data_dir=TFDS_DIR --tuner_dir=runs/tune_seed \\
+        --tuner=random --space=seed --max_trials=5 --executions_per_trial=5 --epochs=5   # the seed notebook
+    python -m trainer.tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_hb --tuner=hyperband --space=wide --epochs=27
+    python -m trainer.tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_bo --tuner=bayesian --max_trials=30
+    python -m trainer.tune ... --max_trials=2 --epochs=1 --steps_per_epoch=20 --sample_fraction=0.05  # smoke run
+    python -m trainer --model=tuned --hparams=runs/tune_seed/best_hyperparameters.json --data_dir=TFDS_DIR \\
+        --model_dir=runs/tuned
+
+The objective is the validation ROC AUC (`val_auc`, maximised). TUNER_DIR gets trials.json,
+trials.md and best_hyperparameters.json; restarting an interrupted search with the same command runs
+only the missing trials (a larger --max_trials adds trials).
+
+Distributed (one chief serving the oracle, any number of workers running trials; TUNER_DIR must be one
+folder all of them see, e.g. NFS or gs://):
+
+    KERASTUNER_TUNER_ID=chief    KERASTUNER_ORACLE_IP=0.0.0.0  KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
+    KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
+    KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
+
+with the same flags everywhere (--data_dir may differ per machine). Flags are defined here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from trainer import config as config_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("model", "tuned", ["tuned"], "The model family searched (the CNN of --model=tuned).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
+flags.DEFINE_string("tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json.")
+flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
+
+flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"],
+                  "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.")
+flags.DEFINE_enum(
+    "space", "wide", ["seed", "wide"],
+    "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
+    "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
+)
+flags.DEFINE_integer("max_trials", 10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
+flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial, their best val_auc averaged (seed: 5).")
+flags.DEFINE_integer("epochs", 5, "Epochs per trial; for Hyperband the most epochs any model trains (max_epochs).")
+flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor between rounds.")
+flags.DEFINE_integer("batch_size", 64, "Batch size of every trial (recorded in best_hyperparameters.json).")
+flags.DEFINE_integer("seed", 42, "Seed of the oracle and of every trial's weights, shuffling and augmentation.")
+flags.DEFINE_enum("augment", "dihedral", config_lib.AUGMENTATIONS, "Training augmentation, as in python -m trainer.")
+flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick searches).")
+flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick searches); default: one pass over the data.")
+flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
+flags.DEFINE_string("channel_stats", None, "stats.json of beam_jobs.stats: normalise inputs per channel (pass it "
+                    "to python -m trainer too).")
+flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "mixed_float16; auto = on when a GPU is present.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
+flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
+
+
+def role_from_env(environ=os.environ) -> str:
+    """standalone, chief or worker, from the variables keras-tuner reads (KERASTUNER_*)."""
+    if "KERASTUNER_ORACLE_IP" not in environ:
+        return "standalone"
+    missing = [k for k in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(k)]
+    if missing:
+        raise ValueError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not; set all three "
+                         "(KERASTUNER_TUNER_ID=chief on the chief, a unique id such as tuner0 on each worker)")
+    return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def config_from_flags(flag_values, gpu: bool):
+    """Turns parsed flags into a validated TuneConfig (the only place flags are read)."""
+    from trainer import hypermodel
+
+    f = flag_values
+    return hypermodel.validate(hypermodel.TuneConfig(
+        model=f.model, data_dir=f.data_dir, tuner_dir=f.tuner_dir, dataset=f.dataset, tuner=f.tuner, space=f.space,
+        max_trials=f.max_trials, executions_per_trial=f.executions_per_trial, epochs=f.epochs,
+        hyperband_factor=f.hyperband_factor, batch_size=f.batch_size, seed=f.seed, augment=f.augment,
+        sample_fraction=f.sample_fraction, steps_per_epoch=f.steps_per_epoch, shuffle_buffer=f.shuffle_buffer,
+        channel_stats=f.channel_stats, mixed_precision=gpu if f.mixed_precision == "auto" else f.mixed_precision == "on",
+        jit_compile=gpu if f.jit_compile == "auto" else f.jit_compile == "on", verbose=f.verbose,
+    ))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf  # after flag parsing, so --help stays fast
+
+    from trainer import hypermodel
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    try:
+        role = role_from_env()
+        config = config_from_flags(FLAGS, gpu)
+        records = hypermodel.run_search(config, role)
+    except (ValueError, TypeError) as e:
+        sys.exit(f"error: {e}")
+    if records is not None:
+        logging.info("best hyperparameters: %s/%s", config.tuner_dir, hypermodel.BEST_HPARAMS)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["data_dir", "tuner_dir"])
+    app.run(main)
