@@ -251,6 +251,18 @@ def read_patch(path: str) -> np.ndarray:
     return decode_patch(read_bytes(path))
 
 
+def try_read_patch(path: str) -> tuple[np.ndarray | None, str | None, str]:
+    """(pixels, None, "") for a valid patch file, else (None, reason, detail); never raises for a bad file."""
+    try:
+        data = read_bytes(path)
+    except OSError as e:
+        return None, UNREADABLE, f"{type(e).__name__}: {e}"
+    try:
+        return decode_patch(data), None, ""
+    except PatchError as e:
+        return None, e.reason, e.detail
+
+
 def read_bytes(path: str) -> bytes:
     """The whole file; plain `open` for local paths, Beam FileSystems otherwise."""
     if "://" not in path:

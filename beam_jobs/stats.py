@@ -235,18 +235,6 @@ class PatchStatsFn(beam.CombineFn):
         return acc
 
 
-def read_pixels(path: str) -> tuple[np.ndarray | None, str | None, str]:
-    """(pixels, None, '') for a valid patch file, else (None, reason, detail)."""
-    try:
-        data = patches.read_bytes(path)
-    except OSError as e:
-        return None, patches.UNREADABLE, f"{type(e).__name__}: {e}"
-    try:
-        return patches.decode_patch(data), None, ""
-    except patches.PatchError as e:
-        return None, e.reason, e.detail
-
-
 def rejected(rec: dict, reason: str, detail: str = "") -> dict:
     return {"source": rec["source"], "id": rec["id"], "path": rec["path"], "reason": reason, "detail": detail}
 
@@ -261,7 +249,7 @@ class _ReadPatchBatch(beam.DoFn):
     def process(self, batch):
         by_group = {}
         for rec in batch:
-            pixels, reason, detail = read_pixels(rec["path"])
+            pixels, reason, detail = patches.try_read_patch(rec["path"])
             self.read.inc()
             if pixels is None:
                 self.rejected.inc()

@@ -45,7 +45,7 @@ def read_record(path: str, source: str) -> tuple[dict, object]:
     except OSError as e:
         rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")
         return rec, None
-    rec["size_bytes"] = len(data)
+    rec["size_bytes"] = len(data)  # kept in the manifest, so the bytes are read here, not via try_read_patch
     try:
         pixels = patches.decode_patch(data)
     except patches.PatchError as e:

@@ -106,7 +106,7 @@ def _write_lines(path: str, lines: list[str]) -> None:
 
 
 def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None):
-    """Returns ({'train', 'validation', 'test'} generators of (key, example), the validation summary).
+    """Returns {'train', 'validation', 'test'}: generators of (key, example).
 
     `counts` (a dict) receives the number of examples each generator yielded.
     """
@@ -132,7 +132,7 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
     if counts is not None:
         counts[splits.UNUSED] = len(by_split[splits.UNUSED])
     names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
-    return {name: _examples(by_split[name], name, counts) for name in names}, summary
+    return {name: _examples(by_split[name], name, counts) for name in names}
 
 
 def _examples(records: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, dict]]:

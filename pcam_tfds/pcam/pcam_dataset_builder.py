@@ -103,8 +103,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         from pcam_tfds import local_steps
 
         self._emitted = {}
-        generators, _ = local_steps.split_generators(counts=self._emitted, **self._split_kwargs(dl_manager))
-        return generators
+        return local_steps.split_generators(counts=self._emitted, **self._split_kwargs(dl_manager))
 
     @staticmethod
     def use_beam(download_config) -> bool:
