@@ -38,6 +38,10 @@ flags.DEFINE_string(
     "1,1.5 for transfer models and none for the CNNs.",
 )
 flags.DEFINE_integer("early_stopping_patience", 3, "Epochs without a better val_auc before a phase stops.")
+flags.DEFINE_float("max_minutes", None, "Time budget: stop after this many wall-clock minutes (checked after every "
+                   "batch; the epoch is still validated), then evaluate the best weights. The same command continues.")
+flags.DEFINE_float("max_cpu_minutes", None, "Time budget in CPU minutes of this process (all threads), as "
+                   "--max_minutes; fair when jobs share a machine.")
 flags.DEFINE_integer("seed", 42, "Seed of weights init, shuffling and augmentation.")
 
 flags.DEFINE_enum(
@@ -115,6 +119,8 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "dropout": f.dropout,
         "class_weights": _class_weights(f.class_weights, f.model),
         "early_stopping_patience": f.early_stopping_patience,
+        "max_minutes": f.max_minutes,
+        "max_cpu_minutes": f.max_cpu_minutes,
         "seed": f.seed,
         "augment": f.augment,
         "sample_fraction": f.sample_fraction,

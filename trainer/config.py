@@ -38,7 +38,7 @@ HPARAM_KEYS = (
 
 CONFIG_FILE = "config.json"
 # Fields that may differ between an interrupted run and its restart.
-_RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose")
+_RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose", "max_minutes", "max_cpu_minutes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,8 @@ class TrainConfig:
     dropout: float = 0.5
     class_weights: tuple[float, float] | None = None
     early_stopping_patience: int = 3
+    max_minutes: float | None = None  # wall-clock budget of this process (trainer.budget)
+    max_cpu_minutes: float | None = None  # CPU-time budget of this process
     seed: int = 42
     # Input.
     augment: str = "dihedral"
@@ -142,6 +144,9 @@ def validate(config: TrainConfig) -> TrainConfig:
     _positive("head_epochs", config.head_epochs, allow_zero=True)
     _positive("unfreeze_layers", config.unfreeze_layers, allow_zero=True)
     _positive("crash_after_epochs", config.crash_after_epochs, allow_zero=True)
+    for flag in ("max_minutes", "max_cpu_minutes"):
+        if getattr(config, flag) is not None:
+            _positive(flag, getattr(config, flag))
     if config.is_transfer and config.head_epochs + config.epochs == 0:
         raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
     if not 0.0 <= config.dropout < 1.0:

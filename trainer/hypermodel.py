@@ -38,6 +38,7 @@ from etils import epath
 
 from trainer import config as config_lib
 from trainer import data, models, train
+from trainer.budget import Budget, BudgetStop
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR
 TUNE_CONFIG_FILE = "tune_config.json"
@@ -146,6 +147,8 @@ class TuneConfig:
     max_trials: int = 10
     executions_per_trial: int = 1
     epochs: int = 5
+    max_minutes: float | None = None
+    max_cpu_minutes: float | None = None
     hyperband_factor: int = 3
     batch_size: int = 64
     seed: int = 42
@@ -164,7 +167,7 @@ class TuneConfig:
 
 # May differ on a restart, or between the chief and workers of one search (paths and devices are per machine).
 _RESTART_FREE_FIELDS = ("data_dir", "tuner_dir", "channel_stats", "max_trials", "mixed_precision", "jit_compile",
-                        "verbose")
+                        "verbose", "max_minutes", "max_cpu_minutes")
 
 
 def validate(config: TuneConfig) -> TuneConfig:
@@ -181,6 +184,9 @@ def validate(config: TuneConfig) -> TuneConfig:
     for flag in ("max_trials", "executions_per_trial", "epochs", "batch_size", "shuffle_buffer"):
         if getattr(config, flag) < 1:
             raise ValueError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
+    for flag in ("max_minutes", "max_cpu_minutes"):
+        if getattr(config, flag) is not None and getattr(config, flag) <= 0:
+            raise ValueError(f"--{flag}={getattr(config, flag)!r} must be > 0")
     if config.hyperband_factor < 2:
         raise ValueError(f"--hyperband_factor={config.hyperband_factor!r} must be >= 2")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
@@ -231,6 +237,30 @@ def rss_mib() -> tuple[float, float]:
     return round(current, 1), round(peak, 1)
 
 
+def _custom_gradient_names() -> set[str]:
+    """Names in TensorFlow's gradient registry that tf.custom_gradient registered (empty if the registry moved)."""
+    from tensorflow.python.framework import ops  # private: there is no public way to unregister
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return {k for k in registry if k.startswith("CustomGradient-")} if isinstance(registry, dict) else set()
+
+
+def forget_custom_gradients(keep: set[str]) -> int:
+    """Drops the tf.custom_gradient registrations made since `keep` was taken; returns how many.
+
+    Every trace of a Keras train step registers one (the optimizer's all-reduce of the gradients goes
+    through tf.custom_gradient), and TensorFlow's global gradient registry keeps it, and through its
+    closure the whole traced graph, forever: about 25 MiB a trial here. Once a trial's model is
+    released nothing can ask for those gradients again.
+    """
+    from tensorflow.python.framework import ops
+
+    stale = _custom_gradient_names() - keep
+    for name in stale:
+        ops._gradient_registry._registry.pop(name, None)
+    return len(stale)
+
+
 def _best_epoch(history: keras.callbacks.History) -> int:
     """The 1-based epoch with the highest val_auc (History.epoch holds absolute 0-based epochs)."""
     scores = history.history[train.MONITOR]
@@ -245,15 +275,30 @@ class _TrackedTuner:
     """
 
     def __init__(self, *args, datasets: Callable[[], tuple[Any, Any]], seed: int,
-                 after_trial: Callable[[keras_tuner.Tuner], None] | None = None, **kwargs):
+                 after_trial: Callable[[keras_tuner.Tuner], None] | None = None, budget: Budget | None = None,
+                 **kwargs):
         self._datasets = datasets
         self._seed = seed
         self._after_trial = after_trial
+        self.budget = budget
         self._run_info: dict[str, dict] = {}
+        self._gradients_before: set[str] = set()
         super().__init__(*args, **kwargs)
+
+    def on_trial_begin(self, trial):
+        self._gradients_before = _custom_gradient_names()
+        super().on_trial_begin(trial)
+
+    def pre_create_trial(self):
+        # keras-tuner's search loop calls this before asking the oracle for the next trial.
+        super().pre_create_trial()
+        if self.budget and self.budget.spent():
+            raise BudgetSpent(self.budget.describe())
 
     def run_trial(self, trial, *args, **kwargs):
         keras.utils.set_random_seed(self._seed)
+        if self.budget:  # keras-tuner deep-copies callbacks per execution; the copies keep the start times
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), BudgetStop(self.budget)]
         train_ds, val_ds = self._datasets()
         start = time.perf_counter()
         histories = super().run_trial(trial, train_ds, *args, validation_data=val_ds, **kwargs)
@@ -272,6 +317,7 @@ class _TrackedTuner:
         # Release this trial's models and graphs before the next one builds (keras-tuner only clears
         # when the next model is built, after the oracle call, so RSS measured here shows what stays).
         keras.backend.clear_session()
+        forget_custom_gradients(self._gradients_before)
         gc.collect()
         rss, peak = rss_mib()
         info = {
@@ -287,6 +333,10 @@ class _TrackedTuner:
             self._after_trial(self)
 
 
+class BudgetSpent(Exception):
+    """Raised between trials when the search's time budget (--max_minutes, --max_cpu_minutes) is spent."""
+
+
 class RandomSearch(_TrackedTuner, keras_tuner.RandomSearch):
     """keras_tuner.RandomSearch with the trial tracking of `_TrackedTuner`."""
 
@@ -300,12 +350,14 @@ class BayesianOptimization(_TrackedTuner, keras_tuner.BayesianOptimization):
 
 
 def make_tuner(config: TuneConfig, hypermodel: keras_tuner.HyperModel, datasets: Callable[[], tuple[Any, Any]],
-               after_trial: Callable[[keras_tuner.Tuner], None] | None = None) -> keras_tuner.Tuner:
+               after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
+               budget: Budget | None = None) -> keras_tuner.Tuner:
     """The tuner of --tuner on TUNER_DIR/keras_tuner, reloading the search found there (never overwriting)."""
     common = {
         "hypermodel": hypermodel, "objective": OBJECTIVE, "seed": config.seed,
         "executions_per_trial": config.executions_per_trial, "directory": config.tuner_dir,
         "project_name": PROJECT, "overwrite": False, "datasets": datasets, "after_trial": after_trial,
+        "budget": budget,
     }
     if config.tuner == "random":
         return RandomSearch(max_trials=config.max_trials, **common)
@@ -421,9 +473,14 @@ def run_search(config: TuneConfig, role: str = "standalone") -> list[dict[str, A
     model = CNNHyperModel(data.IMAGE_SHAPE, config.space, config.jit_compile, stats)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: write_reports(tuner, config)) if role == "standalone" else None
-    tuner = make_tuner(config, model, datasets, after_trial)
-    tuner.search(epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, shuffle=False,  # tf.data shuffles
-                 verbose=config.verbose if config.verbose == "auto" else int(config.verbose))
+    # The chief runs no trial, so a budget would never be checked there; it ends when the workers do.
+    budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes) if role != "chief" else None
+    tuner = make_tuner(config, model, datasets, after_trial, budget)
+    try:
+        tuner.search(epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, shuffle=False,  # tf.data shuffles
+                     verbose=config.verbose if config.verbose == "auto" else int(config.verbose))
+    except BudgetSpent as e:
+        logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)
     if role == "worker":
         logging.info("worker %s: the chief has no trials left", tuner.tuner_id)
         return None

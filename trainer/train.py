@@ -27,6 +27,7 @@ from absl import logging
 from etils import epath
 
 from trainer import data, evaluate, inference, models
+from trainer.budget import Budget, BudgetStop
 from trainer.config import TrainConfig
 from trainer.models import transfer
 
@@ -159,7 +160,9 @@ class StateCheckpoint(keras.callbacks.Callback):
             "phase_index": self.phase_index,
             "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
             "epoch": epoch + 1,  # the next epoch to run
-            "phase_done": bool(self.model.stop_training) or epoch + 1 >= self.phase_end,
+            # Done when early stopping ended it or its epochs ran out; a spent time budget (BudgetStop) or a
+            # crash leaves it open, so the same command continues it.
+            "phase_done": self.early_stopping.stopped_epoch > 0 or epoch + 1 >= self.phase_end,
             "weights": weights.name,
             "best_auc": self.best_auc,
             "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
@@ -250,6 +253,7 @@ def run(config: TrainConfig) -> dict:
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
+    budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes)
     epoch = state["epoch"] if state else 0
     phase_starts = list(state["phase_starts"]) if state else []
     for index, phase in enumerate(phases):
@@ -284,6 +288,8 @@ def run(config: TrainConfig) -> dict:
             *tensorboard_callbacks(run_dir / "logs"),
             StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc),
         ]
+        if budget:
+            callbacks.append(BudgetStop(budget))
         if config.crash_after_epochs:
             callbacks.append(CrashAfterEpochs(config.crash_after_epochs))
         logging.info("phase %s: epochs %d..%d at learning rate %g", phase.name, epoch + 1, phase_start + phase.epochs,
@@ -296,6 +302,10 @@ def run(config: TrainConfig) -> dict:
         state = read_state(state_dir)
         if state is None or state["phase_index"] != index:
             raise RuntimeError(f"phase {phase.name} ran no epoch (initial epoch {epoch}); state: {state}")
+        if budget and budget.spent():
+            logging.warning("%s: phase %s stopped at epoch %d; evaluating the best weights so far (the same "
+                            "command continues the run)", budget.describe(), phase.name, state["epoch"])
+            break
         state["phase_done"] = True
         write_state(state_dir, state)
         epoch = state["epoch"]

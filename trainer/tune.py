@@ -48,6 +48,10 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("max_trials", 10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
 flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial, their best val_auc averaged (seed: 5).")
 flags.DEFINE_integer("epochs", 5, "Epochs per trial; for Hyperband the most epochs any model trains (max_epochs).")
+flags.DEFINE_float("max_minutes", None, "Time budget of this process in wall-clock minutes: the running trial stops "
+                   "at the next batch end (its epoch is still validated) and no trial starts after it.")
+flags.DEFINE_float("max_cpu_minutes", None, "Time budget in CPU minutes of this process (all threads), as "
+                   "--max_minutes; fair when searches share a machine.")
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor between rounds.")
 flags.DEFINE_integer("batch_size", 64, "Batch size of every trial (recorded in best_hyperparameters.json).")
 flags.DEFINE_integer("seed", 42, "Seed of the oracle and of every trial's weights, shuffling and augmentation.")
@@ -81,7 +85,7 @@ def config_from_flags(flag_values, gpu: bool):
     return hypermodel.validate(hypermodel.TuneConfig(
         model=f.model, data_dir=f.data_dir, tuner_dir=f.tuner_dir, dataset=f.dataset, tuner=f.tuner, space=f.space,
         max_trials=f.max_trials, executions_per_trial=f.executions_per_trial, epochs=f.epochs,
-        hyperband_factor=f.hyperband_factor, batch_size=f.batch_size, seed=f.seed, augment=f.augment,
+        max_minutes=f.max_minutes, max_cpu_minutes=f.max_cpu_minutes, hyperband_factor=f.hyperband_factor, batch_size=f.batch_size, seed=f.seed, augment=f.augment,
         sample_fraction=f.sample_fraction, steps_per_epoch=f.steps_per_epoch, shuffle_buffer=f.shuffle_buffer,
         channel_stats=f.channel_stats, mixed_precision=gpu if f.mixed_precision == "auto" else f.mixed_precision == "on",
         jit_compile=gpu if f.jit_compile == "auto" else f.jit_compile == "on", verbose=f.verbose,

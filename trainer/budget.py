@@ -1,0 +1,69 @@
+"""Time budgets for training runs and searches: wall-clock seconds, process CPU seconds, or both.
+
+    budget = Budget(wall_s=3600)                   # stop after an hour on the clock
+    budget = Budget(cpu_s=3600)                    # stop after an hour of this process's CPU (all threads)
+    model.fit(..., callbacks=[BudgetStop(budget)])
+
+CPU time is the fair measure when several jobs share a machine (benchmarks run side by side): a job
+slowed by its neighbours is not charged for their work. A budget counts this process only, from when
+the Budget was made, so a resumed run or search gets its budget afresh.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+from absl import logging
+
+
+class Budget:
+    """Seconds of wall clock and/or process CPU time; `spent()` once either limit is reached."""
+
+    def __init__(self, wall_s: float | None = None, cpu_s: float | None = None):
+        for name, value in (("wall_s", wall_s), ("cpu_s", cpu_s)):
+            if value is not None and value <= 0:
+                raise ValueError(f"budget {name}={value!r} must be > 0")
+        self.wall_s, self.cpu_s = wall_s, cpu_s
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
+
+    @classmethod
+    def from_minutes(cls, wall_minutes: float | None, cpu_minutes: float | None) -> Budget | None:
+        """A Budget from the --max_minutes / --max_cpu_minutes flags, or None when neither is set."""
+        if wall_minutes is None and cpu_minutes is None:
+            return None
+        return cls(None if wall_minutes is None else 60.0 * wall_minutes,
+                   None if cpu_minutes is None else 60.0 * cpu_minutes)
+
+    def used(self) -> dict[str, float]:
+        return {"wall_s": round(time.perf_counter() - self._wall0, 1), "cpu_s": round(time.process_time() - self._cpu0, 1)}
+
+    def spent(self) -> bool:
+        used = self.used()
+        return ((self.wall_s is not None and used["wall_s"] >= self.wall_s)
+                or (self.cpu_s is not None and used["cpu_s"] >= self.cpu_s))
+
+    def describe(self) -> str:
+        limits = [f"{limit:g} s {name}" for name, limit in (("wall", self.wall_s), ("CPU", self.cpu_s))
+                  if limit is not None]
+        used = self.used()
+        return f"budget {' / '.join(limits)}; used {used['wall_s']:g} s wall, {used['cpu_s']:g} s CPU"
+
+
+class BudgetStop(keras.callbacks.Callback):
+    """Stops fit() at the first batch end after the budget is spent; Keras still validates that epoch.
+
+    So a budget overshoots by at most one batch and one validation pass, and the interrupted epoch
+    still reports val_auc (its weights saw part of an epoch more than the one before).
+    """
+
+    def __init__(self, budget: Budget):
+        super().__init__()
+        self.budget = budget
+        self.stopped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.stopped and self.budget.spent():
+            self.stopped = True
+            self.model.stop_training = True
+            logging.info("time budget spent (%s): stopping after this epoch's validation", self.budget.describe())
