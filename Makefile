@@ -25,7 +25,8 @@ $(STAMP): setup.cfg constraints.txt
 demo: install
 	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
 	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
-	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) --data_dir=$(TFDS_DIR) --config=full --overwrite
+	PCAM_VALIDATION_DIR=$(DEMO_OUT)/validate $(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) \
+		--data_dir=$(TFDS_DIR) --config=full --overwrite
 	$(PY) -m trainer --model=baseline --data_dir=$(TFDS_DIR) --model_dir=$(DEMO_OUT)/runs/baseline --epochs=8 \
 		--batch_size=64 --early_stopping_patience=8 --verbose=2
 	$(PY) -m trainer.predict --model_dir=$(DEMO_OUT)/runs/baseline --data_dir=$(TFDS_DIR) --tta \

@@ -9,6 +9,8 @@ its reason), `rejected_rows` every unusable row of train_labels.csv, and
 
 from __future__ import annotations
 
+import os
+
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
@@ -32,6 +34,7 @@ def file_record(path: str, source: str) -> dict:
         "reason": None,
         "detail": "",
         "size_bytes": 0,
+        "mtime_ns": None,  # local files only: lets a build reuse this validation safely (pcam_tfds.validated)
         "mean": None,
         "std": None,
     }
@@ -41,6 +44,8 @@ def read_record(path: str, source: str) -> tuple[dict, object]:
     """Reads and checks one file: (its record, its pixels or None when it is rejected)."""
     rec = file_record(path, source)
     try:
+        if "://" not in path:
+            rec["mtime_ns"] = os.stat(path).st_mtime_ns
         data = patches.read_bytes(path)
     except OSError as e:
         rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")

@@ -15,6 +15,10 @@ Writes to OUTPUT_DIR:
     duplicates.csv    every file whose pixels another file repeats, by group
     summary.json      counts: total = valid + rejected, by reason, labels, duplicate groups
     report.md         the same for a person
+    inputs.json       the size and SHA-256 of train_labels.csv as validated
+
+A `tfds build` of pcam_tfds/pcam given this folder (PCAM_VALIDATION_DIR) reuses it instead of
+validating again, after checking that the files still match it (pcam_tfds/validated.py).
 
 The job checks its own accounting: the files it listed must all come out as
 valid or rejected, and every CSV row as matched or rejected; otherwise it
@@ -49,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
     ]
     + [(f"{stat}_{c}", pa.float64()) for stat in ("mean", "std") for c in "rgb"]
 )
@@ -61,7 +66,8 @@ class AccountingError(RuntimeError):
 
 
 def manifest_row(f: dict) -> dict:
-    row = {k: f[k] for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes")}
+    row = {k: f[k] for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes",
+                             "mtime_ns")}
     for stat in ("mean", "std"):
         values = f[stat] or (None, None, None)
         row.update({f"{stat}_{c}": v for c, v in zip("rgb", values)})
@@ -183,7 +189,18 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode())
 
 
+def inputs_fingerprint(data_dir: str) -> dict:
+    """What the validation saw of train_labels.csv (inputs.json); the files' own sizes and mtimes are in the manifest."""
+    import hashlib
+
+    path = layout.join(data_dir, layout.LABELS_CSV)
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        data = f.read()
+    return {"data_dir": data_dir, "labels_csv": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+
+
 def write_summary_files(summary: dict, output_dir: str, data_dir: str) -> None:
+    write_text(layout.join(output_dir, "inputs.json"), json.dumps(inputs_fingerprint(data_dir), indent=2) + "\n")
     write_text(layout.join(output_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     write_text(layout.join(output_dir, "report.md"), render_report(summary, data_dir))
 

@@ -7,6 +7,9 @@ Runs, one after the other, each as a child process measured by bench/measure.py:
 - validate: `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
 - build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the single-process
   build (a reader pool validates, a plain generator feeds TFDS' writer),
+- build_reuse: the same with PCAM_VALIDATION_DIR pointing at the validate step's output, so the
+  build checks the folder against that validation instead of reading every file for its own
+  (needs the validate step first, in the same run),
 - beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core),
 - beam_in_memory: the same on the DirectRunner in one process.
 Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
@@ -46,6 +49,9 @@ def main(argv=None):
         "build": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds",
                   "--config=full"],
     }
+    steps["build_reuse"] = [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}",
+                            f"--data_dir={a.work_dir}/tfds_build_reuse", "--config=full"]
+    envs = {"build_reuse": {**os.environ, "PCAM_VALIDATION_DIR": f"{a.work_dir}/validate"}}
     for name, options in BEAM_MODES.items():
         steps[name] = [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_{name}",
                        "--config=full", f"--beam_pipeline_options={options}"]
@@ -55,7 +61,7 @@ def main(argv=None):
     for name in chosen:
         print(f"running {name}: {' '.join(steps[name])}", flush=True)
         try:
-            r = measure.run_measured(steps[name], interval=0.5)
+            r = measure.run_measured(steps[name], interval=0.5, env=envs.get(name))
         except RuntimeError as e:  # a failed step (e.g. the count check) is a result too
             print(f"  FAILED: {str(e)[-400:]}", flush=True)
             continue
@@ -68,7 +74,7 @@ def main(argv=None):
         d = f"{a.work_dir}/tfds/pcam/full/1.0.0"
         sizes["build"] = split_sizes(d)
         results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    for name in BEAM_MODES:
+    for name in (*BEAM_MODES, "build_reuse"):
         if name in results:
             d = f"{a.work_dir}/tfds_{name}/pcam/full/1.0.0"
             sizes[name] = split_sizes(d)

@@ -14,7 +14,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import layout, patches
 from beam_jobs.transforms import NAMESPACE, ValidateKaggleLayout
 from beam_jobs.validate import WriteValidationOutputs
-from pcam_tfds import splits
+from pcam_tfds import splits, validated
 
 
 def _split_of(record: dict, assignment: dict) -> str:
@@ -44,12 +44,27 @@ class _CountUnused(beam.DoFn):
         return ()
 
 
-def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None):
-    """Returns {'train', 'validation', 'test'} PCollections of (key, example) for TFDS to write."""
-    validate = ValidateKaggleLayout(data_dir)
-    outputs = pipeline | "Validate" >> validate
-    _ = outputs | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
-    valid = outputs["files"] | "Valid" >> beam.Filter(lambda f: f["valid"])
+def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None,
+                       validation_dir=None):
+    """Returns {'train', 'validation', 'test'} PCollections of (key, example) for TFDS to write.
+
+    validation_dir: a beam_jobs.validate output to reuse instead of validating; it is checked
+    against DATA_DIR here, in the launching process (pcam_tfds.validated).
+    """
+    if validation_dir:
+        validated.load_records(validation_dir, data_dir)  # fails here, before any worker starts, when stale
+        validated.copy_outputs(validation_dir, checks_dir)
+        records = (
+            pipeline
+            | "ReadManifest" >> beam.io.ReadFromParquet(layout.join(checks_dir, validated.MANIFEST), columns=validated.COLUMNS)
+            | "ToRecord" >> beam.Map(validated.record_from_row, data_dir=data_dir)
+        )
+    else:
+        validate = ValidateKaggleLayout(data_dir)
+        outputs = pipeline | "Validate" >> validate
+        _ = outputs | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
+        records = outputs["files"]
+    valid = records | "Valid" >> beam.Filter(lambda f: f["valid"])
     assignment = (
         valid
         | "Labelled" >> beam.Filter(lambda f: f["source"] == layout.TRAIN)

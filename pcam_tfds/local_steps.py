@@ -1,6 +1,6 @@
 """The single-machine half of the `pcam` builder: the same validation, join and splits, without Beam.
 
-    tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config='{"name": "full", "beam": false}'
+    tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full
 
 On one machine Beam's DirectRunner moves every serialized example through its
 shuffle in memory: at 25k files it used 7 GB and 5x the time of this path, and
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from beam_jobs import layout, patches, validate
 from beam_jobs.transforms import duplicate_group, read_record
-from pcam_tfds import splits
+from pcam_tfds import splits, validated
 
 _CHUNK = 512  # files per task
 _READ_THREADS, _READ_AHEAD = 4, 256  # pixel reads in flight while the writer works
@@ -105,20 +105,30 @@ def _write_lines(path: str, lines: list[str]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None):
+def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None,
+                     validation_dir=None):
     """Returns {'train', 'validation', 'test'}: generators of (key, example).
 
-    `counts` (a dict) receives the number of examples each generator yielded.
+    `counts` (a dict) receives the number of examples each generator yielded. `validation_dir`: a
+    beam_jobs.validate output to reuse instead of validating (pcam_tfds.validated checks it first).
     """
     start = time.monotonic()
-    check = LocalValidation(data_dir)
-    summary = check.write_outputs(checks_dir)
+    if validation_dir:
+        files = validated.load_records(validation_dir, data_dir)
+        summary = validated.copy_outputs(validation_dir, checks_dir)
+        verb = f"reused the validation in {validation_dir} of"
+    else:
+        check = LocalValidation(data_dir)
+        files, summary = check.files, check.write_outputs(checks_dir)
+        verb = "validated"
     logging.info(
-        "validated %d files in %.1f s: %d valid, %d rejected %s; listed in %s",
-        summary["total"], time.monotonic() - start, summary["valid"], summary["rejected"],
+        "%s %d files in %.1f s: %d valid, %d rejected %s; listed in %s",
+        verb, summary["total"], time.monotonic() - start, summary["valid"], summary["rejected"],
         summary["rejected_by_reason"], checks_dir,
     )
-    valid = [f for f in check.files if f["valid"]]
+    if len(files) != summary["total"]:
+        raise validate.AccountingError(f"{len(files)} file records but summary.json counts {summary['total']} files")
+    valid = [f for f in files if f["valid"]]
     assignment = splits.assign_splits(
         [(f["id"], f["label"], f["pixel_hash"]) for f in valid if f["source"] == layout.TRAIN],
         validation_fraction=validation_fraction,

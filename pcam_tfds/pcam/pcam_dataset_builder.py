@@ -1,6 +1,6 @@
 """The `pcam` dataset: the Kaggle PCam patches as TFDS, built with Apache Beam or in one process.
 
-On one machine (a process pool reads the files; TFDS' own writer writes):
+On one machine (a thread pool reads the files; TFDS' own writer writes):
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full
 
@@ -8,6 +8,11 @@ With Apache Beam, on any runner (here the DirectRunner; Dataflow, Flink, Spark i
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full \\
         --beam_pipeline_options=direct_running_mode=multi_processing,direct_num_workers=0
+
+Either way the build validates the files itself (the results go to `validate/` beside the shards),
+unless PCAM_VALIDATION_DIR names the output folder of a `python -m beam_jobs.validate` run over the
+same folder: then it checks that the folder has not changed since and reuses that validation
+(pcam_tfds/validated.py), reading every file once instead of twice.
 
 Reading the result needs neither Beam nor this module:
 `tfds.builder_from_directory(TFDS_DIR/pcam/full/1.0.0)`.
@@ -22,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from beam_jobs import layout
-from pcam_tfds import splits
+from pcam_tfds import splits, validated
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 _COUNTER_PREFIX = "examples_"
@@ -90,6 +95,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             sample_fraction=cfg.sample_fraction,
             seed=cfg.seed,
             slides=read_slide_csv(cfg.slide_csv) if cfg.slide_csv else None,
+            validation_dir=validated.from_env(),
         )
 
     def _split_generators(self, dl_manager, pipeline):

@@ -1,0 +1,100 @@
+"""Reusing a beam_jobs.validate run in the build (PCAM_VALIDATION_DIR): same dataset, stale folders refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import tensorflow_datasets as tfds
+from apache_beam.options.pipeline_options import PipelineOptions
+from kaggle_folders import make_with_problems, read_labels, write_labels
+
+from beam_jobs import validate
+from pcam_tfds import local_steps, validated
+from pcam_tfds.pcam.pcam_dataset_builder import Builder
+
+SPLIT_ARGS = {"validation_fraction": 0.2, "sample_fraction": 1.0, "seed": 42}
+
+
+@pytest.fixture()
+def checked(tmp_path):
+    """(folder with every injected problem, its validation folder, the expected summary)."""
+    folder = tmp_path / "d"
+    expected = make_with_problems(folder)
+    validate.run([f"--data_dir={folder}", f"--output_dir={tmp_path / 'checks'}", "--direct_running_mode=in_memory"])
+    return folder, tmp_path / "checks", expected
+
+
+def _members(generators) -> dict[str, list[tuple[str, int]]]:
+    return {name: [(key, ex["label"]) for key, ex in gen] for name, gen in generators.items()}
+
+
+def test_reuse_gives_the_splits_of_a_fresh_validation_and_copies_its_outputs(checked, tmp_path):
+    folder, checks, expected = checked
+    counts = {}
+    reused = _members(local_steps.split_generators(str(folder), str(tmp_path / "a"), counts=counts,
+                                                   validation_dir=str(checks), **SPLIT_ARGS))
+    fresh = _members(local_steps.split_generators(str(folder), str(tmp_path / "b"), **SPLIT_ARGS))
+    assert reused == fresh
+    assert sum(len(v) for v in reused.values()) == expected["valid"]
+    assert counts["train"] + counts["validation"] == expected["by_source"]["train"]["valid"]
+    for name in validated.OUTPUT_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (checks / name).read_bytes(), name
+
+
+def test_records_follow_the_folder_when_it_moves(checked, tmp_path):
+    folder, checks, _ = checked
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)  # copytree keeps modification times
+    records = validated.load_records(str(checks), str(moved))
+    assert {os.path.dirname(r["path"]) for r in records} == {str(moved / "train"), str(moved / "test")}
+
+
+def _stale_message(checks, folder) -> str:
+    with pytest.raises(validated.StaleValidationError) as e:
+        validated.load_records(str(checks), str(folder))
+    return str(e.value)
+
+
+def test_a_changed_labels_csv_is_refused(checked):
+    folder, checks, _ = checked
+    rows = read_labels(folder)
+    rows[0][1] = "1" if rows[0][1] == "0" else "0"
+    write_labels(folder, rows)
+    assert "train_labels.csv changed" in _stale_message(checks, folder)
+
+
+def test_added_gone_and_rewritten_files_are_named(checked):
+    folder, checks, _ = checked
+    train = sorted((folder / "train").glob("*.tif"))
+    shutil.copy(train[0], folder / "test" / "newcomer.tif")
+    train[1].unlink()
+    st = train[2].stat()
+    os.utime(train[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, rewritten later
+    message = _stale_message(checks, folder)
+    assert "1 files added since validation (test/newcomer.tif)" in message
+    assert f"1 files gone since validation (train/{train[1].name})" in message
+    assert f"changed since validation (size or modification time) (train/{train[2].name})" in message
+    assert "python -m beam_jobs.validate" in message
+
+
+def test_a_validation_without_inputs_json_is_not_reused(checked):
+    folder, checks, _ = checked
+    (checks / "inputs.json").unlink()
+    with pytest.raises(FileNotFoundError, match="inputs.json missing"):
+        validated.load_records(str(checks), str(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beam_args", [None, ["--direct_running_mode=in_memory"]], ids=["local", "beam"])
+def test_tfds_build_reuses_the_validation_named_by_the_environment(checked, tmp_path, monkeypatch, beam_args):
+    folder, checks, expected = checked
+    monkeypatch.setenv(validated.ENV_VAR, str(checks))
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(folder), beam_options=PipelineOptions(beam_args) if beam_args else None))
+    sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
+    assert sizes["train"] + sizes["validation"] == expected["by_source"]["train"]["valid"]
+    assert sizes["test"] == expected["by_source"]["test"]["valid"]
+    assert (builder.data_path / "validate" / "manifest.parquet").read_bytes() == (checks / "manifest.parquet").read_bytes()
