@@ -43,12 +43,15 @@ class PcamConfig(tfds.core.BuilderConfig):
     seed: the split's seed; the same seed gives the same membership.
     slide_csv: optional CSV mapping patch ids to slides (columns `id` and `wsi` or `slide`);
       patches of one slide then stay on one side.
+    source: `kaggle` (the Kaggle folder) or `hdf5` (the official PCam HDF5 files, whose own
+      train/valid/test splits are kept; the split fields above do not apply).
     """
 
     validation_fraction: float = 0.2
     sample_fraction: float = 1.0
     seed: int = 42
     slide_csv: str | None = None
+    source: str = "kaggle"
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -63,6 +66,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             sample_fraction=0.25,
             description="A stratified 25% sample of the labelled patches (55,006 of 220,025), split 80/20; full test.",
         ),
+        PcamConfig(
+            name="hdf5",
+            source="hdf5",
+            description="The official PCam HDF5 files and their splits (262,144 / 32,768 / 32,768, test labelled).",
+        ),
     ]
     DEFAULT_CONFIG_NAME = "full"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -70,6 +78,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     https://www.kaggle.com/competitions/histopathologic-cancer-detection/data
     (`kaggle competitions download -c histopathologic-cancer-detection`), unzip,
     and pass the folder holding train/, test/ and train_labels.csv as --manual_dir.
+    For --config=hdf5: the six camelyonpatch_level_2_split_*.h5 files of
+    https://github.com/basveeling/pcam, gunzipped, in the folder given as --manual_dir.
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -90,7 +100,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         return dict(
             data_dir=str(dl_manager.manual_dir),
-            checks_dir=str(self.data_path / "validate"),
+            checks_dir=self._checks_dir(),
             validation_fraction=cfg.validation_fraction,
             sample_fraction=cfg.sample_fraction,
             seed=cfg.seed,
@@ -98,17 +108,28 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             validation_dir=validated.from_env(),
         )
 
+    def _checks_dir(self) -> str:
+        return str(self.data_path / "validate")
+
     def _split_generators(self, dl_manager, pipeline):
         # TFDS passes `pipeline` because this signature names it; one validation pass then feeds all splits.
+        if self.builder_config.source == "hdf5":
+            from pcam_tfds import hdf5_source
+
+            return hdf5_source.beam_split_pcollections(pipeline, str(dl_manager.manual_dir), self._checks_dir())
         from pcam_tfds import beam_steps  # Beam is needed to build, not to read
 
         return beam_steps.split_pcollections(pipeline, **self._split_kwargs(dl_manager))
 
     def _local_split_generators(self, dl_manager):
         # Without a `pipeline` parameter TFDS creates no Beam pipeline at all.
+        self._emitted = {}
+        if self.builder_config.source == "hdf5":
+            from pcam_tfds import hdf5_source
+
+            return hdf5_source.local_split_generators(str(dl_manager.manual_dir), self._checks_dir(), self._emitted)
         from pcam_tfds import local_steps
 
-        self._emitted = {}
         return local_steps.split_generators(counts=self._emitted, **self._split_kwargs(dl_manager))
 
     @staticmethod
@@ -164,11 +185,18 @@ def check_split_counts(split_infos, emitted: dict, summary: dict) -> None:
     TFDS' incomplete folder, so a short build is never left behind as finished.
     """
     written = {name: split_infos[name].num_examples if name in split_infos else 0 for name in _SPLITS}
-    valid = {s: v["valid"] for s, v in summary["by_source"].items()}
     problems = []
     for name in _SPLITS:
         if emitted and emitted.get(name, 0) != written[name]:
             problems.append(f"{name}: {emitted.get(name, 0)} examples sent to the writer, {written[name]} written")
+    if summary.get("source") == "hdf5":  # the files' own splits
+        for name in _SPLITS:
+            if written[name] != summary["by_split"][name]["valid"]:
+                problems.append(f"{name} holds {written[name]} examples, validation passed {summary['by_split'][name]['valid']}")
+        if problems:
+            raise RuntimeError("pcam build lost or duplicated examples: " + "; ".join(problems))
+        return
+    valid = {s: v["valid"] for s, v in summary["by_source"].items()}
     labelled = written[splits.TRAIN] + written[splits.VALIDATION] + emitted.get(splits.UNUSED, 0)
     if labelled != valid.get(layout.TRAIN, 0):
         problems.append(f"train+validation(+unused) hold {labelled} examples, validation passed {valid.get(layout.TRAIN, 0)}")
