@@ -11,7 +11,10 @@ DATA_DIR ?= $(DEMO_DIR)
 EDA_OUT ?= $(DEMO_OUT)/eda
 CONFIG ?= full
 
-.PHONY: install demo validate stats build test test-fast lint format eda gpu-check clean
+TUNER_DIR ?= $(DEMO_OUT)/tune
+TUNE_MINUTES ?= 60
+
+.PHONY: install demo validate stats build tune test test-fast lint format eda gpu-check clean
 
 install: $(STAMP)
 
@@ -51,6 +54,11 @@ eda: install
 # One machine: the local build (see BUILD.md for Beam on a cluster).
 build: install
 	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
+
+# A Hyperband search over the wide space on a built dataset, bounded by TUNE_MINUTES of wall clock.
+tune: install
+	$(PY) -m trainer.tune --data_dir=$(TFDS_DIR) --tuner_dir=$(TUNER_DIR) --tuner=hyperband --space=wide --epochs=9 \
+		--max_minutes=$(TUNE_MINUTES) --verbose=2
 
 test: install
 	$(VENV)/bin/pytest -q -n 2 --dist=loadfile
