@@ -15,7 +15,9 @@ checkpoints); a search restarted with the same command reloads it and runs only 
 missing. Next to it: tune_config.json (the search settings; a restart must match them),
 trials.json, trials.md and best_hyperparameters.json (the flat file `python -m trainer --hparams` reads).
 Each trial also leaves trial_*/run_info.json: which tuner process ran it, its seconds, epochs and
-the process RSS after the trial's model was released, so memory growth across trials is visible.
+the process RSS after the trial's model was released, so memory growth across trials is visible
+(flat since each trial's graphs are released: `forget_custom_gradients`). A `Budget` (--max_minutes,
+--max_cpu_minutes) stops the running trial at a batch end and starts no further trial.
 """
 
 from __future__ import annotations
