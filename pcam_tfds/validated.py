@@ -137,6 +137,8 @@ def load_records(validation_dir: str, data_dir: str) -> list[dict]:
             f"(python -m beam_jobs.validate --data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
             "to let the build validate"
         )
+    # The manifest's row order is whatever the validate job's workers produced; make it a function of the data.
+    records.sort(key=lambda r: (r["id"], r["source"], r["path"]))
     return records
 
 
