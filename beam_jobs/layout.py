@@ -59,20 +59,46 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
 
-def list_files(data_dir: str, source: str) -> list[str]:
-    """Every file directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
+def _source_folder(data_dir: str, source: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     folder = join(data_dir, source)
     if not FileSystems.exists(folder):
         raise FileNotFoundError(f"{folder}: no such folder; expected the Kaggle layout {source}/<id>.tif")
+    return folder
+
+
+def _matched_files(folder: str) -> list:
+    """FileSystems.match metadata of the files directly under a remote FOLDER."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return [m for m in FileSystems.match([join(folder, "*")])[0].metadata_list if not m.path.endswith("/")]
+
+
+def list_files(data_dir: str, source: str) -> list[str]:
+    """Every file directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
+    folder = _source_folder(data_dir, source)
     if "://" not in folder:
         # os.scandir reads file types from the directory itself; FileSystems.match stats every
         # file three times, which is 277k x 3 system calls on a Kaggle-size folder.
         with os.scandir(folder) as entries:
             return sorted(e.path for e in entries if not e.is_dir())
-    result = FileSystems.match([join(folder, "*")])[0]
-    return sorted(m.path for m in result.metadata_list if not m.path.endswith("/"))
+    return sorted(m.path for m in _matched_files(folder))
+
+
+def list_file_stats(data_dir: str, source: str) -> dict[str, tuple[int, int | None]]:
+    """{path: (size in bytes, modification time in ns)} of the files under DATA_DIR/SOURCE, as
+    `list_files` lists them; remote filesystems give no modification time here (None)."""
+    folder = _source_folder(data_dir, source)
+    if "://" not in folder:
+        stats = {}
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if not e.is_dir():
+                    st = e.stat()
+                    stats[e.path] = (st.st_size, st.st_mtime_ns)
+        return stats
+    return {m.path: (m.size_in_bytes, None) for m in _matched_files(folder)}
 
 
 def check_labels_header(path: str) -> None:

@@ -189,6 +189,10 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode())
 
 
+def write_lines(path: str, lines: list[str]) -> None:
+    write_text(path, "\n".join(lines) + "\n")
+
+
 def inputs_fingerprint(data_dir: str) -> dict:
     """What the validation saw of train_labels.csv (inputs.json); the files' own sizes and mtimes are in the manifest."""
     import hashlib

@@ -52,7 +52,7 @@ def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, samp
     against DATA_DIR here, in the launching process (pcam_tfds.validated).
     """
     if validation_dir:
-        validated.load_records(validation_dir, data_dir)  # fails here, before any worker starts, when stale
+        validated.check(validation_dir, data_dir)  # fails here, before any worker starts, when stale
         validated.copy_outputs(validation_dir, checks_dir)
         records = (
             pipeline

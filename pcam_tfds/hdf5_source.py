@@ -111,15 +111,13 @@ def write_validation(checks_dir: str, data_dir: str, sizes: dict[str, int], reje
     }
     lines = [",".join(validate.REJECTED_HEADER)]
     lines += [validate.csv_line(["patch", r["source"], r["id"], r["path"], r["reason"], r["detail"]]) for r in rejected]
-    with open(os.path.join(checks_dir, "rejected.csv"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(checks_dir, "summary.json"), "w") as f:
-        f.write(json.dumps(summary, indent=2) + "\n")
+    validate.write_lines(os.path.join(checks_dir, "rejected.csv"), lines)
+    validate.write_text(os.path.join(checks_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     rows = "\n".join(f"| {s} | {v['total']:,} | {v['valid']:,} | {v['rejected']:,} |" for s, v in summary["by_split"].items())
-    with open(os.path.join(checks_dir, "report.md"), "w") as f:
-        f.write(f"# PCam HDF5 validation\n\nSource: `{data_dir}`\n\n| split | patches | valid | rejected |\n"
-                f"| --- | ---: | ---: | ---: |\n{rows}\n\nRejected patches by reason: {summary['rejected_by_reason'] or 'none'}"
-                " (listed in rejected.csv).\n")
+    validate.write_text(os.path.join(checks_dir, "report.md"),
+                        f"# PCam HDF5 validation\n\nSource: `{data_dir}`\n\n| split | patches | valid | rejected |\n"
+                        f"| --- | ---: | ---: | ---: |\n{rows}\n\nRejected patches by reason: "
+                        f"{summary['rejected_by_reason'] or 'none'} (listed in rejected.csv).\n")
     return summary
 
 

@@ -93,16 +93,11 @@ class LocalValidation:
         lines = [",".join(validate.REJECTED_HEADER)]
         lines += [validate.rejected_file_line(f) for f in self.files if not f["valid"]]
         lines += [validate.rejected_row_line(r) for r in self.rejected_rows]
-        _write_lines(os.path.join(output_dir, "rejected.csv"), lines)
+        validate.write_lines(os.path.join(output_dir, "rejected.csv"), lines)
         dup_lines = [validate.DUPLICATES_HEADER] + [line for g in self.duplicates for line in validate.duplicate_lines(g)]
-        _write_lines(os.path.join(output_dir, "duplicates.csv"), dup_lines)
+        validate.write_lines(os.path.join(output_dir, "duplicates.csv"), dup_lines)
         validate.write_summary_files(summary, output_dir, self.data_dir)
         return summary
-
-
-def _write_lines(path: str, lines: list[str]) -> None:
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None,

@@ -40,25 +40,6 @@ def from_env(environ=os.environ) -> str | None:
     return environ.get(ENV_VAR) or None
 
 
-def _listing(data_dir: str, source: str) -> dict[str, tuple[int, int | None]]:
-    """{file name: (size, mtime_ns or None)} of DATA_DIR/SOURCE."""
-    folder = layout.join(data_dir, source)
-    if "://" not in folder:
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"{folder}: no such folder; expected the Kaggle layout {source}/<id>.tif")
-        with os.scandir(folder) as entries:
-            out = {}
-            for e in entries:
-                if not e.is_dir():
-                    st = e.stat()
-                    out[e.name] = (st.st_size, st.st_mtime_ns)
-            return out
-    from apache_beam.io.filesystems import FileSystems
-
-    result = FileSystems.match([layout.join(folder, "*")])[0]
-    return {m.path.rsplit("/", 1)[-1]: (m.size_in_bytes, None) for m in result.metadata_list if not m.path.endswith("/")}
-
-
 def _folder(data_dir: str, source: str) -> str:
     return layout.join(data_dir, source).rstrip("/")
 
@@ -79,8 +60,8 @@ def _describe(kind: str, names: list[str]) -> str:
     return f"{len(names)} {kind} ({shown})"
 
 
-def load_records(validation_dir: str, data_dir: str) -> list[dict]:
-    """The manifest's file records with paths under DATA_DIR, after checking they still describe it.
+def check(validation_dir: str, data_dir: str) -> list[dict]:
+    """The manifest's rows (COLUMNS), after checking that they still describe DATA_DIR.
 
     Raises StaleValidationError naming what differs, FileNotFoundError when an output is missing.
     """
@@ -104,27 +85,21 @@ def load_records(validation_dir: str, data_dir: str) -> list[dict]:
         problems.append(f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
                         f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)")
     with FileSystems.open(layout.join(validation_dir, MANIFEST)) as f:
-        table = pq.read_table(f, columns=COLUMNS)
-    rows = table.to_pylist()
-    records = []
+        rows = pq.read_table(f, columns=COLUMNS).to_pylist()
     for source in layout.SOURCES:
-        listed = _listing(data_dir, source)
-        folder = _folder(data_dir, source)
-        seen = set()
-        changed = []
+        listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
+        seen, changed = set(), []
         for row in rows:
             if row["source"] != source:
                 continue
             name = _file_name(row["path"])
             seen.add(name)
-            now_stat = listed.get(name)
-            if now_stat is None:
+            if name not in listed:
                 continue
-            size, mtime = now_stat
+            size, mtime = listed[name]
             size_known = row["reason"] != patches.UNREADABLE  # an unreadable file's size was never read
             if (size_known and size != row["size_bytes"]) or (mtime is not None and row["mtime_ns"] not in (None, mtime)):
                 changed.append(f"{source}/{name}")
-            records.append(record_from_row(row, data_dir, folder))
         gone = sorted(f"{source}/{n}" for n in seen - listed.keys())
         added = sorted(f"{source}/{n}" for n in listed.keys() - seen)
         for kind, names in (("files gone since validation", gone), ("files added since validation", added),
@@ -137,6 +112,13 @@ def load_records(validation_dir: str, data_dir: str) -> list[dict]:
             f"(python -m beam_jobs.validate --data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
             "to let the build validate"
         )
+    return rows
+
+
+def load_records(validation_dir: str, data_dir: str) -> list[dict]:
+    """The file records of a checked validation (`check`), with paths under DATA_DIR, sorted by id."""
+    folders = {source: _folder(data_dir, source) for source in layout.SOURCES}
+    records = [record_from_row(row, data_dir, folders[row["source"]]) for row in check(validation_dir, data_dir)]
     # The manifest's row order is whatever the validate job's workers produced; make it a function of the data.
     records.sort(key=lambda r: (r["id"], r["source"], r["path"]))
     return records
@@ -148,10 +130,12 @@ def copy_outputs(validation_dir: str, checks_dir: str) -> dict:
 
     if not FileSystems.exists(checks_dir):
         FileSystems.mkdirs(checks_dir)
+    summary = None
     for name in OUTPUT_FILES:
         with FileSystems.open(layout.join(validation_dir, name), compression_type="uncompressed") as src:
             data = src.read()
         with FileSystems.create(layout.join(checks_dir, name)) as dst:
             dst.write(data)
-    with FileSystems.open(layout.join(checks_dir, "summary.json")) as f:
-        return json.load(f)
+        if name == "summary.json":
+            summary = json.loads(data)
+    return summary

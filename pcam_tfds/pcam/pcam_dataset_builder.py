@@ -193,15 +193,13 @@ def check_split_counts(split_infos, emitted: dict, summary: dict) -> None:
         for name in _SPLITS:
             if written[name] != summary["by_split"][name]["valid"]:
                 problems.append(f"{name} holds {written[name]} examples, validation passed {summary['by_split'][name]['valid']}")
-        if problems:
-            raise RuntimeError("pcam build lost or duplicated examples: " + "; ".join(problems))
-        return
-    valid = {s: v["valid"] for s, v in summary["by_source"].items()}
-    labelled = written[splits.TRAIN] + written[splits.VALIDATION] + emitted.get(splits.UNUSED, 0)
-    if labelled != valid.get(layout.TRAIN, 0):
-        problems.append(f"train+validation(+unused) hold {labelled} examples, validation passed {valid.get(layout.TRAIN, 0)}")
-    if written[layout.TEST] != valid.get(layout.TEST, 0):
-        problems.append(f"test holds {written[layout.TEST]} examples, validation passed {valid.get(layout.TEST, 0)}")
+    else:
+        valid = {s: v["valid"] for s, v in summary["by_source"].items()}
+        labelled = written[splits.TRAIN] + written[splits.VALIDATION] + emitted.get(splits.UNUSED, 0)
+        if labelled != valid.get(layout.TRAIN, 0):
+            problems.append(f"train+validation(+unused) hold {labelled} examples, validation passed {valid.get(layout.TRAIN, 0)}")
+        if written[layout.TEST] != valid.get(layout.TEST, 0):
+            problems.append(f"test holds {written[layout.TEST]} examples, validation passed {valid.get(layout.TEST, 0)}")
     if problems:
         raise RuntimeError("pcam build lost or duplicated examples: " + "; ".join(problems))
 
