@@ -62,11 +62,12 @@ def test_transfer_model_takes_a_training_step(name):
     _train_step(model, 32)
 
 
-def test_output_is_float32_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_output_is_float32_under_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = models.build("baseline", input_shape=(32, 32, 3))
-        assert model.get_layer("conv1").compute_dtype == "float16"
+        assert model.get_layer("conv1").compute_dtype == policy.removeprefix("mixed_")
         assert model.get_layer("probability").compute_dtype == "float32"
         assert model.output.dtype == "float32"
     finally:

@@ -26,7 +26,7 @@ def _config(**kw) -> config_lib.TrainConfig:
     [
         ({"model": "vgg"}, "--model='vgg' is not allowed; choose one of baseline, tuned, resnet50, densenet169"),
         ({"optimizer": "lion"}, "--optimizer='lion' is not allowed; choose one of adam, adamw, sgd, rmsprop"),
-        ({"augment": "heavy"}, "--augment='heavy' is not allowed; choose one of dihedral, seed, none"),
+        ({"augment": "heavy"}, "--augment='heavy' is not allowed; choose one of hed, dihedral, seed, none"),
         ({"sample_fraction": 1.5}, "--sample_fraction=1.5 must be in (0, 1]"),
         ({"batch_size": 0}, "--batch_size=0 must be > 0"),
         ({"dropout": 1.0}, "--dropout=1.0 must be in [0, 1)"),

@@ -26,7 +26,8 @@ def test_training_writes_every_output(baseline_run):  # noqa: F811
         assert (baseline_run / name).read_bytes()[:4] == b"\x89PNG", name
     assert list((baseline_run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
     cfg = config_lib.TrainConfig.from_json((baseline_run / "config.json").read_text())
-    assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.mixed_precision) == ("baseline", 2, None, False)
+    assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.schedule, cfg.ema) == ("baseline", 2, None, "cosine", 0.999)
+    assert cfg.mixed_precision in ("off", "bfloat16")  # auto on a CPU: bfloat16 where the CPU has it natively
     m = json.loads((baseline_run / "metrics.json").read_text())
     assert 0.0 <= m["roc_auc"] <= 1.0 and m["roc_auc_ci95"][0] <= m["roc_auc"] <= m["roc_auc_ci95"][1]
     assert sum(map(sum, m["confusion_matrix"])) == m["num_examples"] > 0

@@ -26,18 +26,32 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (
 flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, metrics, plots and model.keras.")
 flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
 
-flags.DEFINE_integer("epochs", 10, "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs).")
+flags.DEFINE_integer(
+    "epochs", None,
+    "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs). Default: with a time budget "
+    "(--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas under a distribution strategy).")
-flags.DEFINE_float("learning_rate", 1e-3, "Learning rate (transfer models: of the frozen-base head phase).")
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (transfer models: of the frozen-base head phase).")
+flags.DEFINE_enum(
+    "schedule", "auto", ("auto", *config_lib.SCHEDULES),
+    "Learning-rate schedule. budget: warm-up, then cosine decay to 0 sized from the measured cost of an epoch so "
+    "that training ends when the time budget does; cosine: warm-up and cosine decay over --epochs; constant: the "
+    "seed notebook's fixed rate with early stopping. auto: budget when a time budget is given and --epochs is not, "
+    "else cosine.")
 flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS, "Optimizer; sgd uses Nesterov momentum 0.9.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
+flags.DEFINE_float("ema", 0.999, "Momentum of an exponential moving average of the weights, which is what is "
+                   "validated and saved; 0 = off.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the binary cross-entropy.")
 flags.DEFINE_float("dropout", 0.5, "Dropout rate before the output layer.")
 flags.DEFINE_string(
     "class_weights", "auto",
     "Loss weights of label 0 and label 1 as 'W0,W1' (e.g. 1,1.5), 'none', or 'auto': the seed notebook's "
     "1,1.5 for transfer models and none for the CNNs.",
 )
-flags.DEFINE_integer("early_stopping_patience", 3, "Epochs without a better val_auc before a phase stops.")
+flags.DEFINE_integer("early_stopping_patience", None, "Epochs without a better val_auc before a phase stops; "
+                     "0 = never. Default: 3 with --schedule=constant, else 0 (a decaying schedule runs to its end, "
+                     "and the best epoch is kept anyway).")
 flags.DEFINE_float("max_minutes", None, "Time budget: stop after this many wall-clock minutes (checked after every "
                    "batch; the epoch is still validated), then evaluate the best weights. The same command continues.")
 flags.DEFINE_float("max_cpu_minutes", None, "Time budget in CPU minutes of this process (all threads), as "
@@ -53,7 +67,10 @@ flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction 
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
 flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
 
-flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "mixed_float16; auto = on when a GPU is present.")
+flags.DEFINE_enum(
+    "mixed_precision", "auto", ["auto", "on", "off", *config_lib.PRECISIONS[1:]],
+    "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
+    "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
 flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution; auto = MirroredStrategy on >1 GPU.")
 
@@ -88,6 +105,23 @@ def _auto(value: str, gpu: bool) -> bool:
     return gpu if value == "auto" else value == "on"
 
 
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions about 2x faster per
+    CPU-second than float32 on the baseline; bench/RESULTS.md); elsewhere bfloat16 is emulated and slower."""
+    try:
+        with open(cpuinfo) as f:
+            flags_line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags_line.split()))
+
+
+def _precision(value: str, gpu: bool) -> str:
+    if value == "auto":
+        return "float16" if gpu else ("bfloat16" if cpu_has_bfloat16() else "off")
+    return "float16" if value == "on" else value
+
+
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     if value == "auto":
         return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in config_lib.TRANSFER_MODELS else None
@@ -102,6 +136,12 @@ def _class_weights(value: str, model: str) -> tuple[float, float] | None:
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
     f = flag_values
+    budget = f.max_minutes is not None or f.max_cpu_minutes is not None
+    schedule = f.schedule if f.schedule != "auto" else ("budget" if budget and f.epochs is None else "cosine")
+    epochs = f.epochs if f.epochs is not None or schedule == "budget" else 10
+    patience = f.early_stopping_patience
+    if patience is None:
+        patience = 3 if schedule == "constant" else 0
     try:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
@@ -111,14 +151,17 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "data_dir": f.data_dir,
         "model_dir": f.model_dir,
         "dataset": f.dataset,
-        "epochs": f.epochs,
+        "epochs": epochs,
+        "schedule": schedule,
+        "ema": f.ema,
+        "label_smoothing": f.label_smoothing,
         "batch_size": f.batch_size,
         "learning_rate": f.learning_rate,
         "optimizer": f.optimizer,
         "weight_decay": f.weight_decay,
         "dropout": f.dropout,
         "class_weights": _class_weights(f.class_weights, f.model),
-        "early_stopping_patience": f.early_stopping_patience,
+        "early_stopping_patience": patience,
         "max_minutes": f.max_minutes,
         "max_cpu_minutes": f.max_cpu_minutes,
         "seed": f.seed,
@@ -126,7 +169,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "sample_fraction": f.sample_fraction,
         "steps_per_epoch": f.steps_per_epoch,
         "shuffle_buffer": f.shuffle_buffer,
-        "mixed_precision": _auto(f.mixed_precision, gpu),
+        "mixed_precision": _precision(f.mixed_precision, gpu),
         "jit_compile": _auto(f.jit_compile, gpu),
         "strategy": f.strategy,
         "filters": filters,

@@ -1,4 +1,4 @@
-"""Batched image augmentation for tf.data: `dihedral` (the default), `seed` (the notebook's) and `none`.
+"""Batched image augmentation for tf.data: `hed`, `dihedral`, `seed` (the notebook's) and `none`.
 
 Where it runs, and why: in the tf.data pipeline on the host CPU, on whole batches, not as layers in
 the model. On a GPU host the pipeline runs on CPU cores in parallel with the accelerator's step
@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("dihedral", "seed", "none")
+from trainer.config import AUGMENTATIONS
 
 
 def _per_image(seed, batch: int, salt: int) -> tf.Tensor:
@@ -103,6 +103,72 @@ def stain_jitter(
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
+# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB) in optical-density RGB, as in
+# skimage.color.rgb_from_hed; its inverse separates an optical-density pixel into the three stains.
+_RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+# Optical density of a 0..255 value v is -log((v + 1) / 256): finite at 0, and exactly 0 for white (255).
+_OD_REFERENCE = 256.0
+
+
+def hed_matrices(scale: tf.Tensor, shift: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-image optical-density maps for the stain jitter: od' = od @ A + b with A = M^-1 diag(scale) M, b = shift M.
+
+    scale, shift: (B, 3) per stain. M maps stain amounts to optical density (rows of _RGB_FROM_HED).
+    Separating the stains, scaling and shifting each, and mixing them again is one linear map in optical
+    density, so the whole round trip costs one 3x3 product per pixel.
+    """
+    to_od = tf.constant(_RGB_FROM_HED, tf.float32)
+    to_stains = tf.linalg.inv(to_od)
+    matrices = to_stains[None] @ tf.linalg.diag(scale) @ to_od[None]  # (B, 3, 3)
+    offsets = shift @ to_od  # (B, 3)
+    return matrices, offsets
+
+
+def rgb_to_od(images: tf.Tensor) -> tf.Tensor:
+    """0..255 RGB -> optical density -log((v + 1) / 256)."""
+    return -tf.math.log((images + 1.0) / _OD_REFERENCE)
+
+
+def od_to_rgb(od: tf.Tensor) -> tf.Tensor:
+    """The inverse of rgb_to_od (not clipped)."""
+    return _OD_REFERENCE * tf.exp(-od) - 1.0
+
+
+def rgb_to_hed(images: tf.Tensor) -> tf.Tensor:
+    """0..255 RGB -> stain amounts (haematoxylin, eosin, DAB) in optical-density units; not clipped, so it inverts."""
+    return rgb_to_od(images) @ tf.linalg.inv(tf.constant(_RGB_FROM_HED, tf.float32))
+
+
+def hed_to_rgb(stains: tf.Tensor) -> tf.Tensor:
+    """The inverse of rgb_to_hed (not clipped)."""
+    return od_to_rgb(stains @ tf.constant(_RGB_FROM_HED, tf.float32))
+
+
+def hed_jitter(images: tf.Tensor, seed, scale: float = 0.2, shift: float = 0.05, brightness: float = 0.1,
+               contrast: float = 0.2) -> tf.Tensor:
+    """H&E stain augmentation (Tellez et al. 2019): per image and stain, amount * U[1-scale, 1+scale] + U[-shift, shift].
+
+    images: uint8 or float32 0..255 (B, H, W, 3); returns float32 0..255. The stains come from colour
+    deconvolution in optical density (Ruifrok & Johnston's vectors); `shift` is in optical-density
+    units (skimage.color.rgb2hed divides these by -log(1e-6) = 13.8, so shift 0.05 here is 0.0036 there).
+    Then the brightness and contrast jitter of `stain_jitter`, which model the scanner rather than the
+    stain. At scale = shift = brightness = contrast = 0 it returns its input (up to float rounding).
+    """
+    batch = tf.shape(images)[0]
+
+    def sym(salt, amount, shape):
+        u = tf.random.stateless_uniform(shape, seed=tf.stack([seed[0], seed[1] + salt]))
+        return (2.0 * u - 1.0) * amount
+
+    matrices, offsets = hed_matrices(1.0 + sym(20, scale, [batch, 3]), sym(21, shift, [batch, 3]))
+    od = tf.einsum("bhwc,bcd->bhwd", rgb_to_od(tf.cast(images, tf.float32)), matrices) + offsets[:, None, None, :]
+    x = od_to_rgb(od) / 255.0
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * tf.reshape(1.0 + sym(22, contrast, [batch]), [-1, 1, 1, 1]) + mean
+    x = x + tf.reshape(sym(23, brightness, [batch]), [-1, 1, 1, 1])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
 def seed_layers(seed: int) -> keras.Sequential:
     """The seed notebook's augmentation: horizontal flip, rotation 0.1, zoom 0.1, contrast 0.1.
 
@@ -127,5 +193,7 @@ def make_augment_fn(name: str, seed: int):
         return lambda images, s: tf.cast(images, tf.float32)
     if name == "dihedral":
         return lambda images, s: stain_jitter(tf.cast(dihedral(images, s), tf.float32), s)
+    if name == "hed":
+        return lambda images, s: hed_jitter(dihedral(images, s), s)
     layers = seed_layers(seed)
     return lambda images, s: layers(tf.cast(images, tf.float32), training=True)

@@ -16,8 +16,10 @@ from etils import epath
 MODELS = ("baseline", "tuned", "resnet50", "densenet169")
 TRANSFER_MODELS = ("resnet50", "densenet169")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-AUGMENTATIONS = ("dihedral", "seed", "none")
+AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
 STRATEGIES = ("auto", "mirrored", "one_device", "default")
+SCHEDULES = ("budget", "cosine", "constant")  # trainer.schedule; the flag's "auto" is resolved before this
+PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (variables stay float32)
 
 # The seed notebook weighted the positive class 1.5 when training the transfer models.
 SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
@@ -38,6 +40,7 @@ HPARAM_KEYS = (
 
 CONFIG_FILE = "config.json"
 # Fields that may differ between an interrupted run and its restart.
+# A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget.
 _RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose", "max_minutes", "max_cpu_minutes")
 
 
@@ -50,14 +53,17 @@ class TrainConfig:
     model_dir: str
     dataset: str = "pcam/full"
     # Optimisation.
-    epochs: int = 10
+    epochs: int | None = 10  # None: as many as the budget schedule fits into the time budget
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak of the schedule
+    schedule: str = "constant"
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    ema: float = 0.0  # momentum of the weights' moving average; 0 = none
+    label_smoothing: float = 0.0
     dropout: float = 0.5
     class_weights: tuple[float, float] | None = None
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = 3  # 0 = no early stopping
     max_minutes: float | None = None  # wall-clock budget of this process (trainer.budget)
     max_cpu_minutes: float | None = None  # CPU-time budget of this process
     seed: int = 42
@@ -67,7 +73,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     shuffle_buffer: int = 8192
     # Devices.
-    mixed_precision: bool = False
+    mixed_precision: str = "off"  # off, float16 or bfloat16
     jit_compile: bool = False
     strategy: str = "auto"
     # The CNN family (baseline uses the seed's values; tuned reads these, possibly from --hparams).
@@ -127,6 +133,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("augment", config.augment, AUGMENTATIONS)
     _choice("strategy", config.strategy, STRATEGIES)
+    _choice("schedule", config.schedule, SCHEDULES)
+    _choice("mixed_precision", config.mixed_precision, PRECISIONS)
     _choice("verbose", config.verbose, ("auto", "0", "1", "2"))
     if not config.data_dir:
         raise ValueError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
@@ -134,12 +142,23 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError("--model_dir is required: the run folder for checkpoints, logs and results")
     if "/" not in config.dataset:
         raise ValueError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
-    _positive("epochs", config.epochs, allow_zero=config.is_transfer)
+    if config.epochs is None:
+        if config.schedule != "budget":
+            raise ValueError(f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes "
+                             "itself)")
+    else:
+        _positive("epochs", config.epochs, allow_zero=config.is_transfer)
+    if config.schedule == "budget" and config.max_minutes is None and config.max_cpu_minutes is None:
+        raise ValueError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
+    if not (config.ema == 0.0 or 0.0 < config.ema < 1.0):
+        raise ValueError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
+    if not 0.0 <= config.label_smoothing < 0.5:
+        raise ValueError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
     _positive("batch_size", config.batch_size)
     _positive("learning_rate", config.learning_rate)
     _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
     _positive("weight_decay", config.weight_decay, allow_zero=True)
-    _positive("early_stopping_patience", config.early_stopping_patience)
+    _positive("early_stopping_patience", config.early_stopping_patience, allow_zero=True)
     _positive("shuffle_buffer", config.shuffle_buffer)
     _positive("head_epochs", config.head_epochs, allow_zero=True)
     _positive("unfreeze_layers", config.unfreeze_layers, allow_zero=True)
@@ -147,7 +166,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     for flag in ("max_minutes", "max_cpu_minutes"):
         if getattr(config, flag) is not None:
             _positive(flag, getattr(config, flag))
-    if config.is_transfer and config.head_epochs + config.epochs == 0:
+    if config.is_transfer and config.head_epochs + (config.epochs if config.epochs is not None else 1) == 0:
         raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"--dropout={config.dropout!r} must be in [0, 1)")

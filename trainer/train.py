@@ -27,6 +27,7 @@ from absl import logging
 from etils import epath
 
 from trainer import data, evaluate, inference, models
+from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop
 from trainer.config import TrainConfig
 from trainer.models import transfer
@@ -43,22 +44,50 @@ class SimulatedInterruption(RuntimeError):
     """Raised by --crash_after_epochs to test resuming; a real run never raises it."""
 
 
+# Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
+UNBOUNDED_EPOCHS = 100_000
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """A stretch of epochs with one optimizer and one set of trainable layers."""
+    """A stretch of epochs with one optimizer, one set of trainable layers and one learning-rate schedule."""
 
     name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
-    epochs: int
-    learning_rate: float
+    epochs: int  # at most; a budget schedule decides the length itself
+    learning_rate: float  # the peak rate of the schedule
+    schedule: str = "constant"  # budget, cosine or constant (trainer.schedule)
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:
-    """The seed schedule: CNNs train in one phase; transfer models train the head, then fine-tune."""
+    """CNNs train in one phase; transfer models train the head at a constant rate, then fine-tune.
+
+    The last phase follows config.schedule; its length is config.epochs, or, with epochs None, what the
+    budget schedule fits into the time budget.
+    """
+    epochs = UNBOUNDED_EPOCHS if config.epochs is None else config.epochs
     if not config.is_transfer:
-        return [Phase("train", config.epochs, config.learning_rate)]
+        return [Phase("train", epochs, config.learning_rate, config.schedule)]
     phases = [Phase("head", config.head_epochs, config.learning_rate)]
-    phases.append(Phase("fine_tune", config.epochs, config.fine_tune_learning_rate))
+    phases.append(Phase("fine_tune", epochs, config.fine_tune_learning_rate, config.schedule))
     return [p for p in phases if p.epochs > 0]
+
+
+def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None) -> schedule_lib.Schedule:
+    """The phase's schedule; `stored` (from the run's state) is a budget plan already fixed before a restart."""
+    if stored is not None:
+        return schedule_lib.Schedule.from_dict(stored)
+    if phase.schedule == "budget":
+        return schedule_lib.Schedule.budget(phase.learning_rate, steps_per_epoch)
+    if phase.schedule == "cosine":
+        return schedule_lib.Schedule.cosine(phase.learning_rate, steps_per_epoch, phase.epochs)
+    return schedule_lib.Schedule.constant(phase.learning_rate, steps_per_epoch)
+
+
+def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
+    """Batches per epoch: --steps_per_epoch, else one pass (estimated when --sample_fraction filters)."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    return max(1, -(-round(num_train * config.sample_fraction) // config.batch_size))
 
 
 def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
@@ -87,25 +116,63 @@ def build_model(config: TrainConfig, input_shape=data.IMAGE_SHAPE, weights: str 
     return models.build(config.model, input_shape=input_shape, weights=weights, dropout=config.dropout)
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
-    """adam, adamw (decoupled weight decay), sgd (Nesterov momentum 0.9) or rmsprop; weight decay on any of them."""
-    decay = weight_decay or None
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+class _WarmEMA:
+    """Mixin: the weights' moving average uses momentum min(m, (1 + t) / (10 + t)) at step t.
+
+    Keras' average has a fixed momentum from the first step, so at m = 0.999 a 250-step run would
+    keep 78% of the random initial weights in its average; this warm-up (as in
+    tf.train.ExponentialMovingAverage's num_updates) lets short runs average only their recent steps.
+    """
+
+    @property
+    def ema_momentum(self):
+        if getattr(self, "_iterations", None) is None:  # during __init__
+            return self._ema_target
+        t = keras.ops.cast(self.iterations, "float32")
+        return keras.ops.minimum(self._ema_target, (1.0 + t) / (10.0 + t))
+
+    @ema_momentum.setter
+    def ema_momentum(self, value):
+        self._ema_target = value
+
+    def get_config(self):
+        return {**super().get_config(), "ema_momentum": self._ema_target}
+
+
+_OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+               "rmsprop": keras.optimizers.RMSprop}
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, ema: float = 0.0
+                   ) -> keras.optimizers.Optimizer:
+    """adam, adamw (decoupled weight decay), sgd (Nesterov momentum 0.9) or rmsprop; weight decay on any of them.
+
+    ema > 0 keeps an exponential moving average of the weights with that momentum (Polyak averaging,
+    with a warm-up: `_WarmEMA`); the trainer validates and saves the averaged weights
+    (keras.callbacks.SwapEMAWeights).
+    """
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is unknown; choose {', '.join(_OPTIMIZERS)}")
+    kwargs = {"weight_decay": weight_decay or None}
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
+        kwargs["weight_decay"] = weight_decay or 1e-4
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=decay)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, weight_decay=decay)
-    raise ValueError(f"optimizer {name!r} is unknown; choose adam, adamw, sgd or rmsprop")
+        kwargs.update(momentum=0.9, nesterov=True)
+    cls = _OPTIMIZERS[name]
+    if ema:
+        cls = type(f"Averaged{cls.__name__}", (_WarmEMA, cls), {})
+        kwargs.update(use_ema=True, ema_momentum=ema)
+    return cls(learning_rate, **kwargs)
 
 
-def compile_model(model: keras.Model, optimizer, jit_compile: bool) -> None:
+PRECISION_POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def compile_model(model: keras.Model, optimizer, jit_compile: bool, label_smoothing: float = 0.0) -> None:
     """Binary cross-entropy; metric names are fixed so logs say val_auc and val_accuracy."""
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.BinaryCrossentropy(),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         jit_compile=jit_compile,
     )
@@ -138,16 +205,19 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 class StateCheckpoint(keras.callbacks.Callback):
     """Saves weights + optimizer state, then the state file pointing at them, after every epoch.
 
-    Must come after the early-stopping callback in the list, so it records that epoch's decision.
+    Must come after the early-stopping and schedule callbacks in the list, so it records that epoch's
+    decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
     """
 
     def __init__(self, state_dir: epath.Path, phase_index: int, phase_starts: list[int], phase_end: int,
-                 early_stopping: ResumableEarlyStopping, best_auc: float | None):
+                 early_stopping: ResumableEarlyStopping, best_auc: float | None,
+                 schedule: schedule_lib.ScheduleCallback | None = None):
         super().__init__()
         self.state_dir = state_dir
         self.phase_index, self.phase_starts, self.phase_end = phase_index, list(phase_starts), phase_end
         self.early_stopping = early_stopping
         self.best_auc = best_auc
+        self.schedule = schedule
 
     def on_epoch_end(self, epoch, logs=None):
         auc = (logs or {}).get(MONITOR)
@@ -156,16 +226,21 @@ class StateCheckpoint(keras.callbacks.Callback):
         weights = self.state_dir / f"epoch-{epoch + 1}.weights.h5"
         self.model.save_weights(str(weights))
         best = self.early_stopping.best
+        plan = self.schedule.schedule if self.schedule is not None else None
+        plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
         write_state(self.state_dir, {
             "phase_index": self.phase_index,
             "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
             "epoch": epoch + 1,  # the next epoch to run
-            # Done when early stopping ended it or its epochs ran out; a spent time budget (BudgetStop) or a
-            # crash leaves it open, so the same command continues it.
-            "phase_done": self.early_stopping.stopped_epoch > 0 or epoch + 1 >= self.phase_end,
+            # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
+            # (BudgetStop) or a crash leaves it open, so the same command continues it.
+            "phase_done": (self.early_stopping.stopped_epoch > 0 or epoch + 1 >= self.phase_end
+                           or (plan_end is not None and epoch + 1 >= plan_end)),
             "weights": weights.name,
             "best_auc": self.best_auc,
             "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+            # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
+            "schedule": plan.to_dict() if plan is not None and plan.planned else None,
         })
         for old in self.state_dir.glob("epoch-*.weights.h5"):
             if old.name != weights.name:
@@ -229,7 +304,7 @@ def run(config: TrainConfig) -> dict:
     run_dir = epath.Path(config.model_dir)
     state_dir = run_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
@@ -256,6 +331,7 @@ def run(config: TrainConfig) -> dict:
     budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes)
     epoch = state["epoch"] if state else 0
     phase_starts = list(state["phase_starts"]) if state else []
+    per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
     for index, phase in enumerate(phases):
         if state and (index < state["phase_index"] or (index == state["phase_index"] and state["phase_done"])):
             continue
@@ -267,33 +343,42 @@ def run(config: TrainConfig) -> dict:
             if state and not mid_phase and not model.optimizer:
                 _load_weights(model, state_dir / state["weights"])  # not compiled yet: model weights only
             _set_phase_layers(model, config, phase)
-            compile_model(model, make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay),
-                          config.jit_compile)
+            compile_model(model, make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
+                          config.jit_compile, config.label_smoothing)
             if mid_phase:
                 model.optimizer.build(model.trainable_variables)
                 _load_weights(model, state_dir / state["weights"])
         es_state = state["early_stopping"] if mid_phase else {"wait": 0, "best": None}
         early_stopping = ResumableEarlyStopping(
             initial_wait=es_state["wait"], initial_best=es_state["best"], monitor=MONITOR, mode="max",
-            patience=config.early_stopping_patience, verbose=1,
+            patience=config.early_stopping_patience or UNBOUNDED_EPOCHS, verbose=1,
         )
         best_auc = state["best_auc"] if state else None
+        schedule = schedule_lib.ScheduleCallback(
+            make_schedule(phase, per_epoch, state.get("schedule") if mid_phase else None), first_epoch=phase_start,
+            budget=budget,
+        )
         callbacks = [
+            schedule,
+            early_stopping,
+            keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=True),
+            *tensorboard_callbacks(run_dir / "logs"),
+            StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc,
+                            schedule),
+            # With an average of the weights, validation, the best checkpoint and model.keras use the average.
+            *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
             keras.callbacks.ModelCheckpoint(
                 str(run_dir / BEST_WEIGHTS), monitor=MONITOR, mode="max", save_best_only=True,
                 save_weights_only=True, initial_value_threshold=best_auc,
             ),
-            early_stopping,
-            keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=True),
-            *tensorboard_callbacks(run_dir / "logs"),
-            StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc),
         ]
         if budget:
             callbacks.append(BudgetStop(budget))
         if config.crash_after_epochs:
             callbacks.append(CrashAfterEpochs(config.crash_after_epochs))
-        logging.info("phase %s: epochs %d..%d at learning rate %g", phase.name, epoch + 1, phase_start + phase.epochs,
-                     phase.learning_rate)
+        logging.info("phase %s: epochs %d..%s, %s schedule peaking at learning rate %g", phase.name, epoch + 1,
+                     "budget" if phase.epochs == UNBOUNDED_EPOCHS else phase_start + phase.epochs,
+                     phase.schedule, phase.learning_rate)
         model.fit(
             train_ds, validation_data=val_ds, epochs=phase_start + phase.epochs, initial_epoch=epoch,
             steps_per_epoch=config.steps_per_epoch, class_weight=class_weight, callbacks=callbacks, shuffle=False,
@@ -302,13 +387,17 @@ def run(config: TrainConfig) -> dict:
         state = read_state(state_dir)
         if state is None or state["phase_index"] != index:
             raise RuntimeError(f"phase {phase.name} ran no epoch (initial epoch {epoch}); state: {state}")
-        if budget and budget.spent():
+        if budget and budget.spent() and not state["phase_done"]:
             logging.warning("%s: phase %s stopped at epoch %d; evaluating the best weights so far (the same "
                             "command continues the run)", budget.describe(), phase.name, state["epoch"])
             break
         state["phase_done"] = True
         write_state(state_dir, state)
         epoch = state["epoch"]
+        if budget and budget.spent() and index + 1 < len(phases):
+            logging.warning("%s after phase %s; evaluating (the same command continues with the next phase)",
+                            budget.describe(), phase.name)
+            break
     return finish(config, builder, tuple(phase_starts[1:]))
 
 

@@ -1,0 +1,141 @@
+"""Training recipes under one CPU budget, scored on the internal validation split and on unseen slides.
+
+    python bench/bench_recipe.py --data_dir=TFDS_DIR --labels=../shared/data/pcam_sample/test_labels.csv \\
+        --work_dir=/tmp/recipe --cpu_minutes=30 --core=0 --arm=default -- --model=baseline
+    python bench/bench_recipe.py ... --arm=constant --core=1 -- --model=baseline --schedule=constant --ema=0
+    python bench/bench_recipe.py --work_dir=/tmp/recipe --labels=... --ensemble=default,hed   # an ensemble's score
+    python bench/bench_recipe.py --work_dir=/tmp/recipe --report                              # the Markdown table
+
+One arm: `python -m trainer <flags after --> --max_cpu_minutes=N` pinned to one core (taskset, so two
+arms can run side by side without sharing a core), then `trainer.predict` on the dataset's `test`
+split with and without --tta, scored against --labels (the external set's id,label CSV: the sample's
+`test/` comes from slides that are not in its `train/`). The external labels are only read here, after
+training: nothing is chosen on them. Writes WORK_DIR/ARM/bench.json; --report prints every arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def read_probs(path: str) -> dict[str, float]:
+    with open(path) as f:
+        return {row["id"]: float(row["label"]) for row in csv.DictReader(f)}
+
+
+def score(probs: dict[str, float], labels: dict[str, int], seed: int = 0) -> dict:
+    """ROC AUC with a bootstrap 95% interval over the labelled ids (every one must have a prediction)."""
+    from trainer import evaluate
+
+    missing = sorted(set(labels) - set(probs))
+    if missing:
+        raise SystemExit(f"{len(missing)} labelled ids have no prediction, e.g. {missing[:3]}")
+    ids = sorted(labels)
+    y = np.array([labels[i] for i in ids])
+    p = np.array([probs[i] for i in ids])
+    m = evaluate.compute_metrics(y, p, seed=seed)
+    return {"auc": round(m["roc_auc"], 4), "ci95": [round(v, 4) for v in m["roc_auc_ci95"]], "n": len(ids)}
+
+
+def read_labels(path: str) -> dict[str, int]:
+    with open(path) as f:
+        return {row["id"]: int(row["label"]) for row in csv.DictReader(f)}
+
+
+def run_arm(a, trainer_flags: list[str]) -> dict:
+    run_dir = os.path.join(a.work_dir, a.arm)
+    os.makedirs(run_dir, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    pin = ["taskset", "-c", str(a.core)] if a.core is not None else []
+    train = [*pin, sys.executable, "-m", "trainer", f"--data_dir={a.data_dir}", f"--model_dir={run_dir}/run",
+             f"--max_cpu_minutes={a.cpu_minutes}", "--verbose=2", *trainer_flags]
+    timing = os.path.join(run_dir, "train.time")
+    with open(os.path.join(run_dir, "train.log"), "w") as log:
+        print(" ".join(train), file=log, flush=True)
+        subprocess.run(["/usr/bin/time", "-f", "%e %U %S", "-o", timing, *train], stdout=log, stderr=subprocess.STDOUT,
+                       cwd=REPO, env=env, check=True)
+    wall, user, system = open(timing).read().split()[-3:]
+    result = {"arm": a.arm, "flags": trainer_flags, "cpu_minutes": a.cpu_minutes,
+              "train_wall_s": round(float(wall)), "train_cpu_s": round(float(user) + float(system))}
+    with open(os.path.join(run_dir, "run", "metrics.json")) as f:
+        metrics = json.load(f)
+    result["val_auc"] = round(metrics["roc_auc"], 4)
+    result["val_ci95"] = [round(v, 4) for v in metrics["roc_auc_ci95"]]
+    with open(os.path.join(run_dir, "run", "training_log.csv")) as f:
+        result["epochs"] = sum(1 for _ in csv.DictReader(f))
+    labels = read_labels(a.labels)
+    for tta in (False, True):
+        out = os.path.join(run_dir, f"test{'_tta' if tta else ''}.csv")
+        predict = [*pin, sys.executable, "-m", "trainer.predict", f"--model_dir={run_dir}/run", f"--data_dir={a.data_dir}",
+                   f"--output={out}", *(["--tta"] if tta else [])]
+        subprocess.run(predict, cwd=REPO, env=env, check=True, capture_output=True)
+        result["external_tta" if tta else "external"] = score(read_probs(out), labels)
+    with open(os.path.join(run_dir, "bench.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def ensemble(a) -> dict:
+    """The mean of the arms' saved predictions (probabilities), scored; costs no training."""
+    arms = a.ensemble.split(",")
+    labels = read_labels(a.labels)
+    result = {"ensemble": arms}
+    for suffix, key in (("", "external"), ("_tta", "external_tta")):
+        runs = [read_probs(os.path.join(a.work_dir, arm, f"test{suffix}.csv")) for arm in arms]
+        mean = {i: float(np.mean([r[i] for r in runs])) for i in runs[0]}
+        result[key] = score(mean, labels)
+    cost = [json.load(open(os.path.join(a.work_dir, arm, "bench.json")))["train_cpu_s"] for arm in arms]
+    result["train_cpu_s"] = sum(cost)
+    return result
+
+
+def report(work_dir: str) -> None:
+    print("| arm | recipe flags | train CPU s | epochs | val AUC | external AUC [95% CI] | with TTA |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
+    for arm in sorted(os.listdir(work_dir)):
+        path = os.path.join(work_dir, arm, "bench.json")
+        if not os.path.exists(path):
+            continue
+        r = json.load(open(path))
+        ext, tta = r["external"], r["external_tta"]
+        print(f"| {arm} | `{' '.join(r['flags'])}` | {r['train_cpu_s']} | {r['epochs']} | {r['val_auc']:.4f} | "
+              f"{ext['auc']:.4f} [{ext['ci95'][0]:.4f}, {ext['ci95'][1]:.4f}] | "
+              f"{tta['auc']:.4f} [{tta['ci95'][0]:.4f}, {tta['ci95'][1]:.4f}] |")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    trainer_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work_dir", required=True)
+    p.add_argument("--data_dir", help="TFDS data dir with pcam/full built from the sample's Kaggle layout")
+    p.add_argument("--labels", help="id,label CSV of the dataset's test split (the external set)")
+    p.add_argument("--arm", help="name of this recipe (a folder under --work_dir)")
+    p.add_argument("--cpu_minutes", type=float, default=30.0)
+    p.add_argument("--core", type=int, help="pin to this CPU core (taskset)")
+    p.add_argument("--ensemble", help="comma-separated finished arms to average")
+    p.add_argument("--report", action="store_true")
+    a = p.parse_args(own)
+    if a.report:
+        report(a.work_dir)
+    elif a.ensemble:
+        print(json.dumps(ensemble(a), indent=2))
+    else:
+        if not (a.arm and a.data_dir and a.labels):
+            p.error("--arm, --data_dir and --labels are required to run an arm")
+        print(json.dumps(run_arm(a, trainer_flags), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The learning-rate schedules (arithmetic, a budget-bound run, resuming mid-schedule) and the H&E augmentation."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from trainer_fixtures import pcam_data  # noqa: F401
+
+from trainer import augment, data, train
+from trainer import config as config_lib
+from trainer import schedule as schedule_lib
+from trainer.schedule import Schedule
+
+# Step arithmetic.
+
+
+def test_cosine_warms_up_then_decays_to_zero_on_its_last_step():
+    s = Schedule.cosine(peak=1e-3, steps_per_epoch=10, epochs=5)  # 50 steps, warm-up 5
+    assert (s.warmup_steps, s.decay_start, s.total_steps, s.total_epochs) == (5, 5, 50, 5)
+    assert s.rate(0) == pytest.approx(1e-3 / 5)
+    assert s.rate(4) == pytest.approx(1e-3)
+    assert s.rate(5) == pytest.approx(1e-3)
+    assert s.rate(5 + 45 // 2) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 22 / 45)))
+    assert s.rate(49) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 44 / 45)))
+    assert s.rate(50) == 0.0 and s.rate(80) == 0.0
+    rates = [s.rate(i) for i in range(5, 51)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # monotone after the warm-up
+
+
+def test_warmup_is_a_tenth_of_the_steps_at_most_one_epoch():
+    assert Schedule.cosine(1.0, steps_per_epoch=100, epochs=30).warmup_steps == 100
+    assert Schedule.cosine(1.0, steps_per_epoch=100, epochs=3).warmup_steps == 30
+    assert Schedule.constant(2.0, 7).rate(0) == Schedule.constant(2.0, 7).rate(10_000) == 2.0
+
+
+def test_budget_schedule_is_flat_until_planned_then_decays_from_the_end_of_calibration():
+    s = Schedule.budget(peak=1.0, steps_per_epoch=10)
+    assert (s.warmup_steps, s.decay_start, s.planned) == (10, 20, False)
+    assert s.rate(9) == 1.0 and s.rate(500) == 1.0
+    planned = s.with_epochs(6)
+    assert (planned.total_steps, planned.total_epochs, planned.decay_start) == (60, 6, 20)
+    assert planned.rate(19) == 1.0
+    assert planned.rate(40) == pytest.approx(0.5)  # half-way through the decay
+    assert planned.rate(60) == 0.0
+    assert Schedule.from_dict(json.loads(json.dumps(planned.to_dict()))) == planned
+    # A plan never ends inside the calibration epochs.
+    assert s.with_epochs(1).total_epochs == schedule_lib.CALIBRATION_EPOCHS
+
+
+def test_epochs_affordable_takes_the_tightest_limit_and_the_safety_margin():
+    cost = {"wall_s": 10.0, "cpu_s": 20.0}
+    assert schedule_lib.epochs_affordable(cost, {"wall_s": 100.0, "cpu_s": None}, safety=1.0) == 10
+    assert schedule_lib.epochs_affordable(cost, {"wall_s": 100.0, "cpu_s": 100.0}, safety=1.0) == 5
+    assert schedule_lib.epochs_affordable(cost, {"wall_s": 100.0, "cpu_s": 100.0}, safety=0.95) == 4
+    assert schedule_lib.epochs_affordable(cost, {"wall_s": -5.0, "cpu_s": None}, safety=1.0) == 0
+    with pytest.raises(ValueError, match="needs a time budget"):
+        schedule_lib.epochs_affordable(cost, {"wall_s": None, "cpu_s": None}, safety=1.0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"schedule": "budget", "epochs": None}, "--schedule=budget needs a time budget"),
+        ({"schedule": "cosine", "epochs": None}, "--epochs is required with --schedule=cosine"),
+        ({"schedule": "linear"}, "--schedule='linear' is not allowed"),
+        ({"ema": 1.0}, "--ema=1.0 must be 0 (off) or a momentum in (0, 1)"),
+        ({"label_smoothing": 0.5}, "--label_smoothing=0.5 must be in [0, 0.5)"),
+        ({"mixed_precision": "int8"}, "--mixed_precision='int8' is not allowed"),
+    ],
+)
+def test_config_rejects_bad_schedule_settings(kw, message):
+    cfg = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir="/m", **kw)
+    with pytest.raises(ValueError) as info:
+        config_lib.validate(cfg)
+    assert message in str(info.value)
+
+
+def test_averaged_weights_warm_up_their_momentum():
+    opt = train.make_optimizer("adam", 1e-3, ema=0.999)
+    var = tf.Variable(tf.zeros([2]))
+    opt.build([var])
+    assert float(opt.ema_momentum) == pytest.approx(1 / 10)  # step 0
+    opt.iterations.assign(10_000)
+    assert float(opt.ema_momentum) == pytest.approx(0.999)
+    assert opt.get_config()["ema_momentum"] == 0.999
+    assert not train.make_optimizer("adam", 1e-3).use_ema
+
+
+# Training runs.
+
+
+def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:  # noqa: F811
+    values = dict(model="baseline", data_dir=str(pcam_data["tfds"]), model_dir=str(run_dir), batch_size=16,
+                  augment="none", shuffle_buffer=64, verbose="0", early_stopping_patience=0, ema=0.99)
+    values.update(kw)
+    return config_lib.validate(config_lib.TrainConfig(**values))
+
+
+def _log(run_dir) -> list[dict]:
+    with open(run_dir / train.HISTORY_CSV) as f:
+        return list(csv.DictReader(f))
+
+
+def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, monkeypatch):  # noqa: F811
+    # A generous margin, so that a slow epoch on a loaded CI machine cannot make the budget stop it first.
+    monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
+    cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
+    train.run(cfg)
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    plan = Schedule.from_dict(state["schedule"])
+    rows = _log(tmp_path)
+    assert plan.kind == "budget" and plan.total_epochs >= schedule_lib.CALIBRATION_EPOCHS
+    assert len(rows) == plan.total_epochs and state["phase_done"] and state["epoch"] == plan.total_epochs
+    per_epoch = train.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
+    assert plan.steps_per_epoch == per_epoch and plan.total_steps == plan.total_epochs * per_epoch
+    logged = [float(r["learning_rate"]) for r in rows]
+    assert logged == pytest.approx([plan.rate((i + 1) * per_epoch - 1) for i in range(len(rows))])
+    assert logged[-1] < 0.01 * cfg.learning_rate  # annealed: the last step is the schedule's last
+    assert (tmp_path / "metrics.json").exists()
+
+
+def test_resume_mid_schedule_continues_the_same_learning_rate_curve(pcam_data, tmp_path):  # noqa: F811
+    whole = _run_config(pcam_data, tmp_path / "whole", schedule="cosine", epochs=4)
+    train.run(whole)
+    parted = dataclasses.replace(whole, model_dir=str(tmp_path / "parted"), crash_after_epochs=2)
+    with pytest.raises(train.SimulatedInterruption):
+        train.run(parted)
+    assert len(_log(tmp_path / "parted")) == 2
+    train.run(dataclasses.replace(parted, crash_after_epochs=0))
+    rates = [[float(r["learning_rate"]) for r in _log(tmp_path / name)] for name in ("whole", "parted")]
+    assert len(rates[0]) == 4 and rates[1] == pytest.approx(rates[0])
+
+
+def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
+    cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5, crash_after_epochs=3)
+    with pytest.raises(train.SimulatedInterruption):
+        train.run(cfg)
+    plan = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
+    train.run(dataclasses.replace(cfg, crash_after_epochs=0, max_cpu_minutes=5.0))  # a new budget: same plan
+    rows = _log(tmp_path)
+    assert len(rows) == plan.total_epochs
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx(
+        [plan.rate((i + 1) * plan.steps_per_epoch - 1) for i in range(len(rows))])
+
+
+# H&E stain augmentation.
+
+
+def _patches(n=4, seed=0) -> tf.Tensor:
+    return tf.constant(np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3)), tf.uint8)
+
+
+def test_rgb_hed_rgb_round_trips():
+    images = tf.cast(_patches(), tf.float32)
+    back = augment.hed_to_rgb(augment.rgb_to_hed(images))
+    np.testing.assert_allclose(back.numpy(), images.numpy(), atol=1e-2)
+    # White has no stain; a haematoxylin-only pixel separates into haematoxylin alone.
+    np.testing.assert_allclose(augment.rgb_to_hed(tf.fill([1, 1, 3], 255.0)).numpy(), 0.0, atol=1e-6)
+    purple = augment.hed_to_rgb(tf.constant([[[0.8, 0.0, 0.0]]]))
+    np.testing.assert_allclose(augment.rgb_to_hed(purple).numpy(), [[[0.8, 0.0, 0.0]]], atol=1e-4)
+
+
+def test_hed_jitter_is_the_identity_at_strength_zero():
+    images = _patches()
+    out = augment.hed_jitter(images, tf.constant([1, 2]), scale=0.0, shift=0.0, brightness=0.0, contrast=0.0)
+    np.testing.assert_allclose(out.numpy(), images.numpy().astype(np.float32), atol=1e-2)
+
+
+def test_hed_jitter_stays_in_range_and_is_seeded():
+    images = _patches(n=16)
+    seed = tf.constant([3, 4])
+    out = augment.hed_jitter(images, seed, scale=0.9, shift=2.0, brightness=0.5, contrast=0.9)
+    assert out.dtype == tf.float32 and float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 255.0
+    default = augment.hed_jitter(images, seed)
+    np.testing.assert_array_equal(default.numpy(), augment.hed_jitter(images, seed).numpy())
+    assert not np.array_equal(default.numpy(), augment.hed_jitter(images, tf.constant([3, 5])).numpy())
+    # The stain scale acts per image: each image of a batch of identical ones gets its own colour.
+    same = tf.repeat(images[:1], 8, axis=0)
+    varied = augment.hed_jitter(same, seed, brightness=0.0, contrast=0.0).numpy()
+    assert len({round(float(v), 3) for v in varied.mean(axis=(1, 2, 3))}) == 8
+
+
+def test_hed_augmentation_runs_inside_tf_data():
+    fn = augment.make_augment_fn("hed", seed=0)
+    ds = tf.data.Dataset.from_tensors(_patches(n=8)).map(lambda x: fn(x, tf.constant([0, 1], tf.int64)))
+    (batch,) = list(ds)
+    assert batch.shape == (8, 16, 16, 3) and batch.dtype == tf.float32
+    eager = fn(_patches(n=8), tf.constant([0, 1], tf.int64))
+    np.testing.assert_allclose(batch.numpy(), eager.numpy(), atol=1e-3)
+
+
+# Flags -> recipe.
+
+
+@pytest.fixture()
+def parse_flags():
+    from absl import flags
+
+    import trainer.__main__ as main_module
+
+    def parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["trainer", "--model=baseline", "--data_dir=/d", "--model_dir=/m", *args])
+        return main_module.config_from_flags(flags.FLAGS, gpu=False)
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
+    cfg = parse_flags("--max_cpu_minutes=30")
+    assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience, cfg.ema) == ("budget", None, 0, 0.999)
+    cfg = parse_flags("--max_cpu_minutes=30", "--epochs=5")
+    assert (cfg.schedule, cfg.epochs) == ("cosine", 5)
+    cfg = parse_flags()
+    assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience) == ("cosine", 10, 0)
+    cfg = parse_flags("--schedule=constant", "--ema=0")
+    assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience, cfg.ema) == ("constant", 10, 3, 0.0)
+    assert parse_flags("--early_stopping_patience=4").early_stopping_patience == 4
+
+
+def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path, monkeypatch):
+    import trainer.__main__ as main_module
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    assert main_module.cpu_has_bfloat16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not main_module.cpu_has_bfloat16(str(cpuinfo))
+    assert not main_module.cpu_has_bfloat16(str(tmp_path / "missing"))
+    monkeypatch.setattr(main_module, "cpu_has_bfloat16", lambda: False)
+    assert main_module._precision("auto", gpu=False) == "off"
+    assert main_module._precision("auto", gpu=True) == "float16"
+    assert main_module._precision("on", gpu=False) == "float16"
+    assert main_module._precision("bfloat16", gpu=False) == "bfloat16"
