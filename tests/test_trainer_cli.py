@@ -86,11 +86,15 @@ def test_helpfull_documents_the_flags():
 def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):  # noqa: F811
     from trainer import compare
 
-    assert compare.main([str(baseline_run), str(baseline_run), f"--output_dir={tmp_path}"]) == 0
-    table = (tmp_path / "results.md").read_text()
+    (tmp_path / "runs" / "tuner").mkdir(parents=True)  # not a run: skipped and named
+    result = compare.compare([str(baseline_run), str(baseline_run), str(tmp_path / "runs" / "tuner")],
+                             str(tmp_path / "out"))
+    table = (tmp_path / "out" / "results.md").read_text()
     assert "| model | ROC AUC (95% CI) | accuracy | precision | recall | F1 |" in table
-    assert table.count("| baseline") == 2
-    assert (tmp_path / "roc_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert table.count("| baseline") == 3  # two rows, and the paired test's row
+    assert result["paired_tests"][0]["difference"] == 0.0 and result["paired_tests"][0]["p_value"] == 1.0
+    assert len(result["skipped"]) == 1 and "tuner" in result["skipped"][0]
+    assert (tmp_path / "out" / "roc_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_gpu_check_runs_on_cpu(capsys):

@@ -1,35 +1,59 @@
-"""Compare finished runs: a Markdown results table and one ROC plot with every model.
+"""Compare finished runs (or evaluations of them): a results table, paired tests of the AUC differences, ROC plot.
 
-    python -m trainer.compare runs/baseline runs/tuned runs/resnet50 runs/densenet169 --output_dir=results
+    python -m trainer.compare runs/* --output_dir=results
+    python -m trainer.compare runs/baseline/external runs/tuned/external --output_dir=results/external
 
-Reads each RUN_DIR's metrics.json and val_predictions.csv (written by `python -m trainer`) and writes
-OUTPUT_DIR/results.md (model, ROC AUC with 95% interval, accuracy, tumour-class precision, recall, F1)
-and OUTPUT_DIR/roc_curves.png. Rows are sorted by ROC AUC, best first.
+A folder counts when it holds metrics.json and its predictions: a trainer run (val_predictions.csv)
+or a `trainer.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
+skipped and named. Writes OUTPUT_DIR/results.md, results.json and roc_curves.png. Rows are sorted by ROC
+AUC, best first; each other row is tested against the best with DeLong's paired test on the examples
+both scored (the difference, its 95% interval and the p-value), or marked when they share no examples.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+import numpy as np
+from absl import app, flags
 from etils import epath
 
 from trainer import evaluate
 
+PREDICTION_FILES = ("val_predictions.csv", "predictions.csv")
+
+
+class NotARun(ValueError):
+    """The folder has no metrics.json with predictions beside it."""
+
 
 def load_run(run_dir: str) -> tuple[str, dict, tuple]:
-    """(label, metrics, (labels, scores)) of one run; the label is the model name plus the folder name."""
+    """(label, metrics, (ids, labels, scores)) of one run; the label is the model name plus the folder name."""
     root = epath.Path(run_dir)
-    missing = [n for n in ("metrics.json", "val_predictions.csv") if not (root / n).exists()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: missing {', '.join(missing)}; is it a finished trainer run?")
+    predictions = next((root / n for n in PREDICTION_FILES if (root / n).exists()), None)
+    if not (root / "metrics.json").exists() or predictions is None:
+        raise NotARun(f"{run_dir}: no metrics.json with {' or '.join(PREDICTION_FILES)}")
     metrics = json.loads((root / "metrics.json").read_text())
-    _, labels, scores = evaluate.read_predictions(root / "val_predictions.csv")
+    ids, labels, scores = evaluate.read_predictions(predictions)
     label = metrics.get("model", root.name)
     if root.name != label:
         label = f"{label} ({root.name})"
-    return label, metrics, (labels, scores)
+    return label, metrics, (ids, labels, scores)
+
+
+def paired_test(a: tuple, b: tuple) -> dict | None:
+    """DeLong's test of run a against run b on the ids both scored (labels must agree); None if they share none."""
+    ids_a, labels_a, scores_a = a
+    ids_b, labels_b, scores_b = b
+    index_b = {i: k for k, i in enumerate(ids_b)}
+    common = [(k, index_b[i]) for k, i in enumerate(ids_a) if i in index_b]
+    if not common:
+        return None
+    ka, kb = np.array(common).T
+    if not np.array_equal(labels_a[ka], labels_b[kb]):
+        raise ValueError("the two runs disagree on the labels of shared examples")
+    return evaluate.delong_paired(labels_a[ka], scores_a[ka], scores_b[kb])
 
 
 def results_table(rows: list[tuple[str, dict]]) -> str:
@@ -48,30 +72,70 @@ def results_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", nargs="+", help="trainer run folders")
-    p.add_argument("--output_dir", required=True, help="where results.md and roc_curves.png go")
-    args = p.parse_args(argv)
-    try:
-        runs = [load_run(d) for d in args.run_dirs]
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    out = epath.Path(args.output_dir)
+def compare(run_dirs: list[str], output_dir: str) -> dict:
+    runs, skipped = [], []
+    for d in run_dirs:
+        try:
+            runs.append(load_run(d))
+        except NotARun as e:
+            skipped.append(str(e))
+    if not runs:
+        raise ValueError("no run folders among the arguments: " + "; ".join(skipped))
+    runs.sort(key=lambda r: -r[1]["roc_auc"])
+    best_label, _, best = runs[0]
+    tests = []
+    for label, _, preds in runs[1:]:
+        test = paired_test(best, preds)
+        tests.append({"a": best_label, "b": label, **(test or {"note": "no examples in common"})})
+    out = epath.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table([(label, m) for label, m, _ in runs])
+    lines = ["", f"Paired DeLong tests against the best ({best_label}), on the examples both scored:", "",
+             "| model | AUC difference (best - model) | 95% CI | p-value | examples |", "| --- | ---: | --- | ---: | ---: |"]
+    for t in tests:
+        if "note" in t:
+            lines.append(f"| {t['b']} | - | - | - | {t['note']} |")
+        else:
+            lo, hi = t["difference_ci95"]
+            lines.append(f"| {t['b']} | {t['difference']:.4f} | {lo:.4f} to {hi:.4f} | {t['p_value']:.3g} | "
+                         f"{t['num_examples']} |")
     n = runs[0][1]["num_examples"]
-    (out / "results.md").write_text(
-        f"# Validation results\n\n{len(runs)} runs; threshold 0.5; precision, recall and F1 of the tumour class; "
-        f"{n} validation patches in the first run.\n\n" + table
-    )
-    evaluate.plot_roc_curves({label: curve for label, _, curve in runs}, out / "roc_curves.png",
-                             "Validation ROC curves")
-    print(table, end="")
-    print(f"wrote {out / 'results.md'} and {out / 'roc_curves.png'}")
+    sets = sorted({m.get("set", "validation") for _, m, _ in runs})
+    text = (f"# Results\n\n{len(runs)} runs on {', '.join(sets)}; threshold 0.5; precision, recall and F1 of the "
+            f"tumour class; {n} patches in the first run.\n\n" + table + ("\n".join(lines) + "\n" if tests else ""))
+    if skipped:
+        text += "\nSkipped (not runs): " + "; ".join(skipped) + "\n"
+    (out / "results.md").write_text(text)
+    result = {"runs": [{"label": label, "roc_auc": m["roc_auc"], "roc_auc_ci95": m["roc_auc_ci95"],
+                        "set": m.get("set", "validation")} for label, m, _ in runs],
+              "paired_tests": tests, "skipped": skipped}
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    evaluate.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> int:
+    run_dirs = argv[1:]
+    if not run_dirs:
+        print("error: give one or more run folders, e.g. python -m trainer.compare runs/* --output_dir=results",
+              file=sys.stderr)
+        return 2
+    try:
+        result = compare(run_dirs, FLAGS.output_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print((epath.Path(FLAGS.output_dir) / "results.md").read_text(), end="")
+    for note in result["skipped"]:
+        print(f"skipped: {note}", file=sys.stderr)
+    print(f"wrote {FLAGS.output_dir}/results.md, results.json and roc_curves.png")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    flags.DEFINE_string("output_dir", None, "Where results.md, results.json and roc_curves.png go.")
+    flags.mark_flag_as_required("output_dir")
+    app.run(main)

@@ -24,26 +24,37 @@ def load_model(run_dir: str) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
-def make_predict_fn(models: Sequence[keras.Model], tta: bool):
-    """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views)."""
+def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequence[float] | None = None):
+    """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views).
+
+    temperatures: one per model; each model's probabilities become sigmoid(logit(p) / T) before averaging
+    (trainer.calibration).
+    """
     if not models:
         raise ValueError("make_predict_fn: no models given")
+    if temperatures is not None and len(temperatures) != len(models):
+        raise ValueError(f"{len(temperatures)} temperatures for {len(models)} models")
 
     @tf.function(reduce_retracing=True)
     def predict(images):
         views = augment.all_dihedral(images) if tta else [images]
         total = 0.0
-        for model in models:
+        for m, model in enumerate(models):
             for view in views:
-                total += tf.cast(tf.reshape(model(view, training=False), [-1]), tf.float32)
+                p = tf.cast(tf.reshape(model(view, training=False), [-1]), tf.float32)
+                if temperatures is not None:
+                    p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
+                    p = tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperatures[m])
+                total += p
         return total / float(len(models) * len(views))
 
     return predict
 
 
-def predict_batches(models: Sequence[keras.Model], batches: Iterable[dict], tta: bool = False):
+def predict_batches(models: Sequence[keras.Model], batches: Iterable[dict], tta: bool = False,
+                    temperatures: Sequence[float] | None = None):
     """Runs over {"image", "id"[, "label"]} batches; returns (ids as str, labels or None, probabilities)."""
-    predict = make_predict_fn(models, tta)
+    predict = make_predict_fn(models, tta, temperatures)
     ids, labels, probs = [], [], []
     for batch in batches:
         probs.append(predict(tf.cast(batch["image"], tf.float32)).numpy())

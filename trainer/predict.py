@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 
 import numpy as np
@@ -36,13 +37,58 @@ def parse_args(argv):
     p.add_argument("--dataset", default="pcam/full", help="TFDS NAME/CONFIG with --data_dir (default pcam/full)")
     p.add_argument("--split", default="test", help="split to predict with --data_dir (default test)")
     p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--calibrate", action="store_true",
+                   help="apply each run's fitted temperature (calibration.json) before averaging")
+    p.add_argument("--hard_labels", metavar="youden|f1|0.5|T",
+                   help="write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
+                        "or at a number T (Kaggle scores AUC: probabilities are the default and score better)")
     p.add_argument("--allow_rejected", action="store_true",
                    help="predict the readable files and list unreadable ones in OUTPUT.rejected.csv")
     args = p.parse_args(argv)
     args.model_dir = list(args.model_dir) + list(args.run_dirs)
     if args.batch_size <= 0:
         p.error(f"--batch_size={args.batch_size} must be > 0")
+    if args.hard_labels is not None and args.hard_labels not in ("youden", "f1"):
+        try:
+            value = float(args.hard_labels)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            p.error(f"--hard_labels={args.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
+    if args.hard_labels in ("youden", "f1") and len(args.model_dir) != 1:
+        p.error(f"--hard_labels={args.hard_labels} uses one run's validation threshold; an ensemble of "
+                f"{len(args.model_dir)} runs has none: give a number")
     return args
+
+
+def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
+    """The threshold for --hard_labels: a number, or the run's validation Youden/F1 threshold (metrics.json).
+
+    Calibrated probabilities move, so a named threshold is mapped through the same temperature.
+    """
+    if choice not in ("youden", "f1"):
+        return float(choice)
+    import json
+
+    from trainer import calibration
+
+    path = epath.Path(run_dir) / "metrics.json"
+    at = json.loads(path.read_text()).get("at_threshold", {}) if path.exists() else {}
+    if choice not in at:
+        raise ValueError(f"{path} has no {choice} threshold (runs record one when they finish; older runs do not)")
+    threshold = at[choice]["threshold"]
+    if calibrated:
+        threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(run_dir))[0])
+    return threshold
+
+
+def check_writable(path: str) -> None:
+    """Fails before any prediction when the submission cannot be written (a missing folder, no permission)."""
+    folder = epath.Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"--output={path!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(str(folder), os.W_OK):
+        raise ValueError(f"--output={path!r}: the folder {str(folder)!r} is not writable")
 
 
 def list_patch_files(input_dir: str) -> list[epath.Path]:
@@ -81,18 +127,29 @@ def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
         yield {"image": np.stack(images), "id": np.asarray(ids)}
 
 
-def write_submission(path: str, ids, probs) -> None:
-    with epath.Path(path).open("w") as f:
+def write_submission(path: str, ids, probs, threshold: float | None = None) -> None:
+    """id,label rows: probabilities, or 0/1 at `threshold`; written to a temporary file, then renamed."""
+    tmp = epath.Path(f"{path}.tmp")
+    with tmp.open("w") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label"])
         for i, p in zip(ids, probs):
-            writer.writerow([i, f"{float(p):.6f}"])
+            writer.writerow([i, int(p >= threshold) if threshold is not None else f"{float(p):.6f}"])
+    os.replace(str(tmp), path)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer import data, inference
+    from trainer import calibration, data, inference
 
+    try:
+        check_writable(args.output)
+        threshold = (hard_label_threshold(args.hard_labels, args.model_dir[0], args.calibrate)
+                     if args.hard_labels is not None else None)
+        temperatures = [calibration.read_temperature(d) for d in args.model_dir] if args.calibrate else None
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     models = [inference.load_model(d) for d in args.model_dir]
     rejected = []
     if args.input_dir:
@@ -101,7 +158,7 @@ def main(argv=None) -> int:
         builder = data.load_builder(args.data_dir, args.dataset)
         ds = data.eval_dataset(data.split_files(builder, args.split), args.batch_size, with_ids=True)
         batches = ds.as_numpy_iterator()
-    ids, _, probs = inference.predict_batches(models, batches, tta=args.tta)
+    ids, _, probs = inference.predict_batches(models, batches, tta=args.tta, temperatures=temperatures)
     if rejected and not args.allow_rejected:
         for name, reason, detail in rejected:
             print(f"error: {name}: {reason}: {detail}", file=sys.stderr)
@@ -111,8 +168,10 @@ def main(argv=None) -> int:
     if not ids:
         print("error: no patches to predict", file=sys.stderr)
         return 1
-    write_submission(args.output, ids, probs)
-    print(f"wrote {len(ids)} predictions from {len(models)} model(s){' with TTA' if args.tta else ''} to {args.output}")
+    write_submission(args.output, ids, probs, threshold)
+    what = "predictions" if threshold is None else f"0/1 labels (threshold {threshold:.4f})"
+    print(f"wrote {len(ids)} {what} from {len(models)} model(s){' with TTA' if args.tta else ''}"
+          f"{', calibrated' if args.calibrate else ''} to {args.output}")
     if rejected:
         rejected_path = f"{args.output}.rejected.csv"
         with epath.Path(rejected_path).open("w") as f:

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from trainer import data, evaluate, inference, models
+from trainer import data, evaluate, explain, inference, models
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop
 from trainer.config import TrainConfig
@@ -414,8 +414,11 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     batches = data.eval_dataset(data.split_files(builder, "validation"), config.batch_size, config.sample_fraction,
                                 with_ids=True)
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
-    metrics = evaluate.write_report(run_dir, config.model, ids, labels, probs, run_dir / HISTORY_CSV, config.seed,
-                                    fine_tune_starts)
+    metrics = evaluate.write_report(
+        run_dir, config.model, ids, labels, probs, run_dir / HISTORY_CSV, config.seed, fine_tune_starts,
+        images_for=lambda wanted: evaluate.collect_images(batches.as_numpy_iterator(), wanted),
+        gradcam=explain.GradCam(final),
+    )
     logging.info("validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f", metrics["roc_auc"],
                  *metrics["roc_auc_ci95"], metrics["accuracy"])
     return metrics

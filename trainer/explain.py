@@ -1,0 +1,71 @@
+"""Where a model looks: Grad-CAM heatmaps, and the examples worth looking at (confident errors).
+
+    cam = GradCam(model)                 # CNNs: the last conv block; transfer models: the base's last block
+    heatmaps = cam(images)               # (B, H, W) in 0..1, at image resolution
+    picks = pick_examples(ids, labels, probs, k=8)
+
+Grad-CAM (Selvaraju et al. 2017): the feature maps of the last spatial layer, weighted by the mean
+gradient of the tumour logit over each map, summed, rectified and scaled to 0..1 per image. The logit
+is computed from the input of the output layer, so a saturated sigmoid does not zero the gradients.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+OUTPUT_LAYER = "probability"  # every registered model's last Dense (trainer.models)
+
+
+def last_spatial_layer(model: keras.Model) -> keras.layers.Layer:
+    """The last top-level layer with a 4-D output (a conv block of the CNNs; the base model of transfer models)."""
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(shape.shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            return layer
+    raise ValueError(f"model {model.name!r} has no layer with a 4-D output for Grad-CAM")
+
+
+class GradCam:
+    """Heatmaps of `model` (a registered model, 0..255 RGB in, one sigmoid out) for batches of images."""
+
+    def __init__(self, model: keras.Model, layer: str | None = None):
+        target = model.get_layer(layer) if layer else last_spatial_layer(model)
+        head = model.get_layer(OUTPUT_LAYER)
+        self.layer_name = target.name
+        self._features = keras.Model(model.inputs, [target.output, head.input])
+        self._kernel, self._bias = head.kernel, head.bias
+
+    def __call__(self, images) -> np.ndarray:
+        images = tf.convert_to_tensor(images, tf.float32)
+        with tf.GradientTape() as tape:
+            maps, pre_output = self._features(images, training=False)
+            tape.watch(maps)
+            maps32 = tf.cast(maps, tf.float32)
+            # Recomputed from maps32 so the tape sees the path maps -> logit in float32.
+            logits = tf.cast(pre_output, tf.float32) @ tf.cast(self._kernel, tf.float32) + tf.cast(self._bias, tf.float32)
+        grads = tf.cast(tape.gradient(logits, maps), tf.float32)
+        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * maps32, axis=-1))[..., None]
+        cam = tf.image.resize(cam, tf.shape(images)[1:3], method="bilinear")[..., 0]
+        peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+        return (cam / tf.maximum(peak, 1e-12)).numpy()
+
+
+def pick_examples(ids, labels, probs, threshold: float = 0.5, k: int = 8) -> dict[str, list[int]]:
+    """Indices of the k most confident false positives and false negatives, and of the k most confident true
+    positives (for Grad-CAM), at `threshold`."""
+    labels = np.asarray(labels).astype(int).ravel()
+    probs = np.asarray(probs, dtype=np.float64).ravel()
+    predicted = probs >= threshold
+
+    def top(mask, key):
+        index = np.flatnonzero(mask)
+        return index[np.argsort(key[index], kind="stable")][:k].tolist()
+
+    return {
+        "false positives": top(predicted & (labels == 0), -probs),  # highest probability first
+        "false negatives": top(~predicted & (labels == 1), probs),  # lowest first
+        "true positives": top(predicted & (labels == 1), -probs),
+    }
