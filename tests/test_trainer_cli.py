@@ -20,11 +20,15 @@ def _epochs(run_dir) -> list[int]:
 @pytest.mark.slow
 def test_training_writes_every_output(baseline_run):  # noqa: F811
     for name in ("config.json", "model.keras", "best.weights.h5", "training_log.csv", "metrics.json",
-                 "classification_report.txt", "val_predictions.csv"):
+                 "classification_report.txt", "val_predictions.csv", "calibration.json"):
         assert (baseline_run / name).stat().st_size > 0, name
-    for name in ("confusion_matrix.png", "learning_curves.png", "roc_curve.png"):
+    for name in ("confusion_matrix.png", "learning_curves.png", "roc_curve.png", "precision_recall.png",
+                 "reliability.png", "error_gallery.png", "gradcam_gallery.png"):
         assert (baseline_run / name).read_bytes()[:4] == b"\x89PNG", name
     assert list((baseline_run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    evaluation = b"".join(p.read_bytes() for p in (baseline_run / "logs" / "evaluation").rglob("events.out.tfevents.*"))
+    for tag in (b"validation/pr_curve", b"validation/error_gallery", b"validation/example_patches"):
+        assert tag in evaluation, tag
     cfg = config_lib.TrainConfig.from_json((baseline_run / "config.json").read_text())
     assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.schedule, cfg.ema) == ("baseline", 2, None, "cosine", 0.999)
     assert cfg.mixed_precision in ("off", "bfloat16")  # auto on a CPU: bfloat16 where the CPU has it natively

@@ -147,6 +147,9 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
     fields = config_lib.hparams_to_fields(best)
     cfg_train = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
     assert len(cfg_train.filters) == best["num_blocks"] and cfg_train.filters[0] == best["width"]
+    # Each trial logs to TensorBoard, with its hyperparameters for the hparams dashboard.
+    events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert b"_hparams_/session_start_info" in events and b"learning_rate" in events
 
 
 @pytest.mark.slow

@@ -412,6 +412,32 @@ def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed
     return m
 
 
+def write_tensorboard(log_dir, labels, scores, step: int, figures=(), examples=None, tag: str = "validation") -> bool:
+    """PR curve, the report's figures (PNG files) and example patches as TensorBoard summaries in `log_dir`.
+
+    Returns False (and writes nothing) when the tensorboard package is missing.
+    """
+    try:
+        from tensorboard.plugins.pr_curve import summary as pr_summary
+    except ImportError:
+        return False
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        pb = pr_summary.pb(f"{tag}/pr_curve", np.asarray(labels).astype(bool).ravel(),
+                           np.asarray(scores, np.float32).ravel(), num_thresholds=201)
+        tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=step)
+        for path in figures:
+            if epath.Path(path).exists():
+                image = tf.io.decode_png(epath.Path(path).read_bytes(), channels=3)
+                tf.summary.image(f"{tag}/{epath.Path(path).stem}", image[None], step=step)
+        if examples is not None and len(examples):
+            tf.summary.image(f"{tag}/example_patches", np.asarray(examples, np.uint8), step=step, max_outputs=8)
+    writer.close()
+    return True
+
+
 def collect_images(batches, wanted) -> dict[str, np.ndarray]:
     """{id: uint8 image} for the `wanted` ids, from an iterator of {"image", "id"} batches (read once more)."""
     wanted, found = set(wanted), {}

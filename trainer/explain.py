@@ -18,11 +18,20 @@ import tensorflow as tf
 OUTPUT_LAYER = "probability"  # every registered model's last Dense (trainer.models)
 
 
+def _outer_output(layer: keras.layers.Layer):
+    """The layer's output as a tensor of the model that calls it. A nested model's `.output` belongs to its own
+    graph (the base of a transfer model), so the tensor is taken from its call in the outer graph."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    return nodes[-1].outputs[0] if nodes else layer.output
+
+
 def last_spatial_layer(model: keras.Model) -> keras.layers.Layer:
     """The last top-level layer with a 4-D output (a conv block of the CNNs; the base model of transfer models)."""
     for layer in reversed(model.layers):
-        shape = getattr(layer, "output", None)
-        if shape is not None and len(shape.shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        output = _outer_output(layer)
+        if output is not None and len(output.shape) == 4:
             return layer
     raise ValueError(f"model {model.name!r} has no layer with a 4-D output for Grad-CAM")
 
@@ -34,7 +43,8 @@ class GradCam:
         target = model.get_layer(layer) if layer else last_spatial_layer(model)
         head = model.get_layer(OUTPUT_LAYER)
         self.layer_name = target.name
-        self._features = keras.Model(model.inputs, [target.output, head.input])
+        head_input = head._inbound_nodes[-1].arguments.args[0] if head._inbound_nodes else head.input
+        self._features = keras.Model(model.inputs, [_outer_output(target), head_input])
         self._kernel, self._bias = head.kernel, head.bias
 
     def __call__(self, images) -> np.ndarray:

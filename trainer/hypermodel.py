@@ -236,7 +236,8 @@ def rss_mib() -> tuple[float, float]:
             current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         current = peak
-    return round(current, 1), round(peak, 1)
+    # The kernel updates ru_maxrss lazily (at page-fault accounting), so it can trail statm by a few pages.
+    return round(current, 1), round(max(peak, current), 1)
 
 
 def _custom_gradient_names() -> set[str]:
@@ -479,8 +480,11 @@ def run_search(config: TuneConfig, role: str = "standalone") -> list[dict[str, A
     budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes) if role != "chief" else None
     tuner = make_tuner(config, model, datasets, after_trial, budget)
     try:
+        # keras-tuner gives each trial its own TensorBoard folder and logs its hyperparameters (the hparams
+        # dashboard) when a TensorBoard callback is passed.
         tuner.search(epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, shuffle=False,  # tf.data shuffles
-                     verbose=config.verbose if config.verbose == "auto" else int(config.verbose))
+                     verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+                     callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"))
     except BudgetSpent as e:
         logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)
     if role == "worker":

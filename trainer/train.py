@@ -419,6 +419,12 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         images_for=lambda wanted: evaluate.collect_images(batches.as_numpy_iterator(), wanted),
         gradcam=explain.GradCam(final),
     )
+    examples = evaluate.collect_images(batches.as_numpy_iterator(), ids[:8])
+    evaluate.write_tensorboard(
+        run_dir / "logs" / "evaluation", labels, probs, step=len(evaluate.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
+        figures=[run_dir / n for n in ("error_gallery.png", "gradcam_gallery.png", "reliability.png")],
+        examples=[examples[i] for i in ids[:8]],
+    )
     logging.info("validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f", metrics["roc_auc"],
                  *metrics["roc_auc_ci95"], metrics["accuracy"])
     return metrics
