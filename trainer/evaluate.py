@@ -248,9 +248,12 @@ def plot_gallery(rows: dict[str, list[tuple[str, np.ndarray, float, np.ndarray |
     outlined (the label is decided there); heatmaps (0..1, image-sized) are drawn over the image."""
     from matplotlib.patches import Rectangle
 
-    width = max((len(items) for items in rows.values()), default=1)
-    fig = Figure(figsize=(1.7 * width, 2.0 * max(len(rows), 1) + 0.4), layout="constrained")
-    axes = np.asarray(fig.subplots(max(len(rows), 1), width, squeeze=False))
+    rows = {k: v for k, v in rows.items() if v}
+    if not rows:  # e.g. no errors at all: say so rather than leave the figure out
+        rows = {"no examples of this kind": []}
+    width = max(max(len(items) for items in rows.values()), 1)
+    fig = Figure(figsize=(max(1.7 * width, 4.0), 2.0 * len(rows) + 0.4), layout="constrained")
+    axes = np.asarray(fig.subplots(len(rows), width, squeeze=False))
     for ax in axes.ravel():
         ax.axis("off")
     for r, (row_title, items) in enumerate(rows.items()):
