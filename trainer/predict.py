@@ -4,7 +4,9 @@
     python -m trainer.predict --model_dir runs/resnet50 runs/densenet169 --tta \\
         --input_dir=KAGGLE_DIR/test --output=submission.csv
 
-Writes `id,label` with label = the probability (Kaggle scores ROC AUC, so probabilities beat 0/1).
+Writes `id,label` with label = the probability (Kaggle scores ROC AUC, so probabilities beat 0/1);
+--calibrate applies each run's fitted temperature, --hard_labels=youden|f1|T writes 0/1 labels. The
+output folder is checked before anything is predicted.
 Several run folders average their probabilities; --tta also averages the 8 flips/90-degree rotations.
 Input is the test split of a built TFDS dataset (--data_dir, --dataset, --split) or a folder of patch
 files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file stops the run with its name and

@@ -3,12 +3,13 @@
     from trainer import config as config_lib, train
     train.run(config_lib.validate(config_lib.TrainConfig(model="baseline", data_dir=..., model_dir=...)))
 
-RUN_DIR afterwards holds config.json, model.keras, best.weights.h5, training_log.csv, logs/ (TensorBoard),
-metrics.json, classification_report.txt, val_predictions.csv and the PNG plots.
+RUN_DIR afterwards holds config.json, model.keras, best.weights.h5, training_log.csv (with the learning
+rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
+classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluate).
 
 Resuming: after every epoch the weights and optimizer state go to RUN_DIR/state/epoch-N.weights.h5 and
 then RUN_DIR/state/state.json records which phase and epoch they belong to, plus the early-stopping
-and best-AUC state. A run restarted with the same command reads that file and continues at the
+and best-AUC state and, once fixed, the budget schedule's plan. A run restarted with the same command reads that file and continues at the
 next epoch of the same phase; phases already finished (the frozen-base phase of a transfer model)
 are skipped. Keras' BackupAndRestore is not used because it forgets early stopping and deletes its
 backup at the end of every fit() call, so a two-phase schedule would restart phase one.
