@@ -198,21 +198,26 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
+    from trainer import data, run_folder, train
+    from trainer.models.transfer import WeightsUnavailableError
+
     gpu = bool(tf.config.list_physical_devices("GPU"))
     try:
         config = config_from_flags(FLAGS, gpu)
-        config_lib.write(config)
-    except (ValueError, TypeError) as e:
-        sys.exit(f"error: {e}")
-    logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
-
-    from trainer import train
-    from trainer.models.transfer import WeightsUnavailableError
-
+        data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
+        lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire()
+    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     try:
+        config_lib.write(config)
+        logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
         train.run(config)
-    except WeightsUnavailableError as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, WeightsUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

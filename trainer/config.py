@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 from etils import epath
@@ -40,8 +41,9 @@ HPARAM_KEYS = (
 
 CONFIG_FILE = "config.json"
 # Fields that may differ between an interrupted run and its restart.
-# A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget.
-_RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose", "max_minutes", "max_cpu_minutes")
+# A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget. The
+# data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.train).
+_RESTART_FREE_FIELDS = ("crash_after_epochs", "verbose", "max_minutes", "max_cpu_minutes", "data_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,4 +249,6 @@ def write(config: TrainConfig) -> None:
                 f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
                 "restart with the same flags to resume it, or choose a new --model_dir"
             )
-    path.write_text(config.to_json())
+    tmp = run_dir / f".{CONFIG_FILE}.tmp{os.getpid()}"
+    tmp.write_text(config.to_json())
+    os.replace(str(tmp), str(path))

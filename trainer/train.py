@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from trainer import data, evaluate, explain, inference, models
+from trainer import data, evaluate, explain, inference, models, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop
 from trainer.config import TrainConfig
@@ -82,6 +82,33 @@ def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None
     if phase.schedule == "cosine":
         return schedule_lib.Schedule.cosine(phase.learning_rate, steps_per_epoch, phase.epochs)
     return schedule_lib.Schedule.constant(phase.learning_rate, steps_per_epoch)
+
+
+DATASET_FILE = "dataset.json"
+
+
+def dataset_identity(builder) -> dict:
+    """What the run trains on, independent of where it sits: the dataset's name, version, split sizes and shards."""
+    return {
+        "name": builder.info.full_name,
+        "splits": {name: split.num_examples for name, split in sorted(builder.info.splits.items())},
+        "shards": {name: [epath.Path(p).name for p in split.filepaths] for name, split in sorted(builder.info.splits.items())},
+    }
+
+
+def check_dataset_identity(run_dir: epath.Path, builder) -> None:
+    """Records the dataset's identity in a new run; a resumed run must see the same dataset (it may have moved)."""
+    path = run_dir / DATASET_FILE
+    identity = dataset_identity(builder)
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != identity:
+            differ = [k for k in identity if identity[k] != recorded.get(k)]
+            raise ValueError(f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
+                             f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
+                             f"{identity['splits']}); choose a new --model_dir")
+        return
+    run_folder.atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
 
 
 def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
@@ -309,6 +336,7 @@ def run(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
+    check_dataset_identity(run_dir, builder)
     train_ds = data.train_dataset(
         data.split_files(builder, "train"), config.batch_size, config.seed, config.augment, config.shuffle_buffer,
         config.sample_fraction, repeat=config.steps_per_epoch is not None,
@@ -362,7 +390,7 @@ def run(config: TrainConfig) -> dict:
         callbacks = [
             schedule,
             early_stopping,
-            keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=True),
+            run_folder.EpochLog(run_dir / HISTORY_CSV),
             *tensorboard_callbacks(run_dir / "logs"),
             StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc,
                             schedule),
