@@ -122,6 +122,25 @@ def test_restart_with_other_settings_is_refused(tmp_path):
         hypermodel.validate(hypermodel.TuneConfig(**{**cfg.__dict__, "executions_per_trial": 0}))
 
 
+def test_restart_with_other_channel_statistics_is_refused(tmp_path):
+    def stats_file(name, mean):
+        path = tmp_path / name
+        path.write_text(json.dumps({"groups": {"train": {"patches": 10, "mean": mean, "std": [50.0, 50.0, 50.0]}}}))
+        return str(path)
+
+    a, same_values, other = (stats_file("a.json", [200.0, 150.0, 200.0]), stats_file("b.json", [200.0, 150.0, 200.0]),
+                             stats_file("c.json", [180.0, 140.0, 190.0]))
+    cfg = hypermodel.TuneConfig(data_dir="d", tuner_dir=str(tmp_path / "tune"), space="seed", channel_stats=a)
+    hypermodel.check_and_write_config(cfg)
+    hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": same_values}))
+    with pytest.raises(ValueError, match="channel statistics"):
+        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": other}))
+    with pytest.raises(ValueError, match="channel statistics"):
+        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": None}))
+    recorded = json.loads((tmp_path / "tune" / hypermodel.TUNE_CONFIG_FILE).read_text())
+    assert recorded["channel_stats_values"] == [[200.0, 150.0, 200.0], [50.0, 50.0, 50.0]]
+
+
 def _trials(tuner_dir) -> list[dict]:
     return json.loads((tuner_dir / hypermodel.TRIALS_JSON).read_text())["trials"]
 

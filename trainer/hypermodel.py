@@ -39,7 +39,7 @@ from absl import logging
 from etils import epath
 
 from trainer import config as config_lib
-from trainer import data, models, train
+from trainer import data, models, run_folder, train
 from trainer.budget import Budget, BudgetStop
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR
@@ -207,6 +207,10 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
     would not take effect. Workers only check (`write=False`); the chief or a standalone search writes.
     """
     path = epath.Path(config.tuner_dir) / TUNE_CONFIG_FILE
+    # The path of --channel_stats may differ between machines, but the normalisation it gives may not:
+    # the values are recorded and compared, so trials never mix input normalisations.
+    stats = train.load_channel_stats(config.channel_stats) if config.channel_stats else None
+    record = {**json.loads(config.to_json()), "channel_stats_values": stats and [list(stats[0]), list(stats[1])]}
     if path.exists():
         old = json.loads(path.read_text())
         differ = [
@@ -214,6 +218,9 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
             for f in dataclasses.fields(TuneConfig)
             if f.name not in _RESTART_FREE_FIELDS and old.get(f.name) != getattr(config, f.name)
         ]
+        if old.get("channel_stats_values") != record["channel_stats_values"]:
+            differ.append(f"channel statistics (--channel_stats): {old.get('channel_stats_values')} -> "
+                          f"{record['channel_stats_values']}")
         if differ:
             raise ValueError(
                 f"{path} belongs to a search with other settings ({'; '.join(differ)}); restart with the same "
@@ -223,7 +230,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write-then-rename: workers starting at the same time must never read half a file.
         tmp = path.parent / f".{TUNE_CONFIG_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(config.to_json())
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
 
 
@@ -435,12 +442,15 @@ def write_reports(tuner: keras_tuner.Tuner, config: TuneConfig) -> list[dict[str
     summary = {
         "objective": {"name": OBJECTIVE.name, "direction": OBJECTIVE.direction},
         "tuner": config.tuner, "space": config.space, "best_trial_id": best and best["trial_id"],
+        # Every setting that decides what a trial computes, the channel statistics' values included.
+        "search": json.loads((out / TUNE_CONFIG_FILE).read_text()) if (out / TUNE_CONFIG_FILE).exists() else None,
         "trials": records,
     }
-    (out / TRIALS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-    (out / TRIALS_MD).write_text(_markdown(records, tuned + extra, best))
+    run_folder.atomic_write_text(out / TRIALS_JSON, json.dumps(summary, indent=2) + "\n")
+    run_folder.atomic_write_text(out / TRIALS_MD, _markdown(records, tuned + extra, best))
     if best_trials:
-        (out / BEST_HPARAMS).write_text(json.dumps(best_hparams(best_trials[0], config.batch_size), indent=2) + "\n")
+        run_folder.atomic_write_text(out / BEST_HPARAMS,
+                                     json.dumps(best_hparams(best_trials[0], config.batch_size), indent=2) + "\n")
     else:
         logging.warning("no trial has completed yet: no %s", out / BEST_HPARAMS)
     return records

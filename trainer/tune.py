@@ -99,13 +99,22 @@ def main(argv):
 
     from trainer import hypermodel
 
+    from trainer import run_folder
+
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    lock = None
     try:
         role = role_from_env()
         config = config_from_flags(FLAGS, gpu)
+        if role == "standalone":  # a chief shares the folder with its workers by design
+            lock = run_folder.RunLock(config.tuner_dir, " ".join(sys.argv)).acquire()
         records = hypermodel.run_search(config, role)
-    except (ValueError, TypeError) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if lock is not None:
+            lock.release()
     if records is not None:
         logging.info("best hyperparameters: %s/%s", config.tuner_dir, hypermodel.BEST_HPARAMS)
 
