@@ -97,9 +97,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import hypermodel
-
-    from trainer import run_folder
+    from trainer import hypermodel, run_folder
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     lock = None
