@@ -88,6 +88,20 @@ def test_unfreezing_keeps_batch_norm_frozen():
     assert all(layer.trainable for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization))
     transfer.freeze_base(model)
     assert not base.trainable_weights
+    # From scratch there are no pretrained statistics to protect: batch norm trains too.
+    transfer.unfreeze_base(model, None, train_batch_norm=True)
+    assert all(layer.trainable for layer in bn)
+
+
+def test_batch_norm_of_a_base_trained_from_scratch_updates_its_statistics():
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model = models.build("resnet50", input_shape=(32, 32, 3), weights=None)
+    transfer.unfreeze_base(model, None, train_batch_norm=True)
+    bn = next(layer for layer in model.get_layer(transfer.BASE_LAYER).layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    before = np.array(bn.moving_mean)
+    model(x, training=True)
+    assert not np.allclose(before, np.array(bn.moving_mean))
 
 
 @pytest.mark.parametrize(("mode", "app"), [("caffe", keras.applications.resnet50), ("torch", keras.applications.densenet)])

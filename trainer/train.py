@@ -323,8 +323,11 @@ def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: Phase) -> 
     if phase.name == "head":
         transfer.freeze_base(model)
     elif phase.name == "fine_tune":
-        n = transfer.unfreeze_base(model, None if config.full_fine_tune else config.unfreeze_layers)
-        logging.info("fine-tuning: %d base layers with weights are trainable (BatchNormalization frozen)", n)
+        scratch = config.weights == "none"
+        n = transfer.unfreeze_base(model, None if config.full_fine_tune else config.unfreeze_layers,
+                                   train_batch_norm=scratch)
+        logging.info("fine-tuning: %d base layers with weights are trainable (BatchNormalization %s)", n,
+                     "trains: no pretrained statistics" if scratch else "frozen")
 
 
 def run(config: TrainConfig) -> dict:

@@ -92,15 +92,17 @@ def transfer_model(
 ) -> keras.Model:
     """Preprocessing, the application's convolutional base (frozen), global average pooling, dropout, sigmoid.
 
-    The base is always called with training=False, so its BatchNormalization layers keep their ImageNet
+    A pretrained base is called with training=False, so its BatchNormalization layers keep their ImageNet
     statistics even after unfreezing (keras-io's fine-tuning guide; updating them on small batches of
-    a different domain wrecks what was learnt).
+    a different domain wrecks what was learnt). A base trained from scratch updates them.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = ImagenetPreprocess(preprocess_mode, name="preprocess")(inputs)
     base = load_base(application, name, input_shape, weights)
     base.trainable = False
-    x = base(x, training=False)
+    # Pretrained: batch norm keeps its ImageNet statistics. From scratch (weights None) there are none to
+    # keep, so batch norm runs as usual (batch statistics in training, moving averages at inference).
+    x = base(x, training=False) if weights is not None else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
@@ -112,8 +114,9 @@ def freeze_base(model: keras.Model) -> None:
     model.get_layer(BASE_LAYER).trainable = False
 
 
-def unfreeze_base(model: keras.Model, num_layers: int | None) -> int:
-    """Phase 2: the last `num_layers` layers of the base train (all when None); BatchNormalization stays frozen.
+def unfreeze_base(model: keras.Model, num_layers: int | None, train_batch_norm: bool = False) -> int:
+    """Phase 2: the last `num_layers` layers of the base train (all when None); BatchNormalization stays frozen
+    unless `train_batch_norm` (a base trained from scratch, which has no pretrained statistics to keep).
 
     Returns the number of base layers that hold trainable weights afterwards.
     """
@@ -122,5 +125,5 @@ def unfreeze_base(model: keras.Model, num_layers: int | None) -> int:
     layers = base.layers
     first = 0 if num_layers is None else max(len(layers) - num_layers, 0)
     for i, layer in enumerate(layers):
-        layer.trainable = i >= first and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= first and (train_batch_norm or not isinstance(layer, keras.layers.BatchNormalization))
     return sum(1 for layer in layers if layer.trainable and layer.trainable_weights)
