@@ -442,7 +442,9 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         state = read_state(run_dir / STATE_DIR)
         best = run_dir / STATE_DIR / state["weights"]
     _load_weights(final, best)
-    final.save(str(run_dir / MODEL_FILE))
+    tmp = run_dir / f".{MODEL_FILE}.tmp{os.getpid()}.keras"  # Keras wants the .keras suffix
+    final.save(str(tmp))
+    os.replace(str(tmp), str(run_dir / MODEL_FILE))
     batches = data.eval_dataset(data.split_files(builder, "validation"), config.batch_size, config.sample_fraction,
                                 with_ids=True)
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
