@@ -64,6 +64,12 @@ def test_hparams_file_maps_onto_config_fields(tmp_path):
     path.write_text(json.dumps({"learning_rate": 1e-3, "momentum": 0.9}))
     with pytest.raises(ValueError, match=r"unknown keys \['momentum'\]; allowed keys are learning_rate"):
         config_lib.read_hparams(str(path))
+    for bad, message in (({"learning_rate": "fast"}, "learning_rate='fast' must be a number"),
+                         ({"batch_norm": 1}, "batch_norm=1 must be true or false"),
+                         ({"dense": True}, "dense=True must be an integer")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            config_lib.read_hparams(str(path))
 
 
 def test_phases_follow_the_seed_schedule():

@@ -208,7 +208,21 @@ def read_hparams(path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(HPARAM_KEYS))
     if unknown:
         raise ValueError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
+    for key, value in values.items():
+        kind = _HPARAM_TYPES[key]
+        ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
+            key == "filters" and isinstance(value, list) and value and all(isinstance(v, int) for v in value))
+        if not ok:
+            names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+            expected = names[kind[0] if isinstance(kind, tuple) else kind]
+            raise ValueError(f"--hparams={path!r}: {key}={value!r} must be {expected}"
+                             + (" or a list of integers" if key == "filters" else ""))
     return values
+
+
+_HPARAM_TYPES = {"learning_rate": (float, int), "dropout": (float, int), "filters": int, "width": int,
+                 "num_blocks": int, "dense": int, "batch_norm": bool, "optimizer": str,
+                 "weight_decay": (float, int), "batch_size": int}
 
 
 def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
