@@ -76,13 +76,15 @@ def _matched_files(folder: str) -> list:
 
 
 def list_files(data_dir: str, source: str) -> list[str]:
-    """Every file directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
+    """Every entry directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
     folder = _source_folder(data_dir, source)
     if "://" not in folder:
         # os.scandir reads file types from the directory itself; FileSystems.match stats every
         # file three times, which is 277k x 3 system calls on a Kaggle-size folder.
+        # Directories, FIFOs and other non-files are listed too, so that validation rejects them by name
+        # (not_a_regular_file) instead of skipping them in silence.
         with os.scandir(folder) as entries:
-            return sorted(e.path for e in entries if not e.is_dir())
+            return sorted(e.path for e in entries)
     return sorted(m.path for m in _matched_files(folder))
 
 
@@ -94,9 +96,8 @@ def list_file_stats(data_dir: str, source: str) -> dict[str, tuple[int, int | No
         stats = {}
         with os.scandir(folder) as entries:
             for e in entries:
-                if not e.is_dir():
-                    st = e.stat()
-                    stats[e.path] = (st.st_size, st.st_mtime_ns)
+                st = e.stat()
+                stats[e.path] = (st.st_size, st.st_mtime_ns)
         return stats
     return {m.path: (m.size_in_bytes, None) for m in _matched_files(folder)}
 

@@ -6,7 +6,10 @@ finds the strip and views the pixel bytes with `np.frombuffer`: no copy, no
 TIFF library. The pixel offset is read from the header, never assumed:
 genuine Kaggle files put the pixels at byte 287, tifffile-written ones at 272.
 Every other TIFF (compressed, tiled, big-endian, planar, multi-strip with
-gaps) falls back to `tifffile`; PNG and JPEG go through Pillow.
+gaps) falls back to `tifffile` (with `imagecodecs` for LZW, JPEG and Deflate);
+PNG and JPEG go through Pillow. Sizes are checked before any decoder
+allocates, only regular files are opened, and any exception a decoder raises
+on hostile bytes becomes a PatchError naming its type and message.
 
 A file that cannot become a 96x96x3 uint8 array raises `PatchError` with one
 of the `REASONS` below and a detail naming what was found. Grayscale and RGBA
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import struct
 from typing import NamedTuple
 
@@ -35,7 +39,16 @@ UNREADABLE = "unreadable"
 WRONG_CHANNELS = "wrong_channels"
 WRONG_DTYPE = "wrong_dtype"
 WRONG_SIZE = "wrong_size"
-REASONS = (EMPTY_FILE, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, WRONG_CHANNELS, WRONG_DTYPE, WRONG_SIZE)
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a directory, FIFO, socket or device where a patch file should be
+TOO_LARGE = "too_large"  # a file, or the image its header declares, far beyond any patch
+MULTI_PAGE = "multi_page"  # a TIFF with several images: which one is the patch is not ours to guess
+REASONS = (EMPTY_FILE, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, WRONG_CHANNELS, WRONG_DTYPE, WRONG_SIZE, NOT_A_REGULAR_FILE,
+           TOO_LARGE, MULTI_PAGE)
+
+# Limits checked before anything is read or allocated: a 96x96x3 patch is 27.6 kB raw, so no valid file
+# comes near them, and no header can make a decoder ask for gigabytes.
+MAX_FILE_BYTES = 16 << 20
+MAX_DECODED_BYTES = 16 << 20
 
 _TIFF_LE = b"II*\x00"
 _TIFF_BE = b"MM\x00*"
@@ -47,7 +60,11 @@ _JPEG = b"\xff\xd8\xff"
 _WIDTH, _HEIGHT, _BITS, _COMPRESSION = 256, 257, 258, 259
 _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_COUNTS = 273, 277, 278, 279
 _PLANAR, _TILE_WIDTH, _SAMPLE_FORMAT = 284, 322, 339
+_PHOTOMETRIC = 262
 _TYPE_SIZE = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG: the types baseline tags use
+# Tags the pixel layout depends on (the ones above, the other tile tags, photometric interpretation).
+_LAYOUT_TAGS = frozenset({_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP,
+                          _STRIP_COUNTS, _PLANAR, _TILE_WIDTH, 323, 324, 325, _SAMPLE_FORMAT})
 _TYPE_FMT = {1: "B", 3: "H", 4: "I"}
 
 
@@ -67,18 +84,27 @@ def decode_patch(data: bytes, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.n
     """
     if not data:
         raise PatchError(EMPTY_FILE, "the file has 0 bytes")
+    if len(data) > MAX_FILE_BYTES:
+        raise PatchError(TOO_LARGE, f"{len(data)} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
     head = bytes(data[:8])
-    if head.startswith(_TIFF_LE):
-        pixels = _fast_tiff(data)
-        if pixels is None:
+    try:
+        if head.startswith(_TIFF_LE):
+            pixels = _fast_tiff(data)
+            if pixels is None:
+                pixels = _tifffile_decode(data)
+        elif head.startswith(_TIFF_BE) or head[:4] in _BIGTIFF:
             pixels = _tifffile_decode(data)
-    elif head.startswith(_TIFF_BE) or head[:4] in _BIGTIFF:
-        pixels = _tifffile_decode(data)
-    elif head.startswith(_PNG) or head.startswith(_JPEG):
-        pixels = _pillow_decode(data)
-    else:
-        raise PatchError(NOT_AN_IMAGE, f"unknown signature {head[:4]!r} ({len(data)} bytes)")
-    return check_pixels(pixels, shape)
+        elif head.startswith(_PNG) or head.startswith(_JPEG):
+            pixels = _pillow_decode(data)
+        else:
+            raise PatchError(NOT_AN_IMAGE, f"unknown signature {head[:4]!r} ({len(data)} bytes)")
+        return check_pixels(pixels, shape)
+    except PatchError:
+        raise
+    except MemoryError as e:
+        raise PatchError(TOO_LARGE, f"decoding needed more memory than there is: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure on hostile bytes is this file's rejection
+        raise PatchError(UNREADABLE, f"{type(e).__name__}: {e}") from None
 
 
 def check_pixels(pixels: np.ndarray, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.ndarray:
@@ -155,6 +181,8 @@ def _fast_tiff(data: bytes, cache: dict | None = None) -> np.ndarray | None:
             cache[key] = layout
     if layout.offset is None:
         return None
+    if end + 4 <= n and struct.unpack_from("<I", data, end)[0] != 0:
+        return None  # a next image follows: tifffile counts the pages
     size = int(np.prod(layout.shape))
     if layout.offset + size > n:
         raise PatchError(TRUNCATED, f"pixels end at byte {layout.offset + size} but the file has {n} bytes")
@@ -172,8 +200,13 @@ def _parse_ifd(data: bytes, ifd: int, count: int) -> _TiffLayout:
     for pos in range(ifd + 2, ifd + 2 + 12 * count, 12):
         tag, typ, num = struct.unpack_from("<HHI", data, pos)
         size = _TYPE_SIZE.get(typ)
+        if tag in _LAYOUT_TAGS and (typ not in (3, 4) or tag in tags):
+            # A layout tag of a type the spec does not allow, or given twice: malformed, so tifffile decides.
+            return _TiffLayout(None, None, ())
         if size is None:
             continue  # ASCII, RATIONAL, ...: descriptive tags the pixels do not depend on
+        if num == 0:
+            return _TiffLayout(None, None, ())  # a tag without values is malformed: tifffile decides (the fuzz test)
         where = pos + 8 if size * num <= 4 else struct.unpack_from("<I", data, pos + 8)[0]
         if where + size * num > n:
             raise PatchError(TRUNCATED, f"tag {tag} values at byte {where} run past the end of a {n}-byte file")
@@ -192,6 +225,7 @@ def _parse_ifd(data: bytes, ifd: int, count: int) -> _TiffLayout:
         width is None
         or height is None
         or one(_COMPRESSION, 1) != 1
+        or one(_PHOTOMETRIC, 2) != 2
         or one(_PLANAR, 1) != 1
         or _TILE_WIDTH in tags
         or one(_SAMPLE_FORMAT, 1) != 1
@@ -218,7 +252,18 @@ def _tifffile_decode(data: bytes) -> np.ndarray:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if not tif.pages:
                 raise PatchError(NOT_AN_IMAGE, "TIFF without image pages")
-            return tif.pages[0].asarray()
+            if len(tif.pages) > 1:
+                raise PatchError(MULTI_PAGE, f"{len(tif.pages)} images in one TIFF; a patch file holds one")
+            page = tif.pages[0]
+            itemsize = page.dtype.itemsize if page.dtype is not None else 8
+            declared = int(np.prod(page.shape, dtype=np.float64)) * itemsize
+            if declared > MAX_DECODED_BYTES:
+                raise PatchError(TOO_LARGE, f"the header declares a {page.shape} image ({declared} bytes)")
+            pixels = page.asarray()
+            # Planar configuration 2 keeps each colour plane apart: (samples, height, width).
+            if int(page.planarconfig) == 2 and pixels.ndim == 3 and pixels.shape[0] == page.samplesperpixel > 1:
+                pixels = np.ascontiguousarray(np.moveaxis(pixels, 0, -1))
+            return pixels
     except PatchError:
         raise
     except (ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as e:
@@ -232,7 +277,11 @@ def _pillow_decode(data: bytes) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            width, height = im.size
+            declared = width * height * max(len(im.getbands()), 1)
+            if declared > MAX_DECODED_BYTES:
+                raise PatchError(TOO_LARGE, f"the header declares a {width}x{height} {im.mode} image")
             im.load()
             if im.mode == "P":
                 raise PatchError(WRONG_CHANNELS, f"palette {im.format} image, expected RGB")
@@ -241,33 +290,57 @@ def _pillow_decode(data: bytes) -> np.ndarray:
         raise
     except UnidentifiedImageError as e:
         raise PatchError(NOT_AN_IMAGE, f"Pillow: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise PatchError(TOO_LARGE, f"Pillow: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = TRUNCATED if "truncat" in str(e).lower() else UNREADABLE
         raise PatchError(reason, f"Pillow: {e}") from None
 
 
 def read_patch(path: str) -> np.ndarray:
-    """Reads and decodes one patch file (any Beam-supported path)."""
-    return decode_patch(read_bytes(path))
-
-
-def try_read_patch(path: str) -> tuple[np.ndarray | None, str | None, str]:
-    """(pixels, None, "") for a valid patch file, else (None, reason, detail); never raises for a bad file."""
+    """Reads and decodes one patch file (any Beam-supported path); PatchError for a bad file or an OSError."""
     try:
         data = read_bytes(path)
     except OSError as e:
-        return None, UNREADABLE, f"{type(e).__name__}: {e}"
+        raise PatchError(UNREADABLE, f"{type(e).__name__}: {e}") from None
+    return decode_patch(data)
+
+
+def try_read_patch(path: str) -> tuple[np.ndarray | None, str | None, str]:
+    """(pixels, None, "") for a valid patch file, else (None, reason, detail); never raises for a bad file.
+
+    The one place where reading a file can fail: every reader of patch files (validate, both builds,
+    stats, predict) comes through here or `read_patch`.
+    """
     try:
-        return decode_patch(data), None, ""
+        return read_patch(path), None, ""
     except PatchError as e:
         return None, e.reason, e.detail
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def read_bytes(path: str) -> bytes:
-    """The whole file; plain `open` for local paths, Beam FileSystems otherwise."""
+    """The whole file; plain `open` for local paths, Beam FileSystems otherwise.
+
+    Only regular files are opened (opening a FIFO would block for ever), and none larger than
+    MAX_FILE_BYTES is read: both are PatchErrors with their own reason.
+    """
     if "://" not in path:
-        # os.read skips the buffered-file machinery: a third of the cost of a 28 KB patch.
-        fd = os.open(path, os.O_RDONLY)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise PatchError(NOT_A_REGULAR_FILE, f"{path} is {_kind(st.st_mode)}")
+        if st.st_size > MAX_FILE_BYTES:
+            raise PatchError(TOO_LARGE, f"{st.st_size} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
+        # os.read skips the buffered-file machinery: a third of the cost of a 28 KB patch. O_NONBLOCK: a
+        # file swapped for a FIFO after the stat still cannot block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
             chunks = []
             while chunk := os.read(fd, 1 << 20):
@@ -278,4 +351,7 @@ def read_bytes(path: str) -> bytes:
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read()
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise PatchError(TOO_LARGE, f"more than {MAX_FILE_BYTES} bytes; a patch file is far below that")
+    return data

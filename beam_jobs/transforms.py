@@ -50,6 +50,9 @@ def read_record(path: str, source: str) -> tuple[dict, object]:
     except OSError as e:
         rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")
         return rec, None
+    except patches.PatchError as e:  # not a regular file, or far too large to read
+        rec.update(valid=False, reason=e.reason, detail=e.detail)
+        return rec, None
     rec["size_bytes"] = len(data)  # kept in the manifest, so the bytes are read here, not via try_read_patch
     try:
         pixels = patches.decode_patch(data)

@@ -67,14 +67,32 @@ def test_fast_path_reads_tifffile_written_files_at_their_own_offset():
 def test_other_tiff_layouts_fall_back_and_read_correctly(kwargs):
     px = _rgb(2)
     if kwargs.get("planarconfig") == "separate":
+        # Planar configuration 2 stores the three colour planes apart; it is still an RGB patch.
         data = _tiff(np.moveaxis(px, -1, 0), photometric="rgb", **kwargs)
-        # A planar file decodes to (3, 96, 96): not a chunky RGB patch.
-        with pytest.raises(patches.PatchError) as e:
-            patches.decode_patch(data)
-        assert e.value.reason == patches.WRONG_CHANNELS
-        return
-    data = _tiff(px, photometric="rgb", **kwargs)
+    else:
+        data = _tiff(px, photometric="rgb", **kwargs)
     np.testing.assert_array_equal(patches.decode_patch(data), px)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "packbits"])
+def test_compressed_tiffs_decode_exactly(compression):
+    px = _rgb(5)
+    np.testing.assert_array_equal(patches.decode_patch(_tiff(px, photometric="rgb", compression=compression)), px)
+
+
+def test_jpeg_compressed_tiff_decodes_as_tifffile_does():
+    data = _tiff(_rgb(6), photometric="rgb", compression="jpeg")
+    np.testing.assert_array_equal(patches.decode_patch(data), tifffile.imread(io.BytesIO(data)))
+
+
+def test_multi_page_tiff_gets_its_own_reason():
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as w:
+        w.write(_rgb(7), photometric="rgb")
+        w.write(_rgb(8), photometric="rgb")
+    with pytest.raises(patches.PatchError) as e:
+        patches.decode_patch(buf.getvalue())
+    assert e.value.reason == patches.MULTI_PAGE and "2 images" in e.value.detail
 
 
 def test_png_and_jpeg_patches():
@@ -103,7 +121,37 @@ BAD = {
     "16_bit": (lambda: _tiff(_rgb(dtype=np.uint16) * 200, photometric="rgb"), patches.WRONG_DTYPE),
     "float": (lambda: _tiff(_rgb(dtype=np.float32), photometric="rgb"), patches.WRONG_DTYPE),
     "garbage_tiff": (lambda: b"II*\x00" + b"\xff" * 100, patches.TRUNCATED),
+    "png_bomb_header": (lambda: _png_header(30000, 30000), patches.TOO_LARGE),
+    "png_large_header": (lambda: _png_header(4000, 4000), patches.TOO_LARGE),
+    "tiff_declares_huge_image": (lambda: _tiff_declaring(520093792, 96), patches.TOO_LARGE),
+    "too_many_bytes": (lambda: b"II*\x00" + bytes(patches.MAX_FILE_BYTES), patches.TOO_LARGE),
 }
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height RGB pixels, followed by a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _tiff_declaring(height: int, width: int) -> bytes:
+    """A valid little TIFF whose width/height tags were rewritten to claim a huge image."""
+    import struct
+
+    data = bytearray(_tiff(_rgb(), photometric="rgb", compression="deflate"))
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    for pos in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, typ = struct.unpack_from("<HH", data, pos)
+        if tag in (256, 257):
+            struct.pack_into("<HHII", data, pos, tag, 4, 1, width if tag == 256 else height)
+    return bytes(data)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
@@ -113,6 +161,24 @@ def test_each_bad_file_kind_gets_its_reason(kind):
         patches.decode_patch(make())
     assert e.value.reason == reason, e.value
     assert e.value.detail  # says what was found
+
+
+def test_only_regular_files_are_opened(tmp_path):
+    import os
+
+    from beam_jobs.transforms import read_record
+
+    os.mkfifo(tmp_path / "fifo.tif")  # opening it would block for ever
+    (tmp_path / "dir.tif").mkdir()
+    for name, kind in (("fifo.tif", "a FIFO"), ("dir.tif", "a directory")):
+        rec, px = read_record(str(tmp_path / name), "test")
+        assert px is None and rec["reason"] == patches.NOT_A_REGULAR_FILE and kind in rec["detail"]
+        assert patches.try_read_patch(str(tmp_path / name))[1] == patches.NOT_A_REGULAR_FILE
+    from beam_jobs import layout
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "x.tif").mkdir()
+    assert layout.list_files(str(tmp_path), "test") == [str(tmp_path / "test" / "x.tif")]  # listed, then rejected
 
 
 def test_read_record_never_raises(tmp_path):
