@@ -110,7 +110,11 @@ def check_labels_header(path: str) -> None:
         raise FileNotFoundError(f"{path}: no such file; the Kaggle layout has train_labels.csv beside train/")
     with FileSystems.open(path, compression_type="uncompressed") as f:
         first = f.readline().decode("utf-8-sig", "replace").strip()
-    if [c.strip() for c in first.split(",")] != ["id", "label"]:
+    try:  # as a CSV row, so a quoted header ("id","label") is the same header
+        fields = next(csv.reader(io.StringIO(first)))
+    except (StopIteration, csv.Error):
+        fields = []
+    if [c.strip() for c in fields] != ["id", "label"]:
         raise ValueError(f"{path}: header is {first!r}, expected 'id,label'")
 
 

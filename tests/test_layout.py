@@ -71,3 +71,17 @@ def test_resolve_rejects_with_the_right_reason(files, rows, file_reasons, row_re
     # Every input comes back exactly once.
     assert len(out_files) == len(files)
     assert len(bad_rows) + sum(f["label"] != -1 for f in out_files if f["source"] == "train") == len(rows)
+
+
+@pytest.mark.parametrize("header", ["id,label", '"id","label"', "\ufeffid, label", " id , label "])
+def test_labels_header_may_be_quoted_or_spaced(tmp_path, header):
+    path = tmp_path / "train_labels.csv"
+    path.write_text(header + "\nabc,1\n", encoding="utf-8")
+    layout.check_labels_header(str(path))
+
+
+def test_a_wrong_labels_header_is_named(tmp_path):
+    path = tmp_path / "train_labels.csv"
+    path.write_text('"image","target"\n')
+    with pytest.raises(ValueError, match="header is"):
+        layout.check_labels_header(str(path))
