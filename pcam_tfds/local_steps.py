@@ -124,6 +124,12 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
     if len(files) != summary["total"]:
         raise validate.AccountingError(f"{len(files)} file records but summary.json counts {summary['total']} files")
     valid = [f for f in files if f["valid"]]
+    for source in (layout.TRAIN, layout.TEST):
+        if not any(f["source"] == source for f in valid):
+            listed = sum(f["source"] == source for f in files)
+            raise ValueError(
+                f"{os.path.join(data_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
+                f"see {os.path.join(checks_dir, 'rejected.csv')}); the dataset would have an empty split")
     assignment = splits.assign_splits(
         [(f["id"], f["label"], f["pixel_hash"]) for f in valid if f["source"] == layout.TRAIN],
         validation_fraction=validation_fraction,
