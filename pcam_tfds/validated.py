@@ -65,6 +65,21 @@ def check(validation_dir: str, data_dir: str) -> list[dict]:
 
     Raises StaleValidationError naming what differs, FileNotFoundError when an output is missing.
     """
+    rows, problems = compare(validation_dir, data_dir)
+    if problems:
+        raise StaleValidationError(
+            f"{ENV_VAR}={validation_dir} does not describe {data_dir} any more: {'; '.join(problems)}. Validate again "
+            f"(python -m beam_jobs.validate --data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
+            "to let the build validate"
+        )
+    return rows
+
+
+def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
+    """(the manifest's rows, what differs between the validation and DATA_DIR as it is now, one line per kind).
+
+    FileNotFoundError when an output of the validation is missing.
+    """
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
@@ -106,13 +121,7 @@ def check(validation_dir: str, data_dir: str) -> list[dict]:
                             ("files changed since validation (size or modification time)", sorted(changed))):
             if names:
                 problems.append(_describe(kind, names))
-    if problems:
-        raise StaleValidationError(
-            f"{ENV_VAR}={validation_dir} does not describe {data_dir} any more: {'; '.join(problems)}. Validate again "
-            f"(python -m beam_jobs.validate --data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
-            "to let the build validate"
-        )
-    return rows
+    return rows, problems
 
 
 def load_records(validation_dir: str, data_dir: str) -> list[dict]:

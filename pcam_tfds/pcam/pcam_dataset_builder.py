@@ -54,6 +54,10 @@ class PcamConfig(tfds.core.BuilderConfig):
     source: str = "kaggle"
 
 
+class InputsChangedError(RuntimeError):
+    """A built dataset's inputs changed since it was built; TFDS would silently reuse it."""
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for the Kaggle Histopathologic Cancer Detection patches."""
 
@@ -110,6 +114,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _checks_dir(self) -> str:
         return str(self.data_path / "validate")
+
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        # TFDS reuses a built dataset without looking at its inputs; a dataset built from a folder that has
+        # changed since (files added, gone or rewritten, labels edited) is refused instead of reused.
+        config = download_config or tfds.download.DownloadConfig()
+        if (self.is_prepared() and config.manual_dir and self.builder_config.source != "hdf5"
+                and config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS):
+            manual_dir = str(config.manual_dir)
+            try:
+                _, problems = validated.compare(self._checks_dir(), manual_dir)
+            except FileNotFoundError as e:
+                problems = [f"its record of the inputs is incomplete ({e})"]
+            if problems:
+                raise InputsChangedError(
+                    f"{self.data_path} was built from {manual_dir} as it was then, and the folder has changed since: "
+                    f"{'; '.join(problems)}. Rebuild it: the same tfds build command with --overwrite"
+                )
+        return super().download_and_prepare(download_config=download_config, **kwargs)
 
     def _split_generators(self, dl_manager, pipeline):
         # TFDS passes `pipeline` because this signature names it; one validation pass then feeds all splits.
