@@ -14,9 +14,13 @@ CONFIG ?= full
 TUNER_DIR ?= $(DEMO_OUT)/tune
 TUNE_MINUTES ?= 60
 
-.PHONY: install demo validate stats build tune test test-fast lint format eda gpu-check clean
+.PHONY: help install demo validate stats build tune evaluate test test-fast lint format eda gpu-check clean
 
-install: $(STAMP)
+# The default target: what each target does (the text after '##').
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+install: $(STAMP) ## create .venv and install the toolkit with its dev tools
 
 $(STAMP): setup.cfg constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +29,7 @@ $(STAMP): setup.cfg constraints.txt
 	touch $@
 
 # The whole path on the built-in demo data: generate, validate, build, train briefly, submit.
-demo: install
+demo: install ## the whole path on generated demo data: validate, build, train, submit
 	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
 	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
 	PCAM_VALIDATION_DIR=$(DEMO_OUT)/validate $(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) \
@@ -40,40 +44,43 @@ demo: install
 	@echo "metrics and plots: $(DEMO_OUT)/runs/baseline (metrics.json, *.png, model.keras)"
 	@echo "submission:        $(DEMO_OUT)/submission.csv"
 
-validate: install
+validate: install ## beam_jobs.validate on DATA_DIR
 	$(PY) -m beam_jobs.validate --data_dir=$(DATA_DIR) --output_dir=$(DEMO_OUT)/validate
 
-stats: install
+stats: install ## beam_jobs.stats on DATA_DIR
 	$(PY) -m beam_jobs.stats --data_dir=$(DATA_DIR) --output_dir=$(DEMO_OUT)/stats
 
 # The EDA report (validation + statistics + figures) in one movable folder; then checked in headless Chromium.
-eda: install
+eda: install ## the EDA report of DATA_DIR, checked in headless Chromium
 	$(PY) -m beam_jobs.eda --data_dir=$(DATA_DIR) --output_dir=$(EDA_OUT)
 	$(PY) -m beam_jobs.report.browser $(EDA_OUT)/report.html || echo "(Chromium check skipped or failed; open $(EDA_OUT)/report.html)"
 
 # One machine: the local build (see BUILD.md for Beam on a cluster).
-build: install
+build: install ## tfds build of DATA_DIR into TFDS_DIR (CONFIG=full)
 	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
 
 # A Hyperband search over the wide space on a built dataset, bounded by TUNE_MINUTES of wall clock.
-tune: install
+tune: install ## a Hyperband search on TFDS_DIR for TUNE_MINUTES
 	$(PY) -m trainer.tune --data_dir=$(TFDS_DIR) --tuner_dir=$(TUNER_DIR) --tuner=hyperband --space=wide --epochs=9 \
 		--max_minutes=$(TUNE_MINUTES) --verbose=2
 
-test: install
+test: install ## every test (what .ci/run runs)
 	$(VENV)/bin/pytest -q -n 2 --dist=loadfile
 
-test-fast: install
+test-fast: install ## the tests without Beam and training runs
 	$(VENV)/bin/pytest -q -m "not slow"
 
-lint: install
+lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
-format: install
+format: install ## ruff format
 	$(VENV)/bin/ruff format .
 
-gpu-check: install
+evaluate: install ## a run (RUN=runs/x) on a labelled folder (INPUT_DIR, LABELS) into RUN/external
+	$(PY) -m trainer.evaluate --model_dir=$(RUN) --input_dir=$(INPUT_DIR) --labels=$(LABELS) --output_dir=$(RUN)/external --tta
+
+gpu-check: install ## images/s, compute dtype and XLA of every model on this machine
 	$(PY) -m trainer.gpu_check
 
-clean:
+clean: ## remove the demo data
 	rm -rf data/demo .pytest_cache
