@@ -162,3 +162,14 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     layer = train.build_model(config).get_layer("normalize")
     np.testing.assert_allclose(np.ravel(layer.mean), [1, 2, 3])
     np.testing.assert_allclose(np.ravel(layer.variance), [16, 25, 36])
+
+
+def test_weights_from_a_file_load_into_the_base(tmp_path):
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    base.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in base.get_weights()])
+    path = tmp_path / "resnet50_notop.weights.h5"
+    base.save_weights(str(path))
+    model = models.build("resnet50", input_shape=(32, 32, 3), weights=str(path))
+    loaded = model.get_layer(transfer.BASE_LAYER).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, base.get_weights()))
