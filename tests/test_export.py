@@ -1,0 +1,56 @@
+"""The serving export: a SavedModel that TensorFlow alone loads, uint8 in, the run's probabilities out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from trainer_fixtures import REPO, baseline_run, pcam_data, run_module  # noqa: F401
+
+
+@pytest.mark.slow
+def test_saved_model_agrees_with_model_keras(baseline_run, tmp_path):  # noqa: F811
+    out = tmp_path / "export" / "1"
+    proc = run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--nocalibrate")
+    assert "serving_default" in proc.stdout
+    # Loaded in a fresh interpreter with TensorFlow alone (no project code on the path).
+    script = f"""
+import json, numpy as np, tensorflow as tf
+fn = tf.saved_model.load({str(out)!r}).signatures["serving_default"]
+spec = fn.structured_input_signature[1]["images"]
+images = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
+                   "p": fn(images=tf.constant(images))["probability"].numpy().tolist()}}))
+"""
+    loaded = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True, cwd="/")
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert result["dtype"] == "uint8" and result["shape"] == [None, 96, 96, 3]
+    import keras
+
+    model = keras.models.load_model(baseline_run / "model.keras", compile=False)
+    images = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+    expected = np.asarray(model(images.astype(np.float32), training=False), np.float32).ravel()
+    np.testing.assert_allclose(result["p"], expected, atol=1e-5)
+    info = json.loads((out / "export.json").read_text())
+    assert info["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 96, 96, 3]}
+    assert info["temperature"] is None
+
+
+@pytest.mark.slow
+def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):  # noqa: F811
+    import tensorflow as tf
+
+    from trainer import calibration, inference
+
+    out = tmp_path / "calibrated"
+    run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}")
+    temperature = calibration.read_temperature(str(baseline_run))
+    images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["probability"]
+    raw = inference.make_predict_fn([inference.load_model(str(baseline_run))], tta=False)(tf.cast(images, tf.float32))
+    np.testing.assert_allclose(served.numpy(), calibration.apply_temperature(raw.numpy(), temperature), atol=1e-5)
+    again = run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}", check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr

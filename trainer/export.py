@@ -1,0 +1,86 @@
+"""Export a trained run as a TensorFlow SavedModel for serving: uint8 patches in, tumour probability out.
+
+    python -m trainer.export --model_dir=runs/baseline --output_dir=export/baseline/1
+    python -m trainer.export --model_dir=runs/baseline --output_dir=export/baseline/1 --nocalibrate
+
+The `serving_default` signature takes `images`: uint8 [batch, 96, 96, 3] (RGB, as the Kaggle TIFFs
+decode) and returns `probability`: float32 [batch]. Casting and scaling happen inside, so a client
+sends raw pixels (4x fewer bytes than float32). With the run's calibration.json (a temperature fitted
+on validation) the probabilities are calibrated; --nocalibrate exports the raw ones. Loading needs
+TensorFlow only: `tf.saved_model.load(DIR).signatures["serving_default"](images=...)`. Serving it with
+TensorFlow Serving: BUILD.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+SIGNATURE = "serving_default"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probability"
+
+
+def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
+    """Writes the SavedModel to output_dir; returns what was exported (also written as export.json there)."""
+    import tensorflow as tf
+    from etils import epath
+
+    from trainer import calibration, inference
+
+    model = inference.load_model(model_dir)
+    height, width, channels = model.input_shape[1:]
+    temperature = None
+    if calibrate and (epath.Path(model_dir) / calibration.CALIBRATION_FILE).exists():
+        temperature = calibration.read_temperature(model_dir)
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name=INPUT_NAME)])
+        def serve(self, images):
+            p = tf.cast(tf.reshape(self.model(tf.cast(images, tf.float32), training=False), [-1]), tf.float32)
+            if temperature is not None:
+                p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
+                p = tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperature)
+            return {OUTPUT_NAME: p}
+
+    module = Serving()
+    out = epath.Path(output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
+    tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
+    info = {"model_dir": model_dir, "model": model.name, "signature": SIGNATURE,
+            "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, height, width, channels]},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None]},
+            "temperature": temperature}
+    (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    try:
+        info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.info("exported %s", info)
+    calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
+    print(f"wrote {FLAGS.output_dir}: {SIGNATURE}(images: uint8 [n, 96, 96, 3]) -> probability [n]{calibrated}")
+    return 0
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("model_dir", None, "Finished trainer run folder (model.keras).")
+    flags.DEFINE_string("output_dir", None, "New folder for the SavedModel (TF Serving wants MODEL/VERSION).")
+    flags.DEFINE_bool("calibrate", True, "Apply the run's fitted temperature (calibration.json) when it has one.")
+    flags.mark_flags_as_required(["model_dir", "output_dir"])
+    app.run(lambda argv: sys.exit(main(argv)))
