@@ -11,6 +11,7 @@ it in RUN_DIR/calibration.json; `trainer.predict --calibrate` and `trainer.evalu
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from etils import epath
@@ -53,9 +54,9 @@ def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before
     record = {"temperature": temperature, "fitted_on": fitted_on, "num_examples": num_examples,
               "before": before, "after": after}
     path = epath.Path(run_dir) / CALIBRATION_FILE
-    tmp = path.parent / (path.name + ".tmp")
+    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.rename(path)
+    os.replace(str(tmp), str(path))  # over an earlier run's file (a resumed run finishes again)
     return record
 
 
