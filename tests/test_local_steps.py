@@ -42,3 +42,25 @@ def test_a_built_dataset_over_changed_inputs_is_refused_not_reused(tmp_path):
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     builder.download_and_prepare(download_config=overwrite)
     assert builder.info.splits["train"].num_examples + builder.info.splits["validation"].num_examples == 10
+
+
+def test_a_killed_builds_incomplete_folder_is_removed_and_a_running_build_refuses_a_second(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from pcam_tfds import folder_lock
+    from pcam_tfds.pcam.pcam_dataset_builder import Builder
+
+    kaggle = tmp_path / "kaggle"
+    synthetic.write_layout(str(kaggle), 8, 2, seed=3)
+    config = tfds.download.DownloadConfig(manual_dir=str(kaggle))
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    parent = tmp_path / "tfds" / "pcam" / "full"
+    leftover = parent / "incomplete.0123abcd_1.0.0"  # what a SIGKILL mid-build leaves
+    leftover.mkdir(parents=True)
+    (leftover / "pcam-train.tfrecord-00000-of-00001").write_bytes(b"partial")
+    with folder_lock.FolderLock(parent, "another tfds build"):
+        with pytest.raises(folder_lock.FolderBusy, match="another tfds build"):
+            builder.download_and_prepare(download_config=config)
+    assert leftover.exists()  # not touched while another build held the folder
+    builder.download_and_prepare(download_config=config)
+    assert not leftover.exists() and builder.is_prepared() and not (parent / folder_lock.LOCK_FILE).exists()

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from beam_jobs import layout
-from pcam_tfds import splits, validated
+from pcam_tfds import folder_lock, splits, validated
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 _COUNTER_PREFIX = "examples_"
@@ -131,7 +133,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     f"{self.data_path} was built from {manual_dir} as it was then, and the folder has changed since: "
                     f"{'; '.join(problems)}. Rebuild it: the same tfds build command with --overwrite"
                 )
-        return super().download_and_prepare(download_config=download_config, **kwargs)
+        # One build of this config at a time; holding the lock, any incomplete.* folder beside the dataset
+        # was left by a build that was killed (TFDS writes there, then renames), so it can go.
+        parent = epath.Path(self.data_path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        with folder_lock.FolderLock(parent, "tfds build " + self.builder_config.name):
+            for stale in parent.glob("incomplete.*"):
+                logging.warning("removing %s, left by a build that did not finish", stale)
+                stale.rmtree(missing_ok=True)
+            return super().download_and_prepare(download_config=download_config, **kwargs)
 
     def _split_generators(self, dl_manager, pipeline):
         # TFDS passes `pipeline` because this signature names it; one validation pass then feeds all splits.
