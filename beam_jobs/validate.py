@@ -28,10 +28,14 @@ fails. With --strict the exit status is 1 when anything was rejected.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import glob
 import io
 import json
 import logging
+import os
+import shutil
 import sys
 
 import apache_beam as beam
@@ -275,15 +279,37 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
+@contextlib.contextmanager
+def _owned_output_dir(output_dir: str):
+    """A local output folder is locked for the run, and Beam's beam-temp-* folders are removed before (left by a
+    run that was killed) and after (left by a run that failed). Remote folders are left to the runner."""
+    if "://" in output_dir:
+        yield
+        return
+    from pcam_tfds.folder_lock import FolderLock
+
+    def clean():
+        for stale in glob.glob(os.path.join(output_dir, "beam-temp-*")):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    with FolderLock(output_dir, "python -m beam_jobs.validate"):
+        clean()
+        try:
+            yield
+        finally:
+            clean()
+
+
 def run(argv=None, save_main_session=True) -> dict:
     """Runs the job; returns the summary. Beam options not known here go to PipelineOptions."""
     args, beam_args = parse_args(argv)
     options = PipelineOptions(pipeline_options.with_local_defaults(beam_args), save_main_session=save_main_session)
     validate = ValidateKaggleLayout(args.data_dir, args.batch_size)
     logging.info("validating %d files under %s", validate.num_files, args.data_dir)
-    with beam.Pipeline(options=options) as p:
-        outputs = p | "Validate" >> validate
-        _ = outputs | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.data_dir)
+    with _owned_output_dir(args.output_dir):
+        with beam.Pipeline(options=options) as p:
+            outputs = p | "Validate" >> validate
+            _ = outputs | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.data_dir)
     with FileSystems.open(layout.join(args.output_dir, "summary.json")) as f:
         summary = json.load(f)
     # Checked again here: the step that wrote summary.json ran on a worker.

@@ -143,3 +143,19 @@ def test_portable_runner_with_external_workers(tmp_path):
     with portable_runner_options(tmp_path) as options:
         summary = _run(tmp_path / "d", tmp_path / "out", *options)
     assert summary == expected
+
+
+@pytest.mark.slow
+def test_a_killed_runs_beam_temp_folders_are_removed_and_a_busy_output_is_refused(tmp_path):
+    from pcam_tfds import folder_lock
+
+    folder = make_clean(tmp_path / "d", num_train=4, num_test=2)
+    out = tmp_path / "out"
+    (out / "beam-temp-manifest-0123").mkdir(parents=True)  # what a SIGKILL mid-write leaves
+    with folder_lock.FolderLock(out, "another validate"):
+        with pytest.raises(folder_lock.FolderBusy, match="another validate"):
+            _run(folder, out, "--direct_running_mode=in_memory")
+    summary = _run(folder, out, "--direct_running_mode=in_memory")
+    assert summary["total"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["duplicates.csv", "inputs.json", "manifest.parquet",
+                                                      "rejected.csv", "report.md", "summary.json"]
