@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import layout, patches, stats, validate
+from beam_jobs import cli, layout, patches, stats, validate
 from beam_jobs.report import figures, page
 
 REPORT = "report.html"
@@ -197,7 +197,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    run()
+    cli.main(run)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import layout, patches, pipeline_options
+from beam_jobs import cli, layout, patches, pipeline_options
 from beam_jobs.transforms import DEFAULT_BATCH_SIZE, NAMESPACE, JoinLabels, ReadLabelRows, file_record
 
 STATS_JSON = "stats.json"
@@ -527,7 +527,7 @@ def main():
     # force: importing Beam may already have given the root logger a handler (and level WARNING).
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # the worker harness logs every bundle
-    run()
+    cli.main(run)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import layout, pipeline_options
+from beam_jobs import cli, layout, pipeline_options
 from beam_jobs.transforms import DEFAULT_BATCH_SIZE, ValidateKaggleLayout
 
 MANIFEST_SCHEMA = pa.schema(
@@ -329,7 +329,7 @@ def run(argv=None, save_main_session=True) -> dict:
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # the worker harness logs every bundle
-    run()
+    cli.main(run)
 
 
 if __name__ == "__main__":

@@ -69,4 +69,4 @@ def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_pa
 def test_predict_needs_a_finished_run(tmp_path, pcam_data):  # noqa: F811
     proc = run_module("trainer.predict", f"--model_dir={tmp_path}", f"--data_dir={pcam_data['tfds']}",
                       f"--output={tmp_path / 's.csv'}", check=False, timeout=120)
-    assert proc.returncode != 0 and "model.keras does not exist" in proc.stderr
+    assert proc.returncode == 2 and "model.keras does not exist" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import apache_beam as beam
 import pandas as pd
@@ -159,3 +160,14 @@ def test_a_killed_runs_beam_temp_folders_are_removed_and_a_busy_output_is_refuse
     assert summary["total"] == 6
     assert sorted(p.name for p in out.iterdir()) == ["duplicates.csv", "inputs.json", "manifest.parquet",
                                                       "rejected.csv", "report.md", "summary.json"]
+
+
+def test_a_missing_folder_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "beam_jobs.validate", f"--data_dir={tmp_path / 'nope'}",
+                           f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in proc.stderr

@@ -152,14 +152,18 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    models = [inference.load_model(d) for d in args.model_dir]
     rejected = []
-    if args.input_dir:
-        batches = read_folder(list_patch_files(args.input_dir), args.batch_size, rejected)
-    else:
-        builder = data.load_builder(args.data_dir, args.dataset)
-        ds = data.eval_dataset(data.split_files(builder, args.split), args.batch_size, with_ids=True)
-        batches = ds.as_numpy_iterator()
+    try:
+        models = [inference.load_model(d) for d in args.model_dir]
+        if args.input_dir:
+            batches = read_folder(list_patch_files(args.input_dir), args.batch_size, rejected)
+        else:
+            builder = data.load_builder(args.data_dir, args.dataset)
+            ds = data.eval_dataset(data.split_files(builder, args.split), args.batch_size, with_ids=True)
+            batches = ds.as_numpy_iterator()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ids, _, probs = inference.predict_batches(models, batches, tta=args.tta, temperatures=temperatures)
     if rejected and not args.allow_rejected:
         for name, reason, detail in rejected:
