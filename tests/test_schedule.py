@@ -93,6 +93,16 @@ def test_a_refined_plan_keeps_the_rate_continuous_and_ends_at_zero():
     budget._used = 45.0  # mean 15 s, 55 s left -> 3 more, 7 in all: unchanged
     cb._plan(4)
     assert cb.schedule == refined
+    budget._used = 99.0  # nothing left: the plan ends after this epoch instead of decaying further
+    cb._costs.append({"wall_s": 1.0, "cpu_s": 15.0})
+    cb._plan(5)
+    assert cb.schedule.total_steps == 50 and cb.schedule.total_epochs == 5
+    # A plan that has reached its end is never extended (its rate is already 0).
+    cb.set_model(type("M", (), {"stop_training": False})())
+    cb._epoch, cb._epoch_start = 4, (0.0, 0.0)
+    budget._used = 0.0
+    cb.on_epoch_end(4)
+    assert cb.schedule.total_epochs == 5 and cb.model.stop_training
 
 
 @pytest.mark.parametrize(

@@ -170,7 +170,9 @@ class ScheduleCallback(keras.callbacks.Callback):
         if logs is not None:  # the rate of the epoch's last step, for training_log.csv
             logs["learning_rate"] = self.schedule.rate((self._epoch + 1) * self.schedule.steps_per_epoch - 1)
         done = self._epoch + 1
-        if self.schedule.kind == "budget" and done >= CALIBRATION_EPOCHS and (self._fresh or not self.schedule.planned):
+        finished = self.schedule.planned and done >= self.schedule.total_epochs  # at rate 0: never extended
+        if (self.schedule.kind == "budget" and done >= CALIBRATION_EPOCHS and not finished
+                and (self._fresh or not self.schedule.planned)):
             self._fresh = True  # this process fixes the plan, so it may refine it
             self._costs.append(self._epoch_cost())
             self._plan(done)
@@ -198,10 +200,13 @@ class ScheduleCallback(keras.callbacks.Callback):
             "cpu_s": None if self.budget.cpu_s is None else self.budget.cpu_s - used["cpu_s"],
         }
         total = done + epochs_affordable(cost, remaining, self.safety)
+        step = done * self.schedule.steps_per_epoch
         if not self.schedule.planned:
             self.schedule = self.schedule.with_epochs(total)
+        elif total <= done:  # the budget left pays for no further epoch: end here
+            self.schedule = dataclasses.replace(self.schedule, total_steps=step)
         elif total != self.schedule.total_epochs:
-            self.schedule = self.schedule.reanchored(done * self.schedule.steps_per_epoch, total)
+            self.schedule = self.schedule.reanchored(step, total)
         else:
             return
         logging.info(
