@@ -265,11 +265,12 @@ def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
     cfg = parse_flags("--max_cpu_minutes=30")
     assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience, cfg.ema) == ("budget", None, 0, 0.999)
     cfg = parse_flags("--max_cpu_minutes=30", "--epochs=5")
-    assert (cfg.schedule, cfg.epochs) == ("cosine", 5)
+    assert (cfg.schedule, cfg.epochs, cfg.ema) == ("constant", 5, 0.0)
     cfg = parse_flags()
-    assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience) == ("cosine", 10, 0)
-    cfg = parse_flags("--schedule=constant", "--ema=0")
     assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience, cfg.ema) == ("constant", 10, 3, 0.0)
+    cfg = parse_flags("--schedule=cosine", "--ema=0.99")
+    assert (cfg.schedule, cfg.epochs, cfg.early_stopping_patience, cfg.ema) == ("cosine", 10, 0, 0.99)
+    assert parse_flags("--max_cpu_minutes=30", "--ema=0").ema == 0.0
     assert parse_flags("--early_stopping_patience=4").early_stopping_patience == 4
 
 
