@@ -12,14 +12,35 @@ the dataset build (which can then delete what a killed build left behind).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 from etils import epath
 
 LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = "") -> Iterator[epath.Path]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block ends without error, so
+    readers see the old file or the new one, never half of one. `suffix` keeps an extension a writer needs."""
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp{os.getpid()}{suffix}"
+    try:
+        yield tmp
+        os.replace(str(tmp), str(path))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 class FolderBusy(RuntimeError):

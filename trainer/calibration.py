@@ -11,11 +11,12 @@ it in RUN_DIR/calibration.json; `trainer.predict --calibrate` and `trainer.evalu
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from etils import epath
 from scipy import optimize
+
+from pcam_tfds.folder_lock import atomic_write_text
 
 CALIBRATION_FILE = "calibration.json"
 _EPS = 1e-7
@@ -54,9 +55,7 @@ def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before
     record = {"temperature": temperature, "fitted_on": fitted_on, "num_examples": num_examples,
               "before": before, "after": after}
     path = epath.Path(run_dir) / CALIBRATION_FILE
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(str(tmp), str(path))  # over an earlier run's file (a resumed run finishes again)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # over an earlier finish of a resumed run
     return record
 
 

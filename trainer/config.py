@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 from etils import epath
+
+from pcam_tfds.folder_lock import atomic_write_text
 
 MODELS = ("baseline", "tuned", "resnet50", "densenet169")
 TRANSFER_MODELS = ("resnet50", "densenet169")
@@ -263,6 +264,4 @@ def write(config: TrainConfig) -> None:
                 f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
                 "restart with the same flags to resume it, or choose a new --model_dir"
             )
-    tmp = run_dir / f".{CONFIG_FILE}.tmp{os.getpid()}"
-    tmp.write_text(config.to_json())
-    os.replace(str(tmp), str(path))
+    atomic_write_text(path, config.to_json())

@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
+from pcam_tfds.folder_lock import atomic_path, atomic_write_text
+
 CLASS_NAMES = ("normal", "tumour")
 
 
@@ -326,34 +328,19 @@ def plot_learning_curves(history: dict[str, list[float]], path, title: str, phas
     _save(fig, path)
 
 
-def _atomic_path(path) -> tuple[epath.Path, epath.Path]:
-    path = epath.Path(path)
-    return path, path.parent / f".{path.name}.tmp{os.getpid()}"
-
-
 def _save(fig: Figure, path) -> None:
     """The figure as PNG, written beside `path` and renamed over it, so a kill never leaves half a file."""
-    path, tmp = _atomic_path(path)
-    with tmp.open("wb") as f:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
         fig.savefig(f, format="png", dpi=110)
-    os.replace(str(tmp), str(path))
-
-
-def _write_text(path, text: str) -> None:
-    path, tmp = _atomic_path(path)
-    tmp.write_text(text)
-    os.replace(str(tmp), str(path))
 
 
 def write_predictions(path, ids, labels, scores) -> None:
     """id,label,probability rows (the validation predictions that compare.py re-reads)."""
-    path, tmp = _atomic_path(path)
-    with tmp.open("w") as f:
+    with atomic_path(path) as tmp, tmp.open("w") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label", "probability"])
         for i, y, p in zip(ids, np.asarray(labels).ravel(), np.asarray(scores).ravel()):
             writer.writerow([i, int(y), f"{float(p):.6f}"])
-    os.replace(str(tmp), str(path))
 
 
 def read_predictions(path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -395,14 +382,14 @@ def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed
                          run_dir / "reliability.png", f"{name}: {set_name} reliability, before and after scaling")
     else:
         plot_reliability(labels, {name: scores}, run_dir / "reliability.png", f"{name}: {set_name} reliability")
-    _write_text(run_dir / "metrics.json", json.dumps(m, indent=2) + "\n")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(m, indent=2) + "\n")
     at = m["at_threshold"]
     text = f"{name}: {set_name}, threshold 0.5\n\n" + classification_report_text(labels, scores)
     for key in ("youden", "f1"):
         if key in at:
             text += (f"\n{name}: {set_name}, {key} threshold {at[key]['threshold']:.4f} "
                      f"({m['thresholds_source']})\n\n" + classification_report_text(labels, scores, at[key]["threshold"]))
-    _write_text(run_dir / "classification_report.txt", text)
+    atomic_write_text(run_dir / "classification_report.txt", text)
     write_predictions(run_dir / f"{prefix}predictions.csv", ids, labels, scores)
     plot_confusion_matrix(m["confusion_matrix"], run_dir / "confusion_matrix.png",
                           f"{name}: {set_name} confusion matrix (threshold 0.5)")
@@ -576,7 +563,7 @@ def evaluate_runs(model_dirs: list[str], output_dir: str, *, input_dir: str | No
                            thresholds=_run_thresholds(model_dirs), fit_calibration=False, images_for=images_for,
                            gradcam=gradcam)
     metrics.update({"model_dirs": list(model_dirs), "tta": tta, "calibrated": calibrate})
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -46,8 +46,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
         def serve(self, images):
             p = tf.cast(tf.reshape(self.model(tf.cast(images, tf.float32), training=False), [-1]), tf.float32)
             if temperature is not None:
-                p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
-                p = tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperature)
+                p = inference.scale_probabilities(p, temperature)
             return {OUTPUT_NAME: p}
 
     module = Serving()

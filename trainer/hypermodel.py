@@ -229,9 +229,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write-then-rename: workers starting at the same time must never read half a file.
-        tmp = path.parent / f".{TUNE_CONFIG_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        run_folder.atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def rss_mib() -> tuple[float, float]:

@@ -24,6 +24,12 @@ def load_model(run_dir: str) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def scale_probabilities(p: tf.Tensor, temperature: float) -> tf.Tensor:
+    """sigmoid(logit(p) / T) in TensorFlow: trainer.calibration.apply_temperature inside a graph."""
+    p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
+    return tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperature)
+
+
 def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequence[float] | None = None):
     """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views).
 
@@ -43,8 +49,7 @@ def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequ
             for view in views:
                 p = tf.cast(tf.reshape(model(view, training=False), [-1]), tf.float32)
                 if temperatures is not None:
-                    p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
-                    p = tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperatures[m])
+                    p = scale_probabilities(p, temperatures[m])
                 total += p
         return total / float(len(models) * len(views))
 

@@ -131,13 +131,13 @@ def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
 
 def write_submission(path: str, ids, probs, threshold: float | None = None) -> None:
     """id,label rows: probabilities, or 0/1 at `threshold`; written to a temporary file, then renamed."""
-    tmp = epath.Path(f"{path}.tmp")
-    with tmp.open("w") as f:
+    from pcam_tfds.folder_lock import atomic_path
+
+    with atomic_path(path) as tmp, tmp.open("w") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label"])
         for i, p in zip(ids, probs):
             writer.writerow([i, int(p >= threshold) if threshold is not None else f"{float(p):.6f}"])
-    os.replace(str(tmp), path)
 
 
 def main(argv=None) -> int:

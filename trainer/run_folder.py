@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 
 import keras
 from etils import epath
 
-from pcam_tfds.folder_lock import LOCK_FILE, FolderBusy, FolderLock
+from pcam_tfds.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic_path, atomic_write_text
 
 # The trainer's names for them.
 RunLock, RunFolderBusy = FolderLock, FolderBusy
-__all__ = ["LOCK_FILE", "EpochLog", "RunFolderBusy", "RunLock", "atomic_write_text"]
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it over `path`: readers see old or new."""
-    path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(str(tmp), str(path))
+__all__ = ["LOCK_FILE", "EpochLog", "RunFolderBusy", "RunLock", "atomic_path", "atomic_write_text"]
 
 
 class EpochLog(keras.callbacks.Callback):

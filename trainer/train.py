@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 
 import keras
@@ -307,9 +306,7 @@ def read_state(state_dir: epath.Path) -> dict | None:
 
 def write_state(state_dir: epath.Path, state: dict) -> None:
     # Write-then-rename, so a kill mid-write leaves the previous state intact.
-    tmp = state_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, state_dir / STATE_FILE)
+    run_folder.atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def _load_weights(model: keras.Model, path: epath.Path) -> None:
@@ -442,9 +439,8 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         state = read_state(run_dir / STATE_DIR)
         best = run_dir / STATE_DIR / state["weights"]
     _load_weights(final, best)
-    tmp = run_dir / f".{MODEL_FILE}.tmp{os.getpid()}.keras"  # Keras wants the .keras suffix
-    final.save(str(tmp))
-    os.replace(str(tmp), str(run_dir / MODEL_FILE))
+    with run_folder.atomic_path(run_dir / MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
+        final.save(str(tmp))
     batches = data.eval_dataset(data.split_files(builder, "validation"), config.batch_size, config.sample_fraction,
                                 with_ids=True)
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
