@@ -70,8 +70,9 @@ test: install ## every test (what .ci/run runs)
 test-fast: install ## the tests without Beam and training runs
 	$(VENV)/bin/pytest -q -m "not slow"
 
-lint: install ## ruff
+lint: install ## ruff: lint and formatting
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: install ## ruff format
 	$(VENV)/bin/ruff format .

@@ -42,8 +42,18 @@ WRONG_SIZE = "wrong_size"
 NOT_A_REGULAR_FILE = "not_a_regular_file"  # a directory, FIFO, socket or device where a patch file should be
 TOO_LARGE = "too_large"  # a file, or the image its header declares, far beyond any patch
 MULTI_PAGE = "multi_page"  # a TIFF with several images: which one is the patch is not ours to guess
-REASONS = (EMPTY_FILE, NOT_AN_IMAGE, TRUNCATED, UNREADABLE, WRONG_CHANNELS, WRONG_DTYPE, WRONG_SIZE, NOT_A_REGULAR_FILE,
-           TOO_LARGE, MULTI_PAGE)
+REASONS = (
+    EMPTY_FILE,
+    NOT_AN_IMAGE,
+    TRUNCATED,
+    UNREADABLE,
+    WRONG_CHANNELS,
+    WRONG_DTYPE,
+    WRONG_SIZE,
+    NOT_A_REGULAR_FILE,
+    TOO_LARGE,
+    MULTI_PAGE,
+)
 
 # Limits checked before anything is read or allocated: a 96x96x3 patch is 27.6 kB raw, so no valid file
 # comes near them, and no header can make a decoder ask for gigabytes.
@@ -63,8 +73,25 @@ _PLANAR, _TILE_WIDTH, _SAMPLE_FORMAT = 284, 322, 339
 _PHOTOMETRIC = 262
 _TYPE_SIZE = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG: the types baseline tags use
 # Tags the pixel layout depends on (the ones above, the other tile tags, photometric interpretation).
-_LAYOUT_TAGS = frozenset({_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP,
-                          _STRIP_COUNTS, _PLANAR, _TILE_WIDTH, 323, 324, 325, _SAMPLE_FORMAT})
+_LAYOUT_TAGS = frozenset(
+    {
+        _WIDTH,
+        _HEIGHT,
+        _BITS,
+        _COMPRESSION,
+        _PHOTOMETRIC,
+        _STRIP_OFFSETS,
+        _SAMPLES,
+        _ROWS_PER_STRIP,
+        _STRIP_COUNTS,
+        _PLANAR,
+        _TILE_WIDTH,
+        323,
+        324,
+        325,
+        _SAMPLE_FORMAT,
+    }
+)
 _TYPE_FMT = {1: "B", 3: "H", 4: "I"}
 
 
@@ -319,8 +346,13 @@ def try_read_patch(path: str) -> tuple[np.ndarray | None, str | None, str]:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"

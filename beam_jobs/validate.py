@@ -70,8 +70,10 @@ class AccountingError(RuntimeError):
 
 
 def manifest_row(f: dict) -> dict:
-    row = {k: f[k] for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes",
-                             "mtime_ns")}
+    row = {
+        k: f[k]
+        for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes", "mtime_ns")
+    }
     for stat in ("mean", "std"):
         values = f[stat] or (None, None, None)
         row.update({f"{stat}_{c}": v for c, v in zip("rgb", values)})
@@ -94,7 +96,9 @@ def rejected_row_line(r: dict) -> str:
 
 def duplicate_lines(group: dict):
     for m in group["members"]:
-        yield csv_line([group["pixel_hash"], group["kind"], group["conflicting_labels"], m["source"], m["id"], m["label"]])
+        yield csv_line(
+            [group["pixel_hash"], group["kind"], group["conflicting_labels"], m["source"], m["id"], m["label"]]
+        )
 
 
 def file_count_key(f: dict) -> tuple:
@@ -123,9 +127,13 @@ def build_summary(counts, num_rows: int, duplicate_kinds, num_listed: int) -> di
     if total != num_listed:
         raise AccountingError(f"{num_listed} files were listed but {total} came out of the pipeline (valid + rejected)")
     rows_rejected = sum(rows_rejected_by_reason.values())
-    rows_matched = sum(n for key, n in counts if key[0] == "file" and key[1] == layout.TRAIN and key[4] != layout.NO_LABEL)
+    rows_matched = sum(
+        n for key, n in counts if key[0] == "file" and key[1] == layout.TRAIN and key[4] != layout.NO_LABEL
+    )
     if rows_matched + rows_rejected != num_rows:
-        raise AccountingError(f"train_labels.csv has {num_rows} rows but {rows_matched} matched + {rows_rejected} rejected")
+        raise AccountingError(
+            f"train_labels.csv has {num_rows} rows but {rows_matched} matched + {rows_rejected} rejected"
+        )
     dup = {"within_train": 0, "within_test": 0, "across_train_test": 0, "conflicting_labels": 0, "files_in_groups": 0}
     for kind, conflicting, size in duplicate_kinds:
         dup[kind] += 1
@@ -164,13 +172,23 @@ def render_report(summary: dict, data_dir: str) -> str:
     lines += [f"| {k} | {v:,} |" for k, v in s["train_labels"].items()]
     lines += ["", "## Rejected files by reason", ""]
     if s["rejected_by_reason"]:
-        lines += ["| reason | files |", "| --- | ---: |"] + [f"| {k} | {v:,} |" for k, v in s["rejected_by_reason"].items()]
+        lines += ["| reason | files |", "| --- | ---: |"] + [
+            f"| {k} | {v:,} |" for k, v in s["rejected_by_reason"].items()
+        ]
     else:
         lines.append("None.")
     r = s["label_rows"]
-    lines += ["", "## train_labels.csv", "", f"{r['total']:,} rows: {r['matched']:,} matched a file, {r['rejected']:,} rejected.", ""]
+    lines += [
+        "",
+        "## train_labels.csv",
+        "",
+        f"{r['total']:,} rows: {r['matched']:,} matched a file, {r['rejected']:,} rejected.",
+        "",
+    ]
     if r["rejected_by_reason"]:
-        lines += ["| reason | rows |", "| --- | ---: |"] + [f"| {k} | {v:,} |" for k, v in r["rejected_by_reason"].items()]
+        lines += ["| reason | rows |", "| --- | ---: |"] + [
+            f"| {k} | {v:,} |" for k, v in r["rejected_by_reason"].items()
+        ]
     d = s["duplicate_groups"]
     lines += [
         "",
@@ -235,14 +253,20 @@ class WriteValidationOutputs(beam.PTransform):
         _ = (
             files
             | "ToManifestRow" >> beam.Map(manifest_row)
-            | "WriteManifest" >> beam.io.WriteToParquet(schema=MANIFEST_SCHEMA, **single_file(layout.join(out, "manifest"), ".parquet"))
+            | "WriteManifest"
+            >> beam.io.WriteToParquet(schema=MANIFEST_SCHEMA, **single_file(layout.join(out, "manifest"), ".parquet"))
         )
-        rejected_files = files | "Rejected" >> beam.Filter(lambda f: not f["valid"]) | "FileLine" >> beam.Map(rejected_file_line)
+        rejected_files = (
+            files | "Rejected" >> beam.Filter(lambda f: not f["valid"]) | "FileLine" >> beam.Map(rejected_file_line)
+        )
         rejected_lines = rejected_rows | "RowLine" >> beam.Map(rejected_row_line)
         _ = (
             (rejected_files, rejected_lines)
             | "AllRejected" >> beam.Flatten()
-            | "WriteRejected" >> beam.io.WriteToText(header=",".join(REJECTED_HEADER), **single_file(layout.join(out, "rejected"), ".csv"))
+            | "WriteRejected"
+            >> beam.io.WriteToText(
+                header=",".join(REJECTED_HEADER), **single_file(layout.join(out, "rejected"), ".csv")
+            )
         )
         _ = (
             dups

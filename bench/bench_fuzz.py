@@ -31,8 +31,10 @@ def main(argv=None):
     start = time.perf_counter()
     counts = test_fuzz.check_corpus(files)
     seconds = time.perf_counter() - start
-    print(f"{len(files)} files (seed {a.seed}) in {seconds:.1f} s ({len(files) / seconds:,.0f} files/s); "
-          f"memory bound {test_fuzz.MEMORY_BOUND >> 20} MiB per file held")
+    print(
+        f"{len(files)} files (seed {a.seed}) in {seconds:.1f} s ({len(files) / seconds:,.0f} files/s); "
+        f"memory bound {test_fuzz.MEMORY_BOUND >> 20} MiB per file held"
+    )
     for outcome, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"| {outcome} | {n} |")
 

@@ -26,7 +26,10 @@ import sys
 
 import measure
 
-BEAM_MODES = {"beam": "direct_running_mode=multi_processing,direct_num_workers=0", "beam_in_memory": "direct_running_mode=in_memory"}
+BEAM_MODES = {
+    "beam": "direct_running_mode=multi_processing,direct_num_workers=0",
+    "beam_in_memory": "direct_running_mode=in_memory",
+}
 
 
 def split_sizes(dataset_dir: str) -> dict[str, int]:
@@ -46,15 +49,34 @@ def main(argv=None):
     py, tfds_cli = sys.executable, os.path.join(os.path.dirname(sys.executable), "tfds")
     steps = {
         "validate": [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
-        "build": [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds",
-                  "--config=full"],
+        "build": [
+            tfds_cli,
+            "build",
+            "pcam_tfds/pcam",
+            f"--manual_dir={a.data_dir}",
+            f"--data_dir={a.work_dir}/tfds",
+            "--config=full",
+        ],
     }
-    steps["build_reuse"] = [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}",
-                            f"--data_dir={a.work_dir}/tfds_build_reuse", "--config=full"]
+    steps["build_reuse"] = [
+        tfds_cli,
+        "build",
+        "pcam_tfds/pcam",
+        f"--manual_dir={a.data_dir}",
+        f"--data_dir={a.work_dir}/tfds_build_reuse",
+        "--config=full",
+    ]
     envs = {"build_reuse": {**os.environ, "PCAM_VALIDATION_DIR": f"{a.work_dir}/validate"}}
     for name, options in BEAM_MODES.items():
-        steps[name] = [tfds_cli, "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}", f"--data_dir={a.work_dir}/tfds_{name}",
-                       "--config=full", f"--beam_pipeline_options={options}"]
+        steps[name] = [
+            tfds_cli,
+            "build",
+            "pcam_tfds/pcam",
+            f"--manual_dir={a.data_dir}",
+            f"--data_dir={a.work_dir}/tfds_{name}",
+            "--config=full",
+            f"--beam_pipeline_options={options}",
+        ]
     chosen = a.steps.split(",")
     num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
     results = {}
@@ -81,12 +103,16 @@ def main(argv=None):
             results[name]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
     if any(v != sizes.get("build", v) for v in sizes.values()):
         raise SystemExit(f"the two builds disagree: {sizes}")
-    print(f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
-          f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(
+        f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
+        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}"
+    )
     print("| step | wall s | CPU s | files/s | peak RSS MiB | on disk MiB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
-        print(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['files_per_s']:,} | {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |")
+        print(
+            f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['files_per_s']:,} | {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |"
+        )
     print(f"split sizes: {sizes}")
 
 

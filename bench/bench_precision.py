@@ -40,8 +40,12 @@ def child(model_name: str, policy: str, steps: int, batch_size: int) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     n = steps * batch_size
-    return {"model": model_name, "policy": policy, "images_per_s": n / (time.perf_counter() - wall),
-            "images_per_cpu_s": n / (time.process_time() - cpu)}
+    return {
+        "model": model_name,
+        "policy": policy,
+        "images_per_s": n / (time.perf_counter() - wall),
+        "images_per_cpu_s": n / (time.process_time() - cpu),
+    }
 
 
 def main(argv=None):
@@ -62,9 +66,20 @@ def main(argv=None):
     print("| --- | --- | ---: | ---: |")
     for model_name in a.models.split(","):
         for policy in a.policies.split(","):
-            out = subprocess.run([*pin, sys.executable, __file__, f"--child={model_name}:{policy}", f"--steps={a.steps}",
-                                  f"--batch_size={a.batch_size}"], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            out = subprocess.run(
+                [
+                    *pin,
+                    sys.executable,
+                    __file__,
+                    f"--child={model_name}:{policy}",
+                    f"--steps={a.steps}",
+                    f"--batch_size={a.batch_size}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {model_name} | {policy} | {r['images_per_s']:,.0f} | {r['images_per_cpu_s']:,.0f} |", flush=True)
 

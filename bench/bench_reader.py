@@ -46,7 +46,9 @@ def main(argv=None):
         fast.append(bench(patches.read_patch, paths))
         slow.append(bench(tifffile.imread, paths))
     f, s = max(fast), max(slow)
-    print(f"{len(paths)} files, best of {a.repeats}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"{len(paths)} files, best of {a.repeats}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"fast reader:     {f:10.0f} files/s")
     print(f"tifffile.imread: {s:10.0f} files/s")
     print(f"speed-up:        {f / s:10.1f}x")

@@ -57,16 +57,36 @@ def run_arm(a, trainer_flags: list[str]) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     pin = ["taskset", "-c", str(a.core)] if a.core is not None else []
-    train = [*pin, sys.executable, "-m", "trainer", f"--data_dir={a.data_dir}", f"--model_dir={run_dir}/run",
-             f"--max_cpu_minutes={a.cpu_minutes}", "--verbose=2", *trainer_flags]
+    train = [
+        *pin,
+        sys.executable,
+        "-m",
+        "trainer",
+        f"--data_dir={a.data_dir}",
+        f"--model_dir={run_dir}/run",
+        f"--max_cpu_minutes={a.cpu_minutes}",
+        "--verbose=2",
+        *trainer_flags,
+    ]
     timing = os.path.join(run_dir, "train.time")
     with open(os.path.join(run_dir, "train.log"), "w") as log:
         print(" ".join(train), file=log, flush=True)
-        subprocess.run(["/usr/bin/time", "-f", "%e %U %S", "-o", timing, *train], stdout=log, stderr=subprocess.STDOUT,
-                       cwd=REPO, env=env, check=True)
+        subprocess.run(
+            ["/usr/bin/time", "-f", "%e %U %S", "-o", timing, *train],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            check=True,
+        )
     wall, user, system = open(timing).read().split()[-3:]
-    result = {"arm": a.arm, "flags": trainer_flags, "cpu_minutes": a.cpu_minutes,
-              "train_wall_s": round(float(wall)), "train_cpu_s": round(float(user) + float(system))}
+    result = {
+        "arm": a.arm,
+        "flags": trainer_flags,
+        "cpu_minutes": a.cpu_minutes,
+        "train_wall_s": round(float(wall)),
+        "train_cpu_s": round(float(user) + float(system)),
+    }
     with open(os.path.join(run_dir, "run", "metrics.json")) as f:
         metrics = json.load(f)
     result["val_auc"] = round(metrics["roc_auc"], 4)
@@ -76,8 +96,16 @@ def run_arm(a, trainer_flags: list[str]) -> dict:
     labels = read_labels(a.labels)
     for tta in (False, True):
         out = os.path.join(run_dir, f"test{'_tta' if tta else ''}.csv")
-        predict = [*pin, sys.executable, "-m", "trainer.predict", f"--model_dir={run_dir}/run", f"--data_dir={a.data_dir}",
-                   f"--output={out}", *(["--tta"] if tta else [])]
+        predict = [
+            *pin,
+            sys.executable,
+            "-m",
+            "trainer.predict",
+            f"--model_dir={run_dir}/run",
+            f"--data_dir={a.data_dir}",
+            f"--output={out}",
+            *(["--tta"] if tta else []),
+        ]
         subprocess.run(predict, cwd=REPO, env=env, check=True, capture_output=True)
         result["external_tta" if tta else "external"] = score(read_probs(out), labels)
     with open(os.path.join(run_dir, "bench.json"), "w") as f:
@@ -108,15 +136,17 @@ def report(work_dir: str) -> None:
             continue
         r = json.load(open(path))
         ext, tta = r["external"], r["external_tta"]
-        print(f"| {arm} | `{' '.join(r['flags'])}` | {r['train_cpu_s']} | {r['epochs']} | {r['val_auc']:.4f} | "
-              f"{ext['auc']:.4f} [{ext['ci95'][0]:.4f}, {ext['ci95'][1]:.4f}] | "
-              f"{tta['auc']:.4f} [{tta['ci95'][0]:.4f}, {tta['ci95'][1]:.4f}] |")
+        print(
+            f"| {arm} | `{' '.join(r['flags'])}` | {r['train_cpu_s']} | {r['epochs']} | {r['val_auc']:.4f} | "
+            f"{ext['auc']:.4f} [{ext['ci95'][0]:.4f}, {ext['ci95'][1]:.4f}] | "
+            f"{tta['auc']:.4f} [{tta['ci95'][0]:.4f}, {tta['ci95'][1]:.4f}] |"
+        )
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    trainer_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    trainer_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work_dir", required=True)
     p.add_argument("--data_dir", help="TFDS data dir with pcam/full built from the sample's Kaggle layout")

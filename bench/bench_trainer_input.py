@@ -136,25 +136,49 @@ def main(argv=None) -> None:
     def mine(aug):
         return data.train_dataset(files, args.batch_size, args.seed, aug, num_examples=n)
 
-    print(f"# {n} train patches, batch {args.batch_size}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
-          f"TF {tf.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {n} train patches, batch {args.batch_size}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
+        f"TF {tf.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
     print("| measurement | pipeline | augmentation | images/s |")
     print("| --- | --- | --- | ---: |")
     rows = [
-        ("input only", "seed_per_file", "none", lambda: input_only(
-            seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), args.epochs)),
-        ("input only", "tfds_per_example", "none", lambda: input_only(
-            tfds_per_example(builder, args.batch_size, args.seed), args.epochs)),
+        (
+            "input only",
+            "seed_per_file",
+            "none",
+            lambda: input_only(seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), args.epochs),
+        ),
+        (
+            "input only",
+            "tfds_per_example",
+            "none",
+            lambda: input_only(tfds_per_example(builder, args.batch_size, args.seed), args.epochs),
+        ),
         ("input only", "trainer", "none", lambda: input_only(mine("none"), args.epochs)),
         ("input only", "trainer", "dihedral (tf.data)", lambda: input_only(mine("dihedral"), args.epochs)),
         ("input only", "trainer", "seed layers (tf.data)", lambda: input_only(mine("seed"), args.epochs)),
-        ("train baseline", "seed_per_file", "none", lambda: train_rate(
-            seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), n, args.epochs, args.seed)),
+        (
+            "train baseline",
+            "seed_per_file",
+            "none",
+            lambda: train_rate(
+                seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), n, args.epochs, args.seed
+            ),
+        ),
         ("train baseline", "trainer", "none", lambda: train_rate(mine("none"), n, args.epochs, args.seed)),
-        ("train baseline", "trainer", "dihedral (tf.data)", lambda: train_rate(mine("dihedral"), n, args.epochs,
-                                                                               args.seed)),
-        ("train baseline", "trainer", "dihedral (in model)", lambda: train_rate(mine("none"), n, args.epochs,
-                                                                                args.seed, augment_in_model=True)),
+        (
+            "train baseline",
+            "trainer",
+            "dihedral (tf.data)",
+            lambda: train_rate(mine("dihedral"), n, args.epochs, args.seed),
+        ),
+        (
+            "train baseline",
+            "trainer",
+            "dihedral (in model)",
+            lambda: train_rate(mine("none"), n, args.epochs, args.seed, augment_in_model=True),
+        ),
     ]
     if args.input_only:
         rows = [r for r in rows if r[0] == "input only"]

@@ -26,12 +26,27 @@ def main(argv=None):
     ap.add_argument("--trials", type=int, default=10)
     a = ap.parse_args(argv)
     shutil.rmtree(a.work_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "trainer.tune", f"--data_dir={a.data_dir}", f"--tuner_dir={a.work_dir}",
-           "--tuner=random", "--space=seed", f"--max_trials={a.trials}", "--epochs=1", "--steps_per_epoch=20",
-           "--sample_fraction=0.05", "--verbose=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.tune",
+        f"--data_dir={a.data_dir}",
+        f"--tuner_dir={a.work_dir}",
+        "--tuner=random",
+        "--space=seed",
+        f"--max_trials={a.trials}",
+        "--epochs=1",
+        "--steps_per_epoch=20",
+        "--sample_fraction=0.05",
+        "--verbose=0",
+    ]
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run(
+        cmd,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     with open(os.path.join(a.work_dir, "trials.json")) as f:
         trials = json.load(f)["trials"]
     rss = [t["rss_mib"] for t in trials]

@@ -28,13 +28,42 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def commands(a) -> dict[str, list[str]]:
     py = sys.executable
-    common = [f"--data_dir={a.data_dir}", f"--steps_per_epoch={a.steps_per_epoch}", f"--max_cpu_minutes={a.cpu_minutes}",
-              "--verbose=2"]
+    common = [
+        f"--data_dir={a.data_dir}",
+        f"--steps_per_epoch={a.steps_per_epoch}",
+        f"--max_cpu_minutes={a.cpu_minutes}",
+        "--verbose=2",
+    ]
     return {
-        "hyperband": ["taskset", "-c", "0", py, "-m", "trainer.tune", f"--tuner_dir={a.work_dir}/hyperband",
-                      "--tuner=hyperband", "--space=wide", "--epochs=9", "--hyperband_factor=3", *common],
-        "seed": ["taskset", "-c", "1", py, "-m", "trainer", "--model=tuned", "--learning_rate=1e-3", "--dropout=0.4",
-                 f"--model_dir={a.work_dir}/seed", "--epochs=200", "--early_stopping_patience=5", *common],
+        "hyperband": [
+            "taskset",
+            "-c",
+            "0",
+            py,
+            "-m",
+            "trainer.tune",
+            f"--tuner_dir={a.work_dir}/hyperband",
+            "--tuner=hyperband",
+            "--space=wide",
+            "--epochs=9",
+            "--hyperband_factor=3",
+            *common,
+        ],
+        "seed": [
+            "taskset",
+            "-c",
+            "1",
+            py,
+            "-m",
+            "trainer",
+            "--model=tuned",
+            "--learning_rate=1e-3",
+            "--dropout=0.4",
+            f"--model_dir={a.work_dir}/seed",
+            "--epochs=200",
+            "--early_stopping_patience=5",
+            *common,
+        ],
     }
 
 
@@ -45,9 +74,15 @@ def hyperband_summary(tuner_dir: str) -> dict:
     epochs = sum(t.get("epochs", 0) - int(t["hyperparameters"].get("tuner/initial_epoch", 0)) for t in trials)
     best = max(trials, key=lambda t: t["score"])
     hps = {k: v for k, v in best["hyperparameters"].items() if not k.startswith("tuner/")}
-    return {"trials": len(trials), "epochs": epochs, "best_val_auc": best["score"], "best": hps,
-            "best_trial": best["trial_id"], "best_epoch": best.get("best_epoch"),
-            "max_rss_mib": max(t.get("rss_mib", 0) for t in trials)}
+    return {
+        "trials": len(trials),
+        "epochs": epochs,
+        "best_val_auc": best["score"],
+        "best": hps,
+        "best_trial": best["trial_id"],
+        "best_epoch": best.get("best_epoch"),
+        "max_rss_mib": max(t.get("rss_mib", 0) for t in trials),
+    }
 
 
 def seed_summary(run_dir: str) -> dict:
@@ -59,8 +94,13 @@ def seed_summary(run_dir: str) -> dict:
     if os.path.exists(os.path.join(run_dir, "metrics.json")):
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)
-    return {"epochs": len(rows), "best_val_auc": aucs[best], "best_epoch": best + 1,
-            "sklearn_auc": metrics.get("roc_auc"), "ci95": metrics.get("roc_auc_ci95")}
+    return {
+        "epochs": len(rows),
+        "best_val_auc": aucs[best],
+        "best_epoch": best + 1,
+        "sklearn_auc": metrics.get("roc_auc"),
+        "ci95": metrics.get("roc_auc_ci95"),
+    }
 
 
 def report(work_dir: str, runs: dict | None = None) -> None:
@@ -70,13 +110,19 @@ def report(work_dir: str, runs: dict | None = None) -> None:
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, s, models in (("hyperband", hb, hb["trials"]), ("seed config", seed, 1)):
         r = runs.get(name.split()[0], {})
-        print(f"| {name} | {r.get('cpu_s', '')} | {r.get('wall_s', '')} | {models} | {s['epochs']} | "
-              f"{s['best_val_auc']:.4f} (epoch {s['best_epoch']}) |")
-    print(f"\nhyperband best (trial {hb['best_trial']}): {json.dumps(hb['best'])}; largest RSS after a trial "
-          f"{hb['max_rss_mib']} MiB")
+        print(
+            f"| {name} | {r.get('cpu_s', '')} | {r.get('wall_s', '')} | {models} | {s['epochs']} | "
+            f"{s['best_val_auc']:.4f} (epoch {s['best_epoch']}) |"
+        )
+    print(
+        f"\nhyperband best (trial {hb['best_trial']}): {json.dumps(hb['best'])}; largest RSS after a trial "
+        f"{hb['max_rss_mib']} MiB"
+    )
     if seed["sklearn_auc"] is not None:
-        print(f"seed config, best weights, scikit-learn ROC AUC on validation: {seed['sklearn_auc']:.4f} "
-              f"[{seed['ci95'][0]:.4f}, {seed['ci95'][1]:.4f}]")
+        print(
+            f"seed config, best weights, scikit-learn ROC AUC on validation: {seed['sklearn_auc']:.4f} "
+            f"[{seed['ci95'][0]:.4f}, {seed['ci95'][1]:.4f}]"
+        )
 
 
 def main(argv=None):
@@ -98,8 +144,16 @@ def main(argv=None):
     for name, cmd in commands(a).items():
         print(" ".join(cmd), flush=True)
         log = open(os.path.join(a.work_dir, f"{name}.log"), "w")  # noqa: SIM115 (closed with the process)
-        procs[name] = (subprocess.Popen(["/usr/bin/time", "-f", "%e %U %S %M", "-o", f"{a.work_dir}/{name}.time", *cmd],
-                                        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), log)
+        procs[name] = (
+            subprocess.Popen(
+                ["/usr/bin/time", "-f", "%e %U %S %M", "-o", f"{a.work_dir}/{name}.time", *cmd],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+            ),
+            log,
+        )
     runs = {}
     for name, (proc, log) in procs.items():
         if proc.wait() != 0:

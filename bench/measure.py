@@ -100,4 +100,6 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{os.cpu_count()} CPU cores ({model}), {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {mem_kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    )

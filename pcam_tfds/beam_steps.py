@@ -44,8 +44,9 @@ class _CountUnused(beam.DoFn):
         return ()
 
 
-def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None,
-                       validation_dir=None):
+def split_pcollections(
+    pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, validation_dir=None
+):
     """Returns {'train', 'validation', 'test'} PCollections of (key, example) for TFDS to write.
 
     validation_dir: a beam_jobs.validate output to reuse instead of validating; it is checked
@@ -56,7 +57,8 @@ def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, samp
         validated.copy_outputs(validation_dir, checks_dir)
         records = (
             pipeline
-            | "ReadManifest" >> beam.io.ReadFromParquet(layout.join(checks_dir, validated.MANIFEST), columns=validated.COLUMNS)
+            | "ReadManifest"
+            >> beam.io.ReadFromParquet(layout.join(checks_dir, validated.MANIFEST), columns=validated.COLUMNS)
             | "ToRecord" >> beam.Map(validated.record_from_row, data_dir=data_dir)
         )
     else:
@@ -81,7 +83,9 @@ def split_pcollections(pipeline, data_dir, checks_dir, validation_fraction, samp
     )
     names = [splits.TRAIN, splits.VALIDATION, layout.TEST, splits.UNUSED]
     parts = valid | "BySplit" >> beam.Partition(
-        lambda f, n, assignment: names.index(_split_of(f, assignment)), len(names), assignment=beam.pvalue.AsSingleton(assignment)
+        lambda f, n, assignment: names.index(_split_of(f, assignment)),
+        len(names),
+        assignment=beam.pvalue.AsSingleton(assignment),
     )
     # Patches outside a sampled config's sample are only counted, for the accounting check.
     _ = parts[names.index(splits.UNUSED)] | "CountUnused" >> beam.ParDo(_CountUnused())

@@ -68,8 +68,9 @@ class FolderLock:
 
     def _describe(self, owner: dict) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
-        return (f"pid {owner.get('pid')} on host {owner.get('host')} since {started}"
-                + (f" ({owner['command']})" if owner.get("command") else ""))
+        return f"pid {owner.get('pid')} on host {owner.get('host')} since {started}" + (
+            f" ({owner['command']})" if owner.get("command") else ""
+        )
 
     def acquire(self) -> FolderLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,10 @@ def _open(path: str):
 
     if not os.path.exists(path):
         hint = " (found the .gz: gunzip it first)" if os.path.exists(path + ".gz") else ""
-        raise FileNotFoundError(f"{path}: no such file{hint}; the PCam HDF5 layout is "
-                                "camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5")
+        raise FileNotFoundError(
+            f"{path}: no such file{hint}; the PCam HDF5 layout is "
+            "camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5"
+        )
     try:
         return h5py.File(path, "r")
     except OSError as e:
@@ -58,8 +60,9 @@ def check_split(data_dir: str, name: str) -> int:
         if x.shape[1:] != (96, 96, 3) or x.dtype != np.uint8:
             raise ValueError(f"{x_path}: dataset 'x' is {x.shape} {x.dtype}, expected (N, 96, 96, 3) uint8")
         if y.shape[:1] != x.shape[:1] or int(np.prod(y.shape[1:], dtype=np.int64)) != 1:
-            raise ValueError(f"{y_path}: dataset 'y' is {y.shape}, expected one label per patch of {x_path} "
-                             f"({x.shape[0]}, 1, 1, 1)")
+            raise ValueError(
+                f"{y_path}: dataset 'y' is {y.shape}, expected one label per patch of {x_path} ({x.shape[0]}, 1, 1, 1)"
+            )
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{y_path}: labels are {y.dtype}, expected integers")
         return int(x.shape[0])
@@ -84,8 +87,15 @@ def scan_labels(data_dir: str, sizes: dict[str, int]) -> list[dict]:
         with _open(file_path(data_dir, name, "y")) as fy:
             labels = np.asarray(fy["y"][:]).reshape(-1)
         for i in np.flatnonzero((labels != 0) & (labels != 1)):
-            rejected.append({"source": name, "id": f"{name}_{i:06d}", "path": file_path(data_dir, name, "y"),
-                             "reason": BAD_LABEL, "detail": f"label {int(labels[i])}, expected 0 or 1"})
+            rejected.append(
+                {
+                    "source": name,
+                    "id": f"{name}_{i:06d}",
+                    "path": file_path(data_dir, name, "y"),
+                    "reason": BAD_LABEL,
+                    "detail": f"label {int(labels[i])}, expected 0 or 1",
+                }
+            )
     return rejected
 
 
@@ -106,18 +116,24 @@ def write_validation(checks_dir: str, data_dir: str, sizes: dict[str, int], reje
         "valid": total - len(rejected),
         "rejected": len(rejected),
         "rejected_by_reason": dict(sorted(by_reason.items())),
-        "by_split": {FILE_SPLITS[n]: {"total": sizes[n], "valid": sizes[n] - bad_per_split[n],
-                                      "rejected": bad_per_split[n]} for n in sizes},
+        "by_split": {
+            FILE_SPLITS[n]: {"total": sizes[n], "valid": sizes[n] - bad_per_split[n], "rejected": bad_per_split[n]}
+            for n in sizes
+        },
     }
     lines = [",".join(validate.REJECTED_HEADER)]
     lines += [validate.csv_line(["patch", r["source"], r["id"], r["path"], r["reason"], r["detail"]]) for r in rejected]
     validate.write_lines(os.path.join(checks_dir, "rejected.csv"), lines)
     validate.write_text(os.path.join(checks_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    rows = "\n".join(f"| {s} | {v['total']:,} | {v['valid']:,} | {v['rejected']:,} |" for s, v in summary["by_split"].items())
-    validate.write_text(os.path.join(checks_dir, "report.md"),
-                        f"# PCam HDF5 validation\n\nSource: `{data_dir}`\n\n| split | patches | valid | rejected |\n"
-                        f"| --- | ---: | ---: | ---: |\n{rows}\n\nRejected patches by reason: "
-                        f"{summary['rejected_by_reason'] or 'none'} (listed in rejected.csv).\n")
+    rows = "\n".join(
+        f"| {s} | {v['total']:,} | {v['valid']:,} | {v['rejected']:,} |" for s, v in summary["by_split"].items()
+    )
+    validate.write_text(
+        os.path.join(checks_dir, "report.md"),
+        f"# PCam HDF5 validation\n\nSource: `{data_dir}`\n\n| split | patches | valid | rejected |\n"
+        f"| --- | ---: | ---: | ---: |\n{rows}\n\nRejected patches by reason: "
+        f"{summary['rejected_by_reason'] or 'none'} (listed in rejected.csv).\n",
+    )
     return summary
 
 
@@ -167,6 +183,10 @@ def beam_split_pcollections(pipeline, data_dir: str, checks_dir: str) -> dict:
                 counter.inc()
                 yield key, example
 
-        out[split] = (pipeline | f"Chunks_{split}" >> beam.Create(chunks({name: sizes[name]}))
-                      | f"Reshuffle_{split}" >> beam.Reshuffle() | f"Read_{split}" >> beam.FlatMap(examples))
+        out[split] = (
+            pipeline
+            | f"Chunks_{split}" >> beam.Create(chunks({name: sizes[name]}))
+            | f"Reshuffle_{split}" >> beam.Reshuffle()
+            | f"Read_{split}" >> beam.FlatMap(examples)
+        )
     return out

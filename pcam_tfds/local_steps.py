@@ -94,14 +94,17 @@ class LocalValidation:
         lines += [validate.rejected_file_line(f) for f in self.files if not f["valid"]]
         lines += [validate.rejected_row_line(r) for r in self.rejected_rows]
         validate.write_lines(os.path.join(output_dir, "rejected.csv"), lines)
-        dup_lines = [validate.DUPLICATES_HEADER] + [line for g in self.duplicates for line in validate.duplicate_lines(g)]
+        dup_lines = [validate.DUPLICATES_HEADER] + [
+            line for g in self.duplicates for line in validate.duplicate_lines(g)
+        ]
         validate.write_lines(os.path.join(output_dir, "duplicates.csv"), dup_lines)
         validate.write_summary_files(summary, output_dir, self.data_dir)
         return summary
 
 
-def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None,
-                     validation_dir=None):
+def split_generators(
+    data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None, validation_dir=None
+):
     """Returns {'train', 'validation', 'test'}: generators of (key, example).
 
     `counts` (a dict) receives the number of examples each generator yielded. `validation_dir`: a
@@ -118,8 +121,13 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
         verb = "validated"
     logging.info(
         "%s %d files in %.1f s: %d valid, %d rejected %s; listed in %s",
-        verb, summary["total"], time.monotonic() - start, summary["valid"], summary["rejected"],
-        summary["rejected_by_reason"], checks_dir,
+        verb,
+        summary["total"],
+        time.monotonic() - start,
+        summary["valid"],
+        summary["rejected"],
+        summary["rejected_by_reason"],
+        checks_dir,
     )
     if len(files) != summary["total"]:
         raise validate.AccountingError(f"{len(files)} file records but summary.json counts {summary['total']} files")
@@ -129,7 +137,8 @@ def split_generators(data_dir, checks_dir, validation_fraction, sample_fraction,
             listed = sum(f["source"] == source for f in files)
             raise ValueError(
                 f"{os.path.join(data_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
-                f"see {os.path.join(checks_dir, 'rejected.csv')}); the dataset would have an empty split")
+                f"see {os.path.join(checks_dir, 'rejected.csv')}); the dataset would have an empty split"
+            )
     assignment = splits.assign_splits(
         [(f["id"], f["label"], f["pixel_hash"]) for f in valid if f["source"] == layout.TRAIN],
         validation_fraction=validation_fraction,

@@ -51,7 +51,9 @@ class _UnionFind:
             self.parent[hi] = lo
 
 
-def units(items: Iterable[tuple[str, int, str | None]], slides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+def units(
+    items: Iterable[tuple[str, int, str | None]], slides: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
     """Groups (id, label, pixel_hash) items into units; returns {unit key: sorted ids}."""
     uf = _UnionFind()
     for id_, _, pixel_hash in items:
@@ -72,7 +74,9 @@ def _order(seed: int, salt: str, key: str) -> bytes:
     return hashlib.sha256(f"{seed}:{salt}:{key}".encode()).digest()
 
 
-def take_stratified(unit_ids: Mapping[str, list[str]], labels: Mapping[str, int], fraction: float, seed: int, salt: str) -> set[str]:
+def take_stratified(
+    unit_ids: Mapping[str, list[str]], labels: Mapping[str, int], fraction: float, seed: int, salt: str
+) -> set[str]:
     """The unit keys taken when `fraction` of each stratum's patches is taken (see module docstring)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction ({fraction}) must be in [0, 1]")

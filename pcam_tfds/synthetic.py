@@ -111,7 +111,7 @@ def _noise(rng: np.random.Generator, shape) -> np.ndarray:
     Uniform rather than Gaussian: it looks the same at this amplitude and
     numpy draws it about five times faster.
     """
-    return (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(12 ** 0.5)
+    return (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(12**0.5)
 
 
 def _smooth_noise(rng: np.random.Generator, cells: int, size: int = PATCH_SIZE) -> np.ndarray:
@@ -210,16 +210,22 @@ def _tumour_cluster(rng: np.random.Generator, in_centre: bool) -> _Nuclei:
     radius_lo, radius_hi = 3.5, 6.0
     aspect_lo, aspect_hi = 0.75, 1.3
     # Draw sizes first so placement can reject nuclei by their full extent.
-    probe = _nuclei_at(rng, np.zeros(candidates), np.zeros(candidates), (radius_lo, radius_hi),
-                       (aspect_lo, aspect_hi), (1.0, 1.7), (0.25, 0.5))
+    probe = _nuclei_at(
+        rng,
+        np.zeros(candidates),
+        np.zeros(candidates),
+        (radius_lo, radius_hi),
+        (aspect_lo, aspect_hi),
+        (1.0, 1.7),
+        (0.25, 0.5),
+    )
     extent = np.maximum(probe.rx, probe.ry) + 1.0  # +1: the anti-aliased edge and rounding
     if in_centre:
         centre = rng.uniform(40.0, 56.0, 2)
         cy, cx = centre[:, None] + rng.normal(0.0, spread, (2, candidates))
         # Nucleus centres stay inside the centre square, so every positive has
         # tumour pixels there; edges may spill a little, as real tumour does.
-        keep = ((cy >= CENTRE_START + 1) & (cy <= CENTRE_STOP - 2)
-                & (cx >= CENTRE_START + 1) & (cx <= CENTRE_STOP - 2))
+        keep = (cy >= CENTRE_START + 1) & (cy <= CENTRE_STOP - 2) & (cx >= CENTRE_START + 1) & (cx <= CENTRE_STOP - 2)
     else:
         # A cluster centre at least 8 px outside the centre square, then drop
         # any nucleus whose extent would reach into it.
@@ -227,12 +233,17 @@ def _tumour_cluster(rng: np.random.Generator, in_centre: bool) -> _Nuclei:
         outside = ~_in_centre(points[:, 0], points[:, 1], 8.0)
         centre = points[int(np.argmax(outside))] if outside.any() else np.array([6.0, 6.0])
         cy, cx = centre[:, None] + rng.normal(0.0, spread, (2, candidates))
-        keep = ((cy >= 0) & (cy <= PATCH_SIZE - 1) & (cx >= 0) & (cx <= PATCH_SIZE - 1)
-                & ~_in_centre(cy, cx, extent))
+        keep = (cy >= 0) & (cy <= PATCH_SIZE - 1) & (cx >= 0) & (cx <= PATCH_SIZE - 1) & ~_in_centre(cy, cx, extent)
     chosen = np.flatnonzero(keep)[:n]
-    return _Nuclei(cy=cy[chosen].astype(np.float32), cx=cx[chosen].astype(np.float32),
-                   ry=probe.ry[chosen], rx=probe.rx[chosen], theta=probe.theta[chosen],
-                   strength=probe.strength[chosen], rim=probe.rim[chosen])
+    return _Nuclei(
+        cy=cy[chosen].astype(np.float32),
+        cx=cx[chosen].astype(np.float32),
+        ry=probe.ry[chosen],
+        rx=probe.rx[chosen],
+        theta=probe.theta[chosen],
+        strength=probe.strength[chosen],
+        rim=probe.rim[chosen],
+    )
 
 
 def _tissue_mask(rng: np.random.Generator, label: int, away_from: np.ndarray | None) -> tuple[np.ndarray, str]:
@@ -283,16 +294,16 @@ def make_patch_with_info(rng: np.random.Generator, label: int) -> tuple[np.ndarr
     # label, so "something dark in the centre" is not enough to call tumour.
     if rng.random() < LYMPHOCYTE_RATE:
         parts.append(_lymphocyte_aggregate(rng))
-    tumour = _tumour_cluster(rng, in_centre=True) if label else (
-        _tumour_cluster(rng, in_centre=False) if decoy else None)
+    tumour = (
+        _tumour_cluster(rng, in_centre=True) if label else (_tumour_cluster(rng, in_centre=False) if decoy else None)
+    )
     background_h = _render_nuclei(_Nuclei.concat(parts))
     tumour_map = _render_nuclei(tumour) if tumour is not None else np.zeros((size, size), np.float32)
     nuclear = np.maximum(background_h, tumour_map)
     # Chromatin is granular, not flat: modulate nuclear stain pixel by pixel.
     nuclear *= 1.0 + 0.15 * _noise(rng, (size, size))
 
-    decoy_centre = (np.array([tumour.cy.mean(), tumour.cx.mean()])
-                    if decoy and tumour.cy.size else None)
+    decoy_centre = np.array([tumour.cy.mean(), tumour.cx.mean()]) if decoy and tumour.cy.size else None
     tissue, white = _tissue_mask(rng, label, decoy_centre)
 
     # Stroma: eosin with large blotches plus wavy collagen fibres that fade in
@@ -374,8 +385,11 @@ def write_layout(out_dir, num_train: int, num_test: int, seed: int, workers: int
     # Chunks small enough to balance across workers, big enough that process
     # overhead stays negligible.
     chunk = 250
-    jobs = [(str(out), seed, split, start, min(start + chunk, counts[split]))
-            for split in SPLITS for start in range(0, counts[split], chunk)]
+    jobs = [
+        (str(out), seed, split, start, min(start + chunk, counts[split]))
+        for split in SPLITS
+        for start in range(0, counts[split], chunk)
+    ]
     if workers > 1 and len(jobs) > 1:
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_write_chunk, *zip(*jobs)))
@@ -387,8 +401,7 @@ def write_layout(out_dir, num_train: int, num_test: int, seed: int, workers: int
     _write_csv(out / "train_labels.csv", rows["train"])
     # Kaggle's sample submission lists every test id with a placeholder label.
     _write_csv(out / "sample_submission.csv", [(ident, 0) for ident, _ in rows["test"]])
-    return {"train": num_train, "test": num_test,
-            "positives": sum(label for _, label in rows["train"])}
+    return {"train": num_train, "test": num_test, "positives": sum(label for _, label in rows["train"])}
 
 
 def main(argv=None) -> int:
@@ -397,13 +410,13 @@ def main(argv=None) -> int:
     parser.add_argument("--num_train", type=int, default=2000)
     parser.add_argument("--num_test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes; output is identical for any value")
+    parser.add_argument("--workers", type=int, default=1, help="processes; output is identical for any value")
     args = parser.parse_args(argv)
-    summary = write_layout(args.out_dir, args.num_train, args.num_test, args.seed,
-                           workers=max(1, args.workers))
-    print(f"wrote {summary['train']} train ({summary['positives']} positive) and "
-          f"{summary['test']} test patches to {os.fspath(args.out_dir)}")
+    summary = write_layout(args.out_dir, args.num_train, args.num_test, args.seed, workers=max(1, args.workers))
+    print(
+        f"wrote {summary['train']} train ({summary['positives']} positive) and "
+        f"{summary['test']} test patches to {os.fspath(args.out_dir)}"
+    )
     return 0
 
 

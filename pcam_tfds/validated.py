@@ -51,8 +51,14 @@ def _file_name(path: str) -> str:
 def record_from_row(row: dict, data_dir: str, folder: str | None = None) -> dict:
     """A manifest row -> the file record the build uses, its path under DATA_DIR (which may have moved)."""
     folder = folder or _folder(data_dir, row["source"])
-    return {"id": row["id"], "source": row["source"], "label": row["label"], "path": f"{folder}/{_file_name(row['path'])}",
-            "pixel_hash": row["pixel_hash"], "valid": row["valid"]}
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "label": row["label"],
+        "path": f"{folder}/{_file_name(row['path'])}",
+        "pixel_hash": row["pixel_hash"],
+        "valid": row["valid"],
+    }
 
 
 def _describe(kind: str, names: list[str]) -> str:
@@ -97,8 +103,10 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
     now = inputs_fingerprint(data_dir)["labels_csv"]
     problems = []
     if now != recorded:
-        problems.append(f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
-                        f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)")
+        problems.append(
+            f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
+            f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
+        )
     with FileSystems.open(layout.join(validation_dir, MANIFEST)) as f:
         rows = pq.read_table(f, columns=COLUMNS).to_pylist()
     for source in layout.SOURCES:
@@ -113,12 +121,17 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
                 continue
             size, mtime = listed[name]
             size_known = row["reason"] != patches.UNREADABLE  # an unreadable file's size was never read
-            if (size_known and size != row["size_bytes"]) or (mtime is not None and row["mtime_ns"] not in (None, mtime)):
+            if (size_known and size != row["size_bytes"]) or (
+                mtime is not None and row["mtime_ns"] not in (None, mtime)
+            ):
                 changed.append(f"{source}/{name}")
         gone = sorted(f"{source}/{n}" for n in seen - listed.keys())
         added = sorted(f"{source}/{n}" for n in listed.keys() - seen)
-        for kind, names in (("files gone since validation", gone), ("files added since validation", added),
-                            ("files changed since validation (size or modification time)", sorted(changed))):
+        for kind, names in (
+            ("files gone since validation", gone),
+            ("files added since validation", added),
+            ("files changed since validation (size or modification time)", sorted(changed)),
+        ):
             if names:
                 problems.append(_describe(kind, names))
     return rows, problems

@@ -42,15 +42,23 @@ def portable_runner_options(tmp_path):
     procs = []
     try:
         job = _start(
-            [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-             f"--port={job_port}", f"--staging_dir={tmp_path / 'staging'}"],
-            tmp_path / "job_service.log")
+            [
+                sys.executable,
+                "-m",
+                "apache_beam.runners.portability.local_job_service_main",
+                f"--port={job_port}",
+                f"--staging_dir={tmp_path / 'staging'}",
+            ],
+            tmp_path / "job_service.log",
+        )
         procs.append(job)
         # The pool starts each SDK worker as a bare `python`: it must be this environment's.
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         workers = _start(
             [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={worker_port}"],
-            tmp_path / "worker_pool.log", env)
+            tmp_path / "worker_pool.log",
+            env,
+        )
         procs.append(workers)
         _wait_for(job_port, job, f"local_job_service_main (log: {tmp_path / 'job_service.log'})")
         _wait_for(worker_port, workers, f"worker_pool_main (log: {tmp_path / 'worker_pool.log'})")

@@ -87,14 +87,28 @@ def make_with_problems(folder: Path) -> dict:
         "valid": 38 + 11,
         "rejected": len(bad) + 3,
         "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
-        "by_source": {"test": {"total": 11, "valid": 11, "rejected": 0}, "train": {"total": 48, "valid": 38, "rejected": 10}},
+        "by_source": {
+            "test": {"total": 11, "valid": 11, "rejected": 0},
+            "train": {"total": 48, "valid": 38, "rejected": 10},
+        },
         "train_labels": dict(sorted(labels.items())),
         "label_rows": {
             "total": 40 + len(bad) + 4,
             "matched": 38 + len(bad),
             "rejected": 6,
-            "rejected_by_reason": {"bad_label": 1, "duplicate_id": 2, "malformed_row": 1, "missing_file": 1, "unsafe_id": 1},
+            "rejected_by_reason": {
+                "bad_label": 1,
+                "duplicate_id": 2,
+                "malformed_row": 1,
+                "missing_file": 1,
+                "unsafe_id": 1,
+            },
         },
-        "duplicate_groups": {"within_train": 1, "within_test": 0, "across_train_test": 1, "conflicting_labels": 0,
-                             "files_in_groups": 4},
+        "duplicate_groups": {
+            "within_train": 1,
+            "within_test": 0,
+            "across_train_test": 1,
+            "conflicting_labels": 0,
+            "files_in_groups": 4,
+        },
     }

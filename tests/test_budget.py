@@ -43,18 +43,34 @@ def test_budget_stop_ends_fit_after_a_batch_and_still_validates():
     model.compile("sgd", "mse")
     batches = []
     counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
-    history = model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y), verbose=0,
-                        callbacks=[BudgetStop(Budget(wall_s=1e-6)), counter])
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=5,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[BudgetStop(Budget(wall_s=1e-6)), counter],
+    )
     assert history.epoch == [0] and batches == [0]
     assert "val_loss" in history.history
 
 
 @pytest.mark.slow
 def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_data, tmp_path):  # noqa: F811
-    cfg = config_lib.validate(config_lib.TrainConfig(
-        model="baseline", data_dir=str(pcam_data["tfds"]), model_dir=str(tmp_path), epochs=3, batch_size=16,
-        steps_per_epoch=2, augment="none", max_minutes=1e-6, verbose="0",
-    ))
+    cfg = config_lib.validate(
+        config_lib.TrainConfig(
+            model="baseline",
+            data_dir=str(pcam_data["tfds"]),
+            model_dir=str(tmp_path),
+            epochs=3,
+            batch_size=16,
+            steps_per_epoch=2,
+            augment="none",
+            max_minutes=1e-6,
+            verbose="0",
+        )
+    )
     config_lib.write(cfg)
     train.run(cfg)
     state = json.loads((tmp_path / train.STATE_DIR / train.STATE_FILE).read_text())
@@ -71,8 +87,17 @@ def _func_graphs() -> int:
 
 @pytest.mark.slow
 def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data, tmp_path, monkeypatch):  # noqa: F811
-    common = dict(data_dir=str(pcam_data["tfds"]), space="seed", epochs=2, steps_per_epoch=2, batch_size=8,
-                  augment="none", shuffle_buffer=64, verbose="0", max_trials=3)
+    common = dict(
+        data_dir=str(pcam_data["tfds"]),
+        space="seed",
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=8,
+        augment="none",
+        shuffle_buffer=64,
+        verbose="0",
+        max_trials=3,
+    )
     gc.collect()
     graphs_before = _func_graphs()
     before = hypermodel._custom_gradient_names()

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 def build(manual_dir, data_dir, beam_args, config="full"):
     builder = Builder(data_dir=str(data_dir), config=config)
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), beam_options=PipelineOptions(beam_args))
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir), beam_options=PipelineOptions(beam_args)
+        )
     )
     return builder
 
@@ -38,7 +40,9 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_worker(folder, tmp_path_factory):
-    return members(build(folder, tmp_path_factory.mktemp("tfds1"), ["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
+    return members(
+        build(folder, tmp_path_factory.mktemp("tfds1"), ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    )
 
 
 def test_splits_are_disjoint_complete_and_stratified(folder, one_worker):

@@ -26,9 +26,15 @@ def test_thresholds_and_calibration_metrics_have_exact_values():
     assert m["average_precision"] == pytest.approx(0.25 * (1 + 1 + 1 + 0.8))
     assert m["brier"] == pytest.approx((0.01 + 0.04 + 0.09 + 0.36 + 0.36 + 0.09 + 0.04 + 0.01) / 8)
     assert m["ece"] == pytest.approx(2.4 / 8)  # every score in its own bin: the mean |label - score|
-    assert m["at_threshold"]["youden"] == {"threshold": pytest.approx(0.7), "accuracy": 0.875, "precision": 1.0,
-                                           "recall": 0.75, "f1": pytest.approx(6 / 7), "specificity": 1.0,
-                                           "confusion_matrix": [[4, 0], [1, 3]]}
+    assert m["at_threshold"]["youden"] == {
+        "threshold": pytest.approx(0.7),
+        "accuracy": 0.875,
+        "precision": 1.0,
+        "recall": 0.75,
+        "f1": pytest.approx(6 / 7),
+        "specificity": 1.0,
+        "confusion_matrix": [[4, 0], [1, 3]],
+    }
     assert m["at_threshold"]["f1"]["confusion_matrix"] == [[3, 1], [0, 4]]
     assert m["at_threshold"]["0.5"]["accuracy"] == m["accuracy"] == 0.75
     # Given thresholds are applied, not re-chosen.
@@ -94,8 +100,12 @@ def test_compare_tests_runs_pairwise_and_skips_folders_that_are_not_runs(tmp_pat
     assert result["skipped"] and "tune_hb" in result["skipped"][0]
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == result
     assert "Skipped (not runs)" in (tmp_path / "out" / "results.md").read_text()
-    proc = run_module("trainer.compare", *(str(p) for p in sorted((tmp_path / "runs").iterdir())),
-                      f"--output_dir={tmp_path / 'cli'}", timeout=300)
+    proc = run_module(
+        "trainer.compare",
+        *(str(p) for p in sorted((tmp_path / "runs").iterdir())),
+        f"--output_dir={tmp_path / 'cli'}",
+        timeout=300,
+    )
     assert "skipped" in proc.stderr and (tmp_path / "cli" / "results.md").exists()
 
 
@@ -146,10 +156,16 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
         (folder / f"{r['id']}.tif").symlink_to(kaggle / "train" / f"{r['id']}.tif")
     with open(labels_csv, "w") as f:
         f.write("id,label\n" + "".join(f"{r['id']},{r['label']}\n" for r in readable))
-    run_module("trainer.evaluate", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--labels={labels_csv}",
-               f"--output_dir={tmp_path / 'eval'}")
-    run_module("trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}",
-               f"--output={tmp_path / 'sub.csv'}")
+    run_module(
+        "trainer.evaluate",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        f"--labels={labels_csv}",
+        f"--output_dir={tmp_path / 'eval'}",
+    )
+    run_module(
+        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={tmp_path / 'sub.csv'}"
+    )
     with open(tmp_path / "sub.csv") as f:
         probs = {r["id"]: float(r["label"]) for r in csv.DictReader(f)}
     truth = {r["id"]: int(r["label"]) for r in readable}
@@ -166,11 +182,22 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
     assert m["at_threshold"]["youden"]["threshold"] == validation["youden"]["threshold"]  # chosen on validation
     for name in ("error_gallery.png", "gradcam_gallery.png", "reliability.png", "precision_recall.png"):
         assert (tmp_path / "eval" / name).read_bytes()[:4] == b"\x89PNG", name
-    hard = run_module("trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", "--hard_labels=youden",
-                      "--calibrate", f"--output={tmp_path / 'hard.csv'}")
+    hard = run_module(
+        "trainer.predict",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        "--hard_labels=youden",
+        "--calibrate",
+        f"--output={tmp_path / 'hard.csv'}",
+    )
     assert "0/1 labels" in hard.stdout
     with open(tmp_path / "hard.csv") as f:
         assert {r["label"] for r in csv.DictReader(f)} <= {"0", "1"}
-    missing = run_module("trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}",
-                         f"--output={tmp_path / 'no' / 'such' / 'sub.csv'}", check=False)
+    missing = run_module(
+        "trainer.predict",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        f"--output={tmp_path / 'no' / 'such' / 'sub.csv'}",
+        check=False,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -35,7 +35,8 @@ print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
     images = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
     # model.keras run as a graph, as the SavedModel runs (a bfloat16 model rounds differently when eager).
     expected = inference.make_predict_fn([inference.load_model(str(baseline_run))], tta=False)(
-        tf.cast(images, tf.float32)).numpy()
+        tf.cast(images, tf.float32)
+    ).numpy()
     np.testing.assert_allclose(result["p"], expected, atol=1e-5)
     info = json.loads((out / "export.json").read_text())
     assert info["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 96, 96, 3]}

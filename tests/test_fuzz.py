@@ -65,7 +65,9 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
     elif kind == 3:  # the first-IFD offset or the next-IFD pointer
         where = 4 if rng.integers(0, 2) or not entries else max(entries) + 12
         if where + 4 <= len(out):
-            struct.pack_into("<I", out, where, int(rng.choice([0, 8, len(data), 0xFFFFFFFF, int(rng.integers(0, len(data)))])))
+            struct.pack_into(
+                "<I", out, where, int(rng.choice([0, 8, len(data), 0xFFFFFFFF, int(rng.integers(0, len(data)))]))
+            )
     else:  # a field type or tag changed
         if entries:
             pos = int(rng.choice(entries))
@@ -78,7 +80,9 @@ def _png(width: int, height: int, color_type: int = 2, bit_depth: int = 8) -> by
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 256)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 256)) + chunk(b"IEND", b"")
+    )
 
 
 def _jpeg(width: int, height: int) -> bytes:
@@ -89,8 +93,11 @@ def _jpeg(width: int, height: int) -> bytes:
 
 def hostile_headers() -> list[bytes]:
     sizes = [(30000, 30000), (65535, 65535), (1, 1), (96, 96), (0, 96), (4000, 4000), (96, 1 << 30)]
-    return ([_png(w, h) for w, h in sizes] + [_png(96, 96, c, d) for c, d in ((0, 16), (6, 8), (3, 8), (2, 16))]
-            + [_jpeg(w, h) for w, h in sizes if 0 < w <= 65535 and h <= 65535])
+    return (
+        [_png(w, h) for w, h in sizes]
+        + [_png(96, 96, c, d) for c, d in ((0, 16), (6, 8), (3, 8), (2, 16))]
+        + [_jpeg(w, h) for w, h in sizes if 0 < w <= 65535 and h <= 65535]
+    )
 
 
 def corpus(size: int, seed: int = 0) -> list[bytes]:

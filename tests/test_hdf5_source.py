@@ -35,14 +35,22 @@ def write_h5(folder, sizes=SIZES, bad=BAD, x_shape=(96, 96, 3)):
 
 def build(manual_dir, data_dir, beam_args=None):
     builder = Builder(data_dir=str(data_dir), config="hdf5")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir), beam_options=PipelineOptions(beam_args) if beam_args else None))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir), beam_options=PipelineOptions(beam_args) if beam_args else None
+        )
+    )
     return builder
 
 
 def read_back(builder) -> dict[str, dict[str, tuple[int, bytes]]]:
-    return {split: {ex["id"].decode(): (int(ex["label"]), ex["image"].tobytes())
-                    for ex in tfds.as_numpy(builder.as_dataset(split=split))} for split in builder.info.splits}
+    return {
+        split: {
+            ex["id"].decode(): (int(ex["label"]), ex["image"].tobytes())
+            for ex in tfds.as_numpy(builder.as_dataset(split=split))
+        }
+        for split in builder.info.splits
+    }
 
 
 @pytest.mark.slow
@@ -57,7 +65,9 @@ def test_hdf5_build_keeps_the_files_splits_and_lists_bad_labels(tmp_path):
     with open(local.data_path / "validate" / "rejected.csv") as f:
         rejected = list(csv.DictReader(f))
     assert [(r["id"], r["reason"], r["detail"]) for r in rejected] == [
-        ("train_000004", "bad_label", "label 2, expected 0 or 1"), ("test_000000", "bad_label", "label 255, expected 0 or 1")]
+        ("train_000004", "bad_label", "label 2, expected 0 or 1"),
+        ("test_000000", "bad_label", "label 255, expected 0 or 1"),
+    ]
     assert read_back(build(folder, tmp_path / "beam", ["--direct_running_mode=in_memory"])) == got
 
 

@@ -61,8 +61,17 @@ def test_resolve_labels_a_file_with_one_row():
         ([_file(valid=False, reason="truncated")], [_row(1)], ["truncated"], []),
         ([_file(valid=False, reason="truncated")], [], ["truncated"], []),
     ],
-    ids=["no-row", "no-file", "bad-label", "two-rows", "two-files", "train-and-test", "labelled-test", "bad-file",
-         "bad-file-no-row"],
+    ids=[
+        "no-row",
+        "no-file",
+        "bad-label",
+        "two-rows",
+        "two-files",
+        "train-and-test",
+        "labelled-test",
+        "bad-file",
+        "bad-file-no-row",
+    ],
 )
 def test_resolve_rejects_with_the_right_reason(files, rows, file_reasons, row_reasons):
     out_files, bad_rows = layout.resolve_id("x", files, rows)

@@ -37,8 +37,9 @@ def test_a_built_dataset_over_changed_inputs_is_refused_not_reused(tmp_path):
         Builder(data_dir=str(tmp_path / "tfds"), config="full").download_and_prepare(download_config=config)
     message = str(info.value)
     assert gone.name in message and "train_labels.csv changed" in message and "--overwrite" in message
-    overwrite = tfds.download.DownloadConfig(manual_dir=str(kaggle),
-                                             download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+    overwrite = tfds.download.DownloadConfig(
+        manual_dir=str(kaggle), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+    )
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     builder.download_and_prepare(download_config=overwrite)
     assert builder.info.splits["train"].num_examples + builder.info.splits["validation"].num_examples == 10

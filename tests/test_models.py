@@ -97,14 +97,19 @@ def test_batch_norm_of_a_base_trained_from_scratch_updates_its_statistics():
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     model = models.build("resnet50", input_shape=(32, 32, 3), weights=None)
     transfer.unfreeze_base(model, None, train_batch_norm=True)
-    bn = next(layer for layer in model.get_layer(transfer.BASE_LAYER).layers
-              if isinstance(layer, keras.layers.BatchNormalization))
+    bn = next(
+        layer
+        for layer in model.get_layer(transfer.BASE_LAYER).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     before = np.array(bn.moving_mean)
     model(x, training=True)
     assert not np.allclose(before, np.array(bn.moving_mean))
 
 
-@pytest.mark.parametrize(("mode", "app"), [("caffe", keras.applications.resnet50), ("torch", keras.applications.densenet)])
+@pytest.mark.parametrize(
+    ("mode", "app"), [("caffe", keras.applications.resnet50), ("torch", keras.applications.densenet)]
+)
 def test_preprocessing_layer_matches_keras_applications(mode, app):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     got = keras.ops.convert_to_numpy(transfer.ImagenetPreprocess(mode)(x))

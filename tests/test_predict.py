@@ -25,8 +25,19 @@ def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
     from trainer import predict
 
     out = tmp_path / "submission.csv"
-    assert predict.main(["--model_dir", str(baseline_run), str(baseline_run), "--tta",
-                         f"--data_dir={pcam_data['tfds']}", f"--output={out}"]) == 0
+    assert (
+        predict.main(
+            [
+                "--model_dir",
+                str(baseline_run),
+                str(baseline_run),
+                "--tta",
+                f"--data_dir={pcam_data['tfds']}",
+                f"--output={out}",
+            ]
+        )
+        == 0
+    )
     probs = _read(out)
     assert set(probs) == _test_ids(pcam_data)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
@@ -40,10 +51,15 @@ def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tm
     from trainer import predict
 
     from_dir, from_tfds = tmp_path / "dir.csv", tmp_path / "tfds.csv"
-    assert predict.main([f"--model_dir={baseline_run}", f"--input_dir={pcam_data['kaggle'] / 'test'}",
-                         f"--output={from_dir}"]) == 0
-    assert predict.main([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}",
-                         f"--output={from_tfds}"]) == 0
+    assert (
+        predict.main(
+            [f"--model_dir={baseline_run}", f"--input_dir={pcam_data['kaggle'] / 'test'}", f"--output={from_dir}"]
+        )
+        == 0
+    )
+    assert (
+        predict.main([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}", f"--output={from_tfds}"]) == 0
+    )
     a, b = _read(from_dir), _read(from_tfds)
     assert set(a) == set(b) == _test_ids(pcam_data)
     assert max(abs(a[k] - b[k]) for k in a) < 1e-5
@@ -56,17 +72,25 @@ def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_pa
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     out = tmp_path / "submission.csv"
-    proc = run_module("trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}",
-                      check=False)
+    proc = run_module(
+        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}", check=False
+    )
     assert proc.returncode == 1 and "broken.tif" in proc.stderr and not out.exists()
-    proc = run_module("trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}",
-                      "--allow_rejected")
+    proc = run_module(
+        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}", "--allow_rejected"
+    )
     assert len(_read(out)) == 5
     rejected = (tmp_path / "submission.csv.rejected.csv").read_text()
     assert "broken.tif" in rejected and "1 unreadable" in proc.stderr
 
 
 def test_predict_needs_a_finished_run(tmp_path, pcam_data):  # noqa: F811
-    proc = run_module("trainer.predict", f"--model_dir={tmp_path}", f"--data_dir={pcam_data['tfds']}",
-                      f"--output={tmp_path / 's.csv'}", check=False, timeout=120)
+    proc = run_module(
+        "trainer.predict",
+        f"--model_dir={tmp_path}",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--output={tmp_path / 's.csv'}",
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "model.keras does not exist" in proc.stderr and "Traceback" not in proc.stderr

@@ -30,8 +30,9 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
-    (tmp_path / run_folder.LOCK_FILE).write_text(json.dumps(
-        {"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0, "command": "killed"}))
+    (tmp_path / run_folder.LOCK_FILE).write_text(
+        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": 0, "command": "killed"})
+    )
     with run_folder.RunLock(tmp_path) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     (tmp_path / run_folder.LOCK_FILE).write_text("")  # killed while writing its lock: unreadable, taken over
@@ -69,8 +70,16 @@ def test_atomic_write_replaces_whole_files(tmp_path):
 @pytest.mark.slow
 def test_typo_in_data_dir_claims_nothing_and_a_moved_dataset_resumes(pcam_data, tmp_path):  # noqa: F811
     run_dir = tmp_path / "run"
-    common = ["trainer", "--model=baseline", f"--model_dir={run_dir}", "--epochs=2", "--batch_size=16",
-              "--steps_per_epoch=2", "--augment=none", "--verbose=0"]
+    common = [
+        "trainer",
+        "--model=baseline",
+        f"--model_dir={run_dir}",
+        "--epochs=2",
+        "--batch_size=16",
+        "--steps_per_epoch=2",
+        "--augment=none",
+        "--verbose=0",
+    ]
     typo = run_module(*common, f"--data_dir={tmp_path / 'no_such_dir'}", check=False)
     assert typo.returncode == 2 and "error: --dataset=" in typo.stderr and "no_such_dir" in typo.stderr
     assert "Traceback" not in typo.stderr
@@ -91,8 +100,18 @@ def test_typo_in_data_dir_claims_nothing_and_a_moved_dataset_resumes(pcam_data, 
 @pytest.mark.slow
 def test_two_trainers_in_one_folder_one_runs_one_is_refused(pcam_data, tmp_path):  # noqa: F811
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "trainer", "--model=baseline", f"--model_dir={run_dir}", "--epochs=3",
-            "--batch_size=16", "--augment=none", "--verbose=0", f"--data_dir={pcam_data['tfds']}"]
+    args = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "--model=baseline",
+        f"--model_dir={run_dir}",
+        "--epochs=3",
+        "--batch_size=16",
+        "--augment=none",
+        "--verbose=0",
+        f"--data_dir={pcam_data['tfds']}",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

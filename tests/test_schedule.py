@@ -138,8 +138,17 @@ def test_averaged_weights_warm_up_their_momentum():
 
 
 def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:  # noqa: F811
-    values = dict(model="baseline", data_dir=str(pcam_data["tfds"]), model_dir=str(run_dir), batch_size=16,
-                  augment="none", shuffle_buffer=64, verbose="0", early_stopping_patience=0, ema=0.99)
+    values = dict(
+        model="baseline",
+        data_dir=str(pcam_data["tfds"]),
+        model_dir=str(run_dir),
+        batch_size=16,
+        augment="none",
+        shuffle_buffer=64,
+        verbose="0",
+        early_stopping_patience=0,
+        ema=0.99,
+    )
     values.update(kw)
     return config_lib.validate(config_lib.TrainConfig(**values))
 
@@ -192,7 +201,8 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
     rows = _log(tmp_path)
     assert len(rows) == plan.total_epochs
     assert [float(r["learning_rate"]) for r in rows][3:] == pytest.approx(
-        [plan.rate((i + 1) * plan.steps_per_epoch - 1) for i in range(3, len(rows))])
+        [plan.rate((i + 1) * plan.steps_per_epoch - 1) for i in range(3, len(rows))]
+    )
     final = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
     assert final == plan  # a resumed run follows the stored plan and does not refine it
 

@@ -12,7 +12,10 @@ from pcam_tfds import splits
 
 def _items(n, positive_share=0.4, seed=0):
     rng = random.Random(seed)
-    return [(hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), int(rng.random() < positive_share), f"px{i}") for i in range(n)]
+    return [
+        (hashlib.sha1(f"{seed}:{i}".encode()).hexdigest(), int(rng.random() < positive_share), f"px{i}")
+        for i in range(n)
+    ]
 
 
 def test_exact_stratified_fractions():

@@ -56,17 +56,36 @@ def test_config_round_trips_through_json(tmp_path):
 
 def test_hparams_file_maps_onto_config_fields(tmp_path):
     path = tmp_path / "best.json"
-    path.write_text(json.dumps({"learning_rate": 3e-4, "dropout": 0.3, "filters": 16, "num_blocks": 4,
-                                "batch_norm": True, "optimizer": "adamw", "weight_decay": 1e-4}))
+    path.write_text(
+        json.dumps(
+            {
+                "learning_rate": 3e-4,
+                "dropout": 0.3,
+                "filters": 16,
+                "num_blocks": 4,
+                "batch_norm": True,
+                "optimizer": "adamw",
+                "weight_decay": 1e-4,
+            }
+        )
+    )
     fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
-    assert fields == {"learning_rate": 3e-4, "dropout": 0.3, "filters": (16, 32, 64, 128), "batch_norm": True,
-                      "optimizer": "adamw", "weight_decay": 1e-4}
+    assert fields == {
+        "learning_rate": 3e-4,
+        "dropout": 0.3,
+        "filters": (16, 32, 64, 128),
+        "batch_norm": True,
+        "optimizer": "adamw",
+        "weight_decay": 1e-4,
+    }
     path.write_text(json.dumps({"learning_rate": 1e-3, "momentum": 0.9}))
     with pytest.raises(ValueError, match=r"unknown keys \['momentum'\]; allowed keys are learning_rate"):
         config_lib.read_hparams(str(path))
-    for bad, message in (({"learning_rate": "fast"}, "learning_rate='fast' must be a number"),
-                         ({"batch_norm": 1}, "batch_norm=1 must be true or false"),
-                         ({"dense": True}, "dense=True must be an integer")):
+    for bad, message in (
+        ({"learning_rate": "fast"}, "learning_rate='fast' must be a number"),
+        ({"batch_norm": 1}, "batch_norm=1 must be true or false"),
+        ({"dense": True}, "dense=True must be an integer"),
+    ):
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=message):
             config_lib.read_hparams(str(path))

@@ -19,11 +19,26 @@ def _epochs(run_dir) -> list[int]:
 
 @pytest.mark.slow
 def test_training_writes_every_output(baseline_run):  # noqa: F811
-    for name in ("config.json", "model.keras", "best.weights.h5", "training_log.csv", "metrics.json",
-                 "classification_report.txt", "val_predictions.csv", "calibration.json"):
+    for name in (
+        "config.json",
+        "model.keras",
+        "best.weights.h5",
+        "training_log.csv",
+        "metrics.json",
+        "classification_report.txt",
+        "val_predictions.csv",
+        "calibration.json",
+    ):
         assert (baseline_run / name).stat().st_size > 0, name
-    for name in ("confusion_matrix.png", "learning_curves.png", "roc_curve.png", "precision_recall.png",
-                 "reliability.png", "error_gallery.png", "gradcam_gallery.png"):
+    for name in (
+        "confusion_matrix.png",
+        "learning_curves.png",
+        "roc_curve.png",
+        "precision_recall.png",
+        "reliability.png",
+        "error_gallery.png",
+        "gradcam_gallery.png",
+    ):
         assert (baseline_run / name).read_bytes()[:4] == b"\x89PNG", name
     assert list((baseline_run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
     evaluation = b"".join(p.read_bytes() for p in (baseline_run / "logs" / "evaluation").rglob("events.out.tfevents.*"))
@@ -44,8 +59,15 @@ def test_training_writes_every_output(baseline_run):  # noqa: F811
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp_path):  # noqa: F811
-    args = ["trainer", "--model=baseline", f"--data_dir={pcam_data['tfds']}", f"--model_dir={tmp_path}",
-            "--epochs=2", "--batch_size=16", "--verbose=2"]
+    args = [
+        "trainer",
+        "--model=baseline",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--model_dir={tmp_path}",
+        "--epochs=2",
+        "--batch_size=16",
+        "--verbose=2",
+    ]
     crashed = run_module(*args, "--crash_after_epochs=1", check=False)
     assert crashed.returncode != 0 and "simulated interruption after epoch 1" in crashed.stderr
     assert _epochs(tmp_path) == [0] and not (tmp_path / "model.keras").exists()
@@ -57,8 +79,14 @@ def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp
 
 @pytest.mark.slow
 def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):  # noqa: F811
-    proc = run_module("trainer", "--model=baseline", f"--data_dir={pcam_data['tfds']}",
-                      f"--model_dir={baseline_run}", "--epochs=5", check=False)
+    proc = run_module(
+        "trainer",
+        "--model=baseline",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--model_dir={baseline_run}",
+        "--epochs=5",
+        check=False,
+    )
     assert proc.returncode != 0 and "epochs: 2 -> 5" in proc.stderr
 
 
@@ -71,7 +99,11 @@ def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):  # noqa: 
     ],
 )
 def test_bad_flag_fails_with_a_clear_message(flag, expected, tmp_path):
-    args = {"--model": "--model=baseline", "--data_dir": "--data_dir=/nonexistent", "--model_dir": f"--model_dir={tmp_path}"}
+    args = {
+        "--model": "--model=baseline",
+        "--data_dir": "--data_dir=/nonexistent",
+        "--model_dir": f"--model_dir={tmp_path}",
+    }
     args[flag.split("=")[0]] = flag
     proc = run_module("trainer", *args.values(), flag, check=False, timeout=120)
     assert proc.returncode != 0
@@ -81,8 +113,20 @@ def test_bad_flag_fails_with_a_clear_message(flag, expected, tmp_path):
 
 def test_helpfull_documents_the_flags():
     proc = run_module("trainer", "--helpfull", check=False, timeout=120)
-    for flag in ("--model", "--augment", "--weights", "--head_epochs", "--unfreeze_layers", "--mixed_precision",
-                 "--jit_compile", "--strategy", "--hparams", "--class_weights", "--steps_per_epoch", "--flagfile"):
+    for flag in (
+        "--model",
+        "--augment",
+        "--weights",
+        "--head_epochs",
+        "--unfreeze_layers",
+        "--mixed_precision",
+        "--jit_compile",
+        "--strategy",
+        "--hparams",
+        "--class_weights",
+        "--steps_per_epoch",
+        "--flagfile",
+    ):
         assert flag in proc.stdout, flag
 
 
@@ -91,8 +135,9 @@ def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):  # noqa: F81
     from trainer import compare
 
     (tmp_path / "runs" / "tuner").mkdir(parents=True)  # not a run: skipped and named
-    result = compare.compare([str(baseline_run), str(baseline_run), str(tmp_path / "runs" / "tuner")],
-                             str(tmp_path / "out"))
+    result = compare.compare(
+        [str(baseline_run), str(baseline_run), str(tmp_path / "runs" / "tuner")], str(tmp_path / "out")
+    )
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| model | ROC AUC (95% CI) | accuracy | precision | recall | F1 |" in table
     assert table.count("| baseline") == 3  # two rows, and the paired test's row
@@ -112,11 +157,23 @@ def test_gpu_check_runs_on_cpu(capsys):
 @pytest.mark.slow
 def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path):  # noqa: F811
     """Interrupted after the first fine-tuning epoch, the restart skips the head phase and finishes phase 2."""
-    cfg = config_lib.validate(config_lib.TrainConfig(
-        model="resnet50", data_dir=str(pcam_data["tfds"]), model_dir=str(tmp_path), weights="none", head_epochs=1,
-        epochs=2, batch_size=8, steps_per_epoch=1, sample_fraction=0.25, unfreeze_layers=10, augment="none",
-        crash_after_epochs=2, verbose="0",
-    ))
+    cfg = config_lib.validate(
+        config_lib.TrainConfig(
+            model="resnet50",
+            data_dir=str(pcam_data["tfds"]),
+            model_dir=str(tmp_path),
+            weights="none",
+            head_epochs=1,
+            epochs=2,
+            batch_size=8,
+            steps_per_epoch=1,
+            sample_fraction=0.25,
+            unfreeze_layers=10,
+            augment="none",
+            crash_after_epochs=2,
+            verbose="0",
+        )
+    )
     config_lib.write(cfg)
     with pytest.raises(train.SimulatedInterruption):
         train.run(cfg)

@@ -36,23 +36,37 @@ def test_defaults_build_the_trainers_default_cnn():
     assert _convs(model) == [32, 64, 128]
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
     assert model.get_layer("dropout").rate == 0.5 and model.get_layer("dense").units == 128
-    assert isinstance(model.optimizer, keras.optimizers.Adam) and not isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert isinstance(model.optimizer, keras.optimizers.Adam) and not isinstance(
+        model.optimizer, keras.optimizers.AdamW
+    )
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3) and model.optimizer.weight_decay is None
-    logs = model.evaluate(keras.ops.zeros((2, *SMALL)), keras.ops.convert_to_tensor([[0.0], [1.0]]), verbose=0,
-                          return_dict=True)
+    logs = model.evaluate(
+        keras.ops.zeros((2, *SMALL)), keras.ops.convert_to_tensor([[0.0], [1.0]]), verbose=0, return_dict=True
+    )
     assert {"loss", "accuracy", "auc"} <= set(logs)
 
 
 def test_fixed_values_override_the_space():
     hp = keras_tuner.HyperParameters()
-    fixed = {"learning_rate": 3e-4, "dropout": 0.3, "width": 16, "num_blocks": 2, "dense": 64, "batch_norm": True,
-             "optimizer": "sgd", "weight_decay": 1e-4}
+    fixed = {
+        "learning_rate": 3e-4,
+        "dropout": 0.3,
+        "width": 16,
+        "num_blocks": 2,
+        "dense": 64,
+        "batch_norm": True,
+        "optimizer": "sgd",
+        "weight_decay": 1e-4,
+    }
     for name, value in fixed.items():
         hp.Fixed(name, value)
     model = hypermodel.CNNHyperModel(SMALL, "wide").build(hp)
     assert hp.values == fixed
     assert _convs(model) == [16, 32]
-    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)] == ["bn1", "bn2"]
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)] == [
+        "bn1",
+        "bn2",
+    ]
     assert not model.get_layer("conv1").use_bias  # batch norm makes the bias redundant
     assert model.get_layer("dropout").rate == 0.3 and model.get_layer("dense").units == 64
     opt = model.optimizer
@@ -71,8 +85,15 @@ def test_seed_space_is_the_notebooks_and_wide_space_tunes_seven_names():
 
     hp = keras_tuner.HyperParameters()
     hypermodel.CNNHyperModel(SMALL, "wide").build(hp)
-    assert _tuned_names(hp) == ["learning_rate", "dropout", "width", "num_blocks", "batch_norm", "optimizer",
-                                "weight_decay"]
+    assert _tuned_names(hp) == [
+        "learning_rate",
+        "dropout",
+        "width",
+        "num_blocks",
+        "batch_norm",
+        "optimizer",
+        "weight_decay",
+    ]
     assert {p.name: p for p in hp.space}["learning_rate"].sampling == "log"
     assert set(hp.values) <= set(config_lib.HPARAM_KEYS)
 
@@ -93,8 +114,15 @@ def test_hypermodel_checks_its_facts(kwargs, message):
 def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
     """best_hyperparameters.json -> read_hparams -> TrainConfig -> train.build_model: the trial's network."""
     hp = keras_tuner.HyperParameters()
-    for name, value in {"learning_rate": 3e-4, "dropout": 0.6000000000000001, "width": 16, "num_blocks": 4,
-                        "batch_norm": True, "optimizer": "adamw", "weight_decay": 1e-5}.items():
+    for name, value in {
+        "learning_rate": 3e-4,
+        "dropout": 0.6000000000000001,
+        "width": 16,
+        "num_blocks": 4,
+        "batch_norm": True,
+        "optimizer": "adamw",
+        "weight_decay": 1e-5,
+    }.items():
         hp.Fixed(name, value)
     hm = hypermodel.CNNHyperModel(SMALL, "wide")
     trial_model = hm.build(hp)
@@ -105,8 +133,13 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
 
     fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
     cfg = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
-    assert (cfg.filters, cfg.batch_norm, cfg.dense, cfg.optimizer, cfg.batch_size) == ((16, 32, 64, 128), True, 128,
-                                                                                      "adamw", 32)
+    assert (cfg.filters, cfg.batch_norm, cfg.dense, cfg.optimizer, cfg.batch_size) == (
+        (16, 32, 64, 128),
+        True,
+        128,
+        "adamw",
+        32,
+    )
     assert (cfg.learning_rate, cfg.dropout, cfg.weight_decay) == (3e-4, 0.6, 1e-5)
     trained = train.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in trial_model.weights]
@@ -128,8 +161,11 @@ def test_restart_with_other_channel_statistics_is_refused(tmp_path):
         path.write_text(json.dumps({"groups": {"train": {"patches": 10, "mean": mean, "std": [50.0, 50.0, 50.0]}}}))
         return str(path)
 
-    a, same_values, other = (stats_file("a.json", [200.0, 150.0, 200.0]), stats_file("b.json", [200.0, 150.0, 200.0]),
-                             stats_file("c.json", [180.0, 140.0, 190.0]))
+    a, same_values, other = (
+        stats_file("a.json", [200.0, 150.0, 200.0]),
+        stats_file("b.json", [200.0, 150.0, 200.0]),
+        stats_file("c.json", [180.0, 140.0, 190.0]),
+    )
     cfg = hypermodel.TuneConfig(data_dir="d", tuner_dir=str(tmp_path / "tune"), space="seed", channel_stats=a)
     hypermodel.check_and_write_config(cfg)
     hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": same_values}))
@@ -147,10 +183,20 @@ def _trials(tuner_dir) -> list[dict]:
 
 @pytest.mark.slow
 def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):  # noqa: F811
-    cfg = hypermodel.validate(hypermodel.TuneConfig(
-        data_dir=str(pcam_data["tfds"]), tuner_dir=str(tmp_path), space="wide", max_trials=1, epochs=1,
-        steps_per_epoch=2, batch_size=8, augment="none", shuffle_buffer=64, verbose="0",
-    ))
+    cfg = hypermodel.validate(
+        hypermodel.TuneConfig(
+            data_dir=str(pcam_data["tfds"]),
+            tuner_dir=str(tmp_path),
+            space="wide",
+            max_trials=1,
+            epochs=1,
+            steps_per_epoch=2,
+            batch_size=8,
+            augment="none",
+            shuffle_buffer=64,
+            verbose="0",
+        )
+    )
     records = hypermodel.run_search(cfg)
     assert records == _trials(tmp_path)
     [trial] = records
@@ -159,7 +205,10 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
     assert (trial["epochs"], trial["best_epoch"], trial["tuner_id"]) == (1, 1, "tuner0")
     assert trial["rss_mib"] > 0 and trial["peak_rss_mib"] >= trial["rss_mib"]
     table = (tmp_path / hypermodel.TRIALS_MD).read_text()
-    assert "| trial | learning_rate | dropout | width | num_blocks | batch_norm | optimizer | weight_decay | val_auc |" in table
+    assert (
+        "| trial | learning_rate | dropout | width | num_blocks | batch_norm | optimizer | weight_decay | val_auc |"
+        in table
+    )
 
     best = config_lib.read_hparams(str(tmp_path / hypermodel.BEST_HPARAMS))
     assert best == {**{k: trial["hyperparameters"][k] for k in hypermodel.DEFAULTS}, "batch_size": 8}
@@ -173,8 +222,15 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
 
 @pytest.mark.slow
 def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):  # noqa: F811
-    args = ["trainer.tune", "--model=tuned", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tmp_path}",
-            "--tuner=random", "--space=seed", *QUICK]
+    args = [
+        "trainer.tune",
+        "--model=tuned",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--tuner_dir={tmp_path}",
+        "--tuner=random",
+        "--space=seed",
+        *QUICK,
+    ]
     run_module(*args, "--max_trials=2")
     first = _trials(tmp_path)
     assert [t["status"] for t in first] == ["COMPLETED"] * 2
@@ -197,15 +253,30 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):  # noqa: F811
     port = str(_free_port())
-    cmd = [sys.executable, "-m", "trainer.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tmp_path}",
-           "--tuner=random", "--space=wide", "--max_trials=4", *QUICK]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.tune",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--tuner_dir={tmp_path}",
+        "--tuner=random",
+        "--space=wide",
+        "--max_trials=4",
+        *QUICK,
+    ]
     procs = {}
     try:
         for tuner_id in ("chief", "tuner0", "tuner1"):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_TUNER_ID": tuner_id,
-                   "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
-            procs[tuner_id] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                               text=True)
+            env = {
+                **os.environ,
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "KERASTUNER_TUNER_ID": tuner_id,
+                "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                "KERASTUNER_ORACLE_PORT": port,
+            }
+            procs[tuner_id] = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         # The chief leaves once both workers have been told that no trial is left (it polls every 20 s).
         outputs = {tuner_id: proc.communicate(timeout=400) for tuner_id, proc in procs.items()}
     finally:

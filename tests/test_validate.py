@@ -54,7 +54,9 @@ def test_find_duplicates_transform():
         groups = p | beam.Create(files) | transforms.FindDuplicates()
         assert_that(
             groups | beam.Map(lambda g: (g["pixel_hash"], g["kind"], g["conflicting_labels"], len(g["members"]))),
-            equal_to([("x", "within_train", True, 2), ("y", "within_test", False, 2), ("z", "across_train_test", False, 2)]),
+            equal_to(
+                [("x", "within_train", True, 2), ("y", "within_test", False, 2), ("z", "across_train_test", False, 2)]
+            ),
         )
 
 
@@ -158,16 +160,32 @@ def test_a_killed_runs_beam_temp_folders_are_removed_and_a_busy_output_is_refuse
             _run(folder, out, "--direct_running_mode=in_memory")
     summary = _run(folder, out, "--direct_running_mode=in_memory")
     assert summary["total"] == 6
-    assert sorted(p.name for p in out.iterdir()) == ["duplicates.csv", "inputs.json", "manifest.parquet",
-                                                      "rejected.csv", "report.md", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "duplicates.csv",
+        "inputs.json",
+        "manifest.parquet",
+        "rejected.csv",
+        "report.md",
+        "summary.json",
+    ]
 
 
 def test_a_missing_folder_is_one_line_and_exit_2(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "beam_jobs.validate", f"--data_dir={tmp_path / 'nope'}",
-                           f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300,
-                          cwd=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_jobs.validate",
+            f"--data_dir={tmp_path / 'nope'}",
+            f"--output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in proc.stderr

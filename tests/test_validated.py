@@ -34,8 +34,11 @@ def _members(generators) -> dict[str, list[tuple[str, int]]]:
 def test_reuse_gives_the_splits_of_a_fresh_validation_and_copies_its_outputs(checked, tmp_path):
     folder, checks, expected = checked
     counts = {}
-    reused = _members(local_steps.split_generators(str(folder), str(tmp_path / "a"), counts=counts,
-                                                   validation_dir=str(checks), **SPLIT_ARGS))
+    reused = _members(
+        local_steps.split_generators(
+            str(folder), str(tmp_path / "a"), counts=counts, validation_dir=str(checks), **SPLIT_ARGS
+        )
+    )
     fresh = _members(local_steps.split_generators(str(folder), str(tmp_path / "b"), **SPLIT_ARGS))
     assert reused == fresh
     assert sum(len(v) for v in reused.values()) == expected["valid"]
@@ -93,9 +96,14 @@ def test_tfds_build_reuses_the_validation_named_by_the_environment(checked, tmp_
     folder, checks, expected = checked
     monkeypatch.setenv(validated.ENV_VAR, str(checks))
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(folder), beam_options=PipelineOptions(beam_args) if beam_args else None))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(folder), beam_options=PipelineOptions(beam_args) if beam_args else None
+        )
+    )
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
     assert sizes["train"] + sizes["validation"] == expected["by_source"]["train"]["valid"]
     assert sizes["test"] == expected["by_source"]["test"]["valid"]
-    assert (builder.data_path / "validate" / "manifest.parquet").read_bytes() == (checks / "manifest.parquet").read_bytes()
+    assert (builder.data_path / "validate" / "manifest.parquet").read_bytes() == (
+        checks / "manifest.parquet"
+    ).read_bytes()

@@ -21,8 +21,9 @@ NUM_TRAIN, NUM_TEST, SEED = 96, 24, 3
 def run_module(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m ARGS` in the repo root, output captured; fails the test with stderr when check and rc != 0."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", *args], check=False, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"python -m {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc
@@ -38,9 +39,19 @@ def pcam_data(tmp_path_factory) -> dict[str, Path]:
 
         synthetic.write_layout(str(kaggle), NUM_TRAIN, NUM_TEST, SEED)
         subprocess.run(
-            [str(Path(sys.executable).parent / "tfds"), "build", "pcam_tfds/pcam", f"--manual_dir={kaggle}",
-             f"--data_dir={tfds_dir}", "--config=full", "--beam_pipeline_options=direct_running_mode=in_memory"],
-            cwd=REPO, check=True, capture_output=True, timeout=600,
+            [
+                str(Path(sys.executable).parent / "tfds"),
+                "build",
+                "pcam_tfds/pcam",
+                f"--manual_dir={kaggle}",
+                f"--data_dir={tfds_dir}",
+                "--config=full",
+                "--beam_pipeline_options=direct_running_mode=in_memory",
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
     return {"kaggle": kaggle, "tfds": tfds_dir}
 
@@ -50,6 +61,13 @@ def baseline_run(pcam_data, tmp_path_factory) -> Path:
     """A finished two-epoch baseline run (the command end to end, in a subprocess)."""
     run_dir = tmp_path_factory.getbasetemp() / "trainer_runs" / "baseline"
     if not (run_dir / "metrics.json").exists():
-        run_module("trainer", "--model=baseline", f"--data_dir={pcam_data['tfds']}", f"--model_dir={run_dir}",
-                   "--epochs=2", "--batch_size=16", "--verbose=2")
+        run_module(
+            "trainer",
+            "--model=baseline",
+            f"--data_dir={pcam_data['tfds']}",
+            f"--model_dir={run_dir}",
+            "--epochs=2",
+            "--batch_size=16",
+            "--verbose=2",
+        )
     return run_dir

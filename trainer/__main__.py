@@ -27,40 +27,63 @@ flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, m
 flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
 
 flags.DEFINE_integer(
-    "epochs", None,
+    "epochs",
+    None,
     "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs). Default: with a time budget "
-    "(--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.")
+    "(--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.",
+)
 flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas under a distribution strategy).")
 flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (transfer models: of the frozen-base head phase).")
 flags.DEFINE_enum(
-    "schedule", "auto", ("auto", *config_lib.SCHEDULES),
+    "schedule",
+    "auto",
+    ("auto", *config_lib.SCHEDULES),
     "Learning-rate schedule. budget: warm-up, then cosine decay to 0 sized from the measured cost of an epoch so "
     "that training ends when the time budget does; cosine: warm-up and cosine decay over --epochs; constant: the "
     "seed notebook's fixed rate with early stopping. auto: budget when a time budget is given and --epochs is not, "
-    "else constant.")
+    "else constant.",
+)
 flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS, "Optimizer; sgd uses Nesterov momentum 0.9.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
-flags.DEFINE_float("ema", None, "Momentum of an exponential moving average of the weights, which is what is "
-                   "validated and saved; 0 = off. Default: 0.999 with the budget schedule (where it was measured), "
-                   "else 0.")
+flags.DEFINE_float(
+    "ema",
+    None,
+    "Momentum of an exponential moving average of the weights, which is what is "
+    "validated and saved; 0 = off. Default: 0.999 with the budget schedule (where it was measured), "
+    "else 0.",
+)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the binary cross-entropy.")
 flags.DEFINE_float("dropout", 0.5, "Dropout rate before the output layer.")
 flags.DEFINE_string(
-    "class_weights", "auto",
+    "class_weights",
+    "auto",
     "Loss weights of label 0 and label 1 as 'W0,W1' (e.g. 1,1.5), 'none', or 'auto': the seed notebook's "
     "1,1.5 for transfer models and none for the CNNs.",
 )
-flags.DEFINE_integer("early_stopping_patience", None, "Epochs without a better val_auc before a phase stops; "
-                     "0 = never. Default: 3 with --schedule=constant, else 0 (a decaying schedule runs to its end, "
-                     "and the best epoch is kept anyway).")
-flags.DEFINE_float("max_minutes", None, "Time budget: stop after this many wall-clock minutes (checked after every "
-                   "batch; the epoch is still validated), then evaluate the best weights. The same command continues.")
-flags.DEFINE_float("max_cpu_minutes", None, "Time budget in CPU minutes of this process (all threads), as "
-                   "--max_minutes; fair when jobs share a machine.")
+flags.DEFINE_integer(
+    "early_stopping_patience",
+    None,
+    "Epochs without a better val_auc before a phase stops; "
+    "0 = never. Default: 3 with --schedule=constant, else 0 (a decaying schedule runs to its end, "
+    "and the best epoch is kept anyway).",
+)
+flags.DEFINE_float(
+    "max_minutes",
+    None,
+    "Time budget: stop after this many wall-clock minutes (checked after every "
+    "batch; the epoch is still validated), then evaluate the best weights. The same command continues.",
+)
+flags.DEFINE_float(
+    "max_cpu_minutes",
+    None,
+    "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when jobs share a machine.",
+)
 flags.DEFINE_integer("seed", 42, "Seed of weights init, shuffling and augmentation.")
 
 flags.DEFINE_enum(
-    "augment", "dihedral", config_lib.AUGMENTATIONS,
+    "augment",
+    "dihedral",
+    config_lib.AUGMENTATIONS,
     "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
     "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
 )
@@ -69,9 +92,12 @@ flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); d
 flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
 
 flags.DEFINE_enum(
-    "mixed_precision", "auto", ["auto", "on", "off", *config_lib.PRECISIONS[1:]],
+    "mixed_precision",
+    "auto",
+    ["auto", "on", "off", *config_lib.PRECISIONS[1:]],
     "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
-    "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.")
+    "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
+)
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
 flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution; auto = MirroredStrategy on >1 GPU.")
 
@@ -79,11 +105,14 @@ flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.
 flags.DEFINE_integer("dense", 128, "tuned: units of the dense layer.")
 flags.DEFINE_bool("batch_norm", False, "tuned: batch normalisation after each conv.")
 flags.DEFINE_string(
-    "channel_stats", None,
+    "channel_stats",
+    None,
     "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean and std "
-    "instead of scaled by 1/255.")
+    "instead of scaled by 1/255.",
+)
 flags.DEFINE_string(
-    "hparams", None,
+    "hparams",
+    None,
     "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(config_lib.HPARAM_KEYS) + "). "
     "They replace the defaults; flags given explicitly on the command line win over them.",
 )
@@ -98,8 +127,16 @@ flags.DEFINE_integer("crash_after_epochs", 0, "Testing aid: abort after this man
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
 
 # Flags whose value the --hparams file supplies unless they are given on the command line.
-_HPARAM_FLAGS = ("learning_rate", "dropout", "dense", "batch_norm", "optimizer", "weight_decay", "batch_size",
-                 "filters")
+_HPARAM_FLAGS = (
+    "learning_rate",
+    "dropout",
+    "dense",
+    "batch_norm",
+    "optimizer",
+    "weight_decay",
+    "batch_size",
+    "filters",
+)
 
 
 def _auto(value: str, gpu: bool) -> bool:

@@ -144,8 +144,9 @@ def hed_to_rgb(stains: tf.Tensor) -> tf.Tensor:
     return od_to_rgb(stains @ tf.constant(_RGB_FROM_HED, tf.float32))
 
 
-def hed_jitter(images: tf.Tensor, seed, scale: float = 0.2, shift: float = 0.05, brightness: float = 0.1,
-               contrast: float = 0.2) -> tf.Tensor:
+def hed_jitter(
+    images: tf.Tensor, seed, scale: float = 0.2, shift: float = 0.05, brightness: float = 0.1, contrast: float = 0.2
+) -> tf.Tensor:
     """H&E stain augmentation (Tellez et al. 2019): per image and stain, amount * U[1-scale, 1+scale] + U[-shift, shift].
 
     images: uint8 or float32 0..255 (B, H, W, 3); returns float32 0..255. The stains come from colour

@@ -32,20 +32,26 @@ class Budget:
         """A Budget from the --max_minutes / --max_cpu_minutes flags, or None when neither is set."""
         if wall_minutes is None and cpu_minutes is None:
             return None
-        return cls(None if wall_minutes is None else 60.0 * wall_minutes,
-                   None if cpu_minutes is None else 60.0 * cpu_minutes)
+        return cls(
+            None if wall_minutes is None else 60.0 * wall_minutes, None if cpu_minutes is None else 60.0 * cpu_minutes
+        )
 
     def used(self) -> dict[str, float]:
-        return {"wall_s": round(time.perf_counter() - self._wall0, 1), "cpu_s": round(time.process_time() - self._cpu0, 1)}
+        return {
+            "wall_s": round(time.perf_counter() - self._wall0, 1),
+            "cpu_s": round(time.process_time() - self._cpu0, 1),
+        }
 
     def spent(self) -> bool:
         used = self.used()
-        return ((self.wall_s is not None and used["wall_s"] >= self.wall_s)
-                or (self.cpu_s is not None and used["cpu_s"] >= self.cpu_s))
+        return (self.wall_s is not None and used["wall_s"] >= self.wall_s) or (
+            self.cpu_s is not None and used["cpu_s"] >= self.cpu_s
+        )
 
     def describe(self) -> str:
-        limits = [f"{limit:g} s {name}" for name, limit in (("wall", self.wall_s), ("CPU", self.cpu_s))
-                  if limit is not None]
+        limits = [
+            f"{limit:g} s {name}" for name, limit in (("wall", self.wall_s), ("CPU", self.cpu_s)) if limit is not None
+        ]
         used = self.used()
         return f"budget {' / '.join(limits)}; used {used['wall_s']:g} s wall, {used['cpu_s']:g} s CPU"
 

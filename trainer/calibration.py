@@ -45,15 +45,23 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
         raise ValueError(f"labels {labels.shape} and probabilities {logits.shape} must be equal, non-empty")
     if len(np.unique(labels)) < 2:
         raise ValueError("fitting a temperature needs both labels among the examples")
-    result = optimize.minimize_scalar(lambda log_t: _nll(labels, logits, float(np.exp(log_t))),
-                                      bounds=(np.log(0.05), np.log(20.0)), method="bounded",
-                                      options={"xatol": 1e-6})
+    result = optimize.minimize_scalar(
+        lambda log_t: _nll(labels, logits, float(np.exp(log_t))),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(result.x))
 
 
 def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before: dict, after: dict) -> dict:
-    record = {"temperature": temperature, "fitted_on": fitted_on, "num_examples": num_examples,
-              "before": before, "after": after}
+    record = {
+        "temperature": temperature,
+        "fitted_on": fitted_on,
+        "num_examples": num_examples,
+        "before": before,
+        "after": after,
+    }
     path = epath.Path(run_dir) / CALIBRATION_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # over an earlier finish of a resumed run
     return record
@@ -63,6 +71,8 @@ def read_temperature(run_dir) -> float:
     """RUN_DIR's fitted temperature; a clear error for runs trained before calibration existed."""
     path = epath.Path(run_dir) / CALIBRATION_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: this run has no fitted temperature (runs fit one when "
-                                "they finish; older runs do not)")
+        raise FileNotFoundError(
+            f"{path} does not exist: this run has no fitted temperature (runs fit one when "
+            "they finish; older runs do not)"
+        )
     return float(json.loads(path.read_text())["temperature"])

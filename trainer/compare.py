@@ -90,25 +90,44 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
     out = epath.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table([(label, m) for label, m, _ in runs])
-    lines = ["", f"Paired DeLong tests against the best ({best_label}), on the examples both scored:", "",
-             "| model | AUC difference (best - model) | 95% CI | p-value | examples |", "| --- | ---: | --- | ---: | ---: |"]
+    lines = [
+        "",
+        f"Paired DeLong tests against the best ({best_label}), on the examples both scored:",
+        "",
+        "| model | AUC difference (best - model) | 95% CI | p-value | examples |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
     for t in tests:
         if "note" in t:
             lines.append(f"| {t['b']} | - | - | - | {t['note']} |")
         else:
             lo, hi = t["difference_ci95"]
-            lines.append(f"| {t['b']} | {t['difference']:.4f} | {lo:.4f} to {hi:.4f} | {t['p_value']:.3g} | "
-                         f"{t['num_examples']} |")
+            lines.append(
+                f"| {t['b']} | {t['difference']:.4f} | {lo:.4f} to {hi:.4f} | {t['p_value']:.3g} | "
+                f"{t['num_examples']} |"
+            )
     n = runs[0][1]["num_examples"]
     sets = sorted({m.get("set", "validation") for _, m, _ in runs})
-    text = (f"# Results\n\n{len(runs)} runs on {', '.join(sets)}; threshold 0.5; precision, recall and F1 of the "
-            f"tumour class; {n} patches in the first run.\n\n" + table + ("\n".join(lines) + "\n" if tests else ""))
+    text = (
+        f"# Results\n\n{len(runs)} runs on {', '.join(sets)}; threshold 0.5; precision, recall and F1 of the "
+        f"tumour class; {n} patches in the first run.\n\n" + table + ("\n".join(lines) + "\n" if tests else "")
+    )
     if skipped:
         text += "\nSkipped (not runs): " + "; ".join(skipped) + "\n"
     (out / "results.md").write_text(text)
-    result = {"runs": [{"label": label, "roc_auc": m["roc_auc"], "roc_auc_ci95": m["roc_auc_ci95"],
-                        "set": m.get("set", "validation")} for label, m, _ in runs],
-              "paired_tests": tests, "skipped": skipped}
+    result = {
+        "runs": [
+            {
+                "label": label,
+                "roc_auc": m["roc_auc"],
+                "roc_auc_ci95": m["roc_auc_ci95"],
+                "set": m.get("set", "validation"),
+            }
+            for label, m, _ in runs
+        ],
+        "paired_tests": tests,
+        "skipped": skipped,
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     evaluate.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")
     return result
@@ -120,8 +139,10 @@ FLAGS = flags.FLAGS
 def main(argv) -> int:
     run_dirs = argv[1:]
     if not run_dirs:
-        print("error: give one or more run folders, e.g. python -m trainer.compare runs/* --output_dir=results",
-              file=sys.stderr)
+        print(
+            "error: give one or more run folders, e.g. python -m trainer.compare runs/* --output_dir=results",
+            file=sys.stderr,
+        )
         return 2
     try:
         result = compare(run_dirs, FLAGS.output_dir)

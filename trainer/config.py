@@ -147,8 +147,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
     if config.epochs is None:
         if config.schedule != "budget":
-            raise ValueError(f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes "
-                             "itself)")
+            raise ValueError(
+                f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes itself)"
+            )
     else:
         _positive("epochs", config.epochs, allow_zero=config.is_transfer)
     if config.schedule == "budget" and config.max_minutes is None and config.max_cpu_minutes is None:
@@ -190,7 +191,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.channel_stats and not epath.Path(config.channel_stats).exists():
-        raise ValueError(f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats")
+        raise ValueError(
+            f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats"
+        )
     if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
         raise ValueError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
     return config
@@ -212,18 +215,30 @@ def read_hparams(path: str) -> dict[str, Any]:
     for key, value in values.items():
         kind = _HPARAM_TYPES[key]
         ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
-            key == "filters" and isinstance(value, list) and value and all(isinstance(v, int) for v in value))
+            key == "filters" and isinstance(value, list) and value and all(isinstance(v, int) for v in value)
+        )
         if not ok:
             names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
             expected = names[kind[0] if isinstance(kind, tuple) else kind]
-            raise ValueError(f"--hparams={path!r}: {key}={value!r} must be {expected}"
-                             + (" or a list of integers" if key == "filters" else ""))
+            raise ValueError(
+                f"--hparams={path!r}: {key}={value!r} must be {expected}"
+                + (" or a list of integers" if key == "filters" else "")
+            )
     return values
 
 
-_HPARAM_TYPES = {"learning_rate": (float, int), "dropout": (float, int), "filters": int, "width": int,
-                 "num_blocks": int, "dense": int, "batch_norm": bool, "optimizer": str,
-                 "weight_decay": (float, int), "batch_size": int}
+_HPARAM_TYPES = {
+    "learning_rate": (float, int),
+    "dropout": (float, int),
+    "filters": int,
+    "width": int,
+    "num_blocks": int,
+    "dense": int,
+    "batch_norm": bool,
+    "optimizer": str,
+    "weight_decay": (float, int),
+    "batch_size": int,
+}
 
 
 def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +254,9 @@ def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
     width = values.get("filters", values.get("width"))
     if isinstance(width, (list, tuple)):
         if "num_blocks" in values and values["num_blocks"] != len(width):
-            raise ValueError(f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}")
+            raise ValueError(
+                f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}"
+            )
         fields["filters"] = tuple(int(w) for w in width)
     elif width is not None or "num_blocks" in values:
         width = int(width if width is not None else 32)

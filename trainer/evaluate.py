@@ -77,8 +77,14 @@ def delong_paired(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray
         p = 1.0 if diff == 0.0 else 0.0
     else:
         p = float(2 * stats.norm.sf(abs(diff) / sd))
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff,
-            "difference_ci95": [diff - 1.959964 * sd, diff + 1.959964 * sd], "p_value": p, "num_examples": int(labels.size)}
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "difference": diff,
+        "difference_ci95": [diff - 1.959964 * sd, diff + 1.959964 * sd],
+        "p_value": p,
+        "num_examples": int(labels.size),
+    }
 
 
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
@@ -142,8 +148,13 @@ def calibration_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, seed: int = 0,
-                    thresholds: dict[str, float] | None = None) -> dict:
+def compute_metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float = 0.5,
+    seed: int = 0,
+    thresholds: dict[str, float] | None = None,
+) -> dict:
     """ROC AUC (+ bootstrap 95% interval), average precision, calibration, and metrics at several thresholds.
 
     `thresholds` ({name: value}) are applied as given, e.g. those chosen on a run's validation split when
@@ -181,15 +192,20 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0
         # Rows: true label (normal, tumour); columns: predicted label.
         "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
         "thresholds_source": source,
-        "at_threshold": {name: threshold_metrics(labels, scores, t)
-                         for name, t in {"0.5": threshold, **chosen}.items()},
+        "at_threshold": {
+            name: threshold_metrics(labels, scores, t) for name, t in {"0.5": threshold, **chosen}.items()
+        },
     }
 
 
 def classification_report_text(labels, scores, threshold: float = 0.5) -> str:
     predicted = (np.asarray(scores).ravel() >= threshold).astype(int)
     return skm.classification_report(
-        np.asarray(labels).astype(int).ravel(), predicted, labels=[0, 1], target_names=CLASS_NAMES, digits=4,
+        np.asarray(labels).astype(int).ravel(),
+        predicted,
+        labels=[0, 1],
+        target_names=CLASS_NAMES,
+        digits=4,
         zero_division=0,
     )
 
@@ -236,8 +252,12 @@ def plot_reliability(labels, curves: dict[str, np.ndarray], path, title: str, bi
         scores = np.asarray(scores, dtype=np.float64).ravel()
         index = np.minimum((scores * bins).astype(int), bins - 1)
         used = [b for b in range(bins) if (index == b).any()]
-        ax.plot([scores[index == b].mean() for b in used], [labels[index == b].mean() for b in used], marker="o",
-                label=f"{name} (ECE {expected_calibration_error(labels, scores, bins):.4f})")
+        ax.plot(
+            [scores[index == b].mean() for b in used],
+            [labels[index == b].mean() for b in used],
+            marker="o",
+            label=f"{name} (ECE {expected_calibration_error(labels, scores, bins):.4f})",
+        )
     ax.set_xlabel("mean predicted tumour probability")
     ax.set_ylabel("tumour rate")
     ax.legend(loc="upper left")
@@ -266,10 +286,21 @@ def plot_gallery(rows: dict[str, list[tuple[str, np.ndarray, float, np.ndarray |
             if heat is not None:
                 ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             size = image.shape[0]
-            ax.add_patch(Rectangle((size / 3 - 0.5, size / 3 - 0.5), size / 3, size / 3, fill=False, edgecolor="lime",
-                                   linewidth=1.2))
-            ax.text(0.02, 0.02, f"p={prob:.3f}\n{patch_id[:8]}", transform=ax.transAxes, fontsize=7, color="white",
-                    va="bottom", bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0})
+            ax.add_patch(
+                Rectangle(
+                    (size / 3 - 0.5, size / 3 - 0.5), size / 3, size / 3, fill=False, edgecolor="lime", linewidth=1.2
+                )
+            )
+            ax.text(
+                0.02,
+                0.02,
+                f"p={prob:.3f}\n{patch_id[:8]}",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="white",
+                va="bottom",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0},
+            )
     fig.suptitle(title)
     _save(fig, path)
 
@@ -353,9 +384,23 @@ def read_predictions(path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, np.asarray(labels), np.asarray(scores)
 
 
-def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed: int = 0, phase_starts=(), *,
-                 set_name: str = "validation", thresholds: dict[str, float] | None = None,
-                 fit_calibration: bool = True, images_for=None, gradcam=None, gallery_size: int = 8) -> dict:
+def write_report(
+    run_dir,
+    name: str,
+    ids,
+    labels,
+    scores,
+    history_csv=None,
+    seed: int = 0,
+    phase_starts=(),
+    *,
+    set_name: str = "validation",
+    thresholds: dict[str, float] | None = None,
+    fit_calibration: bool = True,
+    images_for=None,
+    gradcam=None,
+    gallery_size: int = 8,
+) -> dict:
     """Writes metrics.json, classification_report.txt, predictions and the figures into `run_dir`; returns the metrics.
 
     set_name: which examples these are (recorded in metrics.json and the titles). thresholds: apply these
@@ -376,10 +421,20 @@ def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed
     if fit_calibration and len(np.unique(labels)) == 2:
         temperature = calibration.fit_temperature(labels, scores)
         calibrated = calibration.apply_temperature(scores, temperature)
-        m["calibration"] = calibration.write(run_dir, temperature, set_name, int(labels.size),
-                                             calibration_metrics(labels, scores), calibration_metrics(labels, calibrated))
-        plot_reliability(labels, {"as trained": scores, f"temperature {temperature:.3f}": calibrated},
-                         run_dir / "reliability.png", f"{name}: {set_name} reliability, before and after scaling")
+        m["calibration"] = calibration.write(
+            run_dir,
+            temperature,
+            set_name,
+            int(labels.size),
+            calibration_metrics(labels, scores),
+            calibration_metrics(labels, calibrated),
+        )
+        plot_reliability(
+            labels,
+            {"as trained": scores, f"temperature {temperature:.3f}": calibrated},
+            run_dir / "reliability.png",
+            f"{name}: {set_name} reliability, before and after scaling",
+        )
     else:
         plot_reliability(labels, {name: scores}, run_dir / "reliability.png", f"{name}: {set_name} reliability")
     atomic_write_text(run_dir / "metrics.json", json.dumps(m, indent=2) + "\n")
@@ -387,23 +442,30 @@ def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed
     text = f"{name}: {set_name}, threshold 0.5\n\n" + classification_report_text(labels, scores)
     for key in ("youden", "f1"):
         if key in at:
-            text += (f"\n{name}: {set_name}, {key} threshold {at[key]['threshold']:.4f} "
-                     f"({m['thresholds_source']})\n\n" + classification_report_text(labels, scores, at[key]["threshold"]))
+            text += (
+                f"\n{name}: {set_name}, {key} threshold {at[key]['threshold']:.4f} "
+                f"({m['thresholds_source']})\n\n" + classification_report_text(labels, scores, at[key]["threshold"])
+            )
     atomic_write_text(run_dir / "classification_report.txt", text)
     write_predictions(run_dir / f"{prefix}predictions.csv", ids, labels, scores)
-    plot_confusion_matrix(m["confusion_matrix"], run_dir / "confusion_matrix.png",
-                          f"{name}: {set_name} confusion matrix (threshold 0.5)")
+    plot_confusion_matrix(
+        m["confusion_matrix"], run_dir / "confusion_matrix.png", f"{name}: {set_name} confusion matrix (threshold 0.5)"
+    )
     plot_roc_curves({name: (labels, scores)}, run_dir / "roc_curve.png", f"{name}: {set_name} ROC")
     plot_precision_recall(labels, scores, run_dir / "precision_recall.png", f"{name}: {set_name} precision-recall")
     if history_csv is not None and epath.Path(history_csv).exists():
-        plot_learning_curves(read_history(history_csv), run_dir / "learning_curves.png", f"{name}: learning curves",
-                             phase_starts)
+        plot_learning_curves(
+            read_history(history_csv), run_dir / "learning_curves.png", f"{name}: learning curves", phase_starts
+        )
     if images_for is not None:
         picks = explain.pick_examples(ids, labels, scores, k=gallery_size)
         wanted = sorted({ids[i] for index in picks.values() for i in index})
         images = images_for(wanted)
-        rows = {f"most confident {kind}": [(ids[i], images[ids[i]], scores[i], None) for i in index]
-                for kind, index in picks.items() if kind != "true positives"}
+        rows = {
+            f"most confident {kind}": [(ids[i], images[ids[i]], scores[i], None) for i in index]
+            for kind, index in picks.items()
+            if kind != "true positives"
+        }
         plot_gallery(rows, run_dir / "error_gallery.png", f"{name}: {set_name} errors (centre 32x32 outlined)")
         if gradcam is not None:
             rows = {}
@@ -413,8 +475,9 @@ def write_report(run_dir, name: str, ids, labels, scores, history_csv=None, seed
                     continue
                 heat = gradcam(np.stack([images[ids[i]] for i in chosen]).astype(np.float32))
                 rows[kind] = [(ids[i], images[ids[i]], scores[i], h) for i, h in zip(chosen, heat)]
-            plot_gallery(rows, run_dir / "gradcam_gallery.png",
-                         f"{name}: Grad-CAM on {set_name} ({gradcam.layer_name})")
+            plot_gallery(
+                rows, run_dir / "gradcam_gallery.png", f"{name}: Grad-CAM on {set_name} ({gradcam.layer_name})"
+            )
     return m
 
 
@@ -431,8 +494,12 @@ def write_tensorboard(log_dir, labels, scores, step: int, figures=(), examples=N
 
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
-        pb = pr_summary.pb(f"{tag}/pr_curve", np.asarray(labels).astype(bool).ravel(),
-                           np.asarray(scores, np.float32).ravel(), num_thresholds=201)
+        pb = pr_summary.pb(
+            f"{tag}/pr_curve",
+            np.asarray(labels).astype(bool).ravel(),
+            np.asarray(scores, np.float32).ravel(),
+            num_thresholds=201,
+        )
         tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=step)
         for path in figures:
             if epath.Path(path).exists():
@@ -506,9 +573,20 @@ def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
     return {k: v["threshold"] for k, v in at.items() if k in ("youden", "f1")}
 
 
-def evaluate_runs(model_dirs: list[str], output_dir: str, *, input_dir: str | None = None, labels_csv: str | None = None,
-                  data_dir: str | None = None, dataset: str = "pcam/full", split: str = "validation",
-                  tta: bool = False, calibrate: bool = False, batch_size: int = 256, seed: int = 0) -> dict:
+def evaluate_runs(
+    model_dirs: list[str],
+    output_dir: str,
+    *,
+    input_dir: str | None = None,
+    labels_csv: str | None = None,
+    data_dir: str | None = None,
+    dataset: str = "pcam/full",
+    split: str = "validation",
+    tta: bool = False,
+    calibrate: bool = False,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict:
     """Predicts the set with the runs (averaged), then writes the report into output_dir; returns its metrics."""
     from trainer import calibration, data, explain, inference, predict
 
@@ -526,16 +604,19 @@ def evaluate_runs(model_dirs: list[str], output_dir: str, *, input_dir: str | No
         truth = read_labels_csv(labels_csv)
         files = predict.list_patch_files(input_dir)
         rejected: list = []
-        ids, _, probs = inference.predict_batches(models, predict.read_folder(files, batch_size, rejected), tta=tta,
-                                                  temperatures=temperatures)
+        ids, _, probs = inference.predict_batches(
+            models, predict.read_folder(files, batch_size, rejected), tta=tta, temperatures=temperatures
+        )
         if rejected:
             detail = "; ".join(f"{name}: {reason}" for name, reason, _ in rejected[:5])
             raise ValueError(f"{len(rejected)} files in --input_dir={input_dir!r} could not be read ({detail})")
         unlabelled = sorted(set(ids) - set(truth))
         missing = sorted(set(truth) - set(ids))
         if unlabelled or missing:
-            raise ValueError(f"--input_dir and --labels disagree: {len(unlabelled)} files have no label "
-                             f"(e.g. {unlabelled[:3]}), {len(missing)} labels have no file (e.g. {missing[:3]})")
+            raise ValueError(
+                f"--input_dir and --labels disagree: {len(unlabelled)} files have no label "
+                f"(e.g. {unlabelled[:3]}), {len(missing)} labels have no file (e.g. {missing[:3]})"
+            )
         labels = np.array([truth[i] for i in ids])
         by_path = {p.stem: p for p in files}
 
@@ -548,8 +629,9 @@ def evaluate_runs(model_dirs: list[str], output_dir: str, *, input_dir: str | No
     else:
         builder = data.load_builder(data_dir, dataset)
         ds = data.eval_dataset(data.split_files(builder, split), batch_size, with_ids=True)
-        ids, labels, probs = inference.predict_batches(models, ds.as_numpy_iterator(), tta=tta,
-                                                       temperatures=temperatures)
+        ids, labels, probs = inference.predict_batches(
+            models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures
+        )
         if labels is None or (labels < 0).any():
             raise ValueError(f"split {split!r} of {dataset} is unlabelled (label -1); evaluate a labelled split")
 
@@ -559,9 +641,19 @@ def evaluate_runs(model_dirs: list[str], output_dir: str, *, input_dir: str | No
         set_name = f"{dataset}:{split} ({data_dir})"
     name = models[0].name if len(models) == 1 else f"ensemble of {len(models)}"
     gradcam = explain.GradCam(models[0]) if len(models) == 1 else None
-    metrics = write_report(out, name, ids, labels, probs, seed=seed, set_name=set_name,
-                           thresholds=_run_thresholds(model_dirs), fit_calibration=False, images_for=images_for,
-                           gradcam=gradcam)
+    metrics = write_report(
+        out,
+        name,
+        ids,
+        labels,
+        probs,
+        seed=seed,
+        set_name=set_name,
+        thresholds=_run_thresholds(model_dirs),
+        fit_calibration=False,
+        images_for=images_for,
+        gradcam=gradcam,
+    )
     metrics.update({"model_dirs": list(model_dirs), "tta": tta, "calibrated": calibrate})
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -592,14 +684,26 @@ def main(argv) -> int:
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}")
     try:
-        m = evaluate_runs(f.model_dir, f.output_dir, input_dir=f.input_dir, labels_csv=f.labels, data_dir=f.data_dir,
-                          dataset=f.dataset, split=f.split, tta=f.tta, calibrate=f.calibrate, batch_size=f.batch_size)
+        m = evaluate_runs(
+            f.model_dir,
+            f.output_dir,
+            input_dir=f.input_dir,
+            labels_csv=f.labels,
+            data_dir=f.data_dir,
+            dataset=f.dataset,
+            split=f.split,
+            tta=f.tta,
+            calibrate=f.calibrate,
+            batch_size=f.batch_size,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lo, hi = m["roc_auc_ci95"]
-    print(f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
-          f"AP {m['average_precision']:.4f}, accuracy at 0.5 {m['accuracy']:.4f}; wrote {f.output_dir}/metrics.json")
+    print(
+        f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
+        f"AP {m['average_precision']:.4f}, accuracy at 0.5 {m['accuracy']:.4f}; wrote {f.output_dir}/metrics.json"
+    )
     return 0
 
 

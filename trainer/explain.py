@@ -54,7 +54,9 @@ class GradCam:
             tape.watch(maps)
             maps32 = tf.cast(maps, tf.float32)
             # Recomputed from maps32 so the tape sees the path maps -> logit in float32.
-            logits = tf.cast(pre_output, tf.float32) @ tf.cast(self._kernel, tf.float32) + tf.cast(self._bias, tf.float32)
+            logits = tf.cast(pre_output, tf.float32) @ tf.cast(self._kernel, tf.float32) + tf.cast(
+                self._bias, tf.float32
+            )
         grads = tf.cast(tape.gradient(logits, maps), tf.float32)
         weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * maps32, axis=-1))[..., None]

@@ -54,10 +54,14 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
-    info = {"model_dir": model_dir, "model": model.name, "signature": SIGNATURE,
-            "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, height, width, channels]},
-            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None]},
-            "temperature": temperature}
+    info = {
+        "model_dir": model_dir,
+        "model": model.name,
+        "signature": SIGNATURE,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, height, width, channels]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None]},
+        "temperature": temperature,
+    }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -85,14 +85,19 @@ def main(argv=None) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     mixed = bool(gpus) if args.mixed_precision == "auto" else args.mixed_precision == "on"
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    print(f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {'on' if mixed else 'off'}; "
-          f"XLA requested {args.jit_compile}; batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-          f"{args.steps} timed steps")
+    print(
+        f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {'on' if mixed else 'off'}; "
+        f"XLA requested {args.jit_compile}; batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"{args.steps} timed steps"
+    )
     print(f"{'model':<12} {'params':>11} {'images/s':>10}  compute  output   XLA")
     for name in args.models:
         r = check_model(name, args.batch_size, args.steps, args.image_size, args.jit_compile == "on", args.seed)
-        print(f"{r['model']:<12} {r['params']:>11,} {r['images_per_s']:>10.1f}  {r['compute_dtype']:<8} "
-              f"{r['output_dtype']:<8} {'compiled' if r['xla'] else 'off'}", flush=True)
+        print(
+            f"{r['model']:<12} {r['params']:>11,} {r['images_per_s']:>10.1f}  {r['compute_dtype']:<8} "
+            f"{r['output_dtype']:<8} {'compiled' if r['xla'] else 'off'}",
+            flush=True,
+        )
     return 0
 
 

@@ -128,8 +128,13 @@ class CNNHyperModel(keras_tuner.HyperModel):
         values = self.values(hp)
         fields = config_lib.hparams_to_fields(values)  # width, num_blocks -> filters, as for --hparams
         model = models.build(
-            "tuned", input_shape=self.input_shape, filters=fields["filters"], dense=fields["dense"],
-            dropout=fields["dropout"], batch_norm=fields["batch_norm"], channel_stats=self.channel_stats,
+            "tuned",
+            input_shape=self.input_shape,
+            filters=fields["filters"],
+            dense=fields["dense"],
+            dropout=fields["dropout"],
+            batch_norm=fields["batch_norm"],
+            channel_stats=self.channel_stats,
         )
         optimizer = train.make_optimizer(fields["optimizer"], fields["learning_rate"], fields["weight_decay"])
         train.compile_model(model, optimizer, self.jit_compile)
@@ -168,15 +173,28 @@ class TuneConfig:
 
 
 # May differ on a restart, or between the chief and workers of one search (paths and devices are per machine).
-_RESTART_FREE_FIELDS = ("data_dir", "tuner_dir", "channel_stats", "max_trials", "mixed_precision", "jit_compile",
-                        "verbose", "max_minutes", "max_cpu_minutes")
+_RESTART_FREE_FIELDS = (
+    "data_dir",
+    "tuner_dir",
+    "channel_stats",
+    "max_trials",
+    "mixed_precision",
+    "jit_compile",
+    "verbose",
+    "max_minutes",
+    "max_cpu_minutes",
+)
 
 
 def validate(config: TuneConfig) -> TuneConfig:
     """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    for flag, value, allowed in (("model", config.model, ("tuned",)), ("tuner", config.tuner, TUNERS),
-                                 ("space", config.space, SPACES), ("augment", config.augment, config_lib.AUGMENTATIONS),
-                                 ("verbose", config.verbose, ("auto", "0", "1", "2"))):
+    for flag, value, allowed in (
+        ("model", config.model, ("tuned",)),
+        ("tuner", config.tuner, TUNERS),
+        ("space", config.space, SPACES),
+        ("augment", config.augment, config_lib.AUGMENTATIONS),
+        ("verbose", config.verbose, ("auto", "0", "1", "2")),
+    ):
         if value not in allowed:
             raise ValueError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(allowed)}")
     if not config.data_dir:
@@ -196,7 +214,9 @@ def validate(config: TuneConfig) -> TuneConfig:
     if not 0.0 < config.sample_fraction <= 1.0:
         raise ValueError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
     if config.channel_stats and not epath.Path(config.channel_stats).exists():
-        raise ValueError(f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats")
+        raise ValueError(
+            f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats"
+        )
     return config
 
 
@@ -219,8 +239,10 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
             if f.name not in _RESTART_FREE_FIELDS and old.get(f.name) != getattr(config, f.name)
         ]
         if old.get("channel_stats_values") != record["channel_stats_values"]:
-            differ.append(f"channel statistics (--channel_stats): {old.get('channel_stats_values')} -> "
-                          f"{record['channel_stats_values']}")
+            differ.append(
+                f"channel statistics (--channel_stats): {old.get('channel_stats_values')} -> "
+                f"{record['channel_stats_values']}"
+            )
         if differ:
             raise ValueError(
                 f"{path} belongs to a search with other settings ({'; '.join(differ)}); restart with the same "
@@ -282,9 +304,15 @@ class _TrackedTuner:
     hyperparameters (and a restarted search repeats the trials an uninterrupted one would run).
     """
 
-    def __init__(self, *args, datasets: Callable[[], tuple[Any, Any]], seed: int,
-                 after_trial: Callable[[keras_tuner.Tuner], None] | None = None, budget: Budget | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        *args,
+        datasets: Callable[[], tuple[Any, Any]],
+        seed: int,
+        after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
+        budget: Budget | None = None,
+        **kwargs,
+    ):
         self._datasets = datasets
         self._seed = seed
         self._after_trial = after_trial
@@ -311,8 +339,11 @@ class _TrackedTuner:
         start = time.perf_counter()
         histories = super().run_trial(trial, train_ds, *args, validation_data=val_ds, **kwargs)
         info = {"seconds": round(time.perf_counter() - start, 1)}
-        runs = [h for h in (histories if isinstance(histories, list) else [histories])
-                if isinstance(h, keras.callbacks.History) and h.epoch]
+        runs = [
+            h
+            for h in (histories if isinstance(histories, list) else [histories])
+            if isinstance(h, keras.callbacks.History) and h.epoch
+        ]
         if runs:
             info["epochs"] = max(h.epoch[-1] + 1 for h in runs)  # Hyperband: counting epochs of earlier rounds
             best = [_best_epoch(h) for h in runs if train.MONITOR in h.history]
@@ -330,8 +361,12 @@ class _TrackedTuner:
         rss, peak = rss_mib()
         info = {
             **self._run_info.pop(trial.trial_id, {}),
-            "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "status": trial.status, "rss_mib": rss, "peak_rss_mib": peak,
+            "tuner_id": self.tuner_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "status": trial.status,
+            "rss_mib": rss,
+            "peak_rss_mib": peak,
         }
         # Written before the oracle hears of the end, so a chief that finishes on it finds the file.
         (epath.Path(self.get_trial_dir(trial.trial_id)) / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
@@ -357,14 +392,24 @@ class BayesianOptimization(_TrackedTuner, keras_tuner.BayesianOptimization):
     """keras_tuner.BayesianOptimization with the trial tracking of `_TrackedTuner`."""
 
 
-def make_tuner(config: TuneConfig, hypermodel: keras_tuner.HyperModel, datasets: Callable[[], tuple[Any, Any]],
-               after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
-               budget: Budget | None = None) -> keras_tuner.Tuner:
+def make_tuner(
+    config: TuneConfig,
+    hypermodel: keras_tuner.HyperModel,
+    datasets: Callable[[], tuple[Any, Any]],
+    after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
+    budget: Budget | None = None,
+) -> keras_tuner.Tuner:
     """The tuner of --tuner on TUNER_DIR/keras_tuner, reloading the search found there (never overwriting)."""
     common = {
-        "hypermodel": hypermodel, "objective": OBJECTIVE, "seed": config.seed,
-        "executions_per_trial": config.executions_per_trial, "directory": config.tuner_dir,
-        "project_name": PROJECT, "overwrite": False, "datasets": datasets, "after_trial": after_trial,
+        "hypermodel": hypermodel,
+        "objective": OBJECTIVE,
+        "seed": config.seed,
+        "executions_per_trial": config.executions_per_trial,
+        "directory": config.tuner_dir,
+        "project_name": PROJECT,
+        "overwrite": False,
+        "datasets": datasets,
+        "after_trial": after_trial,
         "budget": budget,
     }
     if config.tuner == "random":
@@ -383,8 +428,9 @@ def _clean(value):
 
 def best_hparams(trial, batch_size: int) -> dict[str, Any]:
     """The flat {name: value} file `python -m trainer --model=tuned --hparams=...` reads."""
-    values = {k: _clean(trial.hyperparameters.values[k]) for k in config_lib.HPARAM_KEYS
-              if k in trial.hyperparameters.values}
+    values = {
+        k: _clean(trial.hyperparameters.values[k]) for k in config_lib.HPARAM_KEYS if k in trial.hyperparameters.values
+    }
     values["batch_size"] = batch_size  # the learning rate was found at this batch size
     return values
 
@@ -395,17 +441,22 @@ def trial_records(tuner: keras_tuner.Tuner) -> list[dict[str, Any]]:
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         info_path = epath.Path(tuner.project_dir) / f"trial_{trial_id}" / RUN_INFO
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        metrics = {name: _clean(float(trial.metrics.get_last_value(name))) for name in trial.metrics.metrics
-                   if trial.metrics.get_last_value(name) is not None}
-        records.append({
-            "trial_id": trial_id,
-            "status": trial.status,
-            "score": None if trial.score is None else _clean(float(trial.score)),
-            "hyperparameters": {k: _clean(v) for k, v in trial.hyperparameters.values.items()},
-            "metrics": metrics,
-            **{k: v for k, v in info.items() if k != "status"},
-            **({"message": trial.message.strip().splitlines()[-1]} if trial.message else {}),
-        })
+        metrics = {
+            name: _clean(float(trial.metrics.get_last_value(name)))
+            for name in trial.metrics.metrics
+            if trial.metrics.get_last_value(name) is not None
+        }
+        records.append(
+            {
+                "trial_id": trial_id,
+                "status": trial.status,
+                "score": None if trial.score is None else _clean(float(trial.score)),
+                "hyperparameters": {k: _clean(v) for k, v in trial.hyperparameters.values.items()},
+                "metrics": metrics,
+                **{k: v for k, v in info.items() if k != "status"},
+                **({"message": trial.message.strip().splitlines()[-1]} if trial.message else {}),
+            }
+        )
     return records
 
 
@@ -414,15 +465,26 @@ def _markdown(records: list[dict], columns: list[str], best: dict | None) -> str
     head = ["trial", *columns, OBJECTIVE.name, "best epoch", "epochs", "status", "seconds", "RSS MiB", "tuner"]
     lines = [f"# Trials, best {OBJECTIVE.name} first", ""]
     if best:
-        lines += [f"Best: trial {best['trial_id']}, {OBJECTIVE.name} {best['score']:.4f} "
-                  f"(epoch {best.get('best_epoch', '?')} of {best.get('epochs', '?')}); `{BEST_HPARAMS}` holds its "
-                  "hyperparameters.", ""]
+        lines += [
+            f"Best: trial {best['trial_id']}, {OBJECTIVE.name} {best['score']:.4f} "
+            f"(epoch {best.get('best_epoch', '?')} of {best.get('epochs', '?')}); `{BEST_HPARAMS}` holds its "
+            "hyperparameters.",
+            "",
+        ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in ranked:
         hps = [r["hyperparameters"].get(c, "") for c in columns]
-        cells = [r["trial_id"], *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in hps),
-                 "" if r["score"] is None else f"{r['score']:.4f}", r.get("best_epoch", ""), r.get("epochs", ""),
-                 r["status"], r.get("seconds", ""), r.get("rss_mib", ""), r.get("tuner_id", "")]
+        cells = [
+            r["trial_id"],
+            *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in hps),
+            "" if r["score"] is None else f"{r['score']:.4f}",
+            r.get("best_epoch", ""),
+            r.get("epochs", ""),
+            r["status"],
+            r.get("seconds", ""),
+            r.get("rss_mib", ""),
+            r.get("tuner_id", ""),
+        ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
@@ -432,14 +494,21 @@ def write_reports(tuner: keras_tuner.Tuner, config: TuneConfig) -> list[dict[str
     out = epath.Path(config.tuner_dir)
     records = trial_records(tuner)
     # Columns: the tuned names, then Hyperband's round bookkeeping (tuner/epochs ...) if any.
-    tuned = [hp.name for hp in tuner.oracle.hyperparameters.space
-             if not isinstance(hp, keras_tuner.engine.hyperparameters.Fixed)]
-    extra = sorted({k for r in records for k in r["hyperparameters"] if k.startswith("tuner/") and k != "tuner/trial_id"})
+    tuned = [
+        hp.name
+        for hp in tuner.oracle.hyperparameters.space
+        if not isinstance(hp, keras_tuner.engine.hyperparameters.Fixed)
+    ]
+    extra = sorted(
+        {k for r in records for k in r["hyperparameters"] if k.startswith("tuner/") and k != "tuner/trial_id"}
+    )
     best_trials = tuner.oracle.get_best_trials(1)
     best = next((r for r in records if best_trials and r["trial_id"] == best_trials[0].trial_id), None)
     summary = {
         "objective": {"name": OBJECTIVE.name, "direction": OBJECTIVE.direction},
-        "tuner": config.tuner, "space": config.space, "best_trial_id": best and best["trial_id"],
+        "tuner": config.tuner,
+        "space": config.space,
+        "best_trial_id": best and best["trial_id"],
         # Every setting that decides what a trial computes, the channel statistics' values included.
         "search": json.loads((out / TUNE_CONFIG_FILE).read_text()) if (out / TUNE_CONFIG_FILE).exists() else None,
         "trials": records,
@@ -447,8 +516,9 @@ def write_reports(tuner: keras_tuner.Tuner, config: TuneConfig) -> list[dict[str
     run_folder.atomic_write_text(out / TRIALS_JSON, json.dumps(summary, indent=2) + "\n")
     run_folder.atomic_write_text(out / TRIALS_MD, _markdown(records, tuned + extra, best))
     if best_trials:
-        run_folder.atomic_write_text(out / BEST_HPARAMS,
-                                     json.dumps(best_hparams(best_trials[0], config.batch_size), indent=2) + "\n")
+        run_folder.atomic_write_text(
+            out / BEST_HPARAMS, json.dumps(best_hparams(best_trials[0], config.batch_size), indent=2) + "\n"
+        )
     else:
         logging.warning("no trial has completed yet: no %s", out / BEST_HPARAMS)
     return records
@@ -475,8 +545,14 @@ def run_search(config: TuneConfig, role: str = "standalone") -> list[dict[str, A
 
     def datasets():
         train_ds = data.train_dataset(
-            train_files, config.batch_size, config.seed, config.augment, config.shuffle_buffer,
-            config.sample_fraction, repeat=config.steps_per_epoch is not None, num_examples=num_train,
+            train_files,
+            config.batch_size,
+            config.seed,
+            config.augment,
+            config.shuffle_buffer,
+            config.sample_fraction,
+            repeat=config.steps_per_epoch is not None,
+            num_examples=num_train,
         )
         return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
 
@@ -490,15 +566,23 @@ def run_search(config: TuneConfig, role: str = "standalone") -> list[dict[str, A
     try:
         # keras-tuner gives each trial its own TensorBoard folder and logs its hyperparameters (the hparams
         # dashboard) when a TensorBoard callback is passed.
-        tuner.search(epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, shuffle=False,  # tf.data shuffles
-                     verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
-                     callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"))
+        tuner.search(
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            shuffle=False,  # tf.data shuffles
+            verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+            callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
+        )
     except BudgetSpent as e:
         logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)
     if role == "worker":
         logging.info("worker %s: the chief has no trials left", tuner.tuner_id)
         return None
     records = write_reports(tuner, config)
-    logging.info("%d trials (%d completed); results in %s", len(records),
-                 sum(r["status"] == "COMPLETED" for r in records), config.tuner_dir)
+    logging.info(
+        "%d trials (%d completed); results in %s",
+        len(records),
+        sum(r["status"] == "COMPLETED" for r in records),
+        config.tuner_dir,
+    )
     return records

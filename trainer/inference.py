@@ -56,8 +56,12 @@ def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequ
     return predict
 
 
-def predict_batches(models: Sequence[keras.Model], batches: Iterable[dict], tta: bool = False,
-                    temperatures: Sequence[float] | None = None):
+def predict_batches(
+    models: Sequence[keras.Model],
+    batches: Iterable[dict],
+    tta: bool = False,
+    temperatures: Sequence[float] | None = None,
+):
     """Runs over {"image", "id"[, "label"]} batches; returns (ids as str, labels or None, probabilities)."""
     predict = make_predict_fn(models, tta, temperatures)
     ids, labels, probs = [], [], []

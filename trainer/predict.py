@@ -39,13 +39,22 @@ def parse_args(argv):
     p.add_argument("--dataset", default="pcam/full", help="TFDS NAME/CONFIG with --data_dir (default pcam/full)")
     p.add_argument("--split", default="test", help="split to predict with --data_dir (default test)")
     p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--calibrate", action="store_true",
-                   help="apply each run's fitted temperature (calibration.json) before averaging")
-    p.add_argument("--hard_labels", metavar="youden|f1|0.5|T",
-                   help="write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
-                        "or at a number T (Kaggle scores AUC: probabilities are the default and score better)")
-    p.add_argument("--allow_rejected", action="store_true",
-                   help="predict the readable files and list unreadable ones in OUTPUT.rejected.csv")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="apply each run's fitted temperature (calibration.json) before averaging",
+    )
+    p.add_argument(
+        "--hard_labels",
+        metavar="youden|f1|0.5|T",
+        help="write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
+        "or at a number T (Kaggle scores AUC: probabilities are the default and score better)",
+    )
+    p.add_argument(
+        "--allow_rejected",
+        action="store_true",
+        help="predict the readable files and list unreadable ones in OUTPUT.rejected.csv",
+    )
     args = p.parse_args(argv)
     args.model_dir = list(args.model_dir) + list(args.run_dirs)
     if args.batch_size <= 0:
@@ -58,8 +67,10 @@ def parse_args(argv):
         if not 0.0 <= value <= 1.0:
             p.error(f"--hard_labels={args.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
     if args.hard_labels in ("youden", "f1") and len(args.model_dir) != 1:
-        p.error(f"--hard_labels={args.hard_labels} uses one run's validation threshold; an ensemble of "
-                f"{len(args.model_dir)} runs has none: give a number")
+        p.error(
+            f"--hard_labels={args.hard_labels} uses one run's validation threshold; an ensemble of "
+            f"{len(args.model_dir)} runs has none: give a number"
+        )
     return args
 
 
@@ -146,8 +157,11 @@ def main(argv=None) -> int:
 
     try:
         check_writable(args.output)
-        threshold = (hard_label_threshold(args.hard_labels, args.model_dir[0], args.calibrate)
-                     if args.hard_labels is not None else None)
+        threshold = (
+            hard_label_threshold(args.hard_labels, args.model_dir[0], args.calibrate)
+            if args.hard_labels is not None
+            else None
+        )
         temperatures = [calibration.read_temperature(d) for d in args.model_dir] if args.calibrate else None
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -168,16 +182,21 @@ def main(argv=None) -> int:
     if rejected and not args.allow_rejected:
         for name, reason, detail in rejected:
             print(f"error: {name}: {reason}: {detail}", file=sys.stderr)
-        print(f"error: {len(rejected)} unreadable input files; nothing written "
-              "(--allow_rejected predicts the rest and lists them)", file=sys.stderr)
+        print(
+            f"error: {len(rejected)} unreadable input files; nothing written "
+            "(--allow_rejected predicts the rest and lists them)",
+            file=sys.stderr,
+        )
         return 1
     if not ids:
         print("error: no patches to predict", file=sys.stderr)
         return 1
     write_submission(args.output, ids, probs, threshold)
     what = "predictions" if threshold is None else f"0/1 labels (threshold {threshold:.4f})"
-    print(f"wrote {len(ids)} {what} from {len(models)} model(s){' with TTA' if args.tta else ''}"
-          f"{', calibrated' if args.calibrate else ''} to {args.output}")
+    print(
+        f"wrote {len(ids)} {what} from {len(models)} model(s){' with TTA' if args.tta else ''}"
+        f"{', calibrated' if args.calibrate else ''} to {args.output}"
+    )
     if rejected:
         rejected_path = f"{args.output}.rejected.csv"
         with epath.Path(rejected_path).open("w") as f:

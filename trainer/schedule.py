@@ -137,8 +137,9 @@ class ScheduleCallback(keras.callbacks.Callback):
     budget schedule's length is fixed, so the caller can store it with the run's state.
     """
 
-    def __init__(self, schedule: Schedule, first_epoch: int = 0, budget=None, safety: float | None = None,
-                 on_plan=None):
+    def __init__(
+        self, schedule: Schedule, first_epoch: int = 0, budget=None, safety: float | None = None, on_plan=None
+    ):
         super().__init__()
         if schedule.kind == "budget" and not schedule.planned and budget is None:
             raise ValueError("a budget schedule needs a time budget (--max_minutes or --max_cpu_minutes)")
@@ -171,8 +172,12 @@ class ScheduleCallback(keras.callbacks.Callback):
             logs["learning_rate"] = self.schedule.rate((self._epoch + 1) * self.schedule.steps_per_epoch - 1)
         done = self._epoch + 1
         finished = self.schedule.planned and done >= self.schedule.total_epochs  # at rate 0: never extended
-        if (self.schedule.kind == "budget" and done >= CALIBRATION_EPOCHS and not finished
-                and (self._fresh or not self.schedule.planned)):
+        if (
+            self.schedule.kind == "budget"
+            and done >= CALIBRATION_EPOCHS
+            and not finished
+            and (self._fresh or not self.schedule.planned)
+        ):
             self._fresh = True  # this process fixes the plan, so it may refine it
             self._costs.append(self._epoch_cost())
             self._plan(done)
@@ -211,9 +216,15 @@ class ScheduleCallback(keras.callbacks.Callback):
             return
         logging.info(
             "budget schedule after epoch %d: %.1f s wall, %.1f s CPU an epoch (mean of %d); %s left -> %d epochs "
-            "in all (rate %.3g now, 0 at step %d)", done, cost["wall_s"], cost["cpu_s"], len(recent),
-            ", ".join(f"{v:.0f} {k}" for k, v in remaining.items() if v is not None), self.schedule.total_epochs,
-            self.schedule.rate(done * self.schedule.steps_per_epoch), self.schedule.total_steps,
+            "in all (rate %.3g now, 0 at step %d)",
+            done,
+            cost["wall_s"],
+            cost["cpu_s"],
+            len(recent),
+            ", ".join(f"{v:.0f} {k}" for k, v in remaining.items() if v is not None),
+            self.schedule.total_epochs,
+            self.schedule.rate(done * self.schedule.steps_per_epoch),
+            self.schedule.total_steps,
         )
         if self.on_plan is not None:
             self.on_plan(self.schedule)

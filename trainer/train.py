@@ -91,7 +91,9 @@ def dataset_identity(builder) -> dict:
     return {
         "name": builder.info.full_name,
         "splits": {name: split.num_examples for name, split in sorted(builder.info.splits.items())},
-        "shards": {name: [epath.Path(p).name for p in split.filepaths] for name, split in sorted(builder.info.splits.items())},
+        "shards": {
+            name: [epath.Path(p).name for p in split.filepaths] for name, split in sorted(builder.info.splits.items())
+        },
     }
 
 
@@ -103,9 +105,11 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
         recorded = json.loads(path.read_text())
         if recorded != identity:
             differ = [k for k in identity if identity[k] != recorded.get(k)]
-            raise ValueError(f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
-                             f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
-                             f"{identity['splits']}); choose a new --model_dir")
+            raise ValueError(
+                f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
+                f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
+                f"{identity['splits']}); choose a new --model_dir"
+            )
         return
     run_folder.atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
 
@@ -135,8 +139,13 @@ def build_model(config: TrainConfig, input_shape=data.IMAGE_SHAPE, weights: str 
         return models.build("baseline", input_shape=input_shape, dropout=config.dropout, channel_stats=stats)
     if config.model == "tuned":
         return models.build(
-            "tuned", input_shape=input_shape, filters=config.filters, dense=config.dense, dropout=config.dropout,
-            batch_norm=config.batch_norm, channel_stats=stats,
+            "tuned",
+            input_shape=input_shape,
+            filters=config.filters,
+            dense=config.dense,
+            dropout=config.dropout,
+            batch_norm=config.batch_norm,
+            channel_stats=stats,
         )
     if weights == "config":
         weights = None if config.weights == "none" else config.weights
@@ -166,12 +175,17 @@ class _WarmEMA:
         return {**super().get_config(), "ema_momentum": self._ema_target}
 
 
-_OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-               "rmsprop": keras.optimizers.RMSprop}
+_OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, ema: float = 0.0
-                   ) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str, learning_rate: float, weight_decay: float = 0.0, ema: float = 0.0
+) -> keras.optimizers.Optimizer:
     """adam, adamw (decoupled weight decay), sgd (Nesterov momentum 0.9) or rmsprop; weight decay on any of them.
 
     ema > 0 keeps an exponential moving average of the weights with that momentum (Polyak averaging,
@@ -236,9 +250,16 @@ class StateCheckpoint(keras.callbacks.Callback):
     decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
     """
 
-    def __init__(self, state_dir: epath.Path, phase_index: int, phase_starts: list[int], phase_end: int,
-                 early_stopping: ResumableEarlyStopping, best_auc: float | None,
-                 schedule: schedule_lib.ScheduleCallback | None = None):
+    def __init__(
+        self,
+        state_dir: epath.Path,
+        phase_index: int,
+        phase_starts: list[int],
+        phase_end: int,
+        early_stopping: ResumableEarlyStopping,
+        best_auc: float | None,
+        schedule: schedule_lib.ScheduleCallback | None = None,
+    ):
         super().__init__()
         self.state_dir = state_dir
         self.phase_index, self.phase_starts, self.phase_end = phase_index, list(phase_starts), phase_end
@@ -255,20 +276,26 @@ class StateCheckpoint(keras.callbacks.Callback):
         best = self.early_stopping.best
         plan = self.schedule.schedule if self.schedule is not None else None
         plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
-        write_state(self.state_dir, {
-            "phase_index": self.phase_index,
-            "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
-            "epoch": epoch + 1,  # the next epoch to run
-            # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
-            # (BudgetStop) or a crash leaves it open, so the same command continues it.
-            "phase_done": (self.early_stopping.stopped_epoch > 0 or epoch + 1 >= self.phase_end
-                           or (plan_end is not None and epoch + 1 >= plan_end)),
-            "weights": weights.name,
-            "best_auc": self.best_auc,
-            "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
-            # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
-            "schedule": plan.to_dict() if plan is not None and plan.planned else None,
-        })
+        write_state(
+            self.state_dir,
+            {
+                "phase_index": self.phase_index,
+                "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
+                "epoch": epoch + 1,  # the next epoch to run
+                # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
+                # (BudgetStop) or a crash leaves it open, so the same command continues it.
+                "phase_done": (
+                    self.early_stopping.stopped_epoch > 0
+                    or epoch + 1 >= self.phase_end
+                    or (plan_end is not None and epoch + 1 >= plan_end)
+                ),
+                "weights": weights.name,
+                "best_auc": self.best_auc,
+                "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+                # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
+                "schedule": plan.to_dict() if plan is not None and plan.planned else None,
+            },
+        )
         for old in self.state_dir.glob("epoch-*.weights.h5"):
             if old.name != weights.name:
                 old.unlink()
@@ -321,10 +348,14 @@ def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: Phase) -> 
         transfer.freeze_base(model)
     elif phase.name == "fine_tune":
         scratch = config.weights == "none"
-        n = transfer.unfreeze_base(model, None if config.full_fine_tune else config.unfreeze_layers,
-                                   train_batch_norm=scratch)
-        logging.info("fine-tuning: %d base layers with weights are trainable (BatchNormalization %s)", n,
-                     "trains: no pretrained statistics" if scratch else "frozen")
+        n = transfer.unfreeze_base(
+            model, None if config.full_fine_tune else config.unfreeze_layers, train_batch_norm=scratch
+        )
+        logging.info(
+            "fine-tuning: %d base layers with weights are trainable (BatchNormalization %s)",
+            n,
+            "trains: no pretrained statistics" if scratch else "frozen",
+        )
 
 
 def run(config: TrainConfig) -> dict:
@@ -338,8 +369,13 @@ def run(config: TrainConfig) -> dict:
     builder = data.load_builder(config.data_dir, config.dataset)
     check_dataset_identity(run_dir, builder)
     train_ds = data.train_dataset(
-        data.split_files(builder, "train"), config.batch_size, config.seed, config.augment, config.shuffle_buffer,
-        config.sample_fraction, repeat=config.steps_per_epoch is not None,
+        data.split_files(builder, "train"),
+        config.batch_size,
+        config.seed,
+        config.augment,
+        config.shuffle_buffer,
+        config.sample_fraction,
+        repeat=config.steps_per_epoch is not None,
         num_examples=data.num_examples(builder, "train"),
     )
     val_files = data.split_files(builder, "validation")
@@ -372,19 +408,28 @@ def run(config: TrainConfig) -> dict:
             if state and not mid_phase and not model.optimizer:
                 _load_weights(model, state_dir / state["weights"])  # not compiled yet: model weights only
             _set_phase_layers(model, config, phase)
-            compile_model(model, make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
-                          config.jit_compile, config.label_smoothing)
+            compile_model(
+                model,
+                make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
+                config.jit_compile,
+                config.label_smoothing,
+            )
             if mid_phase:
                 model.optimizer.build(model.trainable_variables)
                 _load_weights(model, state_dir / state["weights"])
         es_state = state["early_stopping"] if mid_phase else {"wait": 0, "best": None}
         early_stopping = ResumableEarlyStopping(
-            initial_wait=es_state["wait"], initial_best=es_state["best"], monitor=MONITOR, mode="max",
-            patience=config.early_stopping_patience or UNBOUNDED_EPOCHS, verbose=1,
+            initial_wait=es_state["wait"],
+            initial_best=es_state["best"],
+            monitor=MONITOR,
+            mode="max",
+            patience=config.early_stopping_patience or UNBOUNDED_EPOCHS,
+            verbose=1,
         )
         best_auc = state["best_auc"] if state else None
         schedule = schedule_lib.ScheduleCallback(
-            make_schedule(phase, per_epoch, state.get("schedule") if mid_phase else None), first_epoch=phase_start,
+            make_schedule(phase, per_epoch, state.get("schedule") if mid_phase else None),
+            first_epoch=phase_start,
             budget=budget,
         )
         callbacks = [
@@ -392,40 +437,64 @@ def run(config: TrainConfig) -> dict:
             early_stopping,
             run_folder.EpochLog(run_dir / HISTORY_CSV),
             *tensorboard_callbacks(run_dir / "logs"),
-            StateCheckpoint(state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc,
-                            schedule),
+            StateCheckpoint(
+                state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc, schedule
+            ),
             # With an average of the weights, validation, the best checkpoint and model.keras use the average.
             *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
             keras.callbacks.ModelCheckpoint(
-                str(run_dir / BEST_WEIGHTS), monitor=MONITOR, mode="max", save_best_only=True,
-                save_weights_only=True, initial_value_threshold=best_auc,
+                str(run_dir / BEST_WEIGHTS),
+                monitor=MONITOR,
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=best_auc,
             ),
         ]
         if budget:
             callbacks.append(BudgetStop(budget))
         if config.crash_after_epochs:
             callbacks.append(CrashAfterEpochs(config.crash_after_epochs))
-        logging.info("phase %s: epochs %d..%s, %s schedule peaking at learning rate %g", phase.name, epoch + 1,
-                     "budget" if phase.epochs == UNBOUNDED_EPOCHS else phase_start + phase.epochs,
-                     phase.schedule, phase.learning_rate)
+        logging.info(
+            "phase %s: epochs %d..%s, %s schedule peaking at learning rate %g",
+            phase.name,
+            epoch + 1,
+            "budget" if phase.epochs == UNBOUNDED_EPOCHS else phase_start + phase.epochs,
+            phase.schedule,
+            phase.learning_rate,
+        )
         model.fit(
-            train_ds, validation_data=val_ds, epochs=phase_start + phase.epochs, initial_epoch=epoch,
-            steps_per_epoch=config.steps_per_epoch, class_weight=class_weight, callbacks=callbacks, shuffle=False,
+            train_ds,
+            validation_data=val_ds,
+            epochs=phase_start + phase.epochs,
+            initial_epoch=epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            shuffle=False,
             verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
         )
         state = read_state(state_dir)
         if state is None or state["phase_index"] != index:
             raise RuntimeError(f"phase {phase.name} ran no epoch (initial epoch {epoch}); state: {state}")
         if budget and budget.spent() and not state["phase_done"]:
-            logging.warning("%s: phase %s stopped at epoch %d; evaluating the best weights so far (the same "
-                            "command continues the run)", budget.describe(), phase.name, state["epoch"])
+            logging.warning(
+                "%s: phase %s stopped at epoch %d; evaluating the best weights so far (the same "
+                "command continues the run)",
+                budget.describe(),
+                phase.name,
+                state["epoch"],
+            )
             break
         state["phase_done"] = True
         write_state(state_dir, state)
         epoch = state["epoch"]
         if budget and budget.spent() and index + 1 < len(phases):
-            logging.warning("%s after phase %s; evaluating (the same command continues with the next phase)",
-                            budget.describe(), phase.name)
+            logging.warning(
+                "%s after phase %s; evaluating (the same command continues with the next phase)",
+                budget.describe(),
+                phase.name,
+            )
             break
     return finish(config, builder, tuple(phase_starts[1:]))
 
@@ -441,20 +510,35 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     _load_weights(final, best)
     with run_folder.atomic_path(run_dir / MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))
-    batches = data.eval_dataset(data.split_files(builder, "validation"), config.batch_size, config.sample_fraction,
-                                with_ids=True)
+    batches = data.eval_dataset(
+        data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
+    )
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
     metrics = evaluate.write_report(
-        run_dir, config.model, ids, labels, probs, run_dir / HISTORY_CSV, config.seed, fine_tune_starts,
+        run_dir,
+        config.model,
+        ids,
+        labels,
+        probs,
+        run_dir / HISTORY_CSV,
+        config.seed,
+        fine_tune_starts,
         images_for=lambda wanted: evaluate.collect_images(batches.as_numpy_iterator(), wanted),
         gradcam=explain.GradCam(final),
     )
     examples = evaluate.collect_images(batches.as_numpy_iterator(), ids[:8])
     evaluate.write_tensorboard(
-        run_dir / "logs" / "evaluation", labels, probs, step=len(evaluate.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
+        run_dir / "logs" / "evaluation",
+        labels,
+        probs,
+        step=len(evaluate.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
         figures=[run_dir / n for n in ("error_gallery.png", "gradcam_gallery.png", "reliability.png")],
         examples=[examples[i] for i in ids[:8]],
     )
-    logging.info("validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f", metrics["roc_auc"],
-                 *metrics["roc_auc_ci95"], metrics["accuracy"])
+    logging.info(
+        "validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f",
+        metrics["roc_auc"],
+        *metrics["roc_auc_ci95"],
+        metrics["accuracy"],
+    )
     return metrics

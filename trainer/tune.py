@@ -35,23 +35,38 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("model", "tuned", ["tuned"], "The model family searched (the CNN of --model=tuned).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
-flags.DEFINE_string("tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json.")
+flags.DEFINE_string(
+    "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
+)
 flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
 
-flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"],
-                  "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.")
 flags.DEFINE_enum(
-    "space", "wide", ["seed", "wide"],
+    "tuner",
+    "random",
+    ["random", "hyperband", "bayesian"],
+    "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.",
+)
+flags.DEFINE_enum(
+    "space",
+    "wide",
+    ["seed", "wide"],
     "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
     "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
 )
 flags.DEFINE_integer("max_trials", 10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
 flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial, their best val_auc averaged (seed: 5).")
 flags.DEFINE_integer("epochs", 5, "Epochs per trial; for Hyperband the most epochs any model trains (max_epochs).")
-flags.DEFINE_float("max_minutes", None, "Time budget of this process in wall-clock minutes: the running trial stops "
-                   "at the next batch end (its epoch is still validated) and no trial starts after it.")
-flags.DEFINE_float("max_cpu_minutes", None, "Time budget in CPU minutes of this process (all threads), as "
-                   "--max_minutes; fair when searches share a machine.")
+flags.DEFINE_float(
+    "max_minutes",
+    None,
+    "Time budget of this process in wall-clock minutes: the running trial stops "
+    "at the next batch end (its epoch is still validated) and no trial starts after it.",
+)
+flags.DEFINE_float(
+    "max_cpu_minutes",
+    None,
+    "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when searches share a machine.",
+)
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor between rounds.")
 flags.DEFINE_integer("batch_size", 64, "Batch size of every trial (recorded in best_hyperparameters.json).")
 flags.DEFINE_integer("seed", 42, "Seed of the oracle and of every trial's weights, shuffling and augmentation.")
@@ -59,8 +74,11 @@ flags.DEFINE_enum("augment", "dihedral", config_lib.AUGMENTATIONS, "Training aug
 flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick searches).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick searches); default: one pass over the data.")
 flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
-flags.DEFINE_string("channel_stats", None, "stats.json of beam_jobs.stats: normalise inputs per channel (pass it "
-                    "to python -m trainer too).")
+flags.DEFINE_string(
+    "channel_stats",
+    None,
+    "stats.json of beam_jobs.stats: normalise inputs per channel (pass it to python -m trainer too).",
+)
 flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "mixed_float16; auto = on when a GPU is present.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
@@ -72,8 +90,10 @@ def role_from_env(environ=os.environ) -> str:
         return "standalone"
     missing = [k for k in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(k)]
     if missing:
-        raise ValueError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not; set all three "
-                         "(KERASTUNER_TUNER_ID=chief on the chief, a unique id such as tuner0 on each worker)")
+        raise ValueError(
+            f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not; set all three "
+            "(KERASTUNER_TUNER_ID=chief on the chief, a unique id such as tuner0 on each worker)"
+        )
     return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
@@ -82,14 +102,32 @@ def config_from_flags(flag_values, gpu: bool):
     from trainer import hypermodel
 
     f = flag_values
-    return hypermodel.validate(hypermodel.TuneConfig(
-        model=f.model, data_dir=f.data_dir, tuner_dir=f.tuner_dir, dataset=f.dataset, tuner=f.tuner, space=f.space,
-        max_trials=f.max_trials, executions_per_trial=f.executions_per_trial, epochs=f.epochs,
-        max_minutes=f.max_minutes, max_cpu_minutes=f.max_cpu_minutes, hyperband_factor=f.hyperband_factor, batch_size=f.batch_size, seed=f.seed, augment=f.augment,
-        sample_fraction=f.sample_fraction, steps_per_epoch=f.steps_per_epoch, shuffle_buffer=f.shuffle_buffer,
-        channel_stats=f.channel_stats, mixed_precision=gpu if f.mixed_precision == "auto" else f.mixed_precision == "on",
-        jit_compile=gpu if f.jit_compile == "auto" else f.jit_compile == "on", verbose=f.verbose,
-    ))
+    return hypermodel.validate(
+        hypermodel.TuneConfig(
+            model=f.model,
+            data_dir=f.data_dir,
+            tuner_dir=f.tuner_dir,
+            dataset=f.dataset,
+            tuner=f.tuner,
+            space=f.space,
+            max_trials=f.max_trials,
+            executions_per_trial=f.executions_per_trial,
+            epochs=f.epochs,
+            max_minutes=f.max_minutes,
+            max_cpu_minutes=f.max_cpu_minutes,
+            hyperband_factor=f.hyperband_factor,
+            batch_size=f.batch_size,
+            seed=f.seed,
+            augment=f.augment,
+            sample_fraction=f.sample_fraction,
+            steps_per_epoch=f.steps_per_epoch,
+            shuffle_buffer=f.shuffle_buffer,
+            channel_stats=f.channel_stats,
+            mixed_precision=gpu if f.mixed_precision == "auto" else f.mixed_precision == "on",
+            jit_compile=gpu if f.jit_compile == "auto" else f.jit_compile == "on",
+            verbose=f.verbose,
+        )
+    )
 
 
 def main(argv):

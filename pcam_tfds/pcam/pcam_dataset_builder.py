@@ -121,8 +121,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # TFDS reuses a built dataset without looking at its inputs; a dataset built from a folder that has
         # changed since (files added, gone or rewritten, labels edited) is refused instead of reused.
         config = download_config or tfds.download.DownloadConfig()
-        if (self.is_prepared() and config.manual_dir and self.builder_config.source != "hdf5"
-                and config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS):
+        if (
+            self.is_prepared()
+            and config.manual_dir
+            and self.builder_config.source != "hdf5"
+            and config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        ):
             manual_dir = str(config.manual_dir)
             try:
                 _, problems = validated.compare(self._checks_dir(), manual_dir)
@@ -224,14 +228,20 @@ def check_split_counts(split_infos, emitted: dict, summary: dict) -> None:
     if summary.get("source") == "hdf5":  # the files' own splits
         for name in _SPLITS:
             if written[name] != summary["by_split"][name]["valid"]:
-                problems.append(f"{name} holds {written[name]} examples, validation passed {summary['by_split'][name]['valid']}")
+                problems.append(
+                    f"{name} holds {written[name]} examples, validation passed {summary['by_split'][name]['valid']}"
+                )
     else:
         valid = {s: v["valid"] for s, v in summary["by_source"].items()}
         labelled = written[splits.TRAIN] + written[splits.VALIDATION] + emitted.get(splits.UNUSED, 0)
         if labelled != valid.get(layout.TRAIN, 0):
-            problems.append(f"train+validation(+unused) hold {labelled} examples, validation passed {valid.get(layout.TRAIN, 0)}")
+            problems.append(
+                f"train+validation(+unused) hold {labelled} examples, validation passed {valid.get(layout.TRAIN, 0)}"
+            )
         if written[layout.TEST] != valid.get(layout.TEST, 0):
-            problems.append(f"test holds {written[layout.TEST]} examples, validation passed {valid.get(layout.TEST, 0)}")
+            problems.append(
+                f"test holds {written[layout.TEST]} examples, validation passed {valid.get(layout.TEST, 0)}"
+            )
     if problems:
         raise RuntimeError("pcam build lost or duplicated examples: " + "; ".join(problems))
 

@@ -13,6 +13,11 @@ from trainer.models.cnn import cnn
 def build(input_shape: tuple[int, int, int] = (96, 96, 3), dropout: float = 0.5, channel_stats=None) -> keras.Model:
     """The seed architecture; dropout and the input normalisation (see `cnn`) are configurable."""
     return cnn(
-        input_shape, filters=(32, 64, 128), dense=128, dropout=dropout, batch_norm=False, name="baseline",
+        input_shape,
+        filters=(32, 64, 128),
+        dense=128,
+        dropout=dropout,
+        batch_norm=False,
+        name="baseline",
         channel_stats=channel_stats,
     )

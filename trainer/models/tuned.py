@@ -16,5 +16,12 @@ def build(
     channel_stats=None,
 ) -> keras.Model:
     """The CNN with the given widths; optimizer settings (learning rate, weight decay) belong to the trainer."""
-    return cnn(input_shape, filters=tuple(filters), dense=dense, dropout=dropout, batch_norm=batch_norm, name="tuned",
-               channel_stats=channel_stats)
+    return cnn(
+        input_shape,
+        filters=tuple(filters),
+        dense=dense,
+        dropout=dropout,
+        batch_norm=batch_norm,
+        name="tuned",
+        channel_stats=channel_stats,
+    )
