@@ -37,8 +37,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import cli, layout, patches, stats, validate
+from beam_jobs import cli, stats, validate
 from beam_jobs.report import figures, page
+from pcam_tfds.core import layout, patches
 
 REPORT = "report.html"
 TABLE_ROWS = 20  # rows of rejected.csv and duplicates.csv shown in the page

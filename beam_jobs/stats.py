@@ -70,8 +70,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import cli, layout, patches, pipeline_options
+from beam_jobs import cli, pipeline_options
 from beam_jobs.transforms import DEFAULT_BATCH_SIZE, NAMESPACE, JoinLabels, ReadLabelRows, file_record
+from pcam_tfds.core import layout, patches
 
 STATS_JSON = "stats.json"
 CHANNELS = ("r", "g", "b")

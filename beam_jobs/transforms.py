@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from beam_jobs import layout, patches
+from pcam_tfds.core import layout, patches
 
 NAMESPACE = "pcam"
 # Files are read in batches: Beam's per-element cost is larger than decoding one 28 KB patch.

@@ -43,8 +43,9 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import cli, layout, pipeline_options
+from beam_jobs import cli, pipeline_options
 from beam_jobs.transforms import DEFAULT_BATCH_SIZE, ValidateKaggleLayout
+from pcam_tfds.core import layout
 
 MANIFEST_SCHEMA = pa.schema(
     [

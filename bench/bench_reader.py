@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tifffile
 
-from beam_jobs import patches
+from pcam_tfds.core import patches
 
 
 def bench(fn, paths) -> float:

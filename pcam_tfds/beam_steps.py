@@ -11,10 +11,10 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs import layout, patches
 from beam_jobs.transforms import NAMESPACE, ValidateKaggleLayout
 from beam_jobs.validate import WriteValidationOutputs
-from pcam_tfds import splits, validated
+from pcam_tfds import validated
+from pcam_tfds.core import layout, patches, splits
 
 
 def _split_of(record: dict, assignment: dict) -> str:

@@ -22,8 +22,7 @@ import os
 
 import numpy as np
 
-from beam_jobs import layout
-from pcam_tfds import splits
+from pcam_tfds.core import layout, splits
 
 FILE_SPLITS = {"train": splits.TRAIN, "valid": splits.VALIDATION, "test": layout.TEST}  # file name -> TFDS split
 CHUNK = 1024  # patches read per h5py slice (27 MiB)

@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from beam_jobs import layout, patches, validate
+from beam_jobs import validate
 from beam_jobs.transforms import duplicate_group, read_record
-from pcam_tfds import splits, validated
+from pcam_tfds import validated
+from pcam_tfds.core import layout, patches, splits
 
 _CHUNK = 512  # files per task
 _READ_THREADS, _READ_AHEAD = 4, 256  # pixel reads in flight while the writer works

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 
-from beam_jobs import layout, patches
+from pcam_tfds.core import layout, patches
 
 ENV_VAR = "PCAM_VALIDATION_DIR"
 MANIFEST = "manifest.parquet"

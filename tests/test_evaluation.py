@@ -142,7 +142,7 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
     with open(kaggle / "train_labels.csv") as f:
         rows = [r for r in csv.DictReader(f) if (kaggle / "train" / f"{r['id']}.tif").exists()]
     readable = []
-    from beam_jobs import patches
+    from pcam_tfds.core import patches
 
     for r in rows:
         try:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from beam_jobs import patches
+from pcam_tfds.core import patches
 
 CORPUS_SIZE = 1200
 MEMORY_BOUND = 64 << 20  # bytes allocated while decoding one file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beam_jobs import layout
+from pcam_tfds.core import layout
 
 
 @pytest.mark.parametrize(

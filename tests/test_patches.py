@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from beam_jobs import patches
+from pcam_tfds.core import patches
 
 
 def _rgb(seed=0, shape=(96, 96, 3), dtype=np.uint8):
@@ -176,7 +176,7 @@ def test_only_regular_files_are_opened(tmp_path):
         rec, px = read_record(str(tmp_path / name), "test")
         assert px is None and rec["reason"] == patches.NOT_A_REGULAR_FILE and kind in rec["detail"]
         assert patches.try_read_patch(str(tmp_path / name))[1] == patches.NOT_A_REGULAR_FILE
-    from beam_jobs import layout
+    from pcam_tfds.core import layout
 
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "x.tif").mkdir()

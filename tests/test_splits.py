@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pcam_tfds import splits
+from pcam_tfds.core import splits
 
 
 def _items(n, positive_share=0.4, seed=0):

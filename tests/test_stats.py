@@ -15,7 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_services import portable_runner_options
 from kaggle_folders import make_clean, make_with_problems
 
-from beam_jobs import patches, stats, validate
+from beam_jobs import stats, validate
+from pcam_tfds.core import patches
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 

@@ -13,7 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_services import portable_runner_options
 from kaggle_folders import make_clean, make_with_problems
 
-from beam_jobs import layout, transforms, validate
+from beam_jobs import transforms, validate
+from pcam_tfds.core import layout
 
 
 def _rec(id_, source="train", valid=True, reason=None, pixel_hash="h"):

@@ -621,7 +621,7 @@ def evaluate_runs(
         by_path = {p.stem: p for p in files}
 
         def images_for(wanted):
-            from beam_jobs import patches
+            from pcam_tfds.core import patches
 
             return {i: patches.read_patch(str(by_path[i])) for i in wanted}
 

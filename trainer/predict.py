@@ -117,7 +117,7 @@ def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
 
     Lazy, so a 57k-file test folder is never held in memory at once.
     """
-    from beam_jobs import patches
+    from pcam_tfds.core import patches
 
     images, ids = [], []
     for path in files:

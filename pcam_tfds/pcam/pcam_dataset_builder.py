@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from beam_jobs import layout
-from pcam_tfds import folder_lock, splits, validated
+from pcam_tfds import folder_lock, validated
+from pcam_tfds.core import layout, splits
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 _COUNTER_PREFIX = "examples_"
