@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -27,9 +30,24 @@ def _train_step(model: keras.Model, size: int) -> float:
 
 
 def test_registry_lists_the_four_models():
-    assert set(models.REGISTRY) == {"baseline", "tuned", "resnet50", "densenet169"}
+    assert models.NAMES == ("baseline", "tuned", "resnet50", "densenet169")
+    assert set(models.TRANSFER) < set(models.NAMES)
     with pytest.raises(ValueError, match="choose one of baseline"):
         models.build("vgg16")
+    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats"}
+    assert models.arguments("resnet50") == {"input_shape", "weights", "dropout"}
+
+
+def test_model_names_are_read_without_importing_keras():
+    """The flags take their choices from the registry, so reading it must stay cheap (python -m trainer --help)."""
+    code = (
+        "import sys; import trainer.config, trainer.models, trainer.gpu_check; "
+        "assert not {'keras', 'tensorflow'} & set(sys.modules), sorted({'keras', 'tensorflow'} & set(sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_baseline_is_the_seed_cnn():

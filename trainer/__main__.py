@@ -18,10 +18,11 @@ import sys
 from absl import app, flags, logging
 
 from trainer import config as config_lib
+from trainer import models
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("model", None, config_lib.MODELS, "Which registered model to train.")
+flags.DEFINE_enum("model", None, models.NAMES, "Which registered model to train.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
 flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, metrics, plots and model.keras.")
 flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
@@ -162,7 +163,7 @@ def _precision(value: str, gpu: bool) -> str:
 
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     if value == "auto":
-        return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in config_lib.TRANSFER_MODELS else None
+        return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in models.TRANSFER else None
     if value == "none":
         return None
     try:

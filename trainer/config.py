@@ -14,9 +14,8 @@ from typing import Any
 from etils import epath
 
 from pcam_tfds.folder_lock import atomic_write_text
+from trainer import models
 
-MODELS = ("baseline", "tuned", "resnet50", "densenet169")
-TRANSFER_MODELS = ("resnet50", "densenet169")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
 STRATEGIES = ("auto", "mirrored", "one_device", "default")
@@ -97,7 +96,7 @@ class TrainConfig:
 
     @property
     def is_transfer(self) -> bool:
-        return self.model in TRANSFER_MODELS
+        return self.model in models.TRANSFER
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -132,7 +131,7 @@ def _positive(flag: str, value, allow_zero: bool = False) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    _choice("model", config.model, MODELS)
+    _choice("model", config.model, models.NAMES)
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("augment", config.augment, AUGMENTATIONS)
     _choice("strategy", config.strategy, STRATEGIES)

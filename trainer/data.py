@@ -14,9 +14,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
 
-IMAGE_SHAPE = (96, 96, 3)
 # Bucket count for --sample_fraction's hash filter: fractions are kept to 1e-4.
 _SAMPLE_BUCKETS = 10_000
 
@@ -52,7 +52,7 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return builder.info.splits[split].num_examples
 
 
-def parse_batch(serialized: tf.Tensor, image_shape=IMAGE_SHAPE) -> dict[str, tf.Tensor]:
+def parse_batch(serialized: tf.Tensor, image_shape=PATCH_SHAPE) -> dict[str, tf.Tensor]:
     """A batch of serialized examples -> {"image": uint8 (B, H, W, 3), "label": int64 (B,), "id": string (B,)}."""
     ex = tf.io.parse_example(serialized, _FEATURES)
     images = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, *image_shape])
@@ -73,7 +73,7 @@ def train_dataset(
     sample_fraction: float = 1.0,
     repeat: bool = False,
     num_examples: int | None = None,
-    image_shape=IMAGE_SHAPE,
+    image_shape=PATCH_SHAPE,
 ) -> tf.data.Dataset:
     """(images float32 0..255 (B, H, W, 3), labels float32 (B, 1)) batches for `model.fit`, augmented.
 
@@ -120,7 +120,7 @@ def eval_dataset(
     batch_size: int,
     sample_fraction: float = 1.0,
     with_ids: bool = False,
-    image_shape=IMAGE_SHAPE,
+    image_shape=PATCH_SHAPE,
 ) -> tf.data.Dataset:
     """Unaugmented batches in file order: (images, labels) or, with_ids, {"image", "label", "id"} dicts.
 

@@ -77,7 +77,8 @@ def main(argv) -> int:
         return 2
     logging.info("exported %s", info)
     calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
-    print(f"wrote {FLAGS.output_dir}: {SIGNATURE}(images: uint8 [n, 96, 96, 3]) -> probability [n]{calibrated}")
+    shape = ", ".join(map(str, info["input"]["shape"][1:]))
+    print(f"wrote {FLAGS.output_dir}: {SIGNATURE}(images: uint8 [n, {shape}]) -> probability [n]{calibrated}")
     return 0
 
 

@@ -15,23 +15,24 @@ import argparse
 import sys
 import time
 
-MODEL_NAMES = ("baseline", "tuned", "resnet50", "densenet169")
+from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer import models
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m trainer.gpu_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated registered model names")
+    p.add_argument("--models", default=",".join(models.NAMES), help="comma-separated registered model names")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed steps per model (after one warm-up epoch)")
-    p.add_argument("--image_size", type=int, default=96)
+    p.add_argument("--image_size", type=int, default=PATCH_SHAPE[0])
     p.add_argument("--mixed_precision", choices=("auto", "on", "off"), default="auto", help="auto = on with a GPU")
     p.add_argument("--jit_compile", choices=("on", "off"), default="on", help="XLA-compile the train step")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in MODEL_NAMES]
+    unknown = [m for m in args.models if m not in models.NAMES]
     if unknown:
-        p.error(f"--models: unknown {unknown}; choose from {', '.join(MODEL_NAMES)}")
+        p.error(f"--models: unknown {unknown}; choose from {', '.join(models.NAMES)}")
     if min(args.batch_size, args.steps, args.image_size) <= 0:
         p.error("--batch_size, --steps and --image_size must be > 0")
     return args
@@ -42,14 +43,15 @@ def check_model(name: str, batch_size: int, steps: int, image_size: int, jit_com
     import keras
     import tensorflow as tf
 
-    from trainer import models, train
+    from trainer import train
+    from trainer.models import transfer
 
     keras.utils.set_random_seed(seed)
-    shape = (image_size, image_size, 3)
+    shape = (image_size, image_size, PATCH_SHAPE[2])
     kwargs = {"weights": None} if name in models.TRANSFER else {}
     model = models.build(name, input_shape=shape, **kwargs)
     if name in models.TRANSFER:
-        models.transfer.unfreeze_base(model, None)  # time the heaviest phase: full fine-tuning
+        transfer.unfreeze_base(model, None)  # time the heaviest phase: full fine-tuning
     xla = jit_compile
     rng = tf.random.Generator.from_seed(seed)
     images = rng.uniform([batch_size, *shape], 0, 255)

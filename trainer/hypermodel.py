@@ -38,6 +38,7 @@ import keras_tuner
 from absl import logging
 from etils import epath
 
+from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import config as config_lib
 from trainer import data, models, run_folder, train
 from trainer.budget import Budget, BudgetStop
@@ -96,7 +97,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def __init__(
         self,
-        input_shape: tuple[int, int, int] = data.IMAGE_SHAPE,
+        input_shape: tuple[int, int, int] = PATCH_SHAPE,
         space: str = "wide",
         jit_compile: bool = False,
         channel_stats: tuple[list[float], list[float]] | None = None,
@@ -557,7 +558,7 @@ def run_search(config: TuneConfig, role: str = "standalone") -> list[dict[str, A
         return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
 
     stats = train.load_channel_stats(config.channel_stats) if config.channel_stats else None
-    model = CNNHyperModel(data.IMAGE_SHAPE, config.space, config.jit_compile, stats)
+    model = CNNHyperModel(PATCH_SHAPE, config.space, config.jit_compile, stats)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: write_reports(tuner, config)) if role == "standalone" else None
     # The chief runs no trial, so a budget would never be checked there; it ends when the workers do.

@@ -16,7 +16,7 @@ from trainer import augment
 
 def load_model(run_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
-    import trainer.models  # noqa: F401  registers the custom preprocessing layer before loading
+    from trainer.models import transfer  # noqa: F401  registers ImagenetPreprocess, a layer of the transfer models
 
     path = f"{run_dir.rstrip('/')}/model.keras"
     if not tf.io.gfile.exists(path):

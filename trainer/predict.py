@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from etils import epath
 
-PATCH_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+from pcam_tfds.core.layout import IMAGE_EXTENSIONS
 
 
 def parse_args(argv):
@@ -121,8 +121,8 @@ def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
 
     images, ids = [], []
     for path in files:
-        if path.suffix.lower() not in PATCH_SUFFIXES:
-            rejected.append((str(path), "unsupported_suffix", f"expected one of {', '.join(PATCH_SUFFIXES)}"))
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            rejected.append((str(path), "unsupported_suffix", f"expected one of {', '.join(IMAGE_EXTENSIONS)}"))
             continue
         try:
             images.append(patches.read_patch(str(path)))

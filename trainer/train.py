@@ -26,6 +26,7 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
+from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import data, evaluate, explain, inference, models, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop
@@ -132,24 +133,25 @@ def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
         raise ValueError(f"--channel_stats={path!r}: {e}") from e
 
 
-def build_model(config: TrainConfig, input_shape=data.IMAGE_SHAPE, weights: str | None = "config") -> keras.Model:
-    """The registered model with the config's hyperparameters; `weights` overrides config.weights for transfer."""
-    stats = load_channel_stats(config.channel_stats) if config.channel_stats else None
-    if config.model == "baseline":
-        return models.build("baseline", input_shape=input_shape, dropout=config.dropout, channel_stats=stats)
-    if config.model == "tuned":
-        return models.build(
-            "tuned",
-            input_shape=input_shape,
-            filters=config.filters,
-            dense=config.dense,
-            dropout=config.dropout,
-            batch_norm=config.batch_norm,
-            channel_stats=stats,
-        )
+def build_model(config: TrainConfig, input_shape=PATCH_SHAPE, weights: str | None = "config") -> keras.Model:
+    """The registered model, given the config's values for the arguments its builder takes.
+
+    The CNNs take widths and channel statistics, the transfer models their base's weights; `weights`
+    overrides config.weights ("none" there means None: a random init).
+    """
     if weights == "config":
         weights = None if config.weights == "none" else config.weights
-    return models.build(config.model, input_shape=input_shape, weights=weights, dropout=config.dropout)
+    values = {
+        "input_shape": input_shape,
+        "dropout": config.dropout,
+        "filters": config.filters,
+        "dense": config.dense,
+        "batch_norm": config.batch_norm,
+        "channel_stats": load_channel_stats(config.channel_stats) if config.channel_stats else None,
+        "weights": weights,
+    }
+    takes = models.arguments(config.model)
+    return models.build(config.model, **{name: value for name, value in values.items() if name in takes})
 
 
 class _WarmEMA:

@@ -36,7 +36,6 @@ MALFORMED_ROW = "malformed_row"  # not two fields, or an empty id
 DUPLICATE_ID = "duplicate_id"  # one id in several CSV rows or several files
 UNSAFE_ID = "unsafe_id"  # an id that is not a plain file name ('../x', 'a/b')
 LABELLED_TEST_FILE = "labelled_test_file"  # a CSV row naming a test file
-JOIN_REASONS = (MISSING_LABEL, MISSING_FILE, BAD_LABEL, MALFORMED_ROW, DUPLICATE_ID, UNSAFE_ID, LABELLED_TEST_FILE)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -116,6 +115,16 @@ def check_labels_header(path: str) -> None:
         fields = []
     if [c.strip() for c in fields] != ["id", "label"]:
         raise ValueError(f"{path}: header is {first!r}, expected 'id,label'")
+
+
+def read_label_rows(csv_path: str) -> list[dict]:
+    """Every row of train_labels.csv after its header, parsed (`parse_label_line`), in file order."""
+    check_labels_header(csv_path)
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(csv_path, compression_type="uncompressed") as f:
+        lines = f.read().decode("utf-8-sig").splitlines()
+    return [parse_label_line(line) for line in lines[1:]]
 
 
 def parse_label_line(line: str) -> dict:

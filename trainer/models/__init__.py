@@ -1,34 +1,43 @@
-"""The model registry: name -> uncompiled builder, one module per model.
+"""The model registry: name -> the module whose `build` makes that model, one module per model.
 
     from trainer import models
-    model = models.build("baseline", input_shape=(96, 96, 3), dropout=0.5)
+    model = models.build("baseline", dropout=0.5)          # input_shape defaults to PATCH_SHAPE
 
 Builders take 0..255 RGB images and return one sigmoid probability (float32 under mixed precision);
-the trainer compiles.
+the trainer compiles. `NAMES` is the one list of model names: the flags, the config's validation and
+gpu_check read it. Reading it imports no Keras; a model's module is imported when it is first built,
+so `python -m trainer --help` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 
-import keras
-
-from trainer.models import baseline, densenet169, resnet50, transfer, tuned
-from trainer.models.cnn import cnn
-
-REGISTRY: dict[str, Callable[..., keras.Model]] = {
-    "baseline": baseline.build,
-    "tuned": tuned.build,
-    "resnet50": resnet50.build,
-    "densenet169": densenet169.build,
+REGISTRY: dict[str, str] = {
+    "baseline": "trainer.models.baseline",
+    "tuned": "trainer.models.tuned",
+    "resnet50": "trainer.models.resnet50",
+    "densenet169": "trainer.models.densenet169",
 }
+NAMES = tuple(REGISTRY)
+# The models on a pretrained ImageNet base (trainer.models.transfer): they train a head, then fine-tune.
 TRANSFER = ("resnet50", "densenet169")
 
-__all__ = ["REGISTRY", "TRANSFER", "build", "cnn", "transfer"]
 
-
-def build(name: str, **kwargs) -> keras.Model:
-    """Builds the registered model `name` with the builder's keyword arguments."""
+def builder(name: str) -> Callable:
+    """The `build` function of the registered model `name`."""
     if name not in REGISTRY:
-        raise ValueError(f"model {name!r} is not registered; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name](**kwargs)
+        raise ValueError(f"model {name!r} is not registered; choose one of {', '.join(NAMES)}")
+    return importlib.import_module(REGISTRY[name]).build
+
+
+def arguments(name: str) -> frozenset[str]:
+    """The keyword arguments the builder of `name` takes."""
+    return frozenset(inspect.signature(builder(name)).parameters)
+
+
+def build(name: str, **kwargs):
+    """Builds the registered model `name` (a keras.Model) with the builder's keyword arguments."""
+    return builder(name)(**kwargs)

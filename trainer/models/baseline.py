@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import keras
 
+from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer.models.cnn import cnn
 
 
-def build(input_shape: tuple[int, int, int] = (96, 96, 3), dropout: float = 0.5, channel_stats=None) -> keras.Model:
+def build(input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.5, channel_stats=None) -> keras.Model:
     """The seed architecture; dropout and the input normalisation (see `cnn`) are configurable."""
     return cnn(
         input_shape,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import keras
 
+from pcam_tfds.core.patches import PATCH_SHAPE
+
 
 def cnn(
-    input_shape: tuple[int, int, int] = (96, 96, 3),
+    input_shape: tuple[int, int, int] = PATCH_SHAPE,
     filters: tuple[int, ...] = (32, 64, 128),
     dense: int = 128,
     dropout: float = 0.5,

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import keras
 
+from pcam_tfds.core.patches import PATCH_SHAPE
+
 BASE_LAYER = "base"
 # Waiting longer than this for a weights download means there is no usable network; fail instead of hanging.
 DOWNLOAD_TIMEOUT_S = 60
@@ -86,7 +88,7 @@ def transfer_model(
     application: Callable,
     name: str,
     preprocess_mode: str,
-    input_shape=(96, 96, 3),
+    input_shape=PATCH_SHAPE,
     weights: str | None = "imagenet",
     dropout: float = 0.5,
 ) -> keras.Model:
