@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import importlib
 import io
 import json
 import logging
@@ -39,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import cli, stats, validate
 from beam_jobs.report import figures, page
-from pcam_tfds.core import layout, patches
+from pcam_tfds.core import channel_stats, layout, outputs, patches
 
 REPORT = "report.html"
 TABLE_ROWS = 20  # rows of rejected.csv and duplicates.csv shown in the page
@@ -82,7 +81,7 @@ def pick_examples(manifest, per_label: int, seed: int) -> dict[str, list[tuple[s
     rng = np.random.default_rng(seed)
     m = manifest.to_pydict()
     out = {}
-    for group, label in ((stats.NEGATIVE, 0), (stats.POSITIVE, 1)):
+    for group, label in ((channel_stats.NEGATIVE, 0), (channel_stats.POSITIVE, 1)):
         rows = sorted(
             (i, p)
             for i, s, lab, p, v in zip(m["id"], m["source"], m["label"], m["path"], m["valid"])
@@ -116,9 +115,9 @@ def build_figures(examples: dict, stats_doc: dict) -> dict[str, tuple[bytes, str
             figures.png_bytes(fig),
             "Random valid patches of each label; the cyan square is the centre 32x32",
         )
-        group = stats.POSITIVE if examples.get(stats.POSITIVE) else stats.NEGATIVE
+        group = channel_stats.POSITIVE if examples.get(channel_stats.POSITIVE) else channel_stats.NEGATIVE
         id_, pixels = examples[group][0]
-        fig = figures.channel_split(id_, stats.GROUP_LABEL[group], pixels)
+        fig = figures.channel_split(id_, channel_stats.GROUP_LABEL[group], pixels)
         out["channels"] = (figures.png_bytes(fig), f"Patch {id_} and its red, green and blue channels")
     out["labels"] = (figures.png_bytes(figures.label_distribution(stats_doc)), "Valid patches per label")
     out["histograms"] = (
@@ -136,9 +135,9 @@ def write_report(
     output_dir: str, validation_dir: str, stats_path: str, per_label: int = 8, seed: int = 0, title: str | None = None
 ) -> str:
     """Draws the figures and writes report.html and the PNGs into OUTPUT_DIR; returns the report's path."""
-    summary = json.loads(read_text(layout.join(validation_dir, "summary.json")))
-    stats_doc = stats.load_stats(stats_path)
-    manifest = read_manifest(layout.join(validation_dir, "manifest.parquet"))
+    summary = json.loads(read_text(layout.join(validation_dir, outputs.SUMMARY)))
+    stats_doc = channel_stats.load_stats(stats_path)
+    manifest = read_manifest(layout.join(validation_dir, outputs.MANIFEST))
     examples = load_examples(pick_examples(manifest, per_label, seed))
     rendered = build_figures(examples, stats_doc)
     for name, (png, _) in rendered.items():
@@ -147,8 +146,8 @@ def write_report(
         title=title or f"PCam exploratory data analysis: {stats_doc.get('data_dir') or validation_dir}",
         stats=stats_doc,
         summary=summary,
-        rejected=read_csv_head(layout.join(validation_dir, "rejected.csv"), TABLE_ROWS),
-        duplicates=read_csv_head(layout.join(validation_dir, "duplicates.csv"), TABLE_ROWS),
+        rejected=read_csv_head(layout.join(validation_dir, outputs.REJECTED), TABLE_ROWS),
+        duplicates=read_csv_head(layout.join(validation_dir, outputs.DUPLICATES), TABLE_ROWS),
         figures=rendered,
         sources=[("validation (beam_jobs.validate)", validation_dir), ("statistics (beam_jobs.stats)", stats_path)],
         generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -184,9 +183,9 @@ def run(argv=None) -> str:
     stats_path = args.stats
     if not stats_path:
         stats_dir = layout.join(args.output_dir, "stats")
-        manifest = layout.join(validation_dir, "manifest.parquet")
+        manifest = layout.join(validation_dir, outputs.MANIFEST)
         stats.run([f"--manifest={manifest}", f"--output_dir={stats_dir}", *beam_args])
-        stats_path = layout.join(stats_dir, stats.STATS_JSON)
+        stats_path = layout.join(stats_dir, channel_stats.STATS_JSON)
     title = f"PCam exploratory data analysis: {args.data_dir}" if args.data_dir else None
     path = write_report(args.output_dir, validation_dir, stats_path, args.num_examples, args.seed, title)
     print(f"report: {path}")
@@ -194,13 +193,8 @@ def run(argv=None) -> str:
 
 
 def main():
-    # force: importing Beam may already have given the root logger a handler (and level WARNING).
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     cli.main(run)
 
 
 if __name__ == "__main__":
-    # Run the imported module, not __main__, for the reason given in beam_jobs.stats.
-    importlib.import_module("beam_jobs.eda").main()
+    main()

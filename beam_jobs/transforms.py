@@ -1,96 +1,45 @@
-"""Composite Beam transforms shared by `beam_jobs.validate`, `beam_jobs.stats` and the TFDS builder.
+"""The Beam executor of the validation: composite transforms that spread `pcam_tfds.core`'s steps over workers.
 
-    files, rejected_rows, duplicates = pipeline | ValidateKaggleLayout(data_dir)
+    outputs = pipeline | ValidateKaggleLayout(data_dir)
+    outputs | WriteValidationOutputs(output_dir, num_listed, data_dir)
 
 `files` holds one record per file under train/ and test/ (valid or not, with
-its reason), `rejected_rows` every unusable row of train_labels.csv, and
-`duplicates` one record per group of files with identical pixels.
+its reason), `rejected_rows` every unusable row of train_labels.csv, `rows` every
+row, and `duplicates` one record per group of files with identical pixels. Every
+rule is a function of `pcam_tfds.core` (records, summary, outputs) that the local
+build (`pcam_tfds.local_steps`) calls too; here Beam only batches, groups and counts.
+Used by `beam_jobs.validate`, `beam_jobs.stats` and the `pcam` builder's Beam path.
 """
 
 from __future__ import annotations
-
-import os
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from pcam_tfds.core import layout, patches
-
-NAMESPACE = "pcam"
-# Files are read in batches: Beam's per-element cost is larger than decoding one 28 KB patch.
-DEFAULT_BATCH_SIZE = 256
-
-
-def file_record(path: str, source: str) -> dict:
-    """The manifest row of one file, before it is read."""
-    return {
-        "id": layout.file_id(path),
-        "source": source,
-        "label": layout.NO_LABEL,
-        "path": path,
-        "pixel_hash": None,
-        "valid": True,
-        "reason": None,
-        "detail": "",
-        "size_bytes": 0,
-        "mtime_ns": None,  # local files only: lets a build reuse this validation safely (pcam_tfds.validated)
-        "mean": None,
-        "std": None,
-    }
-
-
-def read_record(path: str, source: str) -> tuple[dict, object]:
-    """Reads and checks one file: (its record, its pixels or None when it is rejected)."""
-    rec = file_record(path, source)
-    try:
-        if "://" not in path:
-            rec["mtime_ns"] = os.stat(path).st_mtime_ns
-        data = patches.read_bytes(path)
-    except OSError as e:
-        rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")
-        return rec, None
-    except patches.PatchError as e:  # not a regular file, or far too large to read
-        rec.update(valid=False, reason=e.reason, detail=e.detail)
-        return rec, None
-    rec["size_bytes"] = len(data)  # kept in the manifest, so the bytes are read here, not via try_read_patch
-    try:
-        pixels = patches.decode_patch(data)
-    except patches.PatchError as e:
-        rec.update(valid=False, reason=e.reason, detail=e.detail)
-        return rec, None
-    mean, std = patches.channel_moments(pixels)
-    rec.update(pixel_hash=patches.pixel_hash(pixels), mean=mean, std=std)
-    return rec, pixels
+from pcam_tfds.core import counters, layout, outputs, records, summary
 
 
 class _ReadBatch(beam.DoFn):
     """Reads a batch of paths of one source folder; one record per path, never an exception."""
 
     def __init__(self):
-        self.read = Metrics.counter(NAMESPACE, "files_read")
-        self.rejected = Metrics.counter(NAMESPACE, "files_rejected_on_read")
+        self.read = Metrics.counter(counters.NAMESPACE, counters.FILES_READ)
+        self.rejected = Metrics.counter(counters.NAMESPACE, counters.FILES_REJECTED_ON_READ)
 
     def process(self, batch):
-        source, paths = batch
-        for path in paths:
-            rec, pixels = read_record(path, source)
-            self.read.inc()
-            if pixels is None:
-                self.rejected.inc()
-            yield rec
+        recs = records.read_batch(batch)
+        self.read.inc(len(recs))
+        self.rejected.inc(sum(not r["valid"] for r in recs))
+        yield from recs
 
 
 class ReadPatchFiles(beam.PTransform):
     """PBegin -> one record per file, read and checked, spread over the workers."""
 
-    def __init__(self, paths_by_source: dict[str, list[str]], batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, paths_by_source: dict[str, list[str]], batch_size: int = records.BATCH_SIZE):
         super().__init__()
-        self.batches = [
-            (source, paths[i : i + batch_size])
-            for source, paths in sorted(paths_by_source.items())
-            for i in range(0, len(paths), batch_size)
-        ]
+        self.batches = records.batch_paths(paths_by_source, batch_size)
 
     def expand(self, pbegin):
         return (
@@ -119,8 +68,8 @@ class ReadLabelRows(beam.PTransform):
 
 class _Resolve(beam.DoFn):
     def __init__(self):
-        self.rows_rejected = Metrics.counter(NAMESPACE, "label_rows_rejected")
-        self.files_rejected = Metrics.counter(NAMESPACE, "files_rejected_on_join")
+        self.rows_rejected = Metrics.counter(counters.NAMESPACE, counters.LABEL_ROWS_REJECTED)
+        self.files_rejected = Metrics.counter(counters.NAMESPACE, counters.FILES_REJECTED_ON_JOIN)
 
     def process(self, element):
         id_, grouped = element
@@ -134,7 +83,8 @@ class _Resolve(beam.DoFn):
 
 
 class JoinLabels(beam.PTransform):
-    """(file records, label rows) -> files with labels, plus tagged 'rejected_rows'."""
+    """(file records, label rows) -> files with labels, plus tagged 'rejected_rows' (records.join_labels, grouped
+    by CoGroupByKey)."""
 
     def expand(self, inputs):
         files, rows = inputs
@@ -147,50 +97,32 @@ class JoinLabels(beam.PTransform):
         )
 
 
-def duplicate_group(pixel_hash: str, members) -> dict:
-    """Describes one set of files with identical pixels."""
-    members = sorted((m["source"], m["id"], m["label"]) for m in members)
-    sources = {s for s, _, _ in members}
-    train_labels = {lab for s, _, lab in members if s == layout.TRAIN and lab != layout.NO_LABEL}
-    if sources == {layout.TRAIN}:
-        kind = "within_train"
-    elif sources == {layout.TEST}:
-        kind = "within_test"
-    else:
-        kind = "across_train_test"
-    return {
-        "pixel_hash": pixel_hash,
-        "kind": kind,
-        "conflicting_labels": len(train_labels) > 1,
-        "members": [{"source": s, "id": i, "label": lab} for s, i, lab in members],
-    }
-
-
 class FindDuplicates(beam.PTransform):
-    """File records -> one record per pixel hash shared by two or more decodable files."""
+    """File records -> one record per pixel hash shared by two or more decodable files (records.find_duplicates,
+    grouped by GroupByKey)."""
 
     def expand(self, files):
         return (
             files
-            | "HasPixels" >> beam.Filter(lambda f: f["pixel_hash"] is not None)
-            | "KeyByHash" >> beam.Map(lambda f: (f["pixel_hash"], {k: f[k] for k in ("source", "id", "label")}))
+            | "HasPixels" >> beam.Filter(records.has_pixels)
+            | "KeyByHash" >> beam.Map(records.duplicate_member)
             | "GroupByHash" >> beam.GroupByKey()
             | "Shared" >> beam.Filter(lambda kv: len(kv[1]) > 1)
-            | "Describe" >> beam.MapTuple(lambda h, members: duplicate_group(h, list(members)))
+            | "Describe" >> beam.MapTuple(records.duplicate_group)
         )
 
 
 class ValidateKaggleLayout(beam.PTransform):
-    """PBegin -> {'files', 'rejected_rows', 'duplicates'} for a Kaggle-layout folder.
+    """PBegin -> {'files', 'rejected_rows', 'rows', 'duplicates'} for a Kaggle-layout folder.
 
     The folder is listed when the pipeline is built, so `num_files` is known
     up front and the job can check that every file came out the other end.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE):
         super().__init__()
         self.data_dir = data_dir
-        self.paths = {source: layout.list_files(data_dir, source) for source in layout.SOURCES}
+        self.paths = records.list_paths(data_dir)
         self.num_files = sum(len(p) for p in self.paths.values())
         self.csv_path = layout.join(data_dir, layout.LABELS_CSV)
         layout.check_labels_header(self.csv_path)
@@ -202,3 +134,74 @@ class ValidateKaggleLayout(beam.PTransform):
         joined = (files, rows) | "JoinLabels" >> JoinLabels()
         duplicates = joined.files | "FindDuplicates" >> FindDuplicates()
         return {"files": joined.files, "rejected_rows": joined.rejected_rows, "rows": rows, "duplicates": duplicates}
+
+
+def single_file(prefix: str, suffix: str) -> dict:
+    """WriteTo* arguments that produce exactly PREFIX+SUFFIX, one file, no shard numbers."""
+    return {"file_path_prefix": prefix, "file_name_suffix": suffix, "num_shards": 1, "shard_name_template": ""}
+
+
+def _write_summary(counts, num_rows, duplicate_facts, num_listed, output_dir, data_dir):
+    doc = summary.build_summary(counts, num_rows, duplicate_facts, num_listed)
+    outputs.write_summary_files(doc, output_dir, data_dir)
+
+
+def _prefix(name: str) -> tuple[str, str]:
+    stem, dot, ext = name.rpartition(".")
+    return stem, dot + ext
+
+
+class WriteValidationOutputs(beam.PTransform):
+    """The outputs of ValidateKaggleLayout -> the files in OUTPUT_DIR (pcam_tfds.core.outputs), rows in the
+    order the workers produce them."""
+
+    def __init__(self, output_dir: str, num_listed: int, data_dir: str):
+        super().__init__()
+        self.output_dir, self.num_listed, self.data_dir = output_dir, num_listed, data_dir
+
+    def _single_file(self, name: str) -> dict:
+        stem, suffix = _prefix(name)
+        return single_file(layout.join(self.output_dir, stem), suffix)
+
+    def expand(self, validated):
+        files, rejected_rows, rows, dups = (validated[k] for k in ("files", "rejected_rows", "rows", "duplicates"))
+        _ = (
+            files
+            | "ToManifestRow" >> beam.Map(outputs.manifest_row)
+            | "WriteManifest"
+            >> beam.io.WriteToParquet(schema=outputs.MANIFEST_SCHEMA, **self._single_file(outputs.MANIFEST))
+        )
+        rejected_files = (
+            files | "Rejected" >> beam.Filter(outputs.is_rejected) | "FileLine" >> beam.Map(outputs.rejected_file_line)
+        )
+        rejected_lines = rejected_rows | "RowLine" >> beam.Map(outputs.rejected_row_line)
+        _ = (
+            (rejected_files, rejected_lines)
+            | "AllRejected" >> beam.Flatten()
+            | "WriteRejected"
+            >> beam.io.WriteToText(header=",".join(outputs.REJECTED_HEADER), **self._single_file(outputs.REJECTED))
+        )
+        _ = (
+            dups
+            | "DuplicateLines" >> beam.FlatMap(outputs.duplicate_lines)
+            | "WriteDuplicates"
+            >> beam.io.WriteToText(header=outputs.DUPLICATES_HEADER, **self._single_file(outputs.DUPLICATES))
+        )
+        file_keys = files | "FileKey" >> beam.Map(summary.file_key)
+        row_keys = rejected_rows | "RowKey" >> beam.Map(summary.row_key)
+        counts = (file_keys, row_keys) | "AllKeys" >> beam.Flatten() | "Count" >> beam.combiners.Count.PerElement()
+        num_rows = rows | "CountRows" >> beam.combiners.Count.Globally()
+        dup_facts = dups | "DupKind" >> beam.Map(summary.duplicate_fact)
+        return (
+            counts
+            | "CountList" >> beam.combiners.ToList()
+            | "WriteSummary"
+            >> beam.Map(
+                _write_summary,
+                num_rows=beam.pvalue.AsSingleton(num_rows),
+                duplicate_facts=beam.pvalue.AsList(dup_facts),
+                num_listed=self.num_listed,
+                output_dir=self.output_dir,
+                data_dir=self.data_dir,
+            )
+        )

@@ -1,9 +1,10 @@
-"""The Beam half of the `pcam` builder: validate once, assign splits, read pixels into examples.
+"""The Beam executor of the `pcam` builder: validate once, assign splits, read pixels into examples.
 
 One validation pass (`beam_jobs.transforms.ValidateKaggleLayout`) feeds all
 three splits; its full outputs (manifest, rejected.csv, summary, report) are
 written beside the dataset in `validate/`, so every file kept out of the
-dataset is listed with its reason.
+dataset is listed with its reason. Routing and the example dict are those of
+the local build (`pcam_tfds.core.examples`); Beam only distributes them.
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.transforms import NAMESPACE, ValidateKaggleLayout
-from beam_jobs.validate import WriteValidationOutputs
+from beam_jobs.transforms import ValidateKaggleLayout, WriteValidationOutputs
 from pcam_tfds import validated
-from pcam_tfds.core import layout, patches, splits
-
-
-def _split_of(record: dict, assignment: dict) -> str:
-    return layout.TEST if record["source"] == layout.TEST else assignment[record["id"]]
+from pcam_tfds.core import counters, examples, layout, outputs, splits
 
 
 class _ToExample(beam.DoFn):
@@ -26,18 +22,17 @@ class _ToExample(beam.DoFn):
 
     def __init__(self, split: str):
         self.split = split
-        self.count = Metrics.counter(NAMESPACE, f"examples_{split}")
+        self.count = Metrics.counter(counters.NAMESPACE, counters.examples(split))
 
     def process(self, record):
-        # The file passed validation moments ago; failing to read it now is an error, not a rejection.
-        pixels = patches.read_patch(record["path"])
+        key_example = examples.read_example(record)
         self.count.inc()
-        yield record["id"], {"image": pixels, "label": record["label"], "id": record["id"]}
+        yield key_example
 
 
 class _CountUnused(beam.DoFn):
     def __init__(self):
-        self.count = Metrics.counter(NAMESPACE, f"examples_{splits.UNUSED}")
+        self.count = Metrics.counter(counters.NAMESPACE, counters.examples(splits.UNUSED))
 
     def process(self, record):
         self.count.inc()
@@ -58,19 +53,19 @@ def split_pcollections(
         records = (
             pipeline
             | "ReadManifest"
-            >> beam.io.ReadFromParquet(layout.join(checks_dir, validated.MANIFEST), columns=validated.COLUMNS)
+            >> beam.io.ReadFromParquet(layout.join(checks_dir, outputs.MANIFEST), columns=validated.COLUMNS)
             | "ToRecord" >> beam.Map(validated.record_from_row, data_dir=data_dir)
         )
     else:
         validate = ValidateKaggleLayout(data_dir)
-        outputs = pipeline | "Validate" >> validate
-        _ = outputs | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
-        records = outputs["files"]
-    valid = records | "Valid" >> beam.Filter(lambda f: f["valid"])
+        results = pipeline | "Validate" >> validate
+        _ = results | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
+        records = results["files"]
+    valid = records | "Valid" >> beam.Filter(examples.is_valid)
     assignment = (
         valid
-        | "Labelled" >> beam.Filter(lambda f: f["source"] == layout.TRAIN)
-        | "SplitKey" >> beam.Map(lambda f: (f["id"], f["label"], f["pixel_hash"]))
+        | "Labelled" >> beam.Filter(examples.is_labelled)
+        | "SplitKey" >> beam.Map(examples.split_key)
         | "Gather" >> beam.combiners.ToList()
         | "AssignSplits"
         >> beam.Map(
@@ -83,7 +78,7 @@ def split_pcollections(
     )
     names = [splits.TRAIN, splits.VALIDATION, layout.TEST, splits.UNUSED]
     parts = valid | "BySplit" >> beam.Partition(
-        lambda f, n, assignment: names.index(_split_of(f, assignment)),
+        lambda f, n, assignment: names.index(examples.split_of(f, assignment)),
         len(names),
         assignment=beam.pvalue.AsSingleton(assignment),
     )

@@ -21,12 +21,9 @@ from __future__ import annotations
 import json
 import os
 
-from pcam_tfds.core import layout, patches
+from pcam_tfds.core import layout, outputs, patches
 
 ENV_VAR = "PCAM_VALIDATION_DIR"
-MANIFEST = "manifest.parquet"
-INPUTS = "inputs.json"
-OUTPUT_FILES = (MANIFEST, "summary.json", "rejected.csv", "duplicates.csv", "report.md", INPUTS)
 _SHOWN = 5  # files named per kind of difference
 COLUMNS = ["id", "source", "label", "path", "pixel_hash", "valid", "reason", "size_bytes", "mtime_ns"]
 
@@ -89,25 +86,23 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_jobs.validate import inputs_fingerprint
-
-    missing = [name for name in OUTPUT_FILES if not FileSystems.exists(layout.join(validation_dir, name))]
+    missing = [name for name in outputs.OUTPUT_FILES if not FileSystems.exists(layout.join(validation_dir, name))]
     if missing:
         raise FileNotFoundError(
             f"{ENV_VAR}={validation_dir}: {', '.join(missing)} missing; run python -m beam_jobs.validate "
             f"--data_dir={data_dir} --output_dir={validation_dir} (inputs.json is new: validations older than it "
             "cannot be reused)"
         )
-    with FileSystems.open(layout.join(validation_dir, INPUTS)) as f:
+    with FileSystems.open(layout.join(validation_dir, outputs.INPUTS)) as f:
         recorded = json.load(f)["labels_csv"]
-    now = inputs_fingerprint(data_dir)["labels_csv"]
+    now = outputs.inputs_fingerprint(data_dir)["labels_csv"]
     problems = []
     if now != recorded:
         problems.append(
             f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
-    with FileSystems.open(layout.join(validation_dir, MANIFEST)) as f:
+    with FileSystems.open(layout.join(validation_dir, outputs.MANIFEST)) as f:
         rows = pq.read_table(f, columns=COLUMNS).to_pylist()
     for source in layout.SOURCES:
         listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
@@ -153,11 +148,11 @@ def copy_outputs(validation_dir: str, checks_dir: str) -> dict:
     if not FileSystems.exists(checks_dir):
         FileSystems.mkdirs(checks_dir)
     summary = None
-    for name in OUTPUT_FILES:
+    for name in outputs.OUTPUT_FILES:
         with FileSystems.open(layout.join(validation_dir, name), compression_type="uncompressed") as src:
             data = src.read()
         with FileSystems.create(layout.join(checks_dir, name)) as dst:
             dst.write(data)
-        if name == "summary.json":
+        if name == outputs.SUMMARY:
             summary = json.loads(data)
     return summary

@@ -13,8 +13,9 @@ import pytest
 from kaggle_folders import make_with_problems
 from PIL import Image
 
-from beam_jobs import eda, stats
+from beam_jobs import eda
 from beam_jobs.report import browser, figures, page
+from pcam_tfds.core import channel_stats as stats
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 FIGURES = ("sample_patches", "channels", "labels", "histograms", "flags")

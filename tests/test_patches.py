@@ -168,7 +168,7 @@ def test_each_bad_file_kind_gets_its_reason(kind):
 def test_only_regular_files_are_opened(tmp_path):
     import os
 
-    from beam_jobs.transforms import read_record
+    from pcam_tfds.core.records import read_record
 
     os.mkfifo(tmp_path / "fifo.tif")  # opening it would block for ever
     (tmp_path / "dir.tif").mkdir()
@@ -184,7 +184,7 @@ def test_only_regular_files_are_opened(tmp_path):
 
 
 def test_read_record_never_raises(tmp_path):
-    from beam_jobs.transforms import read_record
+    from pcam_tfds.core.records import read_record
 
     (tmp_path / "a.tif").write_bytes(b"")
     rec, px = read_record(str(tmp_path / "a.tif"), "train")

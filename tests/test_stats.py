@@ -15,7 +15,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_services import portable_runner_options
 from kaggle_folders import make_clean, make_with_problems
 
+from beam_jobs import channel_stats as beam_stats
 from beam_jobs import stats, validate
+from pcam_tfds.core import channel_stats as core_stats
 from pcam_tfds.core import patches
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]
@@ -33,7 +35,7 @@ BLACK = _patch([[0, 0], [0, 0]], [[0, 0], [0, 0]], [[0, 0], [0, 3]])
 
 
 def test_patch_stats_on_one_patch_exactly():
-    s = stats.PatchStats().add(TISSUE, stats.Thresholds()).summary()
+    s = core_stats.PatchStats().add(TISSUE, core_stats.Thresholds()).summary()
     assert s["patches"] == 1 and s["pixels"] == 4
     assert s["sum"] == [510, 400, 10]
     assert s["sum_sq"] == [2 * 255**2, 4 * 100**2, 1 + 4 + 9 + 16]
@@ -45,40 +47,43 @@ def test_patch_stats_on_one_patch_exactly():
     assert hist[2, 1:5].tolist() == [1, 1, 1, 1]
     # Tissue: no near-white pixel, not dark (mean of all 12 values is 76.7), std of all values 87.6.
     assert s["near_white_pixel_share"] == 0.0
-    assert [s[f"{k}_patches"] for k in stats.FLAGS] == [0, 0, 0, 0]
+    assert [s[f"{k}_patches"] for k in core_stats.FLAGS] == [0, 0, 0, 0]
 
 
 def test_flags_follow_the_thresholds():
-    t = stats.Thresholds(white_level=220, background_share=0.5, dark_mean=40, blank_std=10)
-    white = stats.PatchStats().add(WHITE, t).summary()
+    t = core_stats.Thresholds(white_level=220, background_share=0.5, dark_mean=40, blank_std=10)
+    white = core_stats.PatchStats().add(WHITE, t).summary()
     # (255,255,255) x3 and (250,250,221): all four pixels have every channel > 220; std of all values 9.3.
     assert white["near_white_pixel_share"] == 1.0
-    assert [white[f"{k}_patches"] for k in stats.FLAGS] == [1, 0, 1, 1]  # background, blank, not dark
-    black = stats.PatchStats().add(BLACK, t).summary()
-    assert [black[f"{k}_patches"] for k in stats.FLAGS] == [0, 1, 1, 1]  # dark and blank
+    assert [white[f"{k}_patches"] for k in core_stats.FLAGS] == [1, 0, 1, 1]  # background, blank, not dark
+    black = core_stats.PatchStats().add(BLACK, t).summary()
+    assert [black[f"{k}_patches"] for k in core_stats.FLAGS] == [0, 1, 1, 1]  # dark and blank
     # A channel of 221 is not above 221, so the last pixel is no longer near-white: 3/4 still > 50%.
-    assert stats.PatchStats().add(WHITE, stats.Thresholds(white_level=221)).near_white_pixels == 3
+    assert core_stats.PatchStats().add(WHITE, core_stats.Thresholds(white_level=221)).near_white_pixels == 3
     assert (
-        stats.PatchStats().add(WHITE, stats.Thresholds(white_level=221, background_share=0.75)).flags["background"] == 0
+        core_stats.PatchStats()
+        .add(WHITE, core_stats.Thresholds(white_level=221, background_share=0.75))
+        .flags["background"]
+        == 0
     )
 
 
 def test_a_stack_equals_its_patches_one_by_one_and_merging():
-    t = stats.Thresholds()
-    stacked = stats.PatchStats().add(np.stack([TISSUE, WHITE, BLACK]), t).summary()
-    one_by_one = stats.PatchStats()
+    t = core_stats.Thresholds()
+    stacked = core_stats.PatchStats().add(np.stack([TISSUE, WHITE, BLACK]), t).summary()
+    one_by_one = core_stats.PatchStats()
     for p in (TISSUE, WHITE, BLACK):
         one_by_one.add(p, t)
-    merged = stats.PatchStats().add(TISSUE, t).merge(stats.PatchStats().add(np.stack([WHITE, BLACK]), t))
+    merged = core_stats.PatchStats().add(TISSUE, t).merge(core_stats.PatchStats().add(np.stack([WHITE, BLACK]), t))
     assert one_by_one.summary() == stacked == merged.summary()
     assert stacked["patches"] == 3 and stacked["pixels"] == 12
     assert stacked["sum"] == [510 + 255 * 3 + 250, 400 + 255 * 3 + 250, 10 + 255 * 3 + 221 + 3]
-    assert [stacked[f"{k}_patches"] for k in stats.FLAGS] == [1, 1, 2, 2]
+    assert [stacked[f"{k}_patches"] for k in core_stats.FLAGS] == [1, 1, 2, 2]
     assert stacked["near_white_pixel_share"] == 4 / 12
 
 
 def test_sums_stay_exact_beyond_float_precision():
-    acc = stats.PatchStats()
+    acc = core_stats.PatchStats()
     acc.histogram[:, 255] = 2**40 + 1  # ~1.1e12 pixels: x^2 sums pass 2**53
     acc.histogram[:, 0] = 1
     s = acc.summary()
@@ -90,37 +95,37 @@ def test_sums_stay_exact_beyond_float_precision():
 
 
 def test_empty_stats_and_bad_input():
-    s = stats.PatchStats().summary()
+    s = core_stats.PatchStats().summary()
     assert s["patches"] == 0 and s["mean"] is None and s["std"] is None and s["background_share"] is None
     with pytest.raises(ValueError, match=r"uint8 patches of shape \(N, H, W, 3\), got float32 \(2, 2, 3\)"):
-        stats.PatchStats().add(TISSUE.astype(np.float32), stats.Thresholds())
+        core_stats.PatchStats().add(TISSUE.astype(np.float32), core_stats.Thresholds())
     with pytest.raises(ValueError, match="white_level"):
-        stats.Thresholds(white_level=255)
+        core_stats.Thresholds(white_level=255)
     with pytest.raises(ValueError, match="background_share"):
-        stats.Thresholds(background_share=1.5)
+        core_stats.Thresholds(background_share=1.5)
 
 
 def test_group_of():
-    assert [stats.group_of("train", 0), stats.group_of("train", 1), stats.group_of("test", -1)] == [
+    assert [core_stats.group_of("train", 0), core_stats.group_of("train", 1), core_stats.group_of("test", -1)] == [
         "negative",
         "positive",
         "test",
     ]
     with pytest.raises(ValueError, match="label 2"):
-        stats.group_of("train", 2)
+        core_stats.group_of("train", 2)
 
 
 def test_combiner_per_key_in_a_pipeline():
     def key_facts(kv):
         group, acc = kv
         s = acc.summary()
-        return group, s["patches"], s["sum"], s["sum_sq"], [s[f"{k}_patches"] for k in stats.FLAGS]
+        return group, s["patches"], s["sum"], s["sum_sq"], [s[f"{k}_patches"] for k in core_stats.FLAGS]
 
     with TestPipeline() as p:
         out = (
             p
             | beam.Create([("negative", TISSUE), ("negative", np.stack([WHITE, BLACK])), ("positive", TISSUE)])
-            | beam.CombinePerKey(stats.PatchStatsFn())
+            | beam.CombinePerKey(beam_stats.PatchStatsFn())
             | beam.Map(key_facts)
         )
         negative_sum_sq = [
@@ -147,7 +152,7 @@ def test_compute_channel_stats_rejects_undecodable_files(tmp_path):
     recs.append({"id": "broken", "source": "train", "label": 1, "path": str(tmp_path / "train" / "broken.tif")})
     pixels = [patches.read_patch(str(p)) for p in train]
     with TestPipeline() as p:
-        out = p | beam.Create(recs) | stats.ComputeChannelStats(batch_size=4)
+        out = p | beam.Create(recs) | beam_stats.ComputeChannelStats(batch_size=4)
         assert_that(
             out["stats"] | beam.MapTuple(lambda g, acc: (g, acc.patches, acc.summary()["sum"])),
             equal_to(
@@ -172,7 +177,7 @@ def _valid_pixels(folder, summary_manifest) -> dict:
     m = pd.read_parquet(summary_manifest)
     out = {}
     for row in m[m.valid].itertuples():
-        out.setdefault(stats.group_of(row.source, row.label), []).append(patches.read_patch(row.path))
+        out.setdefault(core_stats.group_of(row.source, row.label), []).append(patches.read_patch(row.path))
     return {g: np.stack(v) for g, v in out.items()}
 
 
@@ -204,29 +209,29 @@ def test_full_run_with_injected_problems_matches_validate_and_numpy(tmp_path):
         np.testing.assert_allclose(g["std"], flat.std(axis=0), rtol=1e-9)
         assert np.array_equal(g["histogram"], [np.bincount(flat[:, c], minlength=256) for c in range(3)])
 
-    mean, std = stats.load_channel_stats(str(tmp_path / "stats"))
+    mean, std = core_stats.load_channel_stats(str(tmp_path / "stats"))
     assert mean == tuple(s["groups"]["train"]["mean"]) and std == tuple(s["groups"]["train"]["std"])
-    mean01, _ = stats.load_channel_stats(str(tmp_path / "stats" / "stats.json"), group="test", scale=1 / 255)
+    mean01, _ = core_stats.load_channel_stats(str(tmp_path / "stats" / "stats.json"), group="test", scale=1 / 255)
     assert mean01 == pytest.approx([m / 255 for m in s["groups"]["test"]["mean"]], rel=1e-15)
 
 
 def test_load_channel_stats_errors(tmp_path):
     path = tmp_path / "stats.json"
     path.write_text("{not json")
-    with pytest.raises(stats.StatsError, match="stats.json: not JSON"):
-        stats.load_channel_stats(str(path))
-    empty = stats.build_stats([], [], stats.Thresholds(), None, {})
+    with pytest.raises(core_stats.StatsError, match="stats.json: not JSON"):
+        core_stats.load_channel_stats(str(path))
+    empty = core_stats.build_stats([], [], core_stats.Thresholds(), None, {})
     path.write_text(json.dumps(empty))
-    with pytest.raises(stats.StatsError, match="group 'train' has no valid patches"):
-        stats.load_channel_stats(str(path))
-    with pytest.raises(stats.StatsError, match=r"no group 'val'.*'all', 'negative'"):
-        stats.load_channel_stats(str(path), group="val")
+    with pytest.raises(core_stats.StatsError, match="group 'train' has no valid patches"):
+        core_stats.load_channel_stats(str(path))
+    with pytest.raises(core_stats.StatsError, match=r"no group 'val'.*'all', 'negative'"):
+        core_stats.load_channel_stats(str(path), group="val")
 
 
 def test_accounting_error_when_files_go_missing():
-    acc = stats.PatchStats().add(TISSUE, stats.Thresholds())
-    with pytest.raises(stats.StatsError, match="3 files were listed but 2 came out"):
-        stats.build_stats([("negative", acc)], [("truncated", 1)], stats.Thresholds(), 3, {})
+    acc = core_stats.PatchStats().add(TISSUE, core_stats.Thresholds())
+    with pytest.raises(core_stats.StatsError, match="3 files were listed but 2 came out"):
+        core_stats.build_stats([("negative", acc)], [("truncated", 1)], core_stats.Thresholds(), 3, {})
 
 
 @pytest.mark.slow

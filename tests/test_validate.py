@@ -14,11 +14,11 @@ from beam_services import portable_runner_options
 from kaggle_folders import make_clean, make_with_problems
 
 from beam_jobs import transforms, validate
-from pcam_tfds.core import layout
+from pcam_tfds.core import layout, outputs, records, summary
 
 
 def _rec(id_, source="train", valid=True, reason=None, pixel_hash="h"):
-    rec = transforms.file_record(f"/d/{source}/{id_}.tif", source)
+    rec = records.file_record(f"/d/{source}/{id_}.tif", source)
     rec.update(valid=valid, reason=reason, pixel_hash=pixel_hash)
     return rec
 
@@ -86,7 +86,7 @@ def test_full_run_with_injected_problems(tmp_path):
 
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert len(manifest) == expected["total"]
-    assert manifest["id"].is_unique or manifest["id"].value_counts().max() == 1
+    assert manifest["id"].is_unique
     assert manifest["valid"].sum() == expected["valid"]
     valid = manifest[manifest["valid"]]
     assert valid["pixel_hash"].notna().all() and valid[["mean_r", "std_b"]].notna().all().all()
@@ -121,7 +121,7 @@ def test_clean_folder_multi_processing_default_and_strict(tmp_path):
     assert (summary["total"], summary["valid"], summary["rejected"]) == (36, 36, 0)
     assert summary["label_rows"] == {"total": 30, "matched": 30, "rejected": 0, "rejected_by_reason": {}}
     rejected = (tmp_path / "out" / "rejected.csv").read_text().splitlines()
-    assert rejected == [",".join(validate.REJECTED_HEADER)]
+    assert rejected == [",".join(outputs.REJECTED_HEADER)]
 
 
 def test_missing_folder_and_bad_header_fail_early(tmp_path):
@@ -135,10 +135,10 @@ def test_missing_folder_and_bad_header_fail_early(tmp_path):
 
 def test_accounting_error_when_files_go_missing():
     counts = [(("file", "train", True, "", 1), 3)]
-    with pytest.raises(validate.AccountingError, match="4 files were listed but 3"):
-        validate.build_summary(counts, num_rows=3, duplicate_kinds=[], num_listed=4)
-    with pytest.raises(validate.AccountingError, match="has 5 rows"):
-        validate.build_summary(counts, num_rows=5, duplicate_kinds=[], num_listed=3)
+    with pytest.raises(summary.AccountingError, match="4 files were listed but 3"):
+        summary.build_summary(counts, num_rows=3, duplicate_facts=[], num_listed=4)
+    with pytest.raises(summary.AccountingError, match="has 5 rows"):
+        summary.build_summary(counts, num_rows=5, duplicate_facts=[], num_listed=3)
 
 
 @pytest.mark.slow

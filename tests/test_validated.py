@@ -12,6 +12,7 @@ from kaggle_folders import make_with_problems, read_labels, write_labels
 
 from beam_jobs import validate
 from pcam_tfds import local_steps, validated
+from pcam_tfds.core import outputs
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 SPLIT_ARGS = {"validation_fraction": 0.2, "sample_fraction": 1.0, "seed": 42}
@@ -43,7 +44,7 @@ def test_reuse_gives_the_splits_of_a_fresh_validation_and_copies_its_outputs(che
     assert reused == fresh
     assert sum(len(v) for v in reused.values()) == expected["valid"]
     assert counts["train"] + counts["validation"] == expected["by_source"]["train"]["valid"]
-    for name in validated.OUTPUT_FILES:
+    for name in outputs.OUTPUT_FILES:
         assert (tmp_path / "a" / name).read_bytes() == (checks / name).read_bytes(), name
 
 

@@ -124,8 +124,8 @@ def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
 
 def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
     """Train mean and std per channel (0..255) from beam_jobs.stats' stats.json, errors naming the flag."""
-    from beam_jobs.stats import StatsError
-    from beam_jobs.stats import load_channel_stats as load
+    from pcam_tfds.core.channel_stats import StatsError
+    from pcam_tfds.core.channel_stats import load_channel_stats as load
 
     try:
         return load(path)

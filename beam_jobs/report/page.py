@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 
-from beam_jobs.stats import CHANNELS, FLAGS
+from pcam_tfds.core.channel_stats import CHANNELS, FLAGS
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -180,7 +180,7 @@ every valid patch ({f["valid"]:,} of {f["total"]:,} files; {f["rejected"]:,} rej
 <h2>Channel statistics for normalisation</h2>
 <p>Per-channel mean and population standard deviation on the 0-255 scale, from exact sums of x and x<sup>2</sup>
 over all pixels. Normalise with <code>(x - mean) / std</code> using the <b>train</b> row
-(<code>beam_jobs.stats.load_channel_stats(path)</code>; divide both by 255 for images scaled to [0, 1]).</p>
+(<code>pcam_tfds.core.channel_stats.load_channel_stats(path)</code>; divide both by 255 for images scaled to [0, 1]).</p>
 {channel_table(stats)}
 
 <h2>Background, dark and blank patches</h2>

@@ -158,10 +158,10 @@ def pixel_hash(pixels: np.ndarray) -> str:
 def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) standard deviation of one patch.
 
-    Matrix-vector products in float32 cost a tenth of `ndarray.mean/std(axis=0)`
-    (a strided reduction). The sum of x is exact in float32 for a 96x96 patch;
-    the variance is taken about the mean (two passes), so it stays accurate
-    for flat, low-variance patches. Exact dataset statistics are beam_jobs.stats'.
+    Matrix-vector products in float32, because `ndarray.mean/std(axis=0)` is a
+    strided reduction and costs far more (per-file costs: bench/RESULTS.md). The sum of x is exact in float32
+    for a 96x96 patch; the variance is taken about the mean (two passes), so it stays accurate
+    for flat, low-variance patches. Exact dataset statistics are pcam_tfds.core.channel_stats'.
     """
     flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32)
     ones = np.ones(flat.shape[0], np.float32)

@@ -1,0 +1,135 @@
+"""The files a validation writes, their names and row formats; both executors write them from these.
+
+    manifest.parquet  one row per file (`manifest_row`, MANIFEST_SCHEMA)
+    rejected.csv      REJECTED_HEADER, then `rejected_file_line` per rejected file and `rejected_row_line` per row
+    duplicates.csv    DUPLICATES_HEADER, then `duplicate_lines` per group
+    summary.json, report.md, inputs.json   `write_summary_files`
+
+`write_validation` writes them all from records held in memory (the local executor);
+`beam_jobs.transforms.WriteValidationOutputs` writes the same rows from PCollections, in the
+order its workers produce them. Paths go through Beam's FileSystems (imported when writing),
+so `gs://` folders work.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+
+import pyarrow as pa
+
+from pcam_tfds.core import layout
+from pcam_tfds.core.summary import render_report
+
+MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS = (
+    "manifest.parquet",
+    "summary.json",
+    "rejected.csv",
+    "duplicates.csv",
+    "report.md",
+    "inputs.json",
+)
+OUTPUT_FILES = (MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("label", pa.int64()),
+        ("path", pa.string()),
+        ("pixel_hash", pa.string()),
+        ("valid", pa.bool_()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+    ]
+    + [(f"{stat}_{c}", pa.float64()) for stat in ("mean", "std") for c in "rgb"]
+)
+REJECTED_HEADER = ["kind", "source", "id", "path", "reason", "detail"]
+DUPLICATES_HEADER = "pixel_hash,kind,conflicting_labels,source,id,label"
+
+
+def manifest_row(f: dict) -> dict:
+    row = {
+        k: f[k]
+        for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes", "mtime_ns")
+    }
+    for stat in ("mean", "std"):
+        values = f[stat] or (None, None, None)
+        row.update({f"{stat}_{c}": v for c, v in zip("rgb", values)})
+    return row
+
+
+def csv_line(values) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+def is_rejected(f: dict) -> bool:
+    return not f["valid"]
+
+
+def rejected_file_line(f: dict) -> str:
+    return csv_line(["file", f["source"], f["id"], f["path"], f["reason"], f["detail"]])
+
+
+def rejected_row_line(r: dict) -> str:
+    return csv_line(["label_row", layout.LABELS_CSV, r["id"], r["raw"], r["reason"], ""])
+
+
+def duplicate_lines(group: dict):
+    for m in group["members"]:
+        yield csv_line(
+            [group["pixel_hash"], group["kind"], group["conflicting_labels"], m["source"], m["id"], m["label"]]
+        )
+
+
+def write_text(path: str, text: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path) as f:
+        f.write(text.encode())
+
+
+def write_lines(path: str, lines: list[str]) -> None:
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def inputs_fingerprint(data_dir: str) -> dict:
+    """What the validation saw of train_labels.csv (inputs.json); the files' own sizes and mtimes are in the manifest."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = layout.join(data_dir, layout.LABELS_CSV)
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        data = f.read()
+    return {"data_dir": data_dir, "labels_csv": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+
+
+def write_summary_files(summary: dict, output_dir: str, data_dir: str) -> None:
+    write_text(layout.join(output_dir, INPUTS), json.dumps(inputs_fingerprint(data_dir), indent=2) + "\n")
+    write_text(layout.join(output_dir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    write_text(layout.join(output_dir, REPORT), render_report(summary, data_dir))
+
+
+def write_validation(
+    output_dir: str, data_dir: str, files: list[dict], rejected_rows: list[dict], duplicates: list[dict], summary: dict
+) -> None:
+    """Every output of a validation held in memory, into the local folder OUTPUT_DIR."""
+    import pyarrow.parquet as pq
+
+    os.makedirs(output_dir, exist_ok=True)
+    table = pa.Table.from_pylist([manifest_row(f) for f in files], schema=MANIFEST_SCHEMA)
+    pq.write_table(table, os.path.join(output_dir, MANIFEST))
+    lines = [",".join(REJECTED_HEADER)]
+    lines += [rejected_file_line(f) for f in files if is_rejected(f)]
+    lines += [rejected_row_line(r) for r in rejected_rows]
+    write_lines(os.path.join(output_dir, REJECTED), lines)
+    write_lines(
+        os.path.join(output_dir, DUPLICATES), [DUPLICATES_HEADER] + [x for g in duplicates for x in duplicate_lines(g)]
+    )
+    write_summary_files(summary, output_dir, data_dir)
