@@ -100,7 +100,7 @@ def scan_labels(data_dir: str, sizes: dict[str, int]) -> list[dict]:
 
 def write_validation(checks_dir: str, data_dir: str, sizes: dict[str, int], rejected: list[dict]) -> dict:
     """validate/summary.json, rejected.csv and report.md for the HDF5 source; returns the summary."""
-    from beam_jobs import validate
+    from pcam_tfds.core import outputs as validate
 
     os.makedirs(checks_dir, exist_ok=True)
     by_reason: dict[str, int] = {}
@@ -170,7 +170,7 @@ def beam_split_pcollections(pipeline, data_dir: str, checks_dir: str) -> dict:
     import apache_beam as beam
     from apache_beam.metrics import Metrics
 
-    from beam_jobs.transforms import NAMESPACE
+    from pcam_tfds.core.counters import NAMESPACE
 
     sizes, _ = prepare(data_dir, checks_dir)
     out = {}
