@@ -1,4 +1,4 @@
-"""The official PCam HDF5 files as a source (--config=hdf5): their splits, bad labels listed, bad files named."""
+"""The official PCam HDF5 files (the `pcam_hdf5` dataset): their splits, bad labels listed, bad files named."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pcam_tfds import hdf5_source
-from pcam_tfds.pcam.pcam_dataset_builder import Builder
+from pcam_tfds.pcam_hdf5 import hdf5_source
+from pcam_tfds.pcam_hdf5.pcam_hdf5_dataset_builder import Builder
 
 SIZES = {"train": 30, "valid": 10, "test": 12}
 BAD = {("train", 4): 2, ("test", 0): 255}  # (file split, row): a label that is not 0 or 1
@@ -34,7 +34,7 @@ def write_h5(folder, sizes=SIZES, bad=BAD, x_shape=(96, 96, 3)):
 
 
 def build(manual_dir, data_dir, beam_args=None):
-    builder = Builder(data_dir=str(data_dir), config="hdf5")
+    builder = Builder(data_dir=str(data_dir))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             manual_dir=str(manual_dir), beam_options=PipelineOptions(beam_args) if beam_args else None

@@ -1,6 +1,6 @@
-"""The official PCam HDF5 files as a second source of the `pcam` builder, with their own splits.
+"""Reading the official PCam HDF5 files for the `pcam_hdf5` dataset, which keeps their own splits.
 
-    tfds build pcam_tfds/pcam --manual_dir=PCAM_H5_DIR --data_dir=TFDS_DIR --config=hdf5
+    tfds build pcam_tfds/pcam_hdf5 --manual_dir=PCAM_H5_DIR --data_dir=TFDS_DIR
 
 PCAM_H5_DIR holds the six files of https://github.com/basveeling/pcam, unzipped (`gunzip *.gz`):
 `camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5`. Each `_x` file has a dataset `x` of shape
@@ -150,42 +150,35 @@ def _examples_of_chunk(chunk: tuple[str, int, int], data_dir: str):
             yield id_, {"image": image, "label": label, "id": id_}
 
 
-def local_split_generators(data_dir: str, checks_dir: str, counts: dict | None = None) -> dict:
-    """{'train', 'validation', 'test'}: generators of (id, example) for TFDS' writer, counted into `counts`."""
-    sizes, _ = prepare(data_dir, checks_dir)
-
-    def generate(name):
-        split = FILE_SPLITS[name]
-        for chunk in chunks({name: sizes[name]}):
-            for key, example in _examples_of_chunk(chunk, data_dir):
-                if counts is not None:
-                    counts[split] = counts.get(split, 0) + 1
-                yield key, example
-
-    return {FILE_SPLITS[name]: generate(name) for name in FILE_SPLITS}
+def split_examples(data_dir: str, name: str, size: int, counts: dict | None = None):
+    """(id, example) of the valid patches of file split NAME, chunk by chunk; counted into `counts`."""
+    split = FILE_SPLITS[name]
+    for chunk in chunks({name: size}):
+        for key, example in _examples_of_chunk(chunk, data_dir):
+            if counts is not None:
+                counts[split] = counts.get(split, 0) + 1
+            yield key, example
 
 
-def beam_split_pcollections(pipeline, data_dir: str, checks_dir: str) -> dict:
-    """The same as PCollections: each chunk of rows is one element, read on a worker."""
+def read_split(pbegin, data_dir: str, name: str, size: int, counter_key: tuple[str, str]):
+    """The same on Beam (PBegin -> (id, example)): each chunk of rows is one element, read on a worker.
+
+    Wrap it with `beam.ptransform_fn` to get the PTransform TFDS applies; the Beam counter
+    `counter_key` (namespace, name) counts the examples.
+    """
     import apache_beam as beam
     from apache_beam.metrics import Metrics
 
-    from pcam_tfds.core.counters import NAMESPACE
+    counter = Metrics.counter(*counter_key)
 
-    sizes, _ = prepare(data_dir, checks_dir)
-    out = {}
-    for name, split in FILE_SPLITS.items():
-        counter = Metrics.counter(NAMESPACE, f"examples_{split}")
+    def examples(chunk):
+        for key, example in _examples_of_chunk(chunk, data_dir):
+            counter.inc()
+            yield key, example
 
-        def examples(chunk, counter=counter):
-            for key, example in _examples_of_chunk(chunk, data_dir):
-                counter.inc()
-                yield key, example
-
-        out[split] = (
-            pipeline
-            | f"Chunks_{split}" >> beam.Create(chunks({name: sizes[name]}))
-            | f"Reshuffle_{split}" >> beam.Reshuffle()
-            | f"Read_{split}" >> beam.FlatMap(examples)
-        )
-    return out
+    return (
+        pbegin
+        | "Chunks" >> beam.Create(chunks({name: size}))
+        | "Reshuffle" >> beam.Reshuffle()  # spread the chunks over workers (Create may keep them on one)
+        | "Read" >> beam.FlatMap(examples)
+    )

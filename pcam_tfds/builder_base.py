@@ -1,0 +1,122 @@
+"""What the two patch datasets (`pcam`: the Kaggle folder, `pcam_hdf5`: the official HDF5 files) share.
+
+Each builds either in this process or on Apache Beam, and TFDS itself makes that choice from what
+`_generate_examples` returns: a Python generator is written by TFDS' own writer with no Beam at all; a
+`beam.PTransform` makes TFDS create one pipeline (with `--beam_pipeline_options` or a runner) and apply
+it there. `use_beam` decides which one a builder returns, from the download config alone.
+
+Both builds also share:
+- one build of a config at a time (a lock on the config folder), and the removal of `incomplete.*`
+  folders that killed builds leave behind;
+- shards of 64 MiB unless told otherwise;
+- the count of examples sent to the writer per split (a dict on the local path, Beam counters on Beam),
+  checked against what TFDS wrote, so a writer that loses examples fails the build (`_check_counts`).
+
+Reading a built dataset needs none of this: `tfds.builder_from_directory(TFDS_DIR/<name>/<config>/1.0.0)`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from pcam_tfds import folder_lock
+from pcam_tfds.core import counters
+
+DEFAULT_MAX_SHARD_BYTES = 64 << 20
+
+
+def patch_features(label_doc: str, id_doc: str) -> tfds.features.FeaturesDict:
+    """image (96x96x3 uint8), label, id: the features of both datasets."""
+    return tfds.features.FeaturesDict(
+        {
+            # Raw bytes: the default Tensor(uint8) encoding stores int64 lists (bench/RESULTS.md).
+            "image": tfds.features.Tensor(shape=(96, 96, 3), dtype=np.uint8, encoding="bytes"),
+            "label": tfds.features.Scalar(dtype=np.int64, doc=label_doc),
+            "id": tfds.features.Text(doc=id_doc),
+        }
+    )
+
+
+def written_counts(split_infos, names) -> dict[str, int]:
+    """{split: examples TFDS wrote} for the split names given (0 for a split TFDS has no record of)."""
+    return {name: split_infos[name].num_examples if name in split_infos else 0 for name in names}
+
+
+def emitted_problems(written: dict[str, int], emitted: dict[str, int]) -> list[str]:
+    """Each split whose count of examples sent to the writer differs from what was written."""
+    if not emitted:
+        return []
+    return [
+        f"{name}: {emitted.get(name, 0)} examples sent to the writer, {n} written"
+        for name, n in written.items()
+        if emitted.get(name, 0) != n
+    ]
+
+
+class PatchBuilder(tfds.core.GeneratorBasedBuilder):
+    """Base of the `pcam` and `pcam_hdf5` builders (abstract: TFDS does not register it as a dataset)."""
+
+    def checks_dir(self) -> epath.Path:
+        """Where the build writes its validation outputs: `validate/` beside the shards."""
+        return self.data_path / "validate"
+
+    @staticmethod
+    def use_beam(download_config: tfds.download.DownloadConfig) -> bool:
+        """Beam when Beam options or a runner are given; otherwise one process, with no Beam imported.
+
+        On one machine the DirectRunner holds TFDS' shuffle of every serialized
+        example in memory: at 25k files 1.8x the time and 2.9x the memory of the
+        local path in_memory, more memory than a laptop has at Kaggle scale; and
+        its multi_processing mode dropped examples (caught by the count check;
+        bench/RESULTS.md). Both paths write the same dataset.
+        """
+        return download_config.beam_options is not None or download_config.beam_runner is not None
+
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        # One build of this config at a time; holding the lock, any incomplete.* folder beside the dataset
+        # was left by a build that was killed (TFDS writes there, then renames), so it can go.
+        parent = epath.Path(self.data_path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        with folder_lock.FolderLock(parent, f"tfds build {self.name} {self.builder_config.name}"):
+            for stale in parent.glob("incomplete.*"):
+                logging.warning("removing %s, left by a build that did not finish", stale)
+                stale.rmtree(missing_ok=True)
+            return super().download_and_prepare(download_config=download_config, **kwargs)
+
+    def _download_and_prepare(self, dl_manager, download_config) -> None:
+        # Read by _split_generators/_generate_examples: generators, or PTransforms TFDS runs on Beam.
+        self._on_beam = self.use_beam(download_config)
+        self._emitted: dict[str, int] = {}  # the local generators count into it; on Beam, the counters
+        default = tfds.core.utils.shard_utils.DEFAULT_MAX_SHARD_SIZE  # what `tfds build` passes when not told
+        if download_config.num_shards is None and download_config.max_shard_size == default:
+            # 64 MiB shards instead of TFDS' 1 GiB: about 115 shards at Kaggle size, so readers can
+            # interleave many files, and no 1 GiB group has to pass through a Beam worker at once.
+            download_config = dataclasses.replace(download_config, max_shard_size=DEFAULT_MAX_SHARD_BYTES)
+        super()._download_and_prepare(dl_manager, download_config)
+        if download_config.max_examples_per_split is not None:
+            return  # a deliberately truncated build
+        self._check_counts(self.info.splits, self._emitted)
+
+    @abc.abstractmethod
+    def _check_counts(self, split_infos, emitted: dict[str, int]) -> None:
+        """Raises unless each split holds exactly the examples validation allowed into it.
+
+        It raises inside TFDS' incomplete folder, so a short build is never left behind as finished.
+        """
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        # The counts each split was given on Beam, to check against what the writer wrote.
+        from apache_beam.metrics.metric import MetricsFilter
+
+        query = pipeline_result.metrics().query(MetricsFilter().with_namespace(counters.NAMESPACE))
+        for c in query["counters"]:
+            name = c.key.metric.name
+            if name.startswith(counters.EXAMPLES_PREFIX):  # counters.examples(split)
+                split = name[len(counters.EXAMPLES_PREFIX) :]
+                self._emitted[split] = self._emitted.get(split, 0) + c.committed
