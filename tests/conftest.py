@@ -1,13 +1,18 @@
-"""Shared fixtures: the real data in ../shared (optional) and small Kaggle-layout folders."""
+"""Shared fixtures: the real data in ../shared (optional), a tiny built `pcam` dataset and one finished run
+per session for the trainer tests, and a simulated crash for the resume tests."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import REPO, run_module
 
 SHARED_ENV = "PCAM_SHARED_DATA"
+NUM_TRAIN, NUM_TEST, SEED = 96, 24, 3
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +25,63 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"{SHARED_ENV}={root} is not a folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def pcam_data(tmp_path_factory) -> dict[str, Path]:
+    """{"kaggle": Kaggle-layout folder, "tfds": TFDS data dir with pcam/full built from it}."""
+    from pcam_tfds import synthetic
+
+    root = tmp_path_factory.mktemp("trainer_pcam")
+    kaggle, tfds_dir = root / "kaggle", root / "tfds"
+    synthetic.write_layout(str(kaggle), NUM_TRAIN, NUM_TEST, SEED)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "tfds"),
+            "build",
+            "pcam_tfds/pcam",
+            f"--manual_dir={kaggle}",
+            f"--data_dir={tfds_dir}",
+            "--config=full",
+            "--beam_pipeline_options=direct_running_mode=in_memory",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return {"kaggle": kaggle, "tfds": tfds_dir}
+
+
+@pytest.fixture(scope="session")
+def baseline_run(pcam_data, tmp_path_factory) -> Path:
+    """A finished two-epoch baseline run (the command end to end, in a subprocess)."""
+    run_dir = tmp_path_factory.mktemp("trainer_runs") / "baseline"
+    run_module(
+        "trainer",
+        "--model=baseline",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--model_dir={run_dir}",
+        "--epochs=2",
+        "--batch_size=16",
+        "--verbose=2",
+    )
+    return run_dir
+
+
+@pytest.fixture
+def crash_after():
+    """`crash_after(n)`: a Keras callback for `trainer.train.run(config, callbacks=[...])` that stops the run
+    like a killed process once its epoch n has ended and been saved: RuntimeError("simulated interruption ...")."""
+    import keras
+
+    class CrashAfterEpochs(keras.callbacks.Callback):
+        def __init__(self, n: int):
+            super().__init__()
+            self.n = n
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == self.n:
+                raise RuntimeError(f"simulated interruption after epoch {epoch + 1}")
+
+    return CrashAfterEpochs

@@ -9,10 +9,9 @@ import time
 import keras
 import numpy as np
 import pytest
-from trainer_fixtures import pcam_data  # noqa: F401
 
 from trainer import config as config_lib
-from trainer import hypermodel, train
+from trainer import hypermodel, phases, train
 from trainer.budget import Budget, BudgetStop
 
 
@@ -57,7 +56,7 @@ def test_budget_stop_ends_fit_after_a_batch_and_still_validates():
 
 
 @pytest.mark.slow
-def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_data, tmp_path):  # noqa: F811
+def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_data, tmp_path):
     cfg = config_lib.validate(
         config_lib.TrainConfig(
             model="baseline",
@@ -73,11 +72,11 @@ def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_
     )
     config_lib.write(cfg)
     train.run(cfg)
-    state = json.loads((tmp_path / train.STATE_DIR / train.STATE_FILE).read_text())
+    state = json.loads((tmp_path / phases.STATE_DIR / phases.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (1, False)
     assert (tmp_path / "metrics.json").exists()  # evaluated with the best weights so far
     train.run(config_lib.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
-    state = json.loads((tmp_path / train.STATE_DIR / train.STATE_FILE).read_text())
+    state = json.loads((tmp_path / phases.STATE_DIR / phases.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (3, True)
 
 
@@ -86,7 +85,7 @@ def _func_graphs() -> int:
 
 
 @pytest.mark.slow
-def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data, tmp_path, monkeypatch):  # noqa: F811
+def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data, tmp_path, monkeypatch):
     common = dict(
         data_dir=str(pcam_data["tfds"]),
         space="seed",

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from cli_runs import run_module
 from sklearn import metrics as skm
-from trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
 
 from trainer import calibration, compare, evaluate
 
@@ -136,7 +136,7 @@ def test_gradcam_looks_at_the_centre_where_the_label_is_decided():
 
 
 @pytest.mark.slow
-def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_data, tmp_path):  # noqa: F811
+def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_data, tmp_path):
     kaggle = pcam_data["kaggle"]
     labels_csv = tmp_path / "labels.csv"
     with open(kaggle / "train_labels.csv") as f:

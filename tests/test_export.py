@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from trainer_fixtures import REPO, baseline_run, pcam_data, run_module  # noqa: F401
+from cli_runs import run_module
 
 
 @pytest.mark.slow
-def test_saved_model_agrees_with_model_keras(baseline_run, tmp_path):  # noqa: F811
+def test_saved_model_agrees_with_model_keras(baseline_run, tmp_path):
     out = tmp_path / "export" / "1"
     proc = run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--nocalibrate")
     assert "serving_default" in proc.stdout
@@ -44,7 +44,7 @@ print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
 
 
 @pytest.mark.slow
-def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):  # noqa: F811
+def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):
     import tensorflow as tf
 
     from trainer import calibration, inference

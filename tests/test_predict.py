@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
+from cli_runs import run_module
 
 pytestmark = pytest.mark.slow  # needs the trained baseline run
 
@@ -17,11 +17,11 @@ def _read(path) -> dict[str, float]:
     return {r["id"]: float(r["label"]) for r in rows}
 
 
-def _test_ids(pcam_data) -> set[str]:  # noqa: F811
+def _test_ids(pcam_data) -> set[str]:
     return {p.stem for p in (pcam_data["kaggle"] / "test").glob("*.tif")}
 
 
-def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):  # noqa: F811
+def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
     from trainer import predict
 
     out = tmp_path / "submission.csv"
@@ -47,7 +47,7 @@ def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
     assert set(plain) == set(probs) and plain != probs  # TTA changes the numbers
 
 
-def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tmp_path):  # noqa: F811
+def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tmp_path):
     from trainer import predict
 
     from_dir, from_tfds = tmp_path / "dir.csv", tmp_path / "tfds.csv"
@@ -65,7 +65,7 @@ def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tm
     assert max(abs(a[k] - b[k]) for k in a) < 1e-5
 
 
-def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_path):  # noqa: F811
+def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_path):
     folder = tmp_path / "test"
     folder.mkdir()
     for p in sorted((pcam_data["kaggle"] / "test").glob("*.tif"))[:5]:
@@ -84,7 +84,7 @@ def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_pa
     assert "broken.tif" in rejected and "1 unreadable" in proc.stderr
 
 
-def test_predict_needs_a_finished_run(tmp_path, pcam_data):  # noqa: F811
+def test_predict_needs_a_finished_run(tmp_path, pcam_data):
     proc = run_module(
         "trainer.predict",
         f"--model_dir={tmp_path}",

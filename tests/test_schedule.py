@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from trainer_fixtures import pcam_data  # noqa: F401
 
 from trainer import augment, data, train
 from trainer import config as config_lib
@@ -137,7 +136,7 @@ def test_averaged_weights_warm_up_their_momentum():
 # Training runs.
 
 
-def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:  # noqa: F811
+def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
     values = dict(
         model="baseline",
         data_dir=str(pcam_data["tfds"]),
@@ -158,7 +157,7 @@ def _log(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, monkeypatch):  # noqa: F811
+def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, monkeypatch):
     # A generous margin, so that a slow epoch on a loaded CI machine cannot make the budget stop it first.
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
     cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
@@ -179,25 +178,25 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
     assert (tmp_path / "metrics.json").exists()
 
 
-def test_resume_mid_schedule_continues_the_same_learning_rate_curve(pcam_data, tmp_path):  # noqa: F811
+def test_resume_mid_schedule_continues_the_same_learning_rate_curve(pcam_data, tmp_path, crash_after):
     whole = _run_config(pcam_data, tmp_path / "whole", schedule="cosine", epochs=4)
     train.run(whole)
-    parted = dataclasses.replace(whole, model_dir=str(tmp_path / "parted"), crash_after_epochs=2)
-    with pytest.raises(train.SimulatedInterruption):
-        train.run(parted)
+    parted = dataclasses.replace(whole, model_dir=str(tmp_path / "parted"))
+    with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
+        train.run(parted, callbacks=[crash_after(2)])
     assert len(_log(tmp_path / "parted")) == 2
-    train.run(dataclasses.replace(parted, crash_after_epochs=0))
+    train.run(parted)
     rates = [[float(r["learning_rate"]) for r in _log(tmp_path / name)] for name in ("whole", "parted")]
     assert len(rates[0]) == 4 and rates[1] == pytest.approx(rates[0])
 
 
-def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeypatch):  # noqa: F811
+def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeypatch, crash_after):
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
-    cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5, crash_after_epochs=3)
-    with pytest.raises(train.SimulatedInterruption):
-        train.run(cfg)
+    cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
+    with pytest.raises(RuntimeError, match="simulated interruption after epoch 3"):
+        train.run(cfg, callbacks=[crash_after(3)])
     plan = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
-    train.run(dataclasses.replace(cfg, crash_after_epochs=0, max_cpu_minutes=5.0))  # a new budget: same plan
+    train.run(dataclasses.replace(cfg, max_cpu_minutes=5.0))  # a new budget: same plan
     rows = _log(tmp_path)
     assert len(rows) == plan.total_epochs
     assert [float(r["learning_rate"]) for r in rows][3:] == pytest.approx(

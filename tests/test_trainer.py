@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from trainer_fixtures import pcam_data  # noqa: F401
 
-from trainer import augment, data, evaluate, train
+from trainer import augment, data, evaluate, phases
 from trainer import config as config_lib
 
 
@@ -48,10 +47,22 @@ def test_config_round_trips_through_json(tmp_path):
     assert again == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3
-    # A restart may change the crash aid, nothing else.
-    config_lib.write(dataclasses.replace(cfg, crash_after_epochs=1))
+    # A restart may change the verbosity, the time budget and where the data lies, nothing else.
+    config_lib.write(dataclasses.replace(cfg, verbose="2", max_minutes=5.0, data_dir="/moved"))
     with pytest.raises(ValueError, match="epochs: 10 -> 3"):
         config_lib.write(dataclasses.replace(cfg, epochs=3))
+
+
+def test_config_json_of_older_versions_still_loads(tmp_path):
+    """Run folders of earlier versions hold the retired testing key crash_after_epochs; it is dropped."""
+    cfg = config_lib.validate(_config(model_dir=str(tmp_path)))
+    old = {**json.loads(cfg.to_json()), "crash_after_epochs": 2}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert config_lib.TrainConfig.from_json(json.dumps(old)) == cfg
+    config_lib.write(cfg)  # the restart of an old run is accepted, and rewrites the file without the key
+    assert "crash_after_epochs" not in json.loads((tmp_path / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"unknown config fields \['crash_after_epoch'\]"):
+        config_lib.TrainConfig.from_dict({**old, "crash_after_epoch": 1})
 
 
 def test_hparams_file_maps_onto_config_fields(tmp_path):
@@ -92,9 +103,9 @@ def test_hparams_file_maps_onto_config_fields(tmp_path):
 
 
 def test_phases_follow_the_seed_schedule():
-    assert [p.name for p in train.plan_phases(_config())] == ["train"]
-    phases = train.plan_phases(_config(model="resnet50", head_epochs=2, epochs=3, fine_tune_learning_rate=1e-5))
-    assert [(p.name, p.epochs, p.learning_rate) for p in phases] == [("head", 2, 1e-3), ("fine_tune", 3, 1e-5)]
+    assert [p.name for p in phases.plan_phases(_config())] == ["train"]
+    planned = phases.plan_phases(_config(model="resnet50", head_epochs=2, epochs=3, fine_tune_learning_rate=1e-5))
+    assert [(p.name, p.epochs, p.learning_rate) for p in planned] == [("head", 2, 1e-3), ("fine_tune", 3, 1e-5)]
 
 
 # Augmentation.
@@ -156,7 +167,7 @@ def test_augmentations_keep_shape_and_range(name):
 # Input pipeline.
 
 
-def test_train_dataset_batches_augmented_images_and_labels(pcam_data):  # noqa: F811
+def test_train_dataset_batches_augmented_images_and_labels(pcam_data):
     builder = data.load_builder(str(pcam_data["tfds"]), "pcam/full")
     files = data.split_files(builder, "train")
     n = data.num_examples(builder, "train")
@@ -169,7 +180,7 @@ def test_train_dataset_batches_augmented_images_and_labels(pcam_data):  # noqa: 
     assert sum(len(b[1]) for b in batches) == n
 
 
-def test_eval_dataset_returns_every_example_once_with_ids(pcam_data):  # noqa: F811
+def test_eval_dataset_returns_every_example_once_with_ids(pcam_data):
     builder = data.load_builder(str(pcam_data["tfds"]), "pcam/full")
     ds = data.eval_dataset(data.split_files(builder, "test"), batch_size=10, with_ids=True)
     ids = [i.decode() for b in ds.as_numpy_iterator() for i in b["id"]]

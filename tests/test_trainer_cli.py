@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from trainer_fixtures import baseline_run, pcam_data, run_module  # noqa: F401
+from cli_runs import run_module
 
 from trainer import config as config_lib
 from trainer import evaluate, train
@@ -18,7 +18,7 @@ def _epochs(run_dir) -> list[int]:
 
 
 @pytest.mark.slow
-def test_training_writes_every_output(baseline_run):  # noqa: F811
+def test_training_writes_every_output(baseline_run):
     for name in (
         "config.json",
         "model.keras",
@@ -58,27 +58,31 @@ def test_training_writes_every_output(baseline_run):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp_path):  # noqa: F811
-    args = [
-        "trainer",
-        "--model=baseline",
-        f"--data_dir={pcam_data['tfds']}",
-        f"--model_dir={tmp_path}",
-        "--epochs=2",
-        "--batch_size=16",
-        "--verbose=2",
-    ]
-    crashed = run_module(*args, "--crash_after_epochs=1", check=False)
-    assert crashed.returncode != 0 and "simulated interruption after epoch 1" in crashed.stderr
+def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp_path, crash_after):
+    flags = {
+        "model": "baseline",
+        "data_dir": str(pcam_data["tfds"]),
+        "model_dir": str(tmp_path),
+        "epochs": 2,
+        "batch_size": 16,
+        "mixed_precision": "off",
+        "verbose": "2",
+    }
+    # The run the command below starts, killed after its first epoch. The command refuses a folder whose
+    # config.json differs from its flags, so the resume below also checks that this is that run.
+    cfg = config_lib.validate(config_lib.TrainConfig(**flags))
+    config_lib.write(cfg)
+    with pytest.raises(RuntimeError, match="simulated interruption after epoch 1"):
+        train.run(cfg, callbacks=[crash_after(1)])
     assert _epochs(tmp_path) == [0] and not (tmp_path / "model.keras").exists()
-    resumed = run_module(*args)
+    resumed = run_module("trainer", *(f"--{k}={v}" for k, v in flags.items()), "--jit_compile=off")
     assert "resuming" in resumed.stderr and "epochs 2..2" in resumed.stderr
     assert _epochs(tmp_path) == _epochs(baseline_run) == [0, 1]
     assert (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.slow
-def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):  # noqa: F811
+def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):
     proc = run_module(
         "trainer",
         "--model=baseline",
@@ -131,7 +135,7 @@ def test_helpfull_documents_the_flags():
 
 
 @pytest.mark.slow
-def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):  # noqa: F811
+def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):
     from trainer import compare
 
     (tmp_path / "runs" / "tuner").mkdir(parents=True)  # not a run: skipped and named
@@ -155,7 +159,7 @@ def test_gpu_check_runs_on_cpu(capsys):
 
 
 @pytest.mark.slow
-def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path):  # noqa: F811
+def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path, crash_after):
     """Interrupted after the first fine-tuning epoch, the restart skips the head phase and finishes phase 2."""
     cfg = config_lib.validate(
         config_lib.TrainConfig(
@@ -170,15 +174,14 @@ def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path)
             sample_fraction=0.25,
             unfreeze_layers=10,
             augment="none",
-            crash_after_epochs=2,
             verbose="0",
         )
     )
     config_lib.write(cfg)
-    with pytest.raises(train.SimulatedInterruption):
-        train.run(cfg)
+    with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
+        train.run(cfg, callbacks=[crash_after(2)])
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert (state["phase_index"], state["epoch"], state["phase_starts"]) == (1, 2, [0, 1])
-    train.run(config_lib.TrainConfig(**{**cfg.__dict__, "crash_after_epochs": 0}))
+    train.run(cfg)
     assert _epochs(tmp_path) == [0, 1, 2]
     assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()

@@ -11,7 +11,7 @@ import sys
 import keras
 import keras_tuner
 import pytest
-from trainer_fixtures import REPO, pcam_data, run_module  # noqa: F401
+from cli_runs import REPO, run_module
 
 from trainer import config as config_lib
 from trainer import hypermodel, train
@@ -182,7 +182,7 @@ def _trials(tuner_dir) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):  # noqa: F811
+def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):
     cfg = hypermodel.validate(
         hypermodel.TuneConfig(
             data_dir=str(pcam_data["tfds"]),
@@ -221,7 +221,7 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
 
 
 @pytest.mark.slow
-def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):  # noqa: F811
+def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):
     args = [
         "trainer.tune",
         "--model=tuned",
@@ -251,7 +251,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):  # noqa: F811
+def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):
     port = str(_free_port())
     cmd = [
         sys.executable,

@@ -124,7 +124,6 @@ flags.DEFINE_integer("unfreeze_layers", 30, "Transfer models: base layers unfroz
 flags.DEFINE_float("fine_tune_learning_rate", 1e-5, "Transfer models: learning rate of phase 2.")
 flags.DEFINE_bool("full_fine_tune", False, "Transfer models: unfreeze the whole base in phase 2.")
 
-flags.DEFINE_integer("crash_after_epochs", 0, "Testing aid: abort after this many epochs, to test resuming.")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
 
 # Flags whose value the --hparams file supplies unless they are given on the command line.
@@ -224,7 +223,6 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "unfreeze_layers": f.unfreeze_layers,
         "fine_tune_learning_rate": f.fine_tune_learning_rate,
         "full_fine_tune": f.full_fine_tune,
-        "crash_after_epochs": f.crash_after_epochs,
         "verbose": f.verbose,
     }
     if f.hparams:

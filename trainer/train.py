@@ -7,19 +7,16 @@ RUN_DIR afterwards holds config.json, model.keras, best.weights.h5, training_log
 rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
 classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluate).
 
-Resuming: after every epoch the weights and optimizer state go to RUN_DIR/state/epoch-N.weights.h5 and
-then RUN_DIR/state/state.json records which phase and epoch they belong to, plus the early-stopping
-and best-AUC state and, once fixed, the budget schedule's plan. A run restarted with the same command reads that file and continues at the
-next epoch of the same phase; phases already finished (the frozen-base phase of a transfer model)
-are skipped. Keras' BackupAndRestore is not used because it forgets early stopping and deletes its
-backup at the end of every fit() call, so a two-phase schedule would restart phase one.
+A run restarted with the same command continues where it stopped: `trainer.phases` plans the phases
+(the frozen-base head, then fine-tuning, for transfer models) and holds the state file and the rules
+that resume them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -27,7 +24,7 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import data, evaluate, explain, inference, models, run_folder
+from trainer import data, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop
 from trainer.config import TrainConfig
@@ -36,54 +33,7 @@ from trainer.models import transfer
 HISTORY_CSV = "training_log.csv"
 BEST_WEIGHTS = "best.weights.h5"
 MODEL_FILE = "model.keras"
-STATE_DIR = "state"
-STATE_FILE = "state.json"
 MONITOR = "val_auc"
-
-
-class SimulatedInterruption(RuntimeError):
-    """Raised by --crash_after_epochs to test resuming; a real run never raises it."""
-
-
-# Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
-UNBOUNDED_EPOCHS = 100_000
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """A stretch of epochs with one optimizer, one set of trainable layers and one learning-rate schedule."""
-
-    name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
-    epochs: int  # at most; a budget schedule decides the length itself
-    learning_rate: float  # the peak rate of the schedule
-    schedule: str = "constant"  # budget, cosine or constant (trainer.schedule)
-
-
-def plan_phases(config: TrainConfig) -> list[Phase]:
-    """CNNs train in one phase; transfer models train the head at a constant rate, then fine-tune.
-
-    The last phase follows config.schedule; its length is config.epochs, or, with epochs None, what the
-    budget schedule fits into the time budget.
-    """
-    epochs = UNBOUNDED_EPOCHS if config.epochs is None else config.epochs
-    if not config.is_transfer:
-        return [Phase("train", epochs, config.learning_rate, config.schedule)]
-    phases = [Phase("head", config.head_epochs, config.learning_rate)]
-    phases.append(Phase("fine_tune", epochs, config.fine_tune_learning_rate, config.schedule))
-    return [p for p in phases if p.epochs > 0]
-
-
-def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None) -> schedule_lib.Schedule:
-    """The phase's schedule; `stored` (from the run's state) is a budget plan already fixed before a restart."""
-    if stored is not None:
-        return schedule_lib.Schedule.from_dict(stored)
-    if phase.schedule == "budget":
-        return schedule_lib.Schedule.budget(phase.learning_rate, steps_per_epoch)
-    if phase.schedule == "cosine":
-        return schedule_lib.Schedule.cosine(phase.learning_rate, steps_per_epoch, phase.epochs)
-    return schedule_lib.Schedule.constant(phase.learning_rate, steps_per_epoch)
-
-
 DATASET_FILE = "dataset.json"
 
 
@@ -233,88 +183,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device or default")
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose patience counter and best value can be carried over from an interrupted run."""
-
-    def __init__(self, initial_wait: int = 0, initial_best: float | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self._initial = (initial_wait, initial_best)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.wait, self.best = self._initial
-
-
-class StateCheckpoint(keras.callbacks.Callback):
-    """Saves weights + optimizer state, then the state file pointing at them, after every epoch.
-
-    Must come after the early-stopping and schedule callbacks in the list, so it records that epoch's
-    decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
-    """
-
-    def __init__(
-        self,
-        state_dir: epath.Path,
-        phase_index: int,
-        phase_starts: list[int],
-        phase_end: int,
-        early_stopping: ResumableEarlyStopping,
-        best_auc: float | None,
-        schedule: schedule_lib.ScheduleCallback | None = None,
-    ):
-        super().__init__()
-        self.state_dir = state_dir
-        self.phase_index, self.phase_starts, self.phase_end = phase_index, list(phase_starts), phase_end
-        self.early_stopping = early_stopping
-        self.best_auc = best_auc
-        self.schedule = schedule
-
-    def on_epoch_end(self, epoch, logs=None):
-        auc = (logs or {}).get(MONITOR)
-        if auc is not None and (self.best_auc is None or auc > self.best_auc):
-            self.best_auc = float(auc)
-        weights = self.state_dir / f"epoch-{epoch + 1}.weights.h5"
-        self.model.save_weights(str(weights))
-        best = self.early_stopping.best
-        plan = self.schedule.schedule if self.schedule is not None else None
-        plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
-        write_state(
-            self.state_dir,
-            {
-                "phase_index": self.phase_index,
-                "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
-                "epoch": epoch + 1,  # the next epoch to run
-                # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
-                # (BudgetStop) or a crash leaves it open, so the same command continues it.
-                "phase_done": (
-                    self.early_stopping.stopped_epoch > 0
-                    or epoch + 1 >= self.phase_end
-                    or (plan_end is not None and epoch + 1 >= plan_end)
-                ),
-                "weights": weights.name,
-                "best_auc": self.best_auc,
-                "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
-                # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
-                "schedule": plan.to_dict() if plan is not None and plan.planned else None,
-            },
-        )
-        for old in self.state_dir.glob("epoch-*.weights.h5"):
-            if old.name != weights.name:
-                old.unlink()
-
-
-class CrashAfterEpochs(keras.callbacks.Callback):
-    """Raises SimulatedInterruption once `n` epochs have finished in total (for testing resume)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.n:
-            raise SimulatedInterruption(f"simulated interruption after epoch {epoch + 1} (--crash_after_epochs)")
-
-
 def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]:
     """The TensorBoard callback, or none with a warning when the tensorboard package is missing.
 
@@ -328,16 +196,6 @@ def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]
     return [keras.callbacks.TensorBoard(str(log_dir))]
 
 
-def read_state(state_dir: epath.Path) -> dict | None:
-    path = state_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_state(state_dir: epath.Path, state: dict) -> None:
-    # Write-then-rename, so a kill mid-write leaves the previous state intact.
-    run_folder.atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
-
-
 def _load_weights(model: keras.Model, path: epath.Path) -> None:
     with warnings.catch_warnings():
         # Moving from phase to phase the saved optimizer state belongs to the previous phase's optimizer.
@@ -345,7 +203,7 @@ def _load_weights(model: keras.Model, path: epath.Path) -> None:
         model.load_weights(str(path))
 
 
-def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: Phase) -> None:
+def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: phases.Phase) -> None:
     if phase.name == "head":
         transfer.freeze_base(model)
     elif phase.name == "fine_tune":
@@ -360,10 +218,80 @@ def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: Phase) -> 
         )
 
 
-def run(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run described by `config` and writes its outputs; returns metrics.json's contents."""
+def _prepare_phase(model: keras.Model, config: TrainConfig, phase: phases.Phase, entry: phases.PhaseEntry) -> None:
+    """Trainable layers, a fresh optimizer and compilation for `phase`; the saved weights when `entry` says so."""
+    if entry.weights is not None and not entry.continues:
+        _load_weights(model, entry.weights)  # not compiled yet: model weights only
+    _set_phase_layers(model, config, phase)
+    compile_model(
+        model,
+        make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
+        config.jit_compile,
+        config.label_smoothing,
+    )
+    if entry.continues:  # the interrupted phase's optimizer state too
+        model.optimizer.build(model.trainable_variables)
+        _load_weights(model, entry.weights)
+
+
+def _phase_callbacks(
+    config: TrainConfig,
+    phase: phases.Phase,
+    index: int,
+    entry: phases.PhaseEntry,
+    progress: phases.Progress,
+    per_epoch: int,
+    budget: Budget | None,
+) -> list[keras.callbacks.Callback]:
+    """The trainer's callbacks for one phase, in the order they must run at an epoch's end."""
     run_dir = epath.Path(config.model_dir)
-    state_dir = run_dir / STATE_DIR
+    early_stopping = phases.ResumableEarlyStopping(
+        initial_wait=entry.early_stopping["wait"],
+        initial_best=entry.early_stopping["best"],
+        monitor=MONITOR,
+        mode="max",
+        patience=config.early_stopping_patience or phases.UNBOUNDED_EPOCHS,
+        verbose=1,
+    )
+    schedule = schedule_lib.ScheduleCallback(
+        phases.make_schedule(phase, per_epoch, entry.schedule), first_epoch=entry.start, budget=budget
+    )
+    return [
+        schedule,
+        early_stopping,
+        run_folder.EpochLog(run_dir / HISTORY_CSV),
+        *tensorboard_callbacks(run_dir / "logs"),
+        phases.StateCheckpoint(
+            progress.state_dir,
+            index,
+            progress.phase_starts,
+            entry.start + phase.epochs,
+            early_stopping,
+            entry.best_auc,
+            schedule,
+            monitor=MONITOR,
+        ),
+        # With an average of the weights, validation, the best checkpoint and model.keras use the average.
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / BEST_WEIGHTS),
+            monitor=MONITOR,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=entry.best_auc,
+        ),
+        *([BudgetStop(budget)] if budget else []),
+    ]
+
+
+def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Trains (or resumes) the run described by `config` and writes its outputs; returns metrics.json's contents.
+
+    `callbacks` go to every phase's fit() after the trainer's own (tests interrupt a run with one).
+    """
+    run_dir = epath.Path(config.model_dir)
+    state_dir = run_dir / phases.STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
     keras.utils.set_random_seed(config.seed)
@@ -385,120 +313,64 @@ def run(config: TrainConfig) -> dict:
     class_weight = dict(enumerate(config.class_weights)) if config.class_weights else None
 
     strategy = make_strategy(config.strategy)
-    state = read_state(state_dir)
-    phases = plan_phases(config)
+    progress = phases.Progress(state_dir)
+    plan = phases.plan_phases(config)
     with strategy.scope():
         # Random init when resuming: the saved weights replace the pretrained ones anyway.
-        model = build_model(config, weights=None if state else "config")
-    if state:
-        logging.info("resuming %s at epoch %d (phase %s)", run_dir, state["epoch"], phases[state["phase_index"]].name)
+        model = build_model(config, weights=None if progress.resumed else "config")
+    if progress.resumed:
+        logging.info(
+            "resuming %s at epoch %d (phase %s)", run_dir, progress.epoch, plan[progress.state["phase_index"]].name
+        )
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
     budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes)
-    epoch = state["epoch"] if state else 0
-    phase_starts = list(state["phase_starts"]) if state else []
     per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
-    for index, phase in enumerate(phases):
-        if state and (index < state["phase_index"] or (index == state["phase_index"] and state["phase_done"])):
+    for index, phase in enumerate(plan):
+        if progress.finished(index):
             continue
-        mid_phase = bool(state) and index == state["phase_index"]
-        if not mid_phase:
-            phase_starts.append(epoch)
-        phase_start = phase_starts[index]
+        entry = progress.enter(index)
         with strategy.scope():
-            if state and not mid_phase and not model.optimizer:
-                _load_weights(model, state_dir / state["weights"])  # not compiled yet: model weights only
-            _set_phase_layers(model, config, phase)
-            compile_model(
-                model,
-                make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
-                config.jit_compile,
-                config.label_smoothing,
-            )
-            if mid_phase:
-                model.optimizer.build(model.trainable_variables)
-                _load_weights(model, state_dir / state["weights"])
-        es_state = state["early_stopping"] if mid_phase else {"wait": 0, "best": None}
-        early_stopping = ResumableEarlyStopping(
-            initial_wait=es_state["wait"],
-            initial_best=es_state["best"],
-            monitor=MONITOR,
-            mode="max",
-            patience=config.early_stopping_patience or UNBOUNDED_EPOCHS,
-            verbose=1,
-        )
-        best_auc = state["best_auc"] if state else None
-        schedule = schedule_lib.ScheduleCallback(
-            make_schedule(phase, per_epoch, state.get("schedule") if mid_phase else None),
-            first_epoch=phase_start,
-            budget=budget,
-        )
-        callbacks = [
-            schedule,
-            early_stopping,
-            run_folder.EpochLog(run_dir / HISTORY_CSV),
-            *tensorboard_callbacks(run_dir / "logs"),
-            StateCheckpoint(
-                state_dir, index, phase_starts, phase_start + phase.epochs, early_stopping, best_auc, schedule
-            ),
-            # With an average of the weights, validation, the best checkpoint and model.keras use the average.
-            *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
-            keras.callbacks.ModelCheckpoint(
-                str(run_dir / BEST_WEIGHTS),
-                monitor=MONITOR,
-                mode="max",
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=best_auc,
-            ),
-        ]
-        if budget:
-            callbacks.append(BudgetStop(budget))
-        if config.crash_after_epochs:
-            callbacks.append(CrashAfterEpochs(config.crash_after_epochs))
+            _prepare_phase(model, config, phase, entry)
         logging.info(
             "phase %s: epochs %d..%s, %s schedule peaking at learning rate %g",
             phase.name,
-            epoch + 1,
-            "budget" if phase.epochs == UNBOUNDED_EPOCHS else phase_start + phase.epochs,
+            entry.initial_epoch + 1,
+            "budget" if phase.epochs == phases.UNBOUNDED_EPOCHS else entry.start + phase.epochs,
             phase.schedule,
             phase.learning_rate,
         )
         model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=phase_start + phase.epochs,
-            initial_epoch=epoch,
+            epochs=entry.start + phase.epochs,
+            initial_epoch=entry.initial_epoch,
             steps_per_epoch=config.steps_per_epoch,
             class_weight=class_weight,
-            callbacks=callbacks,
+            callbacks=[*_phase_callbacks(config, phase, index, entry, progress, per_epoch, budget), *callbacks],
             shuffle=False,
             verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
         )
-        state = read_state(state_dir)
-        if state is None or state["phase_index"] != index:
-            raise RuntimeError(f"phase {phase.name} ran no epoch (initial epoch {epoch}); state: {state}")
-        if budget and budget.spent() and not state["phase_done"]:
+        phase_done = progress.end(index, phase.name)
+        if budget and budget.spent() and not phase_done:
             logging.warning(
                 "%s: phase %s stopped at epoch %d; evaluating the best weights so far (the same "
                 "command continues the run)",
                 budget.describe(),
                 phase.name,
-                state["epoch"],
+                progress.state["epoch"],
             )
             break
-        state["phase_done"] = True
-        write_state(state_dir, state)
-        epoch = state["epoch"]
-        if budget and budget.spent() and index + 1 < len(phases):
+        progress.close()
+        if budget and budget.spent() and index + 1 < len(plan):
             logging.warning(
                 "%s after phase %s; evaluating (the same command continues with the next phase)",
                 budget.describe(),
                 phase.name,
             )
             break
-    return finish(config, builder, tuple(phase_starts[1:]))
+    return finish(config, builder, tuple(progress.phase_starts[1:]))
 
 
 def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
@@ -507,8 +379,8 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     final = build_model(config, weights=None)
     best = run_dir / BEST_WEIGHTS
     if not best.exists():  # no epoch produced a val_auc; keep the last weights
-        state = read_state(run_dir / STATE_DIR)
-        best = run_dir / STATE_DIR / state["weights"]
+        state_dir = run_dir / phases.STATE_DIR
+        best = state_dir / phases.read_state(state_dir)["weights"]
     _load_weights(final, best)
     with run_folder.atomic_path(run_dir / MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))

@@ -1,0 +1,229 @@
+"""The phases of a training run, and how a restarted run resumes them where it stopped.
+
+    phases = plan_phases(config)              # [train] for the CNNs; [head, fine_tune] for transfer models
+    progress = Progress(run_dir / STATE_DIR)
+    for index, phase in enumerate(phases):
+        if progress.finished(index):
+            continue
+        entry = progress.enter(index)         # where fit() starts, what to reload
+        model.fit(..., initial_epoch=entry.initial_epoch, callbacks=[..., StateCheckpoint(...)])
+        phase_done = progress.end(index, phase.name)
+        ...
+        progress.close()
+
+After every epoch `StateCheckpoint` saves the weights and optimizer state to
+RUN_DIR/state/epoch-N.weights.h5, then RUN_DIR/state/state.json records which phase and epoch they
+belong to, plus the early-stopping and best-AUC state and, once fixed, the budget schedule's plan.
+A run restarted with the same command reads that file (`Progress`) and:
+
+- skips the phases it marks finished (the frozen-base phase of a transfer model);
+- continues the phase it was in at its next epoch, with that phase's weights and optimizer state,
+  early-stopping counter, best AUC and schedule plan;
+- starts any later phase afresh from the saved weights.
+
+Keras' BackupAndRestore is not used because it forgets early stopping and deletes its backup at the end
+of every fit() call, so a two-phase schedule would restart phase one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import keras
+from etils import epath
+
+from trainer import run_folder
+from trainer import schedule as schedule_lib
+from trainer.config import TrainConfig
+
+STATE_DIR = "state"
+STATE_FILE = "state.json"
+# Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
+UNBOUNDED_EPOCHS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one optimizer, one set of trainable layers and one learning-rate schedule."""
+
+    name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
+    epochs: int  # at most; a budget schedule decides the length itself
+    learning_rate: float  # the peak rate of the schedule
+    schedule: str = "constant"  # budget, cosine or constant (trainer.schedule)
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """CNNs train in one phase; transfer models train the head at a constant rate, then fine-tune.
+
+    The last phase follows config.schedule; its length is config.epochs, or, with epochs None, what the
+    budget schedule fits into the time budget.
+    """
+    epochs = UNBOUNDED_EPOCHS if config.epochs is None else config.epochs
+    if not config.is_transfer:
+        return [Phase("train", epochs, config.learning_rate, config.schedule)]
+    phases = [Phase("head", config.head_epochs, config.learning_rate)]
+    phases.append(Phase("fine_tune", epochs, config.fine_tune_learning_rate, config.schedule))
+    return [p for p in phases if p.epochs > 0]
+
+
+def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None) -> schedule_lib.Schedule:
+    """The phase's schedule; `stored` (from the run's state) is a budget plan already fixed before a restart."""
+    if stored is not None:
+        return schedule_lib.Schedule.from_dict(stored)
+    if phase.schedule == "budget":
+        return schedule_lib.Schedule.budget(phase.learning_rate, steps_per_epoch)
+    if phase.schedule == "cosine":
+        return schedule_lib.Schedule.cosine(phase.learning_rate, steps_per_epoch, phase.epochs)
+    return schedule_lib.Schedule.constant(phase.learning_rate, steps_per_epoch)
+
+
+def read_state(state_dir: epath.Path) -> dict | None:
+    path = state_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_state(state_dir: epath.Path, state: dict) -> None:
+    # Write-then-rename, so a kill mid-write leaves the previous state intact.
+    run_folder.atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseEntry:
+    """How one phase begins in this process: a fresh start, or the continuation of an interrupted phase."""
+
+    start: int  # the phase's first epoch (0-based, counted over the whole run)
+    initial_epoch: int  # the epoch fit() begins with
+    continues: bool  # the phase an interrupted run was in: reload its weights *and* optimizer state
+    weights: epath.Path | None  # saved weights to load (None: the model in memory is current)
+    early_stopping: dict  # {"wait": epochs without improvement, "best": the best val_auc so far}
+    best_auc: float | None  # over the whole run, for the best-weights checkpoint
+    schedule: dict | None  # the phase's schedule plan, fixed before the restart
+
+
+class Progress:
+    """The resume state machine of one run over its phases, backed by RUN_DIR/state/state.json."""
+
+    def __init__(self, state_dir: epath.Path):
+        self.state_dir = state_dir
+        self.state = read_state(state_dir)  # as the last finished epoch (or phase) left it
+        self.resumed = self.state is not None
+        self.epoch = self.state["epoch"] if self.state else 0  # the next epoch to run
+        self.phase_starts: list[int] = list(self.state["phase_starts"]) if self.state else []
+        # A resumed run builds its model with a random init: the saved weights must be loaded once.
+        self._weights_loaded = not self.resumed
+
+    def finished(self, index: int) -> bool:
+        """Whether phase `index` has ended: an earlier one, or this one with its end recorded."""
+        s = self.state
+        return s is not None and (index < s["phase_index"] or (index == s["phase_index"] and s["phase_done"]))
+
+    def enter(self, index: int) -> PhaseEntry:
+        """Begins phase `index` (one that has not finished), recording its first epoch unless it continues."""
+        s = self.state
+        continues = s is not None and index == s["phase_index"]
+        if not continues:
+            self.phase_starts.append(self.epoch)
+        weights = None
+        if not self._weights_loaded:
+            weights = self.state_dir / s["weights"]
+            self._weights_loaded = True
+        return PhaseEntry(
+            start=self.phase_starts[index],
+            initial_epoch=self.epoch,
+            continues=continues,
+            weights=weights,
+            early_stopping=s["early_stopping"] if continues else {"wait": 0, "best": None},
+            best_auc=s["best_auc"] if s else None,
+            schedule=s.get("schedule") if continues else None,
+        )
+
+    def end(self, index: int, name: str) -> bool:
+        """After phase `index`'s fit(): reads the state its last epoch wrote; True when the phase is done.
+
+        Not done means stopped early by a spent time budget: the same command continues the phase.
+        """
+        state = read_state(self.state_dir)
+        if state is None or state["phase_index"] != index:
+            raise RuntimeError(f"phase {name} ran no epoch (initial epoch {self.epoch}); state: {state}")
+        self.state = state
+        return state["phase_done"]
+
+    def close(self) -> None:
+        """Records the phase just ended as done, so a restart goes on with the next one."""
+        self.state["phase_done"] = True
+        write_state(self.state_dir, self.state)
+        self.epoch = self.state["epoch"]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter and best value can be carried over from an interrupted run."""
+
+    def __init__(self, initial_wait: int = 0, initial_best: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._initial = (initial_wait, initial_best)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, self.best = self._initial
+
+
+class StateCheckpoint(keras.callbacks.Callback):
+    """Saves weights + optimizer state, then the state file pointing at them, after every epoch.
+
+    Must come after the early-stopping and schedule callbacks in the list, so it records that epoch's
+    decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
+    """
+
+    def __init__(
+        self,
+        state_dir: epath.Path,
+        phase_index: int,
+        phase_starts: list[int],
+        phase_end: int,
+        early_stopping: ResumableEarlyStopping,
+        best_auc: float | None,
+        schedule: schedule_lib.ScheduleCallback | None = None,
+        *,
+        monitor: str,
+    ):
+        super().__init__()
+        self.state_dir = state_dir
+        self.phase_index, self.phase_starts, self.phase_end = phase_index, list(phase_starts), phase_end
+        self.early_stopping = early_stopping
+        self.best_auc = best_auc
+        self.schedule = schedule
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        auc = (logs or {}).get(self.monitor)
+        if auc is not None and (self.best_auc is None or auc > self.best_auc):
+            self.best_auc = float(auc)
+        weights = self.state_dir / f"epoch-{epoch + 1}.weights.h5"
+        self.model.save_weights(str(weights))
+        best = self.early_stopping.best
+        plan = self.schedule.schedule if self.schedule is not None else None
+        plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
+        write_state(
+            self.state_dir,
+            {
+                "phase_index": self.phase_index,
+                "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
+                "epoch": epoch + 1,  # the next epoch to run
+                # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
+                # (BudgetStop) or a crash leaves it open, so the same command continues it.
+                "phase_done": (
+                    self.early_stopping.stopped_epoch > 0
+                    or epoch + 1 >= self.phase_end
+                    or (plan_end is not None and epoch + 1 >= plan_end)
+                ),
+                "weights": weights.name,
+                "best_auc": self.best_auc,
+                "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+                # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
+                "schedule": plan.to_dict() if plan is not None and plan.planned else None,
+            },
+        )
+        for old in self.state_dir.glob("epoch-*.weights.h5"):
+            if old.name != weights.name:
+                old.unlink()
