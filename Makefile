@@ -10,15 +10,16 @@ TFDS_DIR ?= $(DEMO_OUT)/tfds
 DATA_DIR ?= $(DEMO_DIR)
 EDA_OUT ?= $(DEMO_OUT)/eda
 CONFIG ?= full
+H5_DIR ?= data/pcam_h5
 
 TUNER_DIR ?= $(DEMO_OUT)/tune
 TUNE_MINUTES ?= 60
 
-.PHONY: help install demo validate stats build tune evaluate test test-fast lint format eda gpu-check clean
+.PHONY: help install demo validate stats build build-hdf5 tune evaluate test test-fast lint format eda gpu-check clean
 
 # The default target: what each target does (the text after '##').
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
 install: $(STAMP) ## create .venv and install the toolkit with its dev tools
 
@@ -58,6 +59,10 @@ eda: install ## the EDA report of DATA_DIR, checked in headless Chromium
 # One machine: the local build (see BUILD.md for Beam on a cluster).
 build: install ## tfds build of DATA_DIR into TFDS_DIR (CONFIG=full)
 	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
+
+# The official PCam HDF5 files (the six camelyonpatch_level_2_split_*.h5, gunzipped): the pcam_hdf5 dataset.
+build-hdf5: install ## tfds build of the PCam HDF5 files in H5_DIR into TFDS_DIR
+	$(VENV)/bin/tfds build pcam_tfds/pcam_hdf5 --manual_dir=$(H5_DIR) --data_dir=$(TFDS_DIR)
 
 # A Hyperband search over the wide space on a built dataset, bounded by TUNE_MINUTES of wall clock.
 tune: install ## a Hyperband search on TFDS_DIR for TUNE_MINUTES
