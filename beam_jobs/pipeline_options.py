@@ -9,15 +9,28 @@ line wins, e.g. `--direct_running_mode=in_memory` for debugging.
 from __future__ import annotations
 
 
+def _value(args: list[str], name: str) -> str | None:
+    """The last value given for --name, in either of argparse's forms (`--name=X` or `--name X`);
+    "" for a bare `--name` at the end; None if not given."""
+    value = None
+    for i, a in enumerate(args):
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+        elif a == f"--{name}":
+            value = args[i + 1] if i + 1 < len(args) else ""
+    return value
+
+
 def _given(args: list[str], name: str) -> bool:
-    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+    return _value(args, name) is not None
 
 
 def with_local_defaults(beam_args: list[str]) -> list[str]:
     args = list(beam_args)
-    if not _given(args, "runner"):
+    runner = _value(args, "runner")
+    if runner is None:
         args.append("--runner=DirectRunner")
-    runner = next(a.split("=", 1)[1] for a in args if a.startswith("--runner="))
+        runner = "DirectRunner"
     if runner in ("DirectRunner", "direct"):
         if not _given(args, "direct_running_mode"):
             args.append("--direct_running_mode=multi_processing")
