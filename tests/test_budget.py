@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from trainer import config as config_lib
-from trainer import hypermodel, phases, train
+from trainer import memory, phases, search, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
 
@@ -99,11 +99,11 @@ def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data,
     )
     gc.collect()
     graphs_before = _func_graphs()
-    before = hypermodel._custom_gradient_names()
-    records = hypermodel.run_search(hypermodel.validate(hypermodel.TuneConfig(tuner_dir=str(tmp_path / "a"), **common)))
+    before = memory.custom_gradient_names()
+    records = search.run_search(tune_config.validate(tune_config.TuneConfig(tuner_dir=str(tmp_path / "a"), **common)))
     assert [r["status"] for r in records] == ["COMPLETED"] * 3
     # TensorFlow registers a custom gradient per traced train step and would keep each trial's graph.
-    assert hypermodel._custom_gradient_names() == before
+    assert memory.custom_gradient_names() == before
     gc.collect()
     assert _func_graphs() == graphs_before
 
@@ -114,7 +114,7 @@ def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data,
             self.checks += 1
             return self.checks > 1
 
-    monkeypatch.setattr(hypermodel.Budget, "from_minutes", lambda wall, cpu: SpentAfterFirstCheck(wall_s=60 * wall))
-    budgeted = hypermodel.validate(hypermodel.TuneConfig(tuner_dir=str(tmp_path / "b"), max_minutes=60, **common))
-    [trial] = hypermodel.run_search(budgeted)
+    monkeypatch.setattr(Budget, "from_minutes", lambda wall, cpu: SpentAfterFirstCheck(wall_s=60 * wall))
+    budgeted = tune_config.validate(tune_config.TuneConfig(tuner_dir=str(tmp_path / "b"), max_minutes=60, **common))
+    [trial] = search.run_search(budgeted)
     assert trial["status"] == "COMPLETED" and trial["epochs"] == 1  # stopped after a batch, validated, no 2nd trial

@@ -14,7 +14,7 @@ import pytest
 from cli_runs import REPO, run_module
 
 from trainer import config as config_lib
-from trainer import hypermodel, train
+from trainer import hypermodel, search, train, tune_config, tune_reports
 
 SMALL = (32, 32, 3)  # builds fast; 4 blocks still fit
 QUICK = ["--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--augment=none", "--shuffle_buffer=64", "--verbose=0"]
@@ -127,8 +127,8 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
     hm = hypermodel.CNNHyperModel(SMALL, "wide")
     trial_model = hm.build(hp)
     hp.values["tuner/epochs"] = 3  # Hyperband's bookkeeping must not reach the file
-    path = tmp_path / hypermodel.BEST_HPARAMS
-    path.write_text(json.dumps(hypermodel.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
+    path = tmp_path / tune_reports.BEST_HPARAMS
+    path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
     assert json.loads(path.read_text())["dropout"] == 0.6
 
     fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
@@ -146,13 +146,36 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
 
 
 def test_restart_with_other_settings_is_refused(tmp_path):
-    cfg = hypermodel.validate(hypermodel.TuneConfig(data_dir="d", tuner_dir=str(tmp_path), space="seed"))
-    hypermodel.check_and_write_config(cfg)
-    hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "max_trials": 20, "data_dir": "e"}))
+    cfg = tune_config.validate(tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path), space="seed"))
+    tune_config.check_and_write_config(cfg)
+    tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "max_trials": 20, "data_dir": "e"}))
     with pytest.raises(ValueError, match="space: 'seed' -> 'wide'"):
-        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "space": "wide"}))
+        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "space": "wide"}))
     with pytest.raises(ValueError, match="--executions_per_trial=0 must be >= 1"):
-        hypermodel.validate(hypermodel.TuneConfig(**{**cfg.__dict__, "executions_per_trial": 0}))
+        tune_config.validate(tune_config.TuneConfig(**{**cfg.__dict__, "executions_per_trial": 0}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tuner": "grid"}, "--tuner='grid' is not allowed; choose one of random, hyperband, bayesian"),
+        ({"tuner_dir": ""}, "--tuner_dir is required"),
+        ({"hyperband_factor": 1}, "--hyperband_factor=1 must be >= 2"),
+        # What a trial trains with is checked by the trainer's own validation.
+        ({"data_dir": ""}, "--data_dir is required"),
+        ({"augment": "heavy"}, "--augment='heavy' is not allowed; choose one of hed, dihedral, seed, none"),
+        ({"sample_fraction": 1.5}, "--sample_fraction=1.5 must be in (0, 1]"),
+        ({"batch_size": 0}, "--batch_size=0 must be > 0"),
+        ({"max_cpu_minutes": -1.0}, "--max_cpu_minutes=-1.0 must be > 0"),
+        ({"channel_stats": "nope.json"}, "--channel_stats='nope.json': no such file"),
+    ],
+)
+def test_search_settings_are_validated_with_the_trainers_rules(change, message, tmp_path):
+    cfg = tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path))
+    assert tune_config.validate(cfg) is cfg
+    with pytest.raises(ValueError) as info:
+        tune_config.validate(tune_config.TuneConfig(**{**cfg.__dict__, **change}))
+    assert message in str(info.value)
 
 
 def test_restart_with_other_channel_statistics_is_refused(tmp_path):
@@ -166,25 +189,25 @@ def test_restart_with_other_channel_statistics_is_refused(tmp_path):
         stats_file("b.json", [200.0, 150.0, 200.0]),
         stats_file("c.json", [180.0, 140.0, 190.0]),
     )
-    cfg = hypermodel.TuneConfig(data_dir="d", tuner_dir=str(tmp_path / "tune"), space="seed", channel_stats=a)
-    hypermodel.check_and_write_config(cfg)
-    hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": same_values}))
+    cfg = tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path / "tune"), space="seed", channel_stats=a)
+    tune_config.check_and_write_config(cfg)
+    tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": same_values}))
     with pytest.raises(ValueError, match="channel statistics"):
-        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": other}))
+        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": other}))
     with pytest.raises(ValueError, match="channel statistics"):
-        hypermodel.check_and_write_config(hypermodel.TuneConfig(**{**cfg.__dict__, "channel_stats": None}))
-    recorded = json.loads((tmp_path / "tune" / hypermodel.TUNE_CONFIG_FILE).read_text())
+        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": None}))
+    recorded = json.loads((tmp_path / "tune" / tune_config.TUNE_CONFIG_FILE).read_text())
     assert recorded["channel_stats_values"] == [[200.0, 150.0, 200.0], [50.0, 50.0, 50.0]]
 
 
 def _trials(tuner_dir) -> list[dict]:
-    return json.loads((tuner_dir / hypermodel.TRIALS_JSON).read_text())["trials"]
+    return json.loads((tuner_dir / tune_reports.TRIALS_JSON).read_text())["trials"]
 
 
 @pytest.mark.slow
 def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):
-    cfg = hypermodel.validate(
-        hypermodel.TuneConfig(
+    cfg = tune_config.validate(
+        tune_config.TuneConfig(
             data_dir=str(pcam_data["tfds"]),
             tuner_dir=str(tmp_path),
             space="wide",
@@ -197,20 +220,20 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
             verbose="0",
         )
     )
-    records = hypermodel.run_search(cfg)
+    records = search.run_search(cfg)
     assert records == _trials(tmp_path)
     [trial] = records
     assert trial["status"] == "COMPLETED" and 0.0 <= trial["score"] <= 1.0
     assert trial["metrics"]["val_auc"] == trial["score"] and "val_loss" in trial["metrics"]
     assert (trial["epochs"], trial["best_epoch"], trial["tuner_id"]) == (1, 1, "tuner0")
     assert trial["rss_mib"] > 0 and trial["peak_rss_mib"] >= trial["rss_mib"]
-    table = (tmp_path / hypermodel.TRIALS_MD).read_text()
+    table = (tmp_path / tune_reports.TRIALS_MD).read_text()
     assert (
         "| trial | learning_rate | dropout | width | num_blocks | batch_norm | optimizer | weight_decay | val_auc |"
         in table
     )
 
-    best = config_lib.read_hparams(str(tmp_path / hypermodel.BEST_HPARAMS))
+    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best == {**{k: trial["hyperparameters"][k] for k in hypermodel.DEFAULTS}, "batch_size": 8}
     fields = config_lib.hparams_to_fields(best)
     cfg_train = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
@@ -240,7 +263,7 @@ def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_pat
     assert second[:2] == first  # the finished trials were reloaded, not rerun
     assert second[2]["pid"] != first[0]["pid"] == first[1]["pid"]
     # The notebook's space as the best result: the file python -m trainer --hparams reads.
-    best = config_lib.read_hparams(str(tmp_path / hypermodel.BEST_HPARAMS))
+    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best["learning_rate"] in (1e-4, 3e-4, 1e-3) and best["dropout"] in (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -290,4 +313,4 @@ def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):
     assert [t["status"] for t in trials] == ["COMPLETED"] * 4
     ran_by = [t["tuner_id"] for t in trials]
     assert set(ran_by) == {"tuner0", "tuner1"}, ran_by
-    assert (tmp_path / hypermodel.BEST_HPARAMS).exists()
+    assert (tmp_path / tune_reports.BEST_HPARAMS).exists()

@@ -119,7 +119,8 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
 
-def _choice(flag: str, value, allowed) -> None:
+def check_choice(flag: str, value, allowed) -> None:
+    """Raises ValueError naming the flag, its value and the allowed values unless `value` is one of them."""
     if value not in allowed:
         raise ValueError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
@@ -132,13 +133,13 @@ def _positive(flag: str, value, allow_zero: bool = False) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    _choice("model", config.model, models.NAMES)
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("augment", config.augment, AUGMENTATIONS)
-    _choice("strategy", config.strategy, STRATEGIES)
-    _choice("schedule", config.schedule, SCHEDULES)
-    _choice("mixed_precision", config.mixed_precision, PRECISIONS)
-    _choice("verbose", config.verbose, ("auto", "0", "1", "2"))
+    check_choice("model", config.model, models.NAMES)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("augment", config.augment, AUGMENTATIONS)
+    check_choice("strategy", config.strategy, STRATEGIES)
+    check_choice("schedule", config.schedule, SCHEDULES)
+    check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
+    check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
     if not config.data_dir:
         raise ValueError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
     if not config.model_dir:

@@ -30,10 +30,11 @@ import sys
 from absl import app, flags, logging
 
 from trainer import config as config_lib
+from trainer import tune_config
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("model", "tuned", ["tuned"], "The model family searched (the CNN of --model=tuned).")
+flags.DEFINE_enum("model", "tuned", tune_config.MODELS, "The model family searched (the CNN of --model=tuned).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
 flags.DEFINE_string(
     "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
@@ -43,13 +44,13 @@ flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION],
 flags.DEFINE_enum(
     "tuner",
     "random",
-    ["random", "hyperband", "bayesian"],
+    tune_config.TUNERS,
     "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.",
 )
 flags.DEFINE_enum(
     "space",
     "wide",
-    ["seed", "wide"],
+    tune_config.SPACES,
     "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
     "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
 )
@@ -99,11 +100,9 @@ def role_from_env(environ=os.environ) -> str:
 
 def config_from_flags(flag_values, gpu: bool):
     """Turns parsed flags into a validated TuneConfig (the only place flags are read)."""
-    from trainer import hypermodel
-
     f = flag_values
-    return hypermodel.validate(
-        hypermodel.TuneConfig(
+    return tune_config.validate(
+        tune_config.TuneConfig(
             model=f.model,
             data_dir=f.data_dir,
             tuner_dir=f.tuner_dir,
@@ -135,7 +134,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import hypermodel, run_folder
+    from trainer import run_folder, search, tune_reports
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     lock = None
@@ -144,7 +143,7 @@ def main(argv):
         config = config_from_flags(FLAGS, gpu)
         if role == "standalone":  # a chief shares the folder with its workers by design
             lock = run_folder.RunLock(config.tuner_dir, " ".join(sys.argv)).acquire()
-        records = hypermodel.run_search(config, role)
+        records = search.run_search(config, role)
     except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -152,7 +151,7 @@ def main(argv):
         if lock is not None:
             lock.release()
     if records is not None:
-        logging.info("best hyperparameters: %s/%s", config.tuner_dir, hypermodel.BEST_HPARAMS)
+        logging.info("best hyperparameters: %s/%s", config.tuner_dir, tune_reports.BEST_HPARAMS)
 
 
 if __name__ == "__main__":

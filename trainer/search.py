@@ -1,0 +1,97 @@
+"""Hyperparameter search for the CNN family: runs (or continues) the search that a `TuneConfig` describes.
+
+    from trainer import search, tune_config
+    config = tune_config.validate(tune_config.TuneConfig(data_dir=..., tuner_dir=..., space="seed", max_trials=5))
+    search.run_search(config)          # `python -m trainer.tune` is the command-line form
+
+The parts: `trainer.tune_config` (the settings and the restart check), `trainer.hypermodel` (the search
+spaces and the HyperModel), `trainer.tuners` (keras-tuner's tuners with per-trial tracking),
+`trainer.memory` (what a trial leaves in memory) and `trainer.tune_reports` (the reports).
+
+The search state lives in TUNER_DIR/keras_tuner/ (keras-tuner's files: oracle.json, trial_*/trial.json,
+checkpoints); a search restarted with the same command reloads it and runs only the trials still
+missing. Next to it: tune_config.json (the search settings; a restart must match them),
+trials.json, trials.md and best_hyperparameters.json (the flat file `python -m trainer --hparams` reads).
+Each trial also leaves trial_*/run_info.json: which tuner process ran it, its seconds, epochs and
+the process RSS after the trial's model was released, so memory growth across trials is visible
+(flat since each trial's graphs are released: `trainer.memory.forget_custom_gradients`). A `Budget`
+(--max_minutes, --max_cpu_minutes) stops the running trial at a batch end and starts no further trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from absl import logging
+from etils import epath
+
+from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer import data, hypermodel, train, tune_config, tune_reports, tuners
+from trainer.budget import Budget
+
+ROLES = ("standalone", "chief", "worker")
+
+
+def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list[dict[str, Any]] | None:
+    """Runs (or continues) the search of `config`; returns the trial records (None on a worker).
+
+    role: standalone (one process), chief (serves the oracle to workers and writes the reports; runs no
+    trial) or worker (asks the chief for trials). keras-tuner itself reads the role from
+    KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT; `role` must agree with them.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
+    tune_config.check_and_write_config(config, write=role != "worker")
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    keras.utils.set_random_seed(config.seed)
+
+    train_files = val_files = num_train = None
+    if role != "chief":  # the chief serves the oracle and trains nothing, so it needs no data
+        builder = data.load_builder(config.data_dir, config.dataset)
+        train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
+        num_train = data.num_examples(builder, "train")
+
+    def datasets():
+        train_ds = data.train_dataset(
+            train_files,
+            config.batch_size,
+            config.seed,
+            config.augment,
+            config.shuffle_buffer,
+            config.sample_fraction,
+            repeat=config.steps_per_epoch is not None,
+            num_examples=num_train,
+        )
+        return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
+
+    stats = train.load_channel_stats(config.channel_stats) if config.channel_stats else None
+    model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, config.jit_compile, stats)
+    # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
+    after_trial = (lambda tuner: tune_reports.write_reports(tuner, config)) if role == "standalone" else None
+    # The chief runs no trial, so a budget would never be checked there; it ends when the workers do.
+    budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes) if role != "chief" else None
+    tuner = tuners.make_tuner(config, model, datasets, after_trial, budget)
+    try:
+        # keras-tuner gives each trial its own TensorBoard folder and logs its hyperparameters (the hparams
+        # dashboard) when a TensorBoard callback is passed.
+        tuner.search(
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            shuffle=False,  # tf.data shuffles
+            verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+            callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
+        )
+    except tuners.BudgetSpent as e:
+        logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)
+    if role == "worker":
+        logging.info("worker %s: the chief has no trials left", tuner.tuner_id)
+        return None
+    records = tune_reports.write_reports(tuner, config)
+    logging.info(
+        "%d trials (%d completed); results in %s",
+        len(records),
+        sum(r["status"] == "COMPLETED" for r in records),
+        config.tuner_dir,
+    )
+    return records
