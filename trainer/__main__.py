@@ -144,8 +144,9 @@ def _auto(value: str, gpu: bool) -> bool:
 
 
 def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions about 2x faster per
-    CPU-second than float32 on the baseline; bench/RESULTS.md); elsewhere bfloat16 is emulated and slower."""
+    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions faster per CPU-second
+    than float32: bench/RESULTS.md, "Throughput: bfloat16 and the augmentations"); elsewhere bfloat16 is
+    emulated and slower."""
     try:
         with open(cpuinfo) as f:
             flags_line = next((line for line in f if line.startswith("flags")), "")

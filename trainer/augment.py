@@ -4,12 +4,12 @@ Where it runs, and why: in the tf.data pipeline on the host CPU, on whole batche
 the model. On a GPU host the pipeline runs on CPU cores in parallel with the accelerator's step
 (prefetch overlaps them), so augmentation costs no step time as long as the CPU keeps up, and the
 saved model stays a pure function of the image (no augmentation layers to skip at inference).
-Measured on this 2-core CPU (shared, 2026-11-26; bench/bench_trainer_input.py): the baseline trains
-at only ~80-150 images/s here, while dihedral + jitter on one batch-64 call runs at ~4,000-4,600
-images/s, so tf.data augmentation is far from the bottleneck; the same ops as a layer in the model
-halved training throughput here (41 vs 79 images/s), because on a CPU-only host they then run inside
-the step instead of beside it. The seed notebook's Keras layers run at only ~330-440 images/s per
-call (rotation and zoom resample every pixel), another reason `dihedral` is the default.
+On a CPU-only host, too, tf.data augmentation is far from the bottleneck: it runs an order of magnitude
+faster than the baseline trains, while the same ops as layers in the model slow training, because
+they then run inside the step instead of beside it. The seed notebook's Keras layers are the slowest
+(rotation and zoom resample every pixel), another reason `dihedral` is the default. The measurements:
+bench/RESULTS.md, "Trainer input pipeline and where augmentation runs" and "Throughput: bfloat16 and
+the augmentations".
 Batched ops replace per-image calls: one vectorised op over 64 images instead of 64 small ones.
 
 Functions take images of shape (batch, H, W, 3) (dihedral: any dtype; the jitter: float32 0..255) and a stateless seed
@@ -35,8 +35,8 @@ def dihedral(images: tf.Tensor, seed) -> tf.Tensor:
 
     They map the centre 32x32 onto itself, so the label holds. Needs square images with a static size;
     any dtype (the pipeline runs it on uint8, before the cast: 4x less memory to move). One gather
-    with a per-image pixel permutation: measured 14,400 images/s (uint8, batch 64, 2 cores) against
-    1,300 for three tf.where selects between flipped and transposed copies.
+    with a per-image pixel permutation, which measured an order of magnitude faster than three tf.where
+    selects between flipped and transposed copies.
     """
     size, channels = images.shape[1], images.shape[3]
     if size is None or size != images.shape[2]:
@@ -88,8 +88,8 @@ def stain_jitter(
     brightness: added to 0..1 intensities, uniform in [-b, b]; contrast and saturation: factors in
     [1-c, 1+c]; hue: shift in [-h, h] of a full turn. H&E colour varies between labs mostly in hue
     and saturation, which is why both are jittered. Saturation and hue are one 3x3 matrix per image in
-    YIQ space instead of an RGB -> HSV -> RGB round trip: the benchmark measured the HSV version at
-    about 1,400 images/s on this 2-core CPU, slower than the baseline trains, so it starved training.
+    YIQ space instead of an RGB -> HSV -> RGB round trip, which measured slow enough on a CPU host to
+    starve training.
     """
     batch = tf.shape(images)[0]
 

@@ -3,10 +3,10 @@
 Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> shuffle of
 serialized records -> (repeat) -> batch -> parse + decode + augment per batch -> prefetch.
 Records are parsed after batching with one `tf.io.parse_example` call per batch. The benchmark
-(bench/bench_trainer_input.py, 2 shared cores) measured it no faster than TFDS' per-example decoding
-(~10,000 vs ~11,000 images/s without augmentation, within the noise of a loaded machine) but both
-are ~7x faster than the seed notebook's one-TIFF-per-example reads (~1,400 images/s); batching first
-lets the augmentation, which does cost, run on whole batches.
+(bench/bench_trainer_input.py) measured it about as fast as TFDS' per-example decoding, and both
+several times faster than the seed notebook's one-TIFF-per-example reads (bench/RESULTS.md, "Trainer
+input pipeline and where augmentation runs"); batching first lets the augmentation, which does cost,
+run on whole batches.
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ class ScheduleCallback(keras.callbacks.Callback):
         """Fixes the plan after calibration, then refines it after each later epoch of the same process.
 
         The cost of an epoch is the mean of the last RECENT_EPOCHS epochs since calibration: one epoch
-        timed while other work shared the machine was measured 15% off here (bench/RESULTS.md). A
+        timed while other work shared the machine can be far off the mean (bench/RESULTS.md, "What the
+        budget schedule did, and the refinement that followed"). A
         refined plan keeps the current rate and decays from it, as a new half cosine, to 0 at the new
         end, so the rate stays continuous and falls monotonically.
         """
