@@ -22,6 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# Ruifrok & Johnston's stain vectors and the optical-density reference, shared with the EDA report.
+from pcam_tfds.core.stains import OD_REFERENCE as _OD_REFERENCE
+from pcam_tfds.core.stains import RGB_FROM_HED as _RGB_FROM_HED
 from trainer.config import AUGMENTATIONS
 
 
@@ -101,13 +104,6 @@ def stain_jitter(
     x = (x - mean) * tf.reshape(1.0 + sym(11, contrast), [-1, 1, 1, 1]) + mean
     x = x + tf.reshape(sym(10, brightness), [-1, 1, 1, 1])
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
-
-
-# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB) in optical-density RGB, as in
-# skimage.color.rgb_from_hed; its inverse separates an optical-density pixel into the three stains.
-_RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
-# Optical density of a 0..255 value v is -log((v + 1) / 256): finite at 0, and exactly 0 for white (255).
-_OD_REFERENCE = 256.0
 
 
 def hed_matrices(scale: tf.Tensor, shift: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
