@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 
-from pcam_tfds.core import layout, outputs, patches
+from pcam_tfds.core import fileio, layout, outputs, patches
 
 ENV_VAR = "PCAM_VALIDATION_DIR"
 _SHOWN = 5  # files named per kind of difference
@@ -84,16 +84,15 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
     FileNotFoundError when an output of the validation is missing.
     """
     import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
 
-    missing = [name for name in outputs.OUTPUT_FILES if not FileSystems.exists(layout.join(validation_dir, name))]
+    missing = [name for name in outputs.OUTPUT_FILES if not fileio.exists(layout.join(validation_dir, name))]
     if missing:
         raise FileNotFoundError(
             f"{ENV_VAR}={validation_dir}: {', '.join(missing)} missing; run python -m beam_jobs.validate "
             f"--data_dir={data_dir} --output_dir={validation_dir} (inputs.json is new: validations older than it "
             "cannot be reused)"
         )
-    with FileSystems.open(layout.join(validation_dir, outputs.INPUTS)) as f:
+    with fileio.open_read(layout.join(validation_dir, outputs.INPUTS)) as f:
         recorded = json.load(f)["labels_csv"]
     now = outputs.inputs_fingerprint(data_dir)["labels_csv"]
     problems = []
@@ -102,7 +101,7 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
-    with FileSystems.open(layout.join(validation_dir, outputs.MANIFEST)) as f:
+    with fileio.open_read(layout.join(validation_dir, outputs.MANIFEST)) as f:
         rows = pq.read_table(f, columns=COLUMNS).to_pylist()
     for source in layout.SOURCES:
         listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
@@ -143,16 +142,11 @@ def load_records(validation_dir: str, data_dir: str) -> list[dict]:
 
 def copy_outputs(validation_dir: str, checks_dir: str) -> dict:
     """Copies the validation's files into the dataset's `validate/` folder; returns its summary."""
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(checks_dir):
-        FileSystems.mkdirs(checks_dir)
+    fileio.makedirs(checks_dir)
     summary = None
     for name in outputs.OUTPUT_FILES:
-        with FileSystems.open(layout.join(validation_dir, name), compression_type="uncompressed") as src:
-            data = src.read()
-        with FileSystems.create(layout.join(checks_dir, name)) as dst:
-            dst.write(data)
+        data = fileio.read_bytes(layout.join(validation_dir, name))
+        fileio.write_bytes(layout.join(checks_dir, name), data)
         if name == outputs.SUMMARY:
             summary = json.loads(data)
     return summary

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from pcam_tfds.core import layout, patches
+from pcam_tfds.core import fileio, layout, patches
 
 STATS_JSON = "stats.json"
 CHANNELS = ("r", "g", "b")
@@ -208,12 +208,7 @@ def load_stats(path: str) -> dict:
     if not path.endswith(".json"):
         path = layout.join(path, STATS_JSON)
     try:
-        if "://" not in path:  # a trainer reads its local stats.json without importing Beam
-            with open(path, "rb") as f:
-                return json.load(f)
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path, compression_type="uncompressed") as f:
+        with fileio.open_read(path) as f:  # a local stats.json is read without importing Beam
             return json.load(f)
     except json.JSONDecodeError as e:
         raise StatsError(f"{path}: not JSON ({e}); expected the stats.json of beam_jobs.stats") from None

@@ -5,8 +5,8 @@
     DIR/test/<id>.tif       57,458 unlabelled patches
 
 Every file under `train/` and `test/` is an input, whatever its extension, so
-a stray file is reported rather than overlooked. Paths go through Beam's
-FileSystems, so `gs://`, `s3://` and `hdfs://` folders work on a cluster.
+a stray file is reported rather than overlooked. Local paths are read with `os`; remote ones
+(`gs://`, `s3://`) through Beam's FileSystems (`fileio`), so they work on a cluster.
 
 `resolve_id` is the join of one id's files with its label rows; it decides
 which of them are usable and why the others are not. It is a plain function
@@ -21,6 +21,8 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable
+
+from pcam_tfds.core import fileio
 
 TRAIN, TEST = "train", "test"
 SOURCES = (TRAIN, TEST)
@@ -52,17 +54,13 @@ def file_id(path: str) -> str:
     return stem if dot and stem else name
 
 
-def join(*parts: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.join(*parts)
+def join(base: str, *parts: str) -> str:
+    return fileio.join(base, *parts)
 
 
 def _source_folder(data_dir: str, source: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
     folder = join(data_dir, source)
-    if not FileSystems.exists(folder):
+    if not fileio.exists(folder):
         raise FileNotFoundError(f"{folder}: no such folder; expected the Kaggle layout {source}/<id>.tif")
     return folder
 
@@ -103,11 +101,9 @@ def list_file_stats(data_dir: str, source: str) -> dict[str, tuple[int, int | No
 
 def check_labels_header(path: str) -> None:
     """Fails early, naming the file, unless the CSV starts with the header `id,label`."""
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(path):
+    if not fileio.exists(path):
         raise FileNotFoundError(f"{path}: no such file; the Kaggle layout has train_labels.csv beside train/")
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with fileio.open_read(path) as f:
         first = f.readline().decode("utf-8-sig", "replace").strip()
     try:  # as a CSV row, so a quoted header ("id","label") is the same header
         fields = next(csv.reader(io.StringIO(first)))
@@ -120,10 +116,7 @@ def check_labels_header(path: str) -> None:
 def read_label_rows(csv_path: str) -> list[dict]:
     """Every row of train_labels.csv after its header, parsed (`parse_label_line`), in file order."""
     check_labels_header(csv_path)
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(csv_path, compression_type="uncompressed") as f:
-        lines = f.read().decode("utf-8-sig").splitlines()
+    lines = fileio.read_bytes(csv_path).decode("utf-8-sig").splitlines()
     return [parse_label_line(line) for line in lines[1:]]
 
 

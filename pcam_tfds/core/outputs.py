@@ -7,8 +7,8 @@
 
 `write_validation` writes them all from records held in memory (the local executor);
 `beam_jobs.transforms.WriteValidationOutputs` writes the same rows from PCollections, in the
-order its workers produce them. Paths go through Beam's FileSystems (imported when writing),
-so `gs://` folders work.
+order its workers produce them. Local paths are written with `open`; remote ones (`gs://`) through
+Beam's FileSystems (`fileio`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 
 import pyarrow as pa
 
-from pcam_tfds.core import layout
+from pcam_tfds.core import fileio, layout
 from pcam_tfds.core.summary import render_report
 
 MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS = (
@@ -90,10 +90,7 @@ def duplicate_lines(group: dict):
 
 
 def write_text(path: str, text: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(path) as f:
-        f.write(text.encode())
+    fileio.write_bytes(path, text.encode())
 
 
 def write_lines(path: str, lines: list[str]) -> None:
@@ -102,11 +99,7 @@ def write_lines(path: str, lines: list[str]) -> None:
 
 def inputs_fingerprint(data_dir: str) -> dict:
     """What the validation saw of train_labels.csv (inputs.json); the files' own sizes and mtimes are in the manifest."""
-    from apache_beam.io.filesystems import FileSystems
-
-    path = layout.join(data_dir, layout.LABELS_CSV)
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        data = f.read()
+    data = fileio.read_bytes(layout.join(data_dir, layout.LABELS_CSV))
     return {"data_dir": data_dir, "labels_csv": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
