@@ -15,13 +15,14 @@ import json
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
 from apache_beam import pvalue
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs.transforms import JoinLabels, ReadLabelRows
-from pcam_tfds.core import channel_stats, counters, layout, records
+from pcam_tfds.core import channel_stats, counters, fileio, layout, records
 from pcam_tfds.core.channel_stats import DEFAULT_THRESHOLDS, PatchStats, Thresholds
+from pcam_tfds.core.progress import Tally
 
 
 class PatchStatsFn(beam.CombineFn):
@@ -55,25 +56,36 @@ class PatchStatsFn(beam.CombineFn):
 class _ReadPatchBatch(beam.DoFn):
     """A batch of valid file records -> (group, stack of their pixels) per group, rejected files tagged."""
 
-    def __init__(self):
+    def __init__(self, tally: Tally | None = None):
         self.read = Metrics.counter(counters.NAMESPACE, counters.FILES_READ)
         self.rejected = Metrics.counter(counters.NAMESPACE, counters.FILES_REJECTED_ON_READ)
+        self.tally = tally
 
     def process(self, batch):
         by_group, rejected = channel_stats.read_groups(batch)
         self.read.inc(len(batch))
         self.rejected.inc(len(rejected))
+        if self.tally is not None:
+            self.tally.add(len(batch))
         for rec in rejected:
             yield pvalue.TaggedOutput("rejected", rec)
         yield from by_group.items()
 
 
 class ComputeChannelStats(beam.PTransform):
-    """Valid file records (id, source, label, path) -> {'stats': (group, PatchStats), 'rejected': records}."""
+    """Valid file records (id, source, label, path) -> {'stats': (group, PatchStats), 'rejected': records}.
 
-    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS, batch_size: int = records.BATCH_SIZE):
+    `tally`: where local workers add the files they have read, for the job's progress lines.
+    """
+
+    def __init__(
+        self,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        batch_size: int = records.BATCH_SIZE,
+        tally: Tally | None = None,
+    ):
         super().__init__()
-        self.thresholds, self.batch_size = thresholds, batch_size
+        self.thresholds, self.batch_size, self.tally = thresholds, batch_size, tally
 
     def expand(self, files):
         read = (
@@ -81,7 +93,7 @@ class ComputeChannelStats(beam.PTransform):
             # Beam's per-element cost is larger than decoding one 28 KB patch: read and count in batches.
             | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "ReadPixels"
-            >> beam.ParDo(_ReadPatchBatch())
+            >> beam.ParDo(_ReadPatchBatch(self.tally))
             # Inference sees TaggedOutput among the yields; the main output is (group, pixels).
             .with_output_types(tuple[str, np.ndarray])
             .with_outputs("rejected", main="pixels")
@@ -91,16 +103,19 @@ class ComputeChannelStats(beam.PTransform):
 
 
 class _SplitByValidity(beam.DoFn):
-    """Joined or manifest file records -> valid ones, and tagged 'rejected' ones."""
+    """Joined or manifest file records -> valid ones, and tagged 'rejected' ones (done, for the progress count)."""
 
-    def __init__(self):
+    def __init__(self, tally: Tally | None = None):
         self.rejected = Metrics.counter(counters.NAMESPACE, counters.FILES_REJECTED_BEFORE_READ)
+        self.tally = tally
 
     def process(self, rec):
         if rec["valid"]:
             yield {k: rec[k] for k in ("id", "source", "label", "path")}
         else:
             self.rejected.inc()
+            if self.tally is not None:
+                self.tally.add(1)
             yield pvalue.TaggedOutput(
                 "rejected", channel_stats.rejected_record(rec, rec["reason"], rec.get("detail") or "")
             )
@@ -113,8 +128,9 @@ class SelectLabelledFiles(beam.PTransform):
     are not read here, only joined with their label rows (the join of beam_jobs.transforms).
     """
 
-    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE):
+    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
         super().__init__()
+        self.tally = tally
         paths = records.list_paths(data_dir)
         self.num_files = sum(len(p) for p in paths.values())
         self.batches = records.batch_paths(paths, batch_size)
@@ -130,7 +146,7 @@ class SelectLabelledFiles(beam.PTransform):
         )
         rows = pbegin | "ReadLabelRows" >> ReadLabelRows(self.csv_path)
         joined = (files, rows) | "JoinLabels" >> JoinLabels()
-        split = joined.files | "SplitByValidity" >> beam.ParDo(_SplitByValidity()).with_outputs(
+        split = joined.files | "SplitByValidity" >> beam.ParDo(_SplitByValidity(self.tally)).with_outputs(
             "rejected", main="valid"
         )
         return {"valid": split.valid, "rejected": split.rejected}
@@ -140,13 +156,15 @@ MANIFEST_COLUMNS = ["id", "source", "label", "path", "valid", "reason", "detail"
 
 
 class ReadManifestFiles(beam.PTransform):
-    """PBegin -> {'valid', 'rejected'} file records from a `beam_jobs.validate` manifest.parquet."""
+    """PBegin -> {'valid', 'rejected'} file records from a `beam_jobs.validate` manifest.parquet (`num_files` rows)."""
 
-    def __init__(self, manifest: str):
+    def __init__(self, manifest: str, tally: Tally | None = None):
         super().__init__()
-        if not FileSystems.exists(manifest):
+        if not fileio.exists(manifest):
             raise FileNotFoundError(f"{manifest}: no such file; expected the manifest.parquet of beam_jobs.validate")
-        self.manifest = manifest
+        self.manifest, self.tally = manifest, tally
+        with fileio.open_read(manifest) as f:
+            self.num_files = pq.read_metadata(f).num_rows
 
     def expand(self, pbegin):
         rows = pbegin | "ReadManifest" >> beam.io.ReadFromParquet(self.manifest, columns=MANIFEST_COLUMNS)
@@ -154,15 +172,14 @@ class ReadManifestFiles(beam.PTransform):
         split = (
             rows
             | "Spread" >> beam.Reshuffle()
-            | "SplitByValidity" >> beam.ParDo(_SplitByValidity()).with_outputs("rejected", main="valid")
+            | "SplitByValidity" >> beam.ParDo(_SplitByValidity(self.tally)).with_outputs("rejected", main="valid")
         )
         return {"valid": split.valid, "rejected": split.rejected}
 
 
 def _write_stats(group_stats, rejected_counts, thresholds, num_listed, source, output_dir):
     stats = channel_stats.build_stats(group_stats, rejected_counts, thresholds, num_listed, source)
-    with FileSystems.create(layout.join(output_dir, channel_stats.STATS_JSON)) as f:
-        f.write((json.dumps(stats, indent=1) + "\n").encode())
+    fileio.write_bytes(layout.join(output_dir, channel_stats.STATS_JSON), (json.dumps(stats, indent=1) + "\n").encode())
 
 
 class WriteStats(beam.PTransform):

@@ -60,12 +60,13 @@ import logging
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import cli, pipeline_options
 from beam_jobs.channel_stats import ComputeChannelStats, ReadManifestFiles, SelectLabelledFiles, WriteStats
 from pcam_tfds.core import channel_stats, counters, layout, records
 from pcam_tfds.core.channel_stats import Thresholds
+from pcam_tfds.core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def parse_args(argv):
     )
     parser.add_argument("--dark_mean", type=float, default=defaults.dark_mean, help="dark: patch mean below this")
     parser.add_argument("--blank_std", type=float, default=defaults.blank_std, help="blank: patch std below this")
+    cli.add_log_level(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size ({args.batch_size}) must be at least 1")
@@ -99,24 +101,26 @@ def run(argv=None, save_main_session=True) -> dict:
     """Runs the job; returns stats.json as a dict. Beam options not known here go to PipelineOptions."""
     args, beam_args = parse_args(argv)
     thresholds = Thresholds(args.white_level, args.background_share, args.dark_mean, args.blank_std)
-    options = PipelineOptions(pipeline_options.with_local_defaults(beam_args), save_main_session=save_main_session)
+    options = PipelineOptions(
+        pipeline_options.with_local_defaults(beam_args, args.log_level), save_main_session=save_main_session
+    )
+    tally = cli.new_tally(options.view_as(StandardOptions).runner)
     if args.manifest:
-        select, num_listed = ReadManifestFiles(args.manifest), None
+        select, num_listed = ReadManifestFiles(args.manifest, tally), None
         source = {"manifest": args.manifest}
     else:
-        select = SelectLabelledFiles(args.data_dir, args.batch_size)
+        select = SelectLabelledFiles(args.data_dir, args.batch_size, tally)
         num_listed = select.num_files
         source = {"data_dir": args.data_dir}
-        logger.info("computing statistics of %d files under %s", num_listed, args.data_dir)
+    logger.info("computing statistics of %d files in %s", select.num_files, args.manifest or args.data_dir)
     p = beam.Pipeline(options=options)
     files = p | "SelectFiles" >> select
-    computed = files["valid"] | "ComputeChannelStats" >> ComputeChannelStats(thresholds, args.batch_size)
+    computed = files["valid"] | "ComputeChannelStats" >> ComputeChannelStats(thresholds, args.batch_size, tally)
     all_rejected = (files["rejected"], computed["rejected"]) | "AllRejected" >> beam.Flatten()
     _ = {"stats": computed["stats"], "rejected": all_rejected} | "WriteStats" >> WriteStats(
         args.output_dir, thresholds, num_listed, source
     )
-    result = p.run()
-    result.wait_until_finish()
+    result = cli.run_pipeline(p, Progress("stats", select.num_files), tally)
     logger.info("counters: %s", counter_totals(result))
     stats = channel_stats.load_stats(layout.join(args.output_dir, channel_stats.STATS_JSON))
     f, train = stats["files"], stats["groups"]["train"]

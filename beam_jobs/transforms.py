@@ -18,28 +18,41 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from pcam_tfds.core import counters, layout, outputs, records, summary
+from pcam_tfds.core.progress import Tally
 
 
 class _ReadBatch(beam.DoFn):
     """Reads a batch of paths of one source folder; one record per path, never an exception."""
 
-    def __init__(self):
+    def __init__(self, tally: Tally | None = None):
         self.read = Metrics.counter(counters.NAMESPACE, counters.FILES_READ)
         self.rejected = Metrics.counter(counters.NAMESPACE, counters.FILES_REJECTED_ON_READ)
+        self.tally = tally
 
     def process(self, batch):
         recs = records.read_batch(batch)
         self.read.inc(len(recs))
         self.rejected.inc(sum(not r["valid"] for r in recs))
+        if self.tally is not None:
+            self.tally.add(len(recs))
         yield from recs
 
 
 class ReadPatchFiles(beam.PTransform):
-    """PBegin -> one record per file, read and checked, spread over the workers."""
+    """PBegin -> one record per file, read and checked, spread over the workers.
 
-    def __init__(self, paths_by_source: dict[str, list[str]], batch_size: int = records.BATCH_SIZE):
+    `tally`: where local workers add the files they have read, for the job's progress lines.
+    """
+
+    def __init__(
+        self,
+        paths_by_source: dict[str, list[str]],
+        batch_size: int = records.BATCH_SIZE,
+        tally: Tally | None = None,
+    ):
         super().__init__()
         self.batches = records.batch_paths(paths_by_source, batch_size)
+        self.tally = tally
 
     def expand(self, pbegin):
         return (
@@ -47,7 +60,7 @@ class ReadPatchFiles(beam.PTransform):
             | "CreateBatches" >> beam.Create(self.batches, reshuffle=False)
             # Spread the batches over the workers before the expensive step.
             | "Spread" >> beam.Reshuffle()
-            | "DecodeAndCheck" >> beam.ParDo(_ReadBatch())
+            | "DecodeAndCheck" >> beam.ParDo(_ReadBatch(self.tally))
         )
 
 
@@ -119,9 +132,10 @@ class ValidateKaggleLayout(beam.PTransform):
     up front and the job can check that every file came out the other end.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE):
+    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
         super().__init__()
         self.data_dir = data_dir
+        self.tally = tally
         self.paths = records.list_paths(data_dir)
         self.num_files = sum(len(p) for p in self.paths.values())
         self.csv_path = layout.join(data_dir, layout.LABELS_CSV)
@@ -129,7 +143,7 @@ class ValidateKaggleLayout(beam.PTransform):
         self.batch_size = batch_size
 
     def expand(self, pbegin):
-        files = pbegin | "ReadPatchFiles" >> ReadPatchFiles(self.paths, self.batch_size)
+        files = pbegin | "ReadPatchFiles" >> ReadPatchFiles(self.paths, self.batch_size, self.tally)
         rows = pbegin | "ReadLabelRows" >> ReadLabelRows(self.csv_path)
         joined = (files, rows) | "JoinLabels" >> JoinLabels()
         duplicates = joined.files | "FindDuplicates" >> FindDuplicates()

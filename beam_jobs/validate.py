@@ -37,12 +37,12 @@ import shutil
 import sys
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import cli, pipeline_options
 from beam_jobs.transforms import ValidateKaggleLayout, WriteValidationOutputs
-from pcam_tfds.core import layout, outputs, records
+from pcam_tfds.core import fileio, layout, outputs, records
+from pcam_tfds.core.progress import Progress
 from pcam_tfds.core.summary import AccountingError
 
 
@@ -52,6 +52,7 @@ def parse_args(argv):
     parser.add_argument("--output_dir", required=True, help="where the manifest, summary and report go")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any file or row was rejected")
     parser.add_argument("--batch_size", type=int, default=records.BATCH_SIZE, help="files read per Beam element")
+    cli.add_log_level(parser)
     return parser.parse_known_args(argv)
 
 
@@ -79,14 +80,18 @@ def _owned_output_dir(output_dir: str):
 def run(argv=None, save_main_session=True) -> dict:
     """Runs the job; returns the summary. Beam options not known here go to PipelineOptions."""
     args, beam_args = parse_args(argv)
-    options = PipelineOptions(pipeline_options.with_local_defaults(beam_args), save_main_session=save_main_session)
-    validate = ValidateKaggleLayout(args.data_dir, args.batch_size)
+    options = PipelineOptions(
+        pipeline_options.with_local_defaults(beam_args, args.log_level), save_main_session=save_main_session
+    )
+    tally = cli.new_tally(options.view_as(StandardOptions).runner)
+    validate = ValidateKaggleLayout(args.data_dir, args.batch_size, tally)
     logging.info("validating %d files under %s", validate.num_files, args.data_dir)
     with _owned_output_dir(args.output_dir):
-        with beam.Pipeline(options=options) as p:
-            validated = p | "Validate" >> validate
-            _ = validated | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.data_dir)
-    with FileSystems.open(layout.join(args.output_dir, outputs.SUMMARY)) as f:
+        p = beam.Pipeline(options=options)
+        validated = p | "Validate" >> validate
+        _ = validated | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.data_dir)
+        cli.run_pipeline(p, Progress("validate", validate.num_files), tally)
+    with fileio.open_read(layout.join(args.output_dir, outputs.SUMMARY)) as f:
         summary = json.load(f)
     # Checked again here: the step that wrote summary.json ran on a worker.
     if summary["total"] != validate.num_files or summary["valid"] + summary["rejected"] != summary["total"]:
