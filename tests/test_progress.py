@@ -39,11 +39,16 @@ def test_without_a_total_only_count_and_rate():
     assert lines == ["validate: 3,000 files, 150 files/s"]
 
 
-def test_nothing_done_yet_says_time_left_unknown():
+def test_before_the_first_file_and_after_the_last_it_says_so_instead_of_a_rate():
     progress, clock, lines = make(total=50)
     clock.now += 10
-    progress.update(0)
-    assert lines == ["validate: 0/50 files (0.0%), 0 files/s, time left unknown"]
+    progress.update(0)  # workers starting
+    clock.now += 10
+    progress.update(50)  # all read; the job combines and writes
+    assert lines == [
+        "validate: 0/50 files, none done yet, 10 s so far",
+        "validate: all 50 files done, finishing, 20 s so far",
+    ]
 
 
 def test_a_runner_that_reports_no_count_gets_its_note_and_the_time_so_far():

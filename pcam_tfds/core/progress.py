@@ -57,13 +57,18 @@ class Progress:
         elapsed = self.clock() - self.start
         if done is None:
             return f"{self.label}: {note or 'running'}, {duration(elapsed)} so far"
+        of_total = f"/{self.total:,}" if self.total is not None else ""
+        if done == 0:  # e.g. workers still starting
+            return f"{self.label}: 0{of_total} {self.unit}, none done yet, {duration(elapsed)} so far"
+        if self.total is not None and done >= self.total:  # the rest of the job: combining, writing
+            return f"{self.label}: all {self.total:,} {self.unit} done, finishing, {duration(elapsed)} so far"
         rate = done / elapsed if elapsed > 0 else 0.0
         parts = [f"{done:,}/{self.total:,} {self.unit}" if self.total is not None else f"{done:,} {self.unit}"]
         if self.total:
             parts[0] += f" ({100 * done / self.total:.1f}%)"
         parts.append(f"{rate:,.0f} {self.unit}/s")
-        if self.total is not None and done < self.total:
-            parts.append(f"about {duration((self.total - done) / rate)} left" if rate > 0 else "time left unknown")
+        if self.total is not None:
+            parts.append(f"about {duration((self.total - done) / rate)} left")
         return f"{self.label}: " + ", ".join(parts)
 
     def update(self, done: int | None, note: str | None = None) -> bool:
