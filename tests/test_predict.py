@@ -26,7 +26,7 @@ def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
 
     out = tmp_path / "submission.csv"
     assert (
-        predict.main(
+        predict.run(
             [
                 "--model_dir",
                 str(baseline_run),
@@ -42,7 +42,7 @@ def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
     assert set(probs) == _test_ids(pcam_data)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
     single = tmp_path / "single.csv"
-    assert predict.main([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}", f"--output={single}"]) == 0
+    assert predict.run([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}", f"--output={single}"]) == 0
     plain = _read(single)
     assert set(plain) == set(probs) and plain != probs  # TTA changes the numbers
 
@@ -52,14 +52,12 @@ def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tm
 
     from_dir, from_tfds = tmp_path / "dir.csv", tmp_path / "tfds.csv"
     assert (
-        predict.main(
+        predict.run(
             [f"--model_dir={baseline_run}", f"--input_dir={pcam_data['kaggle'] / 'test'}", f"--output={from_dir}"]
         )
         == 0
     )
-    assert (
-        predict.main([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}", f"--output={from_tfds}"]) == 0
-    )
+    assert predict.run([f"--model_dir={baseline_run}", f"--data_dir={pcam_data['tfds']}", f"--output={from_tfds}"]) == 0
     a, b = _read(from_dir), _read(from_tfds)
     assert set(a) == set(b) == _test_ids(pcam_data)
     assert max(abs(a[k] - b[k]) for k in a) < 1e-5

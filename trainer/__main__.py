@@ -234,7 +234,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     return config_lib.validate(config_lib.TrainConfig(**values))
 
 
-def main(argv):
+def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf  # after flag parsing, so --help stays fast
@@ -261,6 +261,13 @@ def main(argv):
         lock.release()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The console script `pcam-train` (and `python -m trainer`)."""
+    from trainer import cli
+
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
-    app.run(main)
+    cli.run(_main)
+
+
+if __name__ == "__main__":
+    main()

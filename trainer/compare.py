@@ -1,7 +1,8 @@
 """Compare finished runs (or evaluations of them): a results table, paired tests of the AUC differences, ROC plot.
 
-    python -m trainer.compare runs/* --output_dir=results
-    python -m trainer.compare runs/baseline/external runs/tuned/external --output_dir=results/external
+    pcam-compare runs/* --output_dir=results
+    pcam-compare runs/baseline/external runs/tuned/external --output_dir=results/external
+    python -m trainer.compare ...      # the same command
 
 A folder counts when it holds metrics.json and its predictions: a trainer run (val_predictions.csv)
 or a `trainer.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
@@ -16,10 +17,8 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from etils import epath
-
-from trainer import evaluate
 
 PREDICTION_FILES = ("val_predictions.csv", "predictions.csv")
 
@@ -35,6 +34,8 @@ def load_run(run_dir: str) -> tuple[str, dict, tuple]:
     if not (root / "metrics.json").exists() or predictions is None:
         raise NotARun(f"{run_dir}: no metrics.json with {' or '.join(PREDICTION_FILES)}")
     metrics = json.loads((root / "metrics.json").read_text())
+    from trainer import evaluate  # here, not at import: it loads matplotlib and scikit-learn, and --help stays fast
+
     ids, labels, scores = evaluate.read_predictions(predictions)
     label = metrics.get("model", root.name)
     if root.name != label:
@@ -53,6 +54,8 @@ def paired_test(a: tuple, b: tuple) -> dict | None:
     ka, kb = np.array(common).T
     if not np.array_equal(labels_a[ka], labels_b[kb]):
         raise ValueError("the two runs disagree on the labels of shared examples")
+    from trainer import evaluate
+
     return evaluate.delong_paired(labels_a[ka], scores_a[ka], scores_b[kb])
 
 
@@ -129,6 +132,8 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
         "skipped": skipped,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    from trainer import evaluate
+
     evaluate.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")
     return result
 
@@ -136,19 +141,23 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
 FLAGS = flags.FLAGS
 
 
-def main(argv) -> int:
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string(
+        "output_dir", None, "Where results.md, results.json and roc_curves.png go.", flag_values=flag_values
+    )
+    flags.mark_flag_as_required("output_dir", flag_values=flag_values)
+
+
+def _main(argv) -> int:
+    from trainer import cli
+
     run_dirs = argv[1:]
     if not run_dirs:
-        print(
-            "error: give one or more run folders, e.g. python -m trainer.compare runs/* --output_dir=results",
-            file=sys.stderr,
-        )
-        return 2
+        cli.fail(ValueError("give one or more run folders, e.g. pcam-compare runs/* --output_dir=results"))
     try:
         result = compare(run_dirs, FLAGS.output_dir)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     print((epath.Path(FLAGS.output_dir) / "results.md").read_text(), end="")
     for note in result["skipped"]:
         print(f"skipped: {note}", file=sys.stderr)
@@ -156,7 +165,13 @@ def main(argv) -> int:
     return 0
 
 
+def main() -> None:
+    """The console script `pcam-compare` (and `python -m trainer.compare`)."""
+    from trainer import cli
+
+    define_flags(FLAGS)
+    cli.run(_main)
+
+
 if __name__ == "__main__":
-    flags.DEFINE_string("output_dir", None, "Where results.md, results.json and roc_curves.png go.")
-    flags.mark_flag_as_required("output_dir")
-    app.run(main)
+    main()

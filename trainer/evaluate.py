@@ -2,6 +2,12 @@
 
 All functions take arrays or file paths explicitly. Plots are `matplotlib.figure.Figure` objects
 rendered by the Agg canvas, without pyplot: no display, no global figure state.
+As a command it evaluates finished runs (several: their ensemble) on any labelled set:
+
+    pcam-evaluate --model_dir=runs/baseline --input_dir=SAMPLE/test --labels=SAMPLE/test_labels.csv \\
+        --output_dir=runs/baseline/external
+    pcam-evaluate --model_dir=runs/baseline --data_dir=TFDS_DIR --split=validation --output_dir=eval/baseline
+    python -m trainer.evaluate ...     # the same command
 """
 
 from __future__ import annotations
@@ -659,30 +665,37 @@ def evaluate_runs(
     return metrics
 
 
-def _define_flags():
+def define_flags(flag_values) -> None:
     from absl import flags
 
-    flags.DEFINE_multi_string("model_dir", None, "Trainer run folder; several = their ensemble (mean probability).")
-    flags.DEFINE_string("input_dir", None, "Folder of patch files (.tif, .png, .jpg) to evaluate; needs --labels.")
-    flags.DEFINE_string("labels", None, "id,label CSV of the patches in --input_dir.")
-    flags.DEFINE_string("data_dir", None, "TFDS data dir holding a built pcam dataset (instead of --input_dir).")
-    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.")
-    flags.DEFINE_string("split", "validation", "Labelled split to evaluate with --data_dir.")
-    flags.DEFINE_string("output_dir", None, "Where metrics.json, predictions.csv and the figures go.")
-    flags.DEFINE_bool("tta", False, "Average the 8 flips and 90-degree rotations.")
-    flags.DEFINE_bool("calibrate", False, "Apply each run's fitted temperature (calibration.json).")
-    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.")
-    flags.mark_flags_as_required(["model_dir", "output_dir"])
+    fv = flag_values
+    flags.DEFINE_multi_string(
+        "model_dir", None, "Trainer run folder; several = their ensemble (mean probability).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "input_dir", None, "Folder of patch files (.tif, .png, .jpg) to evaluate; needs --labels.", flag_values=fv
+    )
+    flags.DEFINE_string("labels", None, "id,label CSV of the patches in --input_dir.", flag_values=fv)
+    flags.DEFINE_string(
+        "data_dir", None, "TFDS data dir holding a built pcam dataset (instead of --input_dir).", flag_values=fv
+    )
+    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.", flag_values=fv)
+    flags.DEFINE_string("split", "validation", "Labelled split to evaluate with --data_dir.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Where metrics.json, predictions.csv and the figures go.", flag_values=fv)
+    flags.DEFINE_bool("tta", False, "Average the 8 flips and 90-degree rotations.", flag_values=fv)
+    flags.DEFINE_bool("calibrate", False, "Apply each run's fitted temperature (calibration.json).", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.", lower_bound=1, flag_values=fv)
+    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
 
 
-def main(argv) -> int:
-    import sys
-
+def _main(argv) -> int:
     from absl import flags
+
+    from trainer import cli
 
     f = flags.FLAGS
     if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}")
+        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
     try:
         m = evaluate_runs(
             f.model_dir,
@@ -697,8 +710,7 @@ def main(argv) -> int:
             batch_size=f.batch_size,
         )
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     lo, hi = m["roc_auc_ci95"]
     print(
         f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
@@ -707,8 +719,15 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app
+def main() -> None:
+    """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
+    from absl import flags
 
-    _define_flags()
-    app.run(main)
+    from trainer import cli
+
+    define_flags(flags.FLAGS)
+    cli.run(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 """Export a trained run as a TensorFlow SavedModel for serving: uint8 patches in, tumour probability out.
 
-    python -m trainer.export --model_dir=runs/baseline --output_dir=export/baseline/1
-    python -m trainer.export --model_dir=runs/baseline --output_dir=export/baseline/1 --nocalibrate
+    pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1
+    pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1 --nocalibrate
+    python -m trainer.export ...       # the same command
 
 The `serving_default` signature takes `images`: uint8 [batch, 96, 96, 3] (RGB, as the Kaggle TIFFs
 decode) and returns `probability`: float32 [batch]. Casting and scaling happen inside, so a client
@@ -14,9 +15,8 @@ TensorFlow Serving: BUILD.md.
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
@@ -66,15 +66,27 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     return info
 
 
-def main(argv) -> int:
+def define_flags(flag_values: flags.FlagValues) -> None:
+    fv = flag_values
+    flags.DEFINE_string("model_dir", None, "Finished trainer run folder (model.keras).", flag_values=fv)
+    flags.DEFINE_string(
+        "output_dir", None, "New folder for the SavedModel (TF Serving wants MODEL/VERSION).", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "calibrate", True, "Apply the run's fitted temperature (calibration.json) when it has one.", flag_values=fv
+    )
+    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
+
+
+def _main(argv) -> int:
+    from trainer import cli
+
     if len(argv) > 1:
-        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
+        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
     try:
         info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cli.fail(e)
     logging.info("exported %s", info)
     calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
     shape = ", ".join(map(str, info["input"]["shape"][1:]))
@@ -82,9 +94,13 @@ def main(argv) -> int:
     return 0
 
 
+def main() -> None:
+    """The console script `pcam-export` (and `python -m trainer.export`)."""
+    from trainer import cli
+
+    define_flags(FLAGS)
+    cli.run(_main)
+
+
 if __name__ == "__main__":
-    flags.DEFINE_string("model_dir", None, "Finished trainer run folder (model.keras).")
-    flags.DEFINE_string("output_dir", None, "New folder for the SavedModel (TF Serving wants MODEL/VERSION).")
-    flags.DEFINE_bool("calibrate", True, "Apply the run's fitted temperature (calibration.json) when it has one.")
-    flags.mark_flags_as_required(["model_dir", "output_dir"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    main()

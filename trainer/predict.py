@@ -1,77 +1,129 @@
 """Kaggle submission: a tumour probability for every test patch, from one run or an ensemble.
 
-    python -m trainer.predict --model_dir=runs/baseline --data_dir=TFDS_DIR --output=submission.csv
-    python -m trainer.predict --model_dir runs/resnet50 runs/densenet169 --tta \\
+    pcam-predict --model_dir=runs/baseline --data_dir=TFDS_DIR --output=submission.csv
+    pcam-predict --model_dir runs/resnet50 runs/densenet169 --tta \\
         --input_dir=KAGGLE_DIR/test --output=submission.csv
+    python -m trainer.predict ...      # the same command
 
 Writes `id,label` with label = the probability (Kaggle scores ROC AUC, so probabilities beat 0/1);
 --calibrate applies each run's fitted temperature, --hard_labels=youden|f1|T writes 0/1 labels. The
 output folder is checked before anything is predicted.
-Several run folders average their probabilities; --tta also averages the 8 flips/90-degree rotations.
+Several run folders (--model_dir repeated, or more folders after it) average their probabilities;
+--tta also averages the 8 flips/90-degree rotations.
 Input is the test split of a built TFDS dataset (--data_dir, --dataset, --split) or a folder of patch
 files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file stops the run with its name and
 reason and exit status 1; with --allow_rejected the rest is predicted and the bad files are listed in
-OUTPUT.rejected.csv (the exit status is then 0, and the count is printed).
+OUTPUT.rejected.csv (the exit status is then 0, and the count is printed). A user's mistake (a bad flag,
+a missing folder) is one line and exit status 2 (trainer.cli).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import os
 import sys
 
 import numpy as np
+from absl import flags
 from etils import epath
 
 from pcam_tfds.core.layout import IMAGE_EXTENSIONS
 
+HARD_LABEL_NAMES = ("youden", "f1")
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_dir", nargs="+", action="extend", required=True, help="one or more trainer run folders")
-    p.add_argument("run_dirs", nargs="*", help="more run folders (same as further --model_dir values)")
-    p.add_argument("--output", required=True, help="submission CSV to write (id,label)")
-    p.add_argument("--tta", action="store_true", help="average over the 8 flips/90-degree rotations")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data_dir", help="TFDS data dir holding the built dataset")
-    source.add_argument("--input_dir", help="folder of patch files (Kaggle's test/)")
-    p.add_argument("--dataset", default="pcam/full", help="TFDS NAME/CONFIG with --data_dir (default pcam/full)")
-    p.add_argument("--split", default="test", help="split to predict with --data_dir (default test)")
-    p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="apply each run's fitted temperature (calibration.json) before averaging",
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """What one prediction run does; `from_flags` builds it, `check` rejects impossible combinations."""
+
+    model_dirs: tuple[str, ...]
+    output: str
+    data_dir: str | None = None
+    input_dir: str | None = None
+    dataset: str = "pcam/full"
+    split: str = "test"
+    batch_size: int = 256
+    tta: bool = False
+    calibrate: bool = False
+    hard_labels: str | None = None
+    allow_rejected: bool = False
+
+    def check(self) -> PredictConfig:
+        """Raises ValueError naming the flag of an impossible combination; returns self."""
+        if not self.model_dirs:
+            raise ValueError("--model_dir: give at least one trainer run folder")
+        if (self.data_dir is None) == (self.input_dir is None):
+            raise ValueError("give exactly one of --data_dir (a built TFDS dataset) and --input_dir (a folder)")
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch_size={self.batch_size} must be > 0")
+        if self.hard_labels is not None and self.hard_labels not in HARD_LABEL_NAMES:
+            try:
+                value = float(self.hard_labels)
+            except ValueError:
+                value = -1.0
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--hard_labels={self.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
+        if self.hard_labels in HARD_LABEL_NAMES and len(self.model_dirs) != 1:
+            raise ValueError(
+                f"--hard_labels={self.hard_labels} uses one run's validation threshold; an ensemble of "
+                f"{len(self.model_dirs)} runs has none: give a number"
+            )
+        return self
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command's flags, on `flag_values` (flags.FLAGS for the command, a fresh FlagValues in `run`)."""
+    fv = flag_values
+    flags.DEFINE_multi_string(
+        "model_dir",
+        None,
+        "Trainer run folder; repeat it (or list more folders after it) for an ensemble.",
+        flag_values=fv,
     )
-    p.add_argument(
-        "--hard_labels",
-        metavar="youden|f1|0.5|T",
-        help="write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
-        "or at a number T (Kaggle scores AUC: probabilities are the default and score better)",
+    flags.DEFINE_string("output", None, "Submission CSV to write (id,label).", flag_values=fv)
+    flags.DEFINE_bool("tta", False, "Average over the 8 flips/90-degree rotations.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset.", flag_values=fv)
+    flags.DEFINE_string("input_dir", None, "Folder of patch files (Kaggle's test/).", flag_values=fv)
+    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.", flag_values=fv)
+    flags.DEFINE_string("split", "test", "Split to predict with --data_dir.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_bool(
+        "calibrate", False, "Apply each run's fitted temperature (calibration.json) before averaging.", flag_values=fv
     )
-    p.add_argument(
-        "--allow_rejected",
-        action="store_true",
-        help="predict the readable files and list unreadable ones in OUTPUT.rejected.csv",
+    flags.DEFINE_string(
+        "hard_labels",
+        None,
+        "youden|f1|T: write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
+        "or at a number T (Kaggle scores AUC: probabilities are the default and score better).",
+        flag_values=fv,
     )
-    args = p.parse_args(argv)
-    args.model_dir = list(args.model_dir) + list(args.run_dirs)
-    if args.batch_size <= 0:
-        p.error(f"--batch_size={args.batch_size} must be > 0")
-    if args.hard_labels is not None and args.hard_labels not in ("youden", "f1"):
-        try:
-            value = float(args.hard_labels)
-        except ValueError:
-            value = -1.0
-        if not 0.0 <= value <= 1.0:
-            p.error(f"--hard_labels={args.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
-    if args.hard_labels in ("youden", "f1") and len(args.model_dir) != 1:
-        p.error(
-            f"--hard_labels={args.hard_labels} uses one run's validation threshold; an ensemble of "
-            f"{len(args.model_dir)} runs has none: give a number"
-        )
-    return args
+    flags.DEFINE_bool(
+        "allow_rejected",
+        False,
+        "Predict the readable files and list unreadable ones in OUTPUT.rejected.csv.",
+        flag_values=fv,
+    )
+    flags.mark_flags_as_required(["model_dir", "output"], flag_values=fv)
+    flags.mark_flags_as_mutual_exclusive(["data_dir", "input_dir"], required=True, flag_values=fv)
+
+
+def config_from_flags(flag_values: flags.FlagValues, run_dirs: list[str]) -> PredictConfig:
+    """The checked PredictConfig of parsed flags; `run_dirs` are the folders listed after the flags."""
+    f = flag_values
+    return PredictConfig(
+        model_dirs=(*f.model_dir, *run_dirs),
+        output=f.output,
+        data_dir=f.data_dir,
+        input_dir=f.input_dir,
+        dataset=f.dataset,
+        split=f.split,
+        batch_size=f.batch_size,
+        tta=f.tta,
+        calibrate=f.calibrate,
+        hard_labels=f.hard_labels,
+        allow_rejected=f.allow_rejected,
+    ).check()
 
 
 def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
@@ -151,35 +203,49 @@ def write_submission(path: str, ids, probs, threshold: float | None = None) -> N
             writer.writerow([i, int(p >= threshold) if threshold is not None else f"{float(p):.6f}"])
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@dataclasses.dataclass
+class _Inputs:
+    models: list
+    batches: object  # an iterator of {"image", "id"} batches
+    threshold: float | None
+    temperatures: list[float] | None
+    rejected: list  # (file, reason, detail), filled while `batches` is read
+
+
+def prepare(config: PredictConfig) -> _Inputs:
+    """Checks the output folder, reads the runs and opens the input; ValueError or FileNotFoundError for a user's
+    mistake, before anything is predicted."""
     from trainer import calibration, data, inference
 
-    try:
-        check_writable(args.output)
-        threshold = (
-            hard_label_threshold(args.hard_labels, args.model_dir[0], args.calibrate)
-            if args.hard_labels is not None
-            else None
-        )
-        temperatures = [calibration.read_temperature(d) for d in args.model_dir] if args.calibrate else None
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_writable(config.output)
+    threshold = (
+        hard_label_threshold(config.hard_labels, config.model_dirs[0], config.calibrate)
+        if config.hard_labels is not None
+        else None
+    )
+    temperatures = [calibration.read_temperature(d) for d in config.model_dirs] if config.calibrate else None
     rejected = []
-    try:
-        models = [inference.load_model(d) for d in args.model_dir]
-        if args.input_dir:
-            batches = read_folder(list_patch_files(args.input_dir), args.batch_size, rejected)
-        else:
-            builder = data.load_builder(args.data_dir, args.dataset)
-            ds = data.eval_dataset(data.split_files(builder, args.split), args.batch_size, with_ids=True)
-            batches = ds.as_numpy_iterator()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    ids, _, probs = inference.predict_batches(models, batches, tta=args.tta, temperatures=temperatures)
-    if rejected and not args.allow_rejected:
+    models = [inference.load_model(d) for d in config.model_dirs]
+    if config.input_dir:
+        batches = read_folder(list_patch_files(config.input_dir), config.batch_size, rejected)
+    else:
+        builder = data.load_builder(config.data_dir, config.dataset)
+        ds = data.eval_dataset(data.split_files(builder, config.split), config.batch_size, with_ids=True)
+        batches = ds.as_numpy_iterator()
+    return _Inputs(models, batches, threshold, temperatures, rejected)
+
+
+def predict(config: PredictConfig, inputs: _Inputs | None = None) -> int:
+    """Writes the submission of `config`; returns the exit status (1: unreadable inputs without --allow_rejected).
+
+    inputs: `prepare(config)`, when the caller has already called it.
+    """
+    from trainer import inference
+
+    inputs = inputs or prepare(config)
+    models, threshold, rejected = inputs.models, inputs.threshold, inputs.rejected
+    ids, _, probs = inference.predict_batches(models, inputs.batches, tta=config.tta, temperatures=inputs.temperatures)
+    if rejected and not config.allow_rejected:
         for name, reason, detail in rejected:
             print(f"error: {name}: {reason}: {detail}", file=sys.stderr)
         print(
@@ -191,14 +257,14 @@ def main(argv=None) -> int:
     if not ids:
         print("error: no patches to predict", file=sys.stderr)
         return 1
-    write_submission(args.output, ids, probs, threshold)
+    write_submission(config.output, ids, probs, threshold)
     what = "predictions" if threshold is None else f"0/1 labels (threshold {threshold:.4f})"
     print(
-        f"wrote {len(ids)} {what} from {len(models)} model(s){' with TTA' if args.tta else ''}"
-        f"{', calibrated' if args.calibrate else ''} to {args.output}"
+        f"wrote {len(ids)} {what} from {len(models)} model(s){' with TTA' if config.tta else ''}"
+        f"{', calibrated' if config.calibrate else ''} to {config.output}"
     )
     if rejected:
-        rejected_path = f"{args.output}.rejected.csv"
+        rejected_path = f"{config.output}.rejected.csv"
         with epath.Path(rejected_path).open("w") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "reason", "detail"])
@@ -207,5 +273,32 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv: list[str]) -> int:
+    """The command in this process, on its own FlagValues (tests); flag errors raise flags.Error, the rest as `predict`."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    run_dirs = fv(["pcam-predict", *argv])[1:]
+    return predict(config_from_flags(fv, run_dirs))
+
+
+def _main(argv: list[str]) -> int:
+    from trainer import cli
+
+    try:
+        config = config_from_flags(flags.FLAGS, argv[1:])
+        inputs = prepare(config)
+    except (ValueError, FileNotFoundError) as e:
+        cli.fail(e)
+    return predict(config, inputs)
+
+
+def main() -> None:
+    """The console script `pcam-predict` (and `python -m trainer.predict`)."""
+    from trainer import cli
+
+    define_flags(flags.FLAGS)
+    cli.run(_main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

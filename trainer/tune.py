@@ -1,12 +1,13 @@
-"""Search hyperparameters of the `tuned` CNN with keras-tuner; the best go to `python -m trainer --hparams`.
+"""Search hyperparameters of the `tuned` CNN with keras-tuner; the best go to `pcam-train --hparams`.
 
-    python -m trainer.tune --model=tuned --data_dir=TFDS_DIR --tuner_dir=runs/tune_seed \\
+    pcam-tune --model=tuned --data_dir=TFDS_DIR --tuner_dir=runs/tune_seed \\
         --tuner=random --space=seed --max_trials=5 --executions_per_trial=5 --epochs=5   # the seed notebook
-    python -m trainer.tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_hb --tuner=hyperband --space=wide --epochs=27
-    python -m trainer.tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_bo --tuner=bayesian --max_trials=30
-    python -m trainer.tune ... --max_trials=2 --epochs=1 --steps_per_epoch=20 --sample_fraction=0.05  # smoke run
-    python -m trainer --model=tuned --hparams=runs/tune_seed/best_hyperparameters.json --data_dir=TFDS_DIR \\
+    pcam-tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_hb --tuner=hyperband --space=wide --epochs=27
+    pcam-tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_bo --tuner=bayesian --max_trials=30
+    pcam-tune ... --max_trials=2 --epochs=1 --steps_per_epoch=20 --sample_fraction=0.05  # smoke run
+    pcam-train --model=tuned --hparams=runs/tune_seed/best_hyperparameters.json --data_dir=TFDS_DIR \\
         --model_dir=runs/tuned
+    python -m trainer.tune ...         # the same as pcam-tune
 
 The objective is the validation ROC AUC (`val_auc`, maximised). TUNER_DIR gets trials.json,
 trials.md and best_hyperparameters.json; restarting an interrupted search with the same command runs
@@ -15,9 +16,9 @@ only the missing trials (a larger --max_trials adds trials).
 Distributed (one chief serving the oracle, any number of workers running trials; TUNER_DIR must be one
 folder all of them see, e.g. NFS or gs://):
 
-    KERASTUNER_TUNER_ID=chief    KERASTUNER_ORACLE_IP=0.0.0.0  KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
-    KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
-    KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 python -m trainer.tune ...
+    KERASTUNER_TUNER_ID=chief    KERASTUNER_ORACLE_IP=0.0.0.0  KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
+    KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
+    KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
 
 with the same flags everywhere (--data_dir may differ per machine). Flags are defined here and only here.
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from trainer import config as config_lib
 from trainer import tune_config
@@ -129,9 +130,11 @@ def config_from_flags(flag_values, gpu: bool):
     )
 
 
-def main(argv):
+def _main(argv):
+    from trainer import cli
+
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
     from trainer import run_folder, search, tune_reports
@@ -145,8 +148,7 @@ def main(argv):
             lock = run_folder.RunLock(config.tuner_dir, " ".join(sys.argv)).acquire()
         records = search.run_search(config, role)
     except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(e)
     finally:
         if lock is not None:
             lock.release()
@@ -154,6 +156,13 @@ def main(argv):
         logging.info("best hyperparameters: %s/%s", config.tuner_dir, tune_reports.BEST_HPARAMS)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The console script `pcam-tune` (and `python -m trainer.tune`)."""
+    from trainer import cli
+
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
-    app.run(main)
+    cli.run(_main)
+
+
+if __name__ == "__main__":
+    main()

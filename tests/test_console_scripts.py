@@ -1,0 +1,97 @@
+"""The console scripts of setup.cfg: every command has one, each starts, and a user's mistake is one line and status 2."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_runs import REPO
+
+COMMANDS = {
+    "pcam-validate": "beam_jobs.validate",
+    "pcam-stats": "beam_jobs.stats",
+    "pcam-eda": "beam_jobs.eda",
+    "pcam-synthetic": "pcam_tfds.synthetic",
+    "pcam-train": "trainer.__main__",
+    "pcam-predict": "trainer.predict",
+    "pcam-evaluate": "trainer.evaluate",
+    "pcam-tune": "trainer.tune",
+    "pcam-compare": "trainer.compare",
+    "pcam-export": "trainer.export",
+    "pcam-gpu-check": "trainer.gpu_check",
+}
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _declared() -> dict[str, str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict((part.strip() for part in line.split("=")) for line in lines)
+
+
+def _script(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"{path} is not installed: pip install -e . (after a change to setup.cfg's entry points)")
+    return str(path)
+
+
+def _run(*args: str, env=ENV) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO, env=env, check=False)
+
+
+def test_every_command_has_a_console_script_with_a_main():
+    assert _declared() == {name: f"{module}:main" for name, module in COMMANDS.items()}
+
+
+def test_every_console_script_starts_and_shows_its_help():
+    # All at once: most of the time is importing, which the processes do side by side.
+    procs = {
+        name: subprocess.Popen(
+            [_script(name), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV
+        )
+        for name in COMMANDS
+    }
+    failed = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0 or "--" not in out:
+            failed[name] = f"exit {proc.returncode}: {err[-1000:]}"
+    assert not failed, failed
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["pcam-predict", "--output=s.csv", "--data_dir=d"], "--model_dir"),
+        (["pcam-predict", "--model_dir=r", "--output=s.csv", "--data_dir=d", "--input_dir=i"], "input_dir"),
+        (["pcam-predict", "--model_dir", "r1", "r2", "--output=s.csv", "--data_dir=d", "--hard_labels=f1"], "ensemble"),
+        (["pcam-predict", "--model_dir=r", "--output=s.csv", "--data_dir=d", "--batch_size=0"], "--batch_size"),
+        (["pcam-compare", "--output_dir=out"], "run folders"),
+        (["pcam-export", "--model_dir=r"], "--output_dir"),
+        (["pcam-evaluate", "--output_dir=out"], "--model_dir"),
+        (["pcam-tune", "--data_dir=d"], "--tuner_dir"),
+        (["pcam-train", "--model=baseline", "--data_dir=d", "--model_dir=m", "--augment=heavy"], "--augment"),
+    ],
+    ids=["missing", "exclusive", "threshold", "range", "no-runs", "export", "evaluate", "tune", "train"],
+)
+def test_a_user_mistake_is_one_line_and_status_2(args, named):
+    proc = _run(_script(args[0]), *args[1:])
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+
+
+def test_pcam_traceback_shows_the_traceback_of_a_user_mistake():
+    proc = _run(_script("pcam-compare"), "--output_dir=out", env={**ENV, "PCAM_TRACEBACK": "1"})
+    assert (
+        proc.returncode != 0
+        and "Traceback" in proc.stderr
+        and "ValueError: give one or more run folders" in (proc.stderr)
+    )
