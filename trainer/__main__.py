@@ -13,6 +13,7 @@ to RUN_DIR/config.json before training.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -88,6 +89,14 @@ flags.DEFINE_enum(
     "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
     "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
 )
+flags.DEFINE_enum(
+    "augment_on",
+    "host",
+    config_lib.AUGMENT_ON,
+    "Where --augment runs. host: in the tf.data pipeline on the CPU cores; device: inside the compiled train "
+    "step on the accelerator, so the host only parses and ships uint8 images (not with --augment=seed). "
+    "Validation and the saved model never augment.",
+)
 flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
 flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
@@ -100,7 +109,20 @@ flags.DEFINE_enum(
     "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
 )
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
-flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution; auto = MirroredStrategy on >1 GPU.")
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    config_lib.STRATEGIES,
+    "Distribution. auto: MirroredStrategy on >1 GPU, the one GPU (input prefetched to it) on 1, else the CPU; "
+    "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (BUILD.md); --batch_size is global.",
+)
+flags.DEFINE_string(
+    "steps_per_execution",
+    "auto",
+    "Train steps per call into the compiled function (fewer host round trips; the time budget and the "
+    "learning-rate schedule are then applied every N steps). auto: 32 with a GPU, else 1 (and 1 with "
+    "--strategy=multi_worker).",
+)
 
 flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.")
 flags.DEFINE_integer("dense", 128, "tuned: units of the dense layer.")
@@ -161,6 +183,15 @@ def _precision(value: str, gpu: bool) -> str:
     return "float16" if value == "on" else value
 
 
+def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
+    if value == "auto":
+        return 32 if gpu and strategy != "multi_worker" else 1
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
+
+
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     if value == "auto":
         return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in models.TRANSFER else None
@@ -208,12 +239,14 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "max_cpu_minutes": f.max_cpu_minutes,
         "seed": f.seed,
         "augment": f.augment,
+        "augment_on": f.augment_on,
         "sample_fraction": f.sample_fraction,
         "steps_per_epoch": f.steps_per_epoch,
         "shuffle_buffer": f.shuffle_buffer,
         "mixed_precision": _precision(f.mixed_precision, gpu),
         "jit_compile": _auto(f.jit_compile, gpu),
         "strategy": f.strategy,
+        "steps_per_execution": _steps_per_execution(f.steps_per_execution, gpu, f.strategy),
         "filters": filters,
         "dense": f.dense,
         "batch_norm": f.batch_norm,
@@ -239,26 +272,32 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import data, run_folder, train
+    from trainer import data, distribute, run_folder, train
     from trainer.models.transfer import WeightsUnavailableError
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     try:
         config = config_from_flags(FLAGS, gpu)
+        # On a cluster only the chief claims and writes the run folder; the other workers write nothing there.
+        task = distribute.SINGLE
+        if config.strategy == "multi_worker":
+            task = distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))
         data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
-        lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire()
+        lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
     except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     try:
-        config_lib.write(config)
-        logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
+        if task.is_chief:
+            config_lib.write(config)
+            logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
         train.run(config)
     except (ValueError, WeightsUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ bench/RESULTS.md, "Trainer input pipeline and where augmentation runs" and "Thro
 the augmentations".
 Batched ops replace per-image calls: one vectorised op over 64 images instead of 64 small ones.
 
+On a GPU host where the CPU cores cannot keep up, `--augment_on=device` (`on_device`) runs the same
+functions inside the compiled train step instead: the host then only parses and ships uint8 batches.
+Only the step that trains augments; validation, prediction and the saved model never do.
+
 Functions take images of shape (batch, H, W, 3) (dihedral: any dtype; the jitter: float32 0..255) and a stateless seed
 (shape [2] int tensor), so a run's augmentations are reproducible from its --seed.
 """
@@ -183,14 +187,52 @@ def seed_layers(seed: int) -> keras.Sequential:
 
 
 def make_augment_fn(name: str, seed: int):
-    """A function (uint8 images, stateless_seed) -> float32 0..255 images for `name`."""
+    """A function (uint8 images, stateless_seed) -> 0..255 images for `name`: float32, or for "none" the
+    images as they came (uint8 stays uint8: the model casts it on the device)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"augmentation {name!r} is unknown; choose one of {', '.join(AUGMENTATIONS)}")
     if name == "none":
-        return lambda images, s: tf.cast(images, tf.float32)
+        return lambda images, s: images
     if name == "dihedral":
         return lambda images, s: stain_jitter(tf.cast(dihedral(images, s), tf.float32), s)
     if name == "hed":
         return lambda images, s: hed_jitter(dihedral(images, s), s)
     layers = seed_layers(seed)
     return lambda images, s: layers(tf.cast(images, tf.float32), training=True)
+
+
+# Seeds of the step t on the device are (seed, t * _STEP_STRIDE): the functions above add salts below 64
+# to the second word, so the draws of different steps never share a stream.
+_STEP_STRIDE = 64
+
+
+class DeviceAugmentation:
+    """Mixin for a keras.Model: `train_step` augments its batch on the device before the usual step.
+
+    The same augmentation functions as the host pipeline, so the same distribution of transforms. Each
+    step's stateless seed is (the run's seed salted with the replica, the optimizer's step), so the draws
+    are reproducible from --seed, differ between steps and replicas, and continue where a resumed run
+    stopped. `test_step` and `predict_step` are Keras' own: evaluation never augments.
+    """
+
+    augment_name: str = "none"
+    augment_seed: int = 0
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        step = tf.cast(self.optimizer.iterations, tf.int64) * _STEP_STRIDE
+        seed = tf.stack([tf.cast(self.augment_seed + 7919 * replica, tf.int64), step])
+        x = make_augment_fn(self.augment_name, self.augment_seed)(x, seed)
+        return super().train_step((x, y) if sample_weight is None else (x, y, sample_weight))
+
+
+def on_device(model: keras.Model, name: str, seed: int) -> keras.Model:
+    """`model`, whose train step now applies augmentation `name` (not "seed": its layers keep state) itself."""
+    if name == "seed":
+        raise ValueError("augmentation 'seed' uses Keras random layers; on the device choose dihedral, hed or none")
+    make_augment_fn(name, seed)  # checks the name
+    if not isinstance(model, DeviceAugmentation):
+        model.__class__ = type(f"DeviceAugmented{type(model).__name__}", (DeviceAugmentation, type(model)), {})
+    model.augment_name, model.augment_seed = name, seed
+    return model

@@ -4,6 +4,10 @@
     budget = Budget(cpu_s=3600)                    # stop after an hour of this process's CPU (all threads)
     model.fit(..., callbacks=[BudgetStop(budget)])
 
+On a multi-worker cluster every worker must stop at the same step, so the workers follow the chief's
+budget: `SharedBudget(budget, agree)` asks `agree` (an all-reduce, trainer.distribute.agree) for the
+chief's verdict each time it is checked.
+
 CPU time is the fair measure when several jobs share a machine (benchmarks run side by side): a job
 slowed by its neighbours is not charged for their work. A budget counts this process only, from when
 the Budget was made, so a resumed run or search gets its budget afresh.
@@ -54,6 +58,22 @@ class Budget:
         ]
         used = self.used()
         return f"budget {' / '.join(limits)}; used {used['wall_s']:g} s wall, {used['cpu_s']:g} s CPU"
+
+
+class SharedBudget(Budget):
+    """A Budget whose `spent()` is the cluster's verdict: `agree(local verdict)` returns the chief's.
+
+    Every worker must call `spent()` at the same points (BudgetStop: after every batch), since `agree`
+    is a collective operation; `used()` and `describe()` stay local and may be called anywhere.
+    """
+
+    def __init__(self, budget: Budget, agree):
+        super().__init__(budget.wall_s, budget.cpu_s)
+        self._wall0, self._cpu0 = budget._wall0, budget._cpu0
+        self._agree = agree
+
+    def spent(self) -> bool:
+        return self._agree(super().spent())
 
 
 class BudgetStop(keras.callbacks.Callback):

@@ -18,7 +18,8 @@ from trainer import models
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
-STRATEGIES = ("auto", "mirrored", "one_device", "default")
+STRATEGIES = ("auto", "mirrored", "one_device", "default", "multi_worker")
+AUGMENT_ON = ("host", "device")  # where the augmentation runs: in the tf.data pipeline or in the train step
 SCHEDULES = ("budget", "cosine", "constant")  # trainer.schedule; the flag's "auto" is resolved before this
 PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (variables stay float32)
 
@@ -43,7 +44,8 @@ CONFIG_FILE = "config.json"
 # Fields that may differ between an interrupted run and its restart.
 # A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget. The
 # data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.train).
-_RESTART_FREE_FIELDS = ("verbose", "max_minutes", "max_cpu_minutes", "data_dir")
+# How many steps one call to the device runs changes the speed, not the result (but for when the budget is checked).
+_RESTART_FREE_FIELDS = ("verbose", "max_minutes", "max_cpu_minutes", "data_dir", "steps_per_execution")
 # Keys that config.json files of older versions hold and that mean nothing now; reading such a file drops them.
 _RETIRED_FIELDS = ("crash_after_epochs",)  # a testing aid; tests now pass a callback to trainer.train.run
 
@@ -73,6 +75,7 @@ class TrainConfig:
     seed: int = 42
     # Input.
     augment: str = "dihedral"
+    augment_on: str = "host"  # host: in the tf.data pipeline; device: inside the compiled train step
     sample_fraction: float = 1.0
     steps_per_epoch: int | None = None
     shuffle_buffer: int = 8192
@@ -80,6 +83,7 @@ class TrainConfig:
     mixed_precision: str = "off"  # off, float16 or bfloat16
     jit_compile: bool = False
     strategy: str = "auto"
+    steps_per_execution: int = 1  # train steps per call into the compiled function
     # The CNN family (baseline uses the seed's values; tuned reads these, possibly from --hparams).
     filters: tuple[int, ...] = (32, 64, 128)
     dense: int = 128
@@ -137,6 +141,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_choice("optimizer", config.optimizer, OPTIMIZERS)
     check_choice("augment", config.augment, AUGMENTATIONS)
     check_choice("strategy", config.strategy, STRATEGIES)
+    check_choice("augment_on", config.augment_on, AUGMENT_ON)
     check_choice("schedule", config.schedule, SCHEDULES)
     check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
     check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
@@ -172,6 +177,25 @@ def validate(config: TrainConfig) -> TrainConfig:
             _positive(flag, getattr(config, flag))
     if config.is_transfer and config.head_epochs + (config.epochs if config.epochs is not None else 1) == 0:
         raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
+    _positive("steps_per_execution", config.steps_per_execution)
+    if config.augment_on == "device" and config.augment == "seed":
+        raise ValueError(
+            "--augment=seed runs Keras random layers, which keep their own state; on the device use "
+            "--augment=dihedral, hed or none, or --augment_on=host"
+        )
+    if config.strategy == "multi_worker":
+        if config.steps_per_execution != 1:
+            # Keras 3.15 fails to run collectives inside its multi-step loop under MultiWorkerMirroredStrategy.
+            raise ValueError(
+                f"--steps_per_execution={config.steps_per_execution} with --strategy=multi_worker: "
+                "multi-worker training runs one step per execution (1)"
+            )
+        if config.schedule == "budget":
+            raise ValueError(
+                "--schedule=budget with --strategy=multi_worker: the budget schedule plans from this "
+                "process's clock; give --epochs (with --schedule=cosine or constant), the time budget still "
+                "stops every worker at the same step"
+            )
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"--dropout={config.dropout!r} must be in [0, 1)")
     if not 0.0 < config.sample_fraction <= 1.0:

@@ -104,8 +104,11 @@ class PhaseEntry:
 class Progress:
     """The resume state machine of one run over its phases, backed by RUN_DIR/state/state.json."""
 
-    def __init__(self, state_dir: epath.Path):
+    def __init__(self, state_dir: epath.Path, write_dir: epath.Path | None = None):
+        """state_dir: where the run's state is read from; write_dir (default state_dir): where this process
+        writes it (a worker of a cluster other than the chief reads the chief's and writes a temporary copy)."""
         self.state_dir = state_dir
+        self.write_dir = write_dir or state_dir
         self.state = read_state(state_dir)  # as the last finished epoch (or phase) left it
         self.resumed = self.state is not None
         self.epoch = self.state["epoch"] if self.state else 0  # the next epoch to run
@@ -143,7 +146,7 @@ class Progress:
 
         Not done means stopped early by a spent time budget: the same command continues the phase.
         """
-        state = read_state(self.state_dir)
+        state = read_state(self.write_dir)
         if state is None or state["phase_index"] != index:
             raise RuntimeError(f"phase {name} ran no epoch (initial epoch {self.epoch}); state: {state}")
         self.state = state
@@ -152,7 +155,7 @@ class Progress:
     def close(self) -> None:
         """Records the phase just ended as done, so a restart goes on with the next one."""
         self.state["phase_done"] = True
-        write_state(self.state_dir, self.state)
+        write_state(self.write_dir, self.state)
         self.epoch = self.state["epoch"]
 
 
