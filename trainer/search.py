@@ -27,7 +27,7 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import data, hypermodel, train, tune_config, tune_reports, tuners
+from trainer import data, determinism, hypermodel, train, tune_config, tune_reports, tuners
 from trainer.budget import Budget
 
 ROLES = ("standalone", "chief", "worker")
@@ -44,7 +44,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
     tune_config.check_and_write_config(config, write=role != "worker")
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
-    keras.utils.set_random_seed(config.seed)
+    determinism.seed_everything(config.seed)
 
     train_files = val_files = num_train = None
     if role != "chief":  # the chief serves the oracle and trains nothing, so it needs no data
@@ -52,7 +52,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
         num_train = data.num_examples(builder, "train")
 
-    def datasets():
+    def datasets(epoch):
         train_ds = data.train_dataset(
             train_files,
             config.batch_size,
@@ -62,6 +62,8 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
             config.sample_fraction,
             repeat=config.steps_per_epoch is not None,
             num_examples=num_train,
+            epoch=epoch,  # the trial's determinism.EpochClock: each epoch's data come from (seed, epoch)
+            steps_per_epoch=config.steps_per_epoch,
         )
         return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
 

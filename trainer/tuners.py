@@ -25,7 +25,7 @@ import keras_tuner
 from absl import logging
 from etils import epath
 
-from trainer import memory, train, tune_config
+from trainer import determinism, memory, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR
@@ -50,7 +50,7 @@ class _TrackedTuner:
     def __init__(
         self,
         *args,
-        datasets: Callable[[], tuple[Any, Any]],
+        datasets: Callable[[Any], tuple[Any, Any]],
         seed: int,
         after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
         budget: Budget | None = None,
@@ -75,10 +75,13 @@ class _TrackedTuner:
             raise BudgetSpent(self.budget.describe())
 
     def run_trial(self, trial, *args, **kwargs):
-        keras.utils.set_random_seed(self._seed)
+        determinism.seed_everything(self._seed)
+        # The clock goes first: it sets the epoch the input pipeline reads, and reseeds dropout, per epoch.
+        clock = determinism.EpochClock(self._seed)
+        kwargs["callbacks"] = [clock, *kwargs.get("callbacks", [])]
         if self.budget:  # keras-tuner deep-copies callbacks per execution; the copies keep the start times
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), BudgetStop(self.budget)]
-        train_ds, val_ds = self._datasets()
+            kwargs["callbacks"] = [*kwargs["callbacks"], BudgetStop(self.budget)]
+        train_ds, val_ds = self._datasets(clock.epoch)
         start = time.perf_counter()
         histories = super().run_trial(trial, train_ds, *args, validation_data=val_ds, **kwargs)
         info = {"seconds": round(time.perf_counter() - start, 1)}
@@ -138,7 +141,7 @@ class BayesianOptimization(_TrackedTuner, keras_tuner.BayesianOptimization):
 def make_tuner(
     config: tune_config.TuneConfig,
     hypermodel: keras_tuner.HyperModel,
-    datasets: Callable[[], tuple[Any, Any]],
+    datasets: Callable[[Any], tuple[Any, Any]],
     after_trial: Callable[[keras_tuner.Tuner], None] | None = None,
     budget: Budget | None = None,
 ) -> keras_tuner.Tuner:
