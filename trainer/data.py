@@ -67,6 +67,24 @@ def _keep_sample(serialized: tf.Tensor, fraction: float) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(serialized, _SAMPLE_BUCKETS) < round(fraction * _SAMPLE_BUCKETS)
 
 
+def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], bool, int]:
+    """This worker's files, whether it must keep only every count-th record of them, and its seed salt.
+
+    Sharding is explicit (tf.data's auto-sharding is off for datasets made per worker): with at least as
+    many files as workers each worker reads only its own files, so no record is read twice; with fewer,
+    every worker reads all files in the same order and keeps its share of the records (tf.data's DATA
+    policy). The salt gives each worker its own shuffle and augmentation draws.
+    """
+    if shard is None:
+        return files, False, 0
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {shard}: expected (index, count) with 0 <= index < count")
+    if count <= len(files):
+        return files[index::count], False, 1_000_003 * index
+    return files, True, 1_000_003 * index
+
+
 def train_dataset(
     files: list[str],
     batch_size: int,
@@ -77,13 +95,22 @@ def train_dataset(
     repeat: bool = False,
     num_examples: int | None = None,
     image_shape=PATCH_SHAPE,
+    shard: tuple[int, int] | None = None,
+    class_weights: tuple[float, float] | None = None,
     epoch: tf.Variable | None = None,
     steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
-    """(images float32 0..255 (B, H, W, 3), labels float32 (B, 1)) batches for `model.fit`, augmented.
+    """(images (B, H, W, 3) 0..255, labels float32 (B, 1)) batches for `model.fit`, augmented.
 
+    Images are uint8 when nothing on the host needs floats (augment "none", also what
+    --augment_on=device uses): a quarter of the bytes to ship to the device, where the model casts them.
+    The augmentations give float32.
     num_examples: the split's size; when given (and nothing is filtered or repeated) Keras knows the
     number of steps per epoch, for its progress bar.
+    shard: (index, count) on a multi-worker cluster: this worker's part of the data (`_shard_files`), with
+    its own augmentation seeds; batch_size is then this worker's.
+    class_weights: appended as per-example sample weights (the multi-worker path, where Keras cannot add
+    them to a distributed dataset).
     epoch: the epoch about to start, read each time an iterator starts (`trainer.determinism.EpochClock`
     sets it); None: every iterator is epoch 0. Epoch e's file order, record order and augmentation are
     drawn from (seed, e) alone, so a run resumed at epoch e sees what an uninterrupted one saw.
@@ -95,16 +122,19 @@ def train_dataset(
     augment_fn = augment_lib.make_augment_fn(augment, seed)
     if repeat and not steps_per_epoch:
         raise ValueError("train_dataset: repeat=True needs steps_per_epoch (where a resumed epoch starts)")
+    files, by_record, salt = _shard_files(files, shard)
     files_t = tf.constant(files)
     cycle_length = min(len(files), 8)
 
     def one_pass(pass_index):
         """The records of one pass over the files, in the order of (seed, pass_index)."""
+        # The file order is not salted: with by_record every worker must read the files in the same order.
         order = tf.random.experimental.stateless_shuffle(
             files_t, seed=determinism.epoch_seed(seed, _FILE_ORDER, pass_index)
         )
         # Reading several shards at once mixes the order beyond what the shuffle buffer alone can. In a fixed
-        # order (deterministic=True), so that the order is a function of the seed.
+        # order (deterministic=True): the order is a function of the seed, and records shared out by position
+        # come in the same order on every worker.
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
             tf.data.TFRecordDataset,
             cycle_length=cycle_length,
@@ -112,13 +142,15 @@ def train_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
+        if by_record:
+            ds = ds.shard(shard[1], shard[0])
         if sample_fraction < 1.0:
             ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
         # Shuffling serialized records (~27 kB each) is cheaper than shuffling decoded float images. Each
         # pass is its own dataset with its own seed, so there is nothing to reshuffle.
         record_seed = tf.random.stateless_uniform(
             [],
-            seed=determinism.epoch_seed(seed, _RECORD_ORDER, pass_index),
+            seed=determinism.epoch_seed(seed + salt, _RECORD_ORDER, pass_index),
             minval=1,
             maxval=2**31 - 1,
             dtype=tf.int64,
@@ -145,9 +177,14 @@ def train_dataset(
     def prepare(serialized, epoch_index, step):
         ex = parse_batch(serialized, image_shape)
         # One stateless seed per batch, from (seed, epoch, step): augmentation is reproducible and resumable.
-        batch_seed = tf.random.experimental.stateless_fold_in(determinism.epoch_seed(seed, _AUGMENT, epoch_index), step)
+        batch_seed = tf.random.experimental.stateless_fold_in(
+            determinism.epoch_seed(seed + salt, _AUGMENT, epoch_index), step
+        )
         images = augment_fn(ex["image"], batch_seed)
-        return images, tf.cast(tf.reshape(ex["label"], [-1, 1]), tf.float32)
+        labels = tf.cast(tf.reshape(ex["label"], [-1, 1]), tf.float32)
+        if class_weights is None:
+            return images, labels
+        return images, labels, tf.gather(tf.constant(class_weights, tf.float32), ex["label"])
 
     # deterministic=True: batches leave in their order (tf.data's default, unless options say otherwise).
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -160,19 +197,26 @@ def eval_dataset(
     sample_fraction: float = 1.0,
     with_ids: bool = False,
     image_shape=PATCH_SHAPE,
+    image_dtype=tf.float32,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Unaugmented batches in file order: (images, labels) or, with_ids, {"image", "label", "id"} dicts.
 
-    Images are float32 0..255; labels float32 (B, 1) (-1 on the unlabelled test split).
+    Images are 0..255, float32 or (image_dtype=tf.uint8, what training validates with) the raw bytes;
+    labels float32 (B, 1) (-1 on the unlabelled test split). shard: (index, count), as in train_dataset.
     """
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
+    files, by_record, _ = _shard_files(files, shard)
+    if by_record:
+        ds = tf.data.TFRecordDataset(files).shard(shard[1], shard[0])
+    else:
+        ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
     if sample_fraction < 1.0:
         ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
     ds = ds.batch(batch_size)
 
     def prepare(serialized):
         ex = parse_batch(serialized, image_shape)
-        images = tf.cast(ex["image"], tf.float32)
+        images = tf.cast(ex["image"], image_dtype)
         labels = tf.cast(tf.reshape(ex["label"], [-1, 1]), tf.float32)
         if with_ids:
             return {"image": images, "label": labels, "id": ex["id"]}

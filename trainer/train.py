@@ -10,11 +10,15 @@ classification_report.txt, val_predictions.csv and the PNG plots and galleries (
 A run restarted with the same command continues where it stopped: `trainer.phases` plans the phases
 (the frozen-base head, then fine-tuning, for transfer models) and holds the state file and the rules
 that resume them.
+
+On a cluster (--strategy=multi_worker) every worker runs this same function; only the chief writes
+RUN_DIR, the others write into temporary folders (`trainer.distribute`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -24,9 +28,10 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import data, determinism, evaluate, explain, inference, models, phases, run_folder
+from trainer import augment as augment_lib
+from trainer import data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
-from trainer.budget import Budget, BudgetStop
+from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig
 from trainer.models import transfer
 
@@ -161,26 +166,39 @@ def make_optimizer(
 PRECISION_POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
-def compile_model(model: keras.Model, optimizer, jit_compile: bool, label_smoothing: float = 0.0) -> None:
-    """Binary cross-entropy; metric names are fixed so logs say val_auc and val_accuracy."""
+def compile_model(
+    model: keras.Model, optimizer, jit_compile: bool, label_smoothing: float = 0.0, steps_per_execution: int = 1
+) -> None:
+    """Binary cross-entropy; metric names are fixed so logs say val_auc and val_accuracy.
+
+    Under the mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer (float16 gradients
+    underflow without loss scaling); mixed_bfloat16 needs none (tests/test_gpu_path.py checks both).
+    """
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """auto: MirroredStrategy over all visible GPUs when there are several, else the default (one device)."""
+    """auto: MirroredStrategy over all visible GPUs when there are several; on one GPU, OneDeviceStrategy on it,
+    whose input pipeline prefetches the next batches into the GPU's memory while a step runs; else the
+    default (the CPU). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    """
+    if name == "multi_worker":
+        distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))  # a clear error before TensorFlow's
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
-    if name == "one_device":
+    if name == "one_device" or (name == "auto" and len(gpus) == 1):
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name in ("auto", "default"):
         return tf.distribute.get_strategy()
-    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device or default")
+    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device, default or multi_worker")
 
 
 def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]:
@@ -218,16 +236,22 @@ def _set_phase_layers(model: keras.Model, config: TrainConfig, phase: phases.Pha
         )
 
 
-def _prepare_phase(model: keras.Model, config: TrainConfig, phase: phases.Phase, entry: phases.PhaseEntry) -> None:
+def _prepare_phase(
+    model: keras.Model, config: TrainConfig, phase: phases.Phase, index: int, entry: phases.PhaseEntry
+) -> None:
     """Trainable layers, a fresh optimizer and compilation for `phase`; the saved weights when `entry` says so."""
     if entry.weights is not None and not entry.continues:
         _load_weights(model, entry.weights)  # not compiled yet: model weights only
     _set_phase_layers(model, config, phase)
+    if config.augment_on == "device":
+        # Each phase's optimizer counts steps from 0 again, so its augmentation seeds get their own salt.
+        augment_lib.on_device(model, config.augment, config.seed + 104_729 * index)
     compile_model(
         model,
         make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
         config.jit_compile,
         config.label_smoothing,
+        config.steps_per_execution,
     )
     if entry.continues:  # the interrupted phase's optimizer state too
         model.optimizer.build(model.trainable_variables)
@@ -236,6 +260,7 @@ def _prepare_phase(model: keras.Model, config: TrainConfig, phase: phases.Phase,
 
 def _phase_callbacks(
     config: TrainConfig,
+    run_dir: epath.Path,
     phase: phases.Phase,
     index: int,
     entry: phases.PhaseEntry,
@@ -243,8 +268,7 @@ def _phase_callbacks(
     per_epoch: int,
     budget: Budget | None,
 ) -> list[keras.callbacks.Callback]:
-    """The trainer's callbacks for one phase, in the order they must run at an epoch's end."""
-    run_dir = epath.Path(config.model_dir)
+    """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `run_dir`."""
     early_stopping = phases.ResumableEarlyStopping(
         initial_wait=entry.early_stopping["wait"],
         initial_best=entry.early_stopping["best"],
@@ -262,7 +286,7 @@ def _phase_callbacks(
         run_folder.EpochLog(run_dir / HISTORY_CSV),
         *tensorboard_callbacks(run_dir / "logs"),
         phases.StateCheckpoint(
-            progress.state_dir,
+            progress.write_dir,
             index,
             progress.phase_starts,
             entry.start + phase.epochs,
@@ -285,42 +309,118 @@ def _phase_callbacks(
     ]
 
 
-def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict | None:
     """Trains (or resumes) the run described by `config` and writes its outputs; returns metrics.json's contents.
 
     `callbacks` go to every phase's fit() after the trainer's own (tests interrupt a run with one).
+    On a multi-worker cluster the chief returns the metrics and the other workers None.
     """
+    # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation.
+    strategy = make_strategy(config.strategy)
+    task = distribute.current_task(strategy)
+    with distribute.output_dir(epath.Path(config.model_dir), task) as out_dir:
+        return _run(config, callbacks, strategy, task, out_dir)
+
+
+def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epoch: tf.Variable | None = None):
+    """(train, validation, class_weight, steps) for fit. Images travel as uint8 unless a host augmentation made floats.
+
+    On a cluster each worker builds its own pipelines for its shard of the data, with its part of the
+    global batch; class weights then ride along as sample weights (Keras cannot map a distributed dataset).
+    Both pipelines repeat there and every worker runs the same number of steps (`steps`, for fit): shards
+    differ in size, and a worker that ran out would be fed empty batches, which oneDNN's convolutions
+    reject. An epoch is then as many global batches as one pass over the (sampled) split, and validation
+    may see a few examples twice in its last batch; metrics.json comes from the chief's own pass over the
+    whole validation split.
+    """
+    host_augment = "none" if config.augment_on == "device" else config.augment
+    train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
+    train_kwargs = dict(
+        seed=config.seed,
+        augment=host_augment,
+        shuffle_buffer=config.shuffle_buffer,
+        sample_fraction=config.sample_fraction,
+        repeat=config.steps_per_epoch is not None,
+        num_examples=data.num_examples(builder, "train"),
+        epoch=epoch,  # determinism.EpochClock's: each epoch's order and augmentation come from (seed, epoch)
+        steps_per_epoch=config.steps_per_epoch,
+    )
+    if task.num_workers == 1:
+        return (
+            data.train_dataset(train_files, config.batch_size, **train_kwargs),
+            data.eval_dataset(val_files, config.batch_size, config.sample_fraction, image_dtype=tf.uint8),
+            dict(enumerate(config.class_weights)) if config.class_weights else None,
+            {"steps_per_epoch": config.steps_per_epoch},
+        )
+    per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
+
+    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        shard = (context.input_pipeline_id, context.num_input_pipelines)
+        batch = context.get_per_replica_batch_size(config.batch_size)
+        return data.train_dataset(
+            train_files,
+            batch,
+            **{**train_kwargs, "repeat": True, "steps_per_epoch": per_epoch, "num_examples": None},
+            shard=shard,
+            class_weights=config.class_weights,
+        )
+
+    def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        shard = (context.input_pipeline_id, context.num_input_pipelines)
+        batch = context.get_per_replica_batch_size(config.batch_size)
+        ds = data.eval_dataset(val_files, batch, config.sample_fraction, image_dtype=tf.uint8, shard=shard)
+        return ds.repeat()
+
+    num_val = round(data.num_examples(builder, "validation") * config.sample_fraction)
+    # The strategy's input pipeline prefetches each worker's batches onto its devices.
+    return (
+        strategy.distribute_datasets_from_function(train_fn),
+        strategy.distribute_datasets_from_function(val_fn),
+        None,
+        {"steps_per_epoch": per_epoch, "validation_steps": max(1, -(-num_val // config.batch_size))},
+    )
+
+
+def _run(
+    config: TrainConfig,
+    callbacks: Sequence[keras.callbacks.Callback],
+    strategy: tf.distribute.Strategy,
+    task: distribute.Task,
+    out_dir: epath.Path,
+) -> dict | None:
+    """`run` once the strategy is made: reads the run's state from RUN_DIR and writes to `out_dir`."""
     run_dir = epath.Path(config.model_dir)
     state_dir = run_dir / phases.STATE_DIR
-    state_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / phases.STATE_DIR).mkdir(parents=True, exist_ok=True)
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
-    check_dataset_identity(run_dir, builder)
+    check_dataset_identity(out_dir, builder)
+    if task.num_workers > 1:
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise ValueError(
+                f"--batch_size={config.batch_size} must be divisible by the number of replicas in the cluster "
+                f"({strategy.num_replicas_in_sync}): it is the global batch, split evenly among them"
+            )
+        logging.info(
+            "%s %d of a %d-worker cluster, %d replicas in all; writing to %s",
+            task.type,
+            task.index,
+            task.num_workers,
+            strategy.num_replicas_in_sync,
+            out_dir,
+        )
     clock = determinism.EpochClock(config.seed)
-    train_ds = data.train_dataset(
-        data.split_files(builder, "train"),
-        config.batch_size,
-        config.seed,
-        config.augment,
-        config.shuffle_buffer,
-        config.sample_fraction,
-        repeat=config.steps_per_epoch is not None,
-        num_examples=data.num_examples(builder, "train"),
-        epoch=clock.epoch,  # determinism.EpochClock's: each epoch's order and augmentation come from (seed, epoch)
-        steps_per_epoch=config.steps_per_epoch,
-    )
-    val_files = data.split_files(builder, "validation")
-    val_ds = data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
-    class_weight = dict(enumerate(config.class_weights)) if config.class_weights else None
+    train_ds, val_ds, class_weight, fit_steps = _datasets(config, builder, strategy, task, clock.epoch)
 
-    strategy = make_strategy(config.strategy)
-    progress = phases.Progress(state_dir)
+    progress = phases.Progress(state_dir, write_dir=out_dir / phases.STATE_DIR)
     plan = phases.plan_phases(config)
     with strategy.scope():
         # Random init when resuming: the saved weights replace the pretrained ones anyway.
         model = build_model(config, weights=None if progress.resumed else "config")
+    if task.num_workers > 1:
+        distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
         logging.info(
             "resuming %s at epoch %d (phase %s)", run_dir, progress.epoch, plan[progress.state["phase_index"]].name
@@ -329,13 +429,16 @@ def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ())
         logging.info("training from ImageNet weights")
 
     budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes)
+    if budget is not None and task.num_workers > 1:
+        # Every worker checks the chief's clock, so all of them stop after the same step.
+        budget = SharedBudget(budget, lambda local: distribute.agree(strategy, task, local))
     per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
     for index, phase in enumerate(plan):
         if progress.finished(index):
             continue
         entry = progress.enter(index)
         with strategy.scope():
-            _prepare_phase(model, config, phase, entry)
+            _prepare_phase(model, config, phase, index, entry)
         logging.info(
             "phase %s: epochs %d..%s, %s schedule peaking at learning rate %g",
             phase.name,
@@ -349,9 +452,13 @@ def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ())
             validation_data=val_ds,
             epochs=entry.start + phase.epochs,
             initial_epoch=entry.initial_epoch,
-            steps_per_epoch=config.steps_per_epoch,
+            **fit_steps,
             class_weight=class_weight,
-            callbacks=[clock, *_phase_callbacks(config, phase, index, entry, progress, per_epoch, budget), *callbacks],
+            callbacks=[
+                clock,
+                *_phase_callbacks(config, out_dir, phase, index, entry, progress, per_epoch, budget),
+                *callbacks,
+            ],
             shuffle=False,
             verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
         )
@@ -373,6 +480,8 @@ def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ())
                 phase.name,
             )
             break
+    if not task.is_chief:
+        return None  # the chief evaluates; this worker's folder goes
     return finish(config, builder, tuple(progress.phase_starts[1:]))
 
 
