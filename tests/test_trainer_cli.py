@@ -150,12 +150,39 @@ def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):
     assert (tmp_path / "out" / "roc_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_gpu_check_runs_on_cpu(capsys):
-    from trainer import gpu_check
+def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
+    """Both rates and a verdict, in the table and in --output_json; synthetic records through the real pipeline."""
+    out_json = tmp_path / "check.json"
+    proc = run_module(
+        "trainer.gpu_check",
+        "--models=baseline",
+        "--steps=2",
+        "--batch_size=4",
+        "--image_size=32",
+        "--input_batches=3",
+        "--synthetic_records=16",
+        "--shuffle_buffer=16",
+        f"--output_json={out_json}",
+    )
+    out = proc.stdout
+    assert "mixed precision off" in out and "augment dihedral on the host" in out
+    assert "input: " in out and "images/s (16 synthetic uint8 records, host augmentation dihedral" in out
+    row = next(line for line in out.splitlines() if line.startswith("baseline"))
+    assert "float32" in row and "compiled" in row and ("input-bound" in row or "step-bound" in row)
+    report = json.loads(out_json.read_text())
+    assert report["input"]["images_per_s"] > 0 and report["input"]["augment"] == "dihedral"
+    assert report["input"]["dtype"] == "float32"  # the host augmentation gives floats
+    (model,) = report["models"]
+    assert model["model"] == "baseline" and model["images_per_s"] > 0
+    ratio = report["input"]["images_per_s"] / model["images_per_s"]
+    assert model["input_to_step"] == pytest.approx(ratio)
+    assert model["verdict"] == ("input-bound" if ratio < 1 else "step-bound")
+    assert f"{model['verdict']} (input/step {ratio:.2f}x)" in row
 
-    assert gpu_check.main(["--models=baseline", "--steps=2", "--batch_size=4", "--image_size=32"]) == 0
-    out = capsys.readouterr().out
-    assert "mixed precision off" in out and "baseline" in out and "float32" in out and "compiled" in out
+
+def test_gpu_check_flag_errors_are_one_line():
+    proc = run_module("trainer.gpu_check", "--models=nope", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --models") and "baseline" in proc.stderr
 
 
 @pytest.mark.slow

@@ -1,48 +1,180 @@
-"""Short training of every registered model on generated in-memory data: is the accelerator used well?
+"""Which side bounds training on this machine: the input pipeline or the model's train step?
 
-    python -m trainer.gpu_check                                   # make gpu-check: 4 models, 96x96, batch 64
-    python -m trainer.gpu_check --models=baseline --steps=3 --batch_size=8   # CPU smoke test
+    pcam-gpu-check                                     # make gpu-check: synthetic records, 4 models, batch 64
+    pcam-gpu-check --data_dir=TFDS_DIR --dataset=pcam/full --augment=hed     # the built dataset's records
+    pcam-gpu-check --models=baseline --steps=3 --batch_size=8 --input_batches=5   # CPU smoke test
+    python -m trainer.gpu_check ...                    # the same command
 
-For each model prints images/s (after a warm-up epoch that includes tracing and XLA compilation), the
-compute dtype (float16 under mixed precision, which is on by default only when a GPU is present) and
-whether the train step was XLA-compiled. Random data on purpose: it measures the model and device,
-not the input pipeline (bench/bench_trainer_input.py does that).
+Measures both sides, each alone:
+1. input: images/s of the trainer's own tf.data pipeline (`trainer.data.train_dataset`: read, shuffle, parse,
+   augment with --augment) over the train split of a built dataset (--data_dir, --dataset) or, without
+   --data_dir, over synthetic uint8 records written to a temporary folder in the dataset's format, so it runs
+   anywhere. With --augment_on=device the host only parses; the augmentation is timed inside the step.
+2. step: each model's train-step images/s on one random batch already in memory (after a warm-up that
+   includes tracing and XLA compilation), with its compute dtype (float16 under mixed precision, on by
+   default only when a GPU is present) and whether the step was XLA-compiled.
+3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
+   step-bound, with the ratio input/step.
+On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
+--output_json writes the numbers too. A user's mistake is one line and exit status 2 (trainer.cli).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import math
+import os
 import sys
+import tempfile
 import time
+
+from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import models
+from trainer.config import AUGMENT_ON, AUGMENTATIONS, TrainConfig
+
+FLAGS = flags.FLAGS
+WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m trainer.gpu_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(models.NAMES), help="comma-separated registered model names")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per model (after one warm-up epoch)")
-    p.add_argument("--image_size", type=int, default=PATCH_SHAPE[0])
-    p.add_argument("--mixed_precision", choices=("auto", "on", "off"), default="auto", help="auto = on with a GPU")
-    p.add_argument("--jit_compile", choices=("on", "off"), default="on", help="XLA-compile the train step")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in models.NAMES]
-    if unknown:
-        p.error(f"--models: unknown {unknown}; choose from {', '.join(models.NAMES)}")
-    if min(args.batch_size, args.steps, args.image_size) <= 0:
-        p.error("--batch_size, --steps and --image_size must be > 0")
-    return args
+def define_flags(flag_values: flags.FlagValues) -> None:
+    fv = flag_values
+    flags.DEFINE_list("models", list(models.NAMES), "Registered model names to time.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 64, "Images per batch, on both sides.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("steps", 20, "Timed train steps per model (after the warm-up).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "input_batches", 50, "Timed input-pipeline batches (after the warm-up).", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "image_size", PATCH_SHAPE[0], "Square image side (synthetic data only).", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "augment",
+        TrainConfig.augment,
+        AUGMENTATIONS,
+        "The augmentation to time, as the trainer's --augment (its default too).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "augment_on",
+        TrainConfig.augment_on,
+        AUGMENT_ON,
+        "Where it runs, as the trainer's --augment_on: host (in the pipeline) or device (in the step).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "TFDS data dir of a built dataset; default: synthetic records.", flag_values=fv
+    )
+    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG[:VERSION] with --data_dir.", flag_values=fv)
+    flags.DEFINE_integer(
+        "synthetic_records", 1024, "Records written without --data_dir.", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer, as the trainer's.", flag_values=fv)
+    flags.DEFINE_enum(
+        "mixed_precision", "auto", ["auto", "on", "off"], "float16 compute; auto = on with a GPU.", flag_values=fv
+    )
+    flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA-compile the train step.", flag_values=fv)
+    flags.DEFINE_string(
+        "steps_per_execution", "auto", "Train steps per compiled call; auto: 32 with a GPU, else 1.", flag_values=fv
+    )
+    flags.DEFINE_integer("seed", 0, "Random seed of the data and the weights.", flag_values=fv)
+    flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.", flag_values=fv)
 
 
-def check_model(name: str, batch_size: int, steps: int, image_size: int, jit_compile: bool, seed: int) -> dict:
-    """Builds `name` (random weights), trains one warm-up epoch and one timed epoch of `steps` steps."""
+def check_flags(fv: flags.FlagValues) -> list[str]:
+    """The model names; raises ValueError naming the flag of a bad value."""
+    names = [m.strip() for m in fv.models if m.strip()]
+    unknown = [m for m in names if m not in models.NAMES]
+    if not names or unknown:
+        raise ValueError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
+    if fv.augment_on == "device" and fv.augment == "seed":
+        raise ValueError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
+    if fv.data_dir is not None and fv.image_size != PATCH_SHAPE[0]:
+        raise ValueError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
+    if fv.shuffle_buffer < 1:
+        raise ValueError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
+    if fv.steps_per_execution != "auto" and not (fv.steps_per_execution.isdigit() and int(fv.steps_per_execution)):
+        raise ValueError(f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer")
+    return names
+
+
+def host_augmentation(augment: str, augment_on: str) -> str:
+    """What the tf.data pipeline runs: the augmentation, or nothing when it runs on the device."""
+    return "none" if augment_on == "device" else augment
+
+
+def write_synthetic_records(folder: str, count: int, image_shape, seed: int, files: int = 4) -> list[str]:
+    """`count` random uint8 images with labels as TFRecord files of serialized examples in the built dataset's
+    format (`trainer.data.parse_batch` reads them), spread over `files` files; returns their paths."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    paths = [os.path.join(folder, f"synthetic-train.tfrecord-{i:05d}-of-{files:05d}") for i in range(files)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    for i in range(count):
+        image = rng.integers(0, 256, size=image_shape, dtype=np.uint8)
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 0.4)])),
+                    "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"synthetic{i:07d}".encode()])),
+                }
+            )
+        )
+        writers[i % files].write(example.SerializeToString())
+    for w in writers:
+        w.close()
+    return paths[: min(files, count)]
+
+
+def measure_input(
+    files: list[str], batch_size: int, batches: int, augment: str, seed: int, image_shape, shuffle_buffer: int
+) -> dict:
+    """images/s of `trainer.data.train_dataset` over `files` (repeated), after WARMUP_BATCHES batches."""
+    from trainer import data
+
+    ds = data.train_dataset(
+        files,
+        batch_size,
+        seed,
+        augment=augment,
+        shuffle_buffer=shuffle_buffer,
+        repeat=True,
+        steps_per_epoch=WARMUP_BATCHES + batches,
+        image_shape=image_shape,
+    )
+    it = iter(ds)
+    for _ in range(WARMUP_BATCHES):
+        next(it)
+    images = 0
+    start = time.perf_counter()
+    for _ in range(batches):
+        x, _ = next(it)
+        images += int(x.shape[0])
+    seconds = time.perf_counter() - start
+    return {"images_per_s": images / seconds, "images": images, "seconds": seconds, "dtype": x.dtype.name}
+
+
+def check_model(
+    name: str,
+    batch_size: int,
+    steps: int,
+    image_size: int,
+    jit_compile: bool,
+    seed: int,
+    image_dtype: str = "float32",
+    device_augment: str | None = None,
+    steps_per_execution: int = 1,
+) -> dict:
+    """Builds `name` (random weights), trains a warm-up and `steps` timed steps (rounded up to whole executions)
+    on one random batch of `image_dtype` (what the pipeline yields); device_augment: augment inside the step."""
     import keras
     import tensorflow as tf
 
+    from trainer import augment as augment_lib
     from trainer import train
     from trainer.models import transfer
 
@@ -52,19 +184,24 @@ def check_model(name: str, batch_size: int, steps: int, image_size: int, jit_com
     model = models.build(name, input_shape=shape, **kwargs)
     if name in models.TRANSFER:
         transfer.unfreeze_base(model, None)  # time the heaviest phase: full fine-tuning
+    if device_augment is not None:
+        augment_lib.on_device(model, device_augment, seed)
     xla = jit_compile
     rng = tf.random.Generator.from_seed(seed)
-    images = rng.uniform([batch_size, *shape], 0, 255)
+    images = tf.cast(rng.uniform([batch_size, *shape], 0, 255), image_dtype)
     labels = tf.cast(rng.uniform([batch_size, 1]) < 0.4, tf.float32)
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    spe = steps_per_execution
+    steps = math.ceil(steps / spe) * spe
+    warmup = 2 * spe
     try:
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla)
-        model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
+        model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     except tf.errors.OpError as e:  # XLA may not support an op on this device; report it, measure without
         print(f"{name}: XLA compilation failed ({type(e).__name__}: {str(e)[:200]}); retrying without XLA")
         xla = False
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False)
-        model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
+        model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
@@ -73,34 +210,117 @@ def check_model(name: str, batch_size: int, steps: int, image_size: int, jit_com
         "model": name,
         "params": model.count_params(),
         "images_per_s": steps * batch_size / seconds,
+        "steps": steps,
         "compute_dtype": compute,
         "output_dtype": model.get_layer("probability").compute_dtype,
         "xla": bool(xla and model.jit_compile),
     }
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def verdict(input_per_s: float, step_per_s: float) -> tuple[str, float]:
+    """("input-bound" or "step-bound", input/step): the slower side bounds training."""
+    ratio = input_per_s / step_per_s
+    return ("input-bound" if ratio < 1.0 else "step-bound"), ratio
+
+
+def _main(argv) -> int:
+    from trainer import cli
+
+    if len(argv) > 1:
+        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
+    f = FLAGS
+    try:
+        names = check_flags(f)
+        if f.data_dir is not None:
+            from trainer import data
+
+            files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
+        if f.output_json:
+            parent = os.path.dirname(os.path.abspath(f.output_json))
+            if not os.path.isdir(parent):
+                raise ValueError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
+    except ValueError as e:
+        cli.fail(e)
+
     import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    mixed = bool(gpus) if args.mixed_precision == "auto" else args.mixed_precision == "on"
+    mixed = bool(gpus) if f.mixed_precision == "auto" else f.mixed_precision == "on"
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    spe = (32 if gpus else 1) if f.steps_per_execution == "auto" else int(f.steps_per_execution)
+    host_aug = host_augmentation(f.augment, f.augment_on)
+    image_shape = (f.image_size, f.image_size, PATCH_SHAPE[2])
     print(
         f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {'on' if mixed else 'off'}; "
-        f"XLA requested {args.jit_compile}; batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"{args.steps} timed steps"
+        f"XLA requested {f.jit_compile}; batch {f.batch_size}, {f.image_size}x{f.image_size}; "
+        f"augment {f.augment} on the {f.augment_on}; steps_per_execution {spe}",
+        flush=True,
     )
-    print(f"{'model':<12} {'params':>11} {'images/s':>10}  compute  output   XLA")
-    for name in args.models:
-        r = check_model(name, args.batch_size, args.steps, args.image_size, args.jit_compile == "on", args.seed)
+
+    if f.data_dir is not None:
+        source = f"{f.dataset} train split under {f.data_dir}"
+        inp = measure_input(files, f.batch_size, f.input_batches, host_aug, f.seed, image_shape, f.shuffle_buffer)
+    else:
+        source = f"{f.synthetic_records} synthetic uint8 records"
+        with tempfile.TemporaryDirectory(prefix="pcam-gpu-check-") as folder:
+            files = write_synthetic_records(folder, f.synthetic_records, image_shape, f.seed)
+            inp = measure_input(files, f.batch_size, f.input_batches, host_aug, f.seed, image_shape, f.shuffle_buffer)
+    inp.update(source=source, augment=host_aug, batches=f.input_batches)
+    print(
+        f"input: {inp['images_per_s']:.1f} images/s ({source}, host augmentation {host_aug}, "
+        f"{inp['dtype']} batches, {f.input_batches} timed batches)",
+        flush=True,
+    )
+
+    print(f"{'model':<12} {'params':>11} {'step img/s':>11} {'input img/s':>12}  compute  output   XLA       verdict")
+    results = []
+    for name in names:
+        r = check_model(
+            name,
+            f.batch_size,
+            f.steps,
+            f.image_size,
+            f.jit_compile == "on",
+            f.seed,
+            image_dtype=inp["dtype"],
+            device_augment=f.augment if f.augment_on == "device" else None,
+            steps_per_execution=spe,
+        )
+        r["verdict"], r["input_to_step"] = verdict(inp["images_per_s"], r["images_per_s"])
+        results.append(r)
         print(
-            f"{r['model']:<12} {r['params']:>11,} {r['images_per_s']:>10.1f}  {r['compute_dtype']:<8} "
-            f"{r['output_dtype']:<8} {'compiled' if r['xla'] else 'off'}",
+            f"{r['model']:<12} {r['params']:>11,} {r['images_per_s']:>11.1f} {inp['images_per_s']:>12.1f}  "
+            f"{r['compute_dtype']:<8} {r['output_dtype']:<8} {'compiled' if r['xla'] else 'off':<9} "
+            f"{r['verdict']} (input/step {r['input_to_step']:.2f}x)",
             flush=True,
         )
+    if not gpus:
+        print("note: no GPU; training shares these CPU cores between input and step, so both rates are upper bounds")
+    if f.output_json:
+        report = {
+            "devices": [g.name for g in gpus],
+            "mixed_precision": mixed,
+            "batch_size": f.batch_size,
+            "image_size": f.image_size,
+            "augment": f.augment,
+            "augment_on": f.augment_on,
+            "steps_per_execution": spe,
+            "input": inp,
+            "models": results,
+        }
+        with open(f.output_json, "w") as out:
+            out.write(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {f.output_json}")
     return 0
+
+
+def main() -> None:
+    """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
+    from trainer import cli
+
+    define_flags(FLAGS)
+    cli.run(_main)
 
 
 if __name__ == "__main__":
