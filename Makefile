@@ -41,7 +41,7 @@ demo: install ## the whole path on generated demo data: validate, build, train, 
 		--output=$(DEMO_OUT)/submission.csv
 	@echo
 	@echo "validation report: $(DEMO_OUT)/validate/report.md"
-	@echo "dataset:           $(TFDS_DIR)/pcam/full/1.0.0"
+	@echo "dataset:           $(TFDS_DIR)/pcam/full/1.1.0"
 	@echo "metrics and plots: $(DEMO_OUT)/runs/baseline (metrics.json, *.png, model.keras)"
 	@echo "submission:        $(DEMO_OUT)/submission.csv"
 

@@ -93,12 +93,12 @@ def main(argv=None):
         print(f"  {r}", flush=True)
     sizes = {}
     if "build" in results:
-        d = f"{a.work_dir}/tfds/pcam/full/1.0.0"
+        d = f"{a.work_dir}/tfds/pcam/full/1.1.0"
         sizes["build"] = split_sizes(d)
         results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
     for name in (*BEAM_MODES, "build_reuse"):
         if name in results:
-            d = f"{a.work_dir}/tfds_{name}/pcam/full/1.0.0"
+            d = f"{a.work_dir}/tfds_{name}/pcam/full/1.1.0"
             sizes[name] = split_sizes(d)
             results[name]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
     if any(v != sizes.get("build", v) for v in sizes.values()):

@@ -12,7 +12,8 @@ Both builds also share:
 - the count of examples sent to the writer per split (a dict on the local path, Beam counters on Beam),
   checked against what TFDS wrote, so a writer that loses examples fails the build (`_check_counts`).
 
-Reading a built dataset needs none of this: `tfds.builder_from_directory(TFDS_DIR/<name>/<config>/1.0.0)`.
+Reading a built dataset needs none of this: `tfds.builder_from_directory(TFDS_DIR/<name>/<config>/<version>)`
+(only pcam_tfds/features.py, which TFDS imports for the image feature).
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ import abc
 import dataclasses
 import logging
 
-import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from pcam_tfds import folder_lock
+from pcam_tfds import features, folder_lock
 from pcam_tfds.core import counters
+from pcam_tfds.core.patches import PATCH_SHAPE
 
 DEFAULT_MAX_SHARD_BYTES = 64 << 20
 
 
 def patch_features(label_doc: str, id_doc: str) -> tfds.features.FeaturesDict:
-    """image (96x96x3 uint8), label, id: the features of both datasets."""
+    """image (96x96x3 uint8), label (normal/tumour; -1 = no label), id: the features of both datasets."""
     return tfds.features.FeaturesDict(
         {
-            # Raw bytes: the default Tensor(uint8) encoding stores int64 lists (bench/RESULTS.md).
-            "image": tfds.features.Tensor(shape=(96, 96, 3), dtype=np.uint8, encoding="bytes"),
-            "label": tfds.features.Scalar(dtype=np.int64, doc=label_doc),
+            # An Image to TFDS (show_examples, as_dataframe) stored as raw bytes, not PNG (pcam_tfds/features.py).
+            "image": features.RawImage(shape=PATCH_SHAPE, doc="an H&E-stained lymph-node patch, RGB"),
+            "label": tfds.features.ClassLabel(names=features.LABEL_NAMES, doc=label_doc),
             "id": tfds.features.Text(doc=id_doc),
         }
     )

@@ -18,7 +18,8 @@ same folder: then it checks that the folder has not changed since and reuses tha
 are another dataset, `pcam_tfds/pcam_hdf5`.
 
 Reading the result needs neither Beam nor this module:
-`tfds.builder_from_directory(TFDS_DIR/pcam/full/1.0.0)`.
+`tfds.builder_from_directory(TFDS_DIR/pcam/full/1.1.0)`; it needs the `pcam` package installed, for
+the image feature's class (pcam_tfds/features.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from pcam_tfds import builder_base, validated
 from pcam_tfds.core import layout, splits
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
+LICENSE = (
+    "CC0 1.0 (PatchCamelyon, following Camelyon16: https://github.com/basveeling/pcam). Downloading the data "
+    "from Kaggle also requires accepting the competition's rules, which govern that download."
+)
 
 
 @dataclasses.dataclass
@@ -58,8 +63,12 @@ class InputsChangedError(RuntimeError):
 class Builder(builder_base.PatchBuilder):
     """DatasetBuilder for the Kaggle Histopathologic Cancer Detection patches."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Kaggle train split 80/20 by label, duplicates and slides kept together; Kaggle test."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Kaggle train split 80/20 by label, duplicates and slides kept together; Kaggle test.",
+        "1.1.0": "The same records, byte for byte; `label` is a ClassLabel (normal, tumour; -1 on test) and `image` "
+        "an Image stored as raw bytes, so tfds.show_examples and tfds.as_dataframe draw the patches.",
+    }
     BUILDER_CONFIGS = [
         PcamConfig(name="full", description="All valid patches; validation is 20% of each label."),
         PcamConfig(
@@ -79,11 +88,12 @@ class Builder(builder_base.PatchBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=builder_base.patch_features(
-                label_doc="1 = tumour in the centre 32x32; -1 on test",
+                label_doc="tumour: tumour tissue in the centre 32x32; -1 on test (no label)",
                 id_doc="the Kaggle id (file name without .tif)",
             ),
             supervised_keys=("image", "label"),
             homepage="https://www.kaggle.com/competitions/histopathologic-cancer-detection",
+            license=LICENSE,
         )
 
     def download_and_prepare(self, *, download_config=None, **kwargs):

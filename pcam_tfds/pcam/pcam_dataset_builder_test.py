@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -26,6 +27,41 @@ class PcamBuilderTest(tfds.testing.DatasetBuilderTestCase):
         summary = json.loads((checks / "summary.json").read_text())
         assert summary["rejected_by_reason"] == {"empty_file": 1}
         assert "empty_file" in (checks / "rejected.csv").read_text()
+
+    def test_tfds_draws_the_patches_with_their_class_names(self):
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display; show_examples draws with pyplot
+        from matplotlib import pyplot as plt
+
+        builder = self._make_builder(config="full")
+        builder.download_and_prepare(download_config=self._download_config())
+        reader = tfds.builder_from_directory(str(builder.data_path))  # as a user reads it: no builder code
+        assert reader.info.features["label"].names == ["normal", "tumour"]
+        assert "CC0" in reader.info.redistribution_info.license
+        assert {int(ex["label"]) for ex in tfds.as_numpy(reader.as_dataset(split="test"))} == {-1}
+        ds = reader.as_dataset(split="train")
+        first = list(tfds.as_numpy(ds.take(4)))
+
+        fig = tfds.show_examples(ds, reader.info, rows=2, cols=2)
+        try:
+            shown = [ax for ax in fig.axes if ax.images]
+            assert len(shown) == 4
+            for ax, ex in zip(shown, first):  # each cell is the example's pixels, captioned with its class name
+                np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), ex["image"])
+                name = ["normal", "tumour"][ex["label"]]
+                assert ax.get_xlabel() == f"{name} ({ex['label']})"
+        finally:
+            plt.close(fig)
+
+        df = tfds.as_dataframe(ds.take(4), reader.info)
+        assert list(df["id"]) == [ex["id"] for ex in first]
+        html = df._repr_html_()
+        assert html.count('<img src="data:image/png;base64,') == 4  # a thumbnail per patch
+        for ex in first:
+            assert f">{ex['label']} ({['normal', 'tumour'][ex['label']]})</td>" in html
+        test_df = tfds.as_dataframe(reader.as_dataset(split="test").take(1), reader.info)
+        assert ">-</td>" in test_df._repr_html_()  # the missing label, not a class name
 
     def _download_config(self):
         return tfds.download.DownloadConfig(manual_dir=self.dummy_data)

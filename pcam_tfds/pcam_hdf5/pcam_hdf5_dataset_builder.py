@@ -10,7 +10,8 @@ validation 32,768, test 32,768, all labelled. Checking the files and their label
 rejected, is `hdf5_source.py`; the results go to `validate/` beside the shards.
 
 Reading the result needs neither Beam nor this module:
-`tfds.builder_from_directory(TFDS_DIR/pcam_hdf5/official/1.0.0)`.
+`tfds.builder_from_directory(TFDS_DIR/pcam_hdf5/official/1.1.0)`; it needs the `pcam` package
+installed, for the image feature's class (pcam_tfds/features.py).
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from pcam_tfds.pcam_hdf5 import hdf5_source
 class Builder(builder_base.PatchBuilder):
     """DatasetBuilder for the PatchCamelyon (PCam) HDF5 files."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "The official PCam splits; patches whose label is not 0 or 1 are left out and listed."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "The official PCam splits; patches whose label is not 0 or 1 are left out and listed.",
+        "1.1.0": "The same records, byte for byte; `label` is a ClassLabel (normal, tumour) and `image` an Image "
+        "stored as raw bytes, so tfds.show_examples and tfds.as_dataframe draw the patches.",
+    }
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(
             name="official",
@@ -43,11 +48,12 @@ class Builder(builder_base.PatchBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=builder_base.patch_features(
-                label_doc="1 = tumour in the centre 32x32",
+                label_doc="tumour: tumour tissue in the centre 32x32",
                 id_doc="<file split>_<row> (e.g. valid_000017): the row in the HDF5 files",
             ),
             supervised_keys=("image", "label"),
             homepage="https://github.com/basveeling/pcam",
+            license="CC0 1.0 (PatchCamelyon, following Camelyon16: https://github.com/basveeling/pcam)",
         )
 
     def _split_generators(self, dl_manager):
