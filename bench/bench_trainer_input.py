@@ -2,6 +2,7 @@
 
     python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--batch_size=64] [--epochs=2]
     python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --input_only
+    python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --reading_only
 
 KAGGLE_DIR is a Kaggle-layout folder (train/*.tif, train_labels.csv) and TFDS_DIR the `pcam/full`
 dataset built from it, e.g.
@@ -75,14 +76,18 @@ class AugmentInModel(keras.layers.Layer):
         return augment.stain_jitter(augment.dihedral(images, s), s)
 
 
-def input_only(ds: tf.data.Dataset, epochs: int) -> float:
+def input_only(ds: tf.data.Dataset, epochs: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process, all its threads).
+
+    On a machine other jobs load, the CPU rate is the steadier measure of what reading costs.
+    """
     for _ in ds:  # warm-up pass: fills caches, traces the map functions
         pass
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(epochs):
         for images, _ in ds:
             n += int(images.shape[0])
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -117,6 +122,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input_only", action="store_true", help="skip the training rows (reading the dataset alone)")
+    p.add_argument("--reading_only", action="store_true", help="only the input rows without augmentation")
     args = p.parse_args(argv)
 
     builder = data.load_builder(args.data_dir, args.dataset)
@@ -140,8 +146,8 @@ def main(argv=None) -> None:
         f"# {n} train patches, batch {args.batch_size}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
         f"TF {tf.__version__}, {time.strftime('%Y-%m-%d')}"
     )
-    print("| measurement | pipeline | augmentation | images/s |")
-    print("| --- | --- | --- | ---: |")
+    print("| measurement | pipeline | augmentation | images/s | images per CPU-s |")
+    print("| --- | --- | --- | ---: | ---: |")
     rows = [
         (
             "input only",
@@ -180,10 +186,14 @@ def main(argv=None) -> None:
             lambda: train_rate(mine("none"), n, args.epochs, args.seed, augment_in_model=True),
         ),
     ]
-    if args.input_only:
+    if args.input_only or args.reading_only:
         rows = [r for r in rows if r[0] == "input only"]
+    if args.reading_only:
+        rows = [r for r in rows if r[2] == "none"]
     for what, pipeline, aug, fn in rows:
-        print(f"| {what} | {pipeline} | {aug} | {fn():.0f} |", flush=True)
+        rate = fn()
+        wall, cpu = rate if isinstance(rate, tuple) else (rate, None)
+        print(f"| {what} | {pipeline} | {aug} | {wall:.0f} | {'' if cpu is None else f'{cpu:.0f}'} |", flush=True)
 
 
 if __name__ == "__main__":
