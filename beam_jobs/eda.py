@@ -13,20 +13,27 @@ Writes to OUTPUT_DIR (one folder, movable as a whole):
     report.html         self-contained: figures inline as base64 PNG, no script, no external resource
     sample_patches.png  NUM_EXAMPLES negative and positive patches, centre 32x32 outlined
     channels.png        one patch and its red, green and blue channels
+    stains.png          H&E colour deconvolution of sample patches: haematoxylin, eosin, DAB alone
+    stain_histograms.png  stain amounts by label over SCAN_PATCHES patches read
     histograms.png      exact 256-bin RGB histograms by label
     labels.png          the label distribution
     flags.png           shares of background, dark and blank patches by label
+    flagged.png         flagged patches found among SCAN_PATCHES patches read
+    duplicates.png      exact-duplicate patches side by side
     validate/, stats/   the job outputs, when this command ran the jobs
 
-Sample patches are drawn with `--seed` from the valid rows of the manifest, so
-the same inputs give the same report. Check that the page renders with
-`python -m beam_jobs.report.browser OUTPUT_DIR/report.html` (needs Chromium).
+Every patch shown is drawn with `--seed` from the valid rows of the manifest sorted by id
+(beam_jobs/report/scan.py), so the same inputs and seed give the same report, whatever the
+manifest's row order. Statistics and flag shares in stats.json are exact over every file; the
+galleries and stain histograms come from the SCAN_PATCHES patches the report reads. Check that the
+page renders with `python -m beam_jobs.report.browser OUTPUT_DIR/report.html` (needs Chromium).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -37,11 +44,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import cli, stats, validate
-from beam_jobs.report import figures, page
+from beam_jobs.report import figures, page, scan
 from pcam_tfds.core import channel_stats, layout, outputs, patches
 
 REPORT = "report.html"
 TABLE_ROWS = 20  # rows of rejected.csv and duplicates.csv shown in the page
+STAIN_EXAMPLES = 2  # sample patches of each label shown separated into their stains
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +85,12 @@ def read_manifest(path: str):
 
 
 def pick_examples(manifest, per_label: int, seed: int) -> dict[str, list[tuple[str, str]]]:
-    """{group: [(id, path)]}: PER_LABEL valid train files of each label, drawn with SEED from the sorted ids."""
-    rng = np.random.default_rng(seed)
-    m = manifest.to_pydict()
+    """{group: [(id, path)]}: PER_LABEL valid train files of each label, drawn with SEED, in the order drawn."""
     out = {}
     for group, label in ((channel_stats.NEGATIVE, 0), (channel_stats.POSITIVE, 1)):
-        rows = sorted(
-            (i, p)
-            for i, s, lab, p, v in zip(m["id"], m["source"], m["label"], m["path"], m["valid"])
-            if v and s == layout.TRAIN and lab == label
-        )
-        chosen = sorted(rng.choice(len(rows), size=min(per_label, len(rows)), replace=False)) if rows else []
-        out[group] = [rows[k] for k in chosen]
+        # One seed per label, so the negatives drawn do not depend on how many positives there are.
+        rows = scan.draw(scan.valid_rows(manifest, layout.TRAIN, label), per_label, seed + label)
+        out[group] = [(r.id, r.path) for r in rows]
     return out
 
 
@@ -105,20 +107,69 @@ def load_examples(picked: dict[str, list[tuple[str, str]]]) -> dict[str, list[tu
     return loaded
 
 
-def build_figures(examples: dict, stats_doc: dict) -> dict[str, tuple[bytes, str]]:
-    """{name: (PNG bytes, caption)} of every figure of the report."""
+def thresholds_of(stats_doc: dict) -> channel_stats.Thresholds:
+    """The flag thresholds stats.json was computed with, so the galleries flag patches by the same rule."""
+    fields = {f.name for f in dataclasses.fields(channel_stats.Thresholds)}
+    return channel_stats.Thresholds(**{k: v for k, v in stats_doc["thresholds"].items() if k in fields})
+
+
+def load_duplicates(groups: list[scan.DuplicateGroup]) -> list[tuple[scan.DuplicateGroup, dict]]:
+    """[(group, {(source, id): pixels})] of the first two members of each group."""
+    try:
+        return [(g, {(m.source, m.id): scan.read(m) for m in g.members[:2]}) for g in groups]
+    except scan.ScanError as e:
+        raise ReportError(str(e)) from None
+
+
+def build_figures(
+    examples: dict,
+    stats_doc: dict,
+    found: scan.Scan | None = None,
+    seed: int = 0,
+    duplicates: tuple[list, int] = ([], 0),
+) -> dict[str, tuple[bytes, str]]:
+    """{name: (PNG bytes, caption)} of every figure of the report.
+
+    FOUND: the scan of drawn patches (flag gallery, stain histograms); DUPLICATES: (load_duplicates(...),
+    the number of duplicate groups in duplicates.csv).
+    """
     out = {}
     n = sum(len(v) for v in examples.values())
     if n:
         fig = figures.sample_grid(examples)
         out["sample_patches"] = (
             figures.png_bytes(fig),
-            "Random valid patches of each label; the cyan square is the centre 32x32",
+            f"Valid patches of each label drawn at random with seed {seed}, in the order drawn; "
+            "the cyan square is the centre 32x32",
         )
         group = channel_stats.POSITIVE if examples.get(channel_stats.POSITIVE) else channel_stats.NEGATIVE
         id_, pixels = examples[group][0]
         fig = figures.channel_split(id_, channel_stats.GROUP_LABEL[group], pixels)
         out["channels"] = (figures.png_bytes(fig), f"Patch {id_} and its red, green and blue channels")
+        shown = [(i, g, p) for g in examples for i, p in examples[g][:STAIN_EXAMPLES]]
+        out["stains"] = (
+            figures.png_bytes(figures.stain_separation(shown)),
+            "The first sample patches of each label separated into haematoxylin (nuclei), eosin (cytoplasm, "
+            "stroma) and DAB (no DAB in H&E: what is left is the stain vectors' misfit); each stain alone on white",
+        )
+    if found is not None and found.total:
+        out["stain_histograms"] = (
+            figures.png_bytes(figures.stain_histograms(found.hed_histograms, found.scanned, scan.HED_RANGE)),
+            f"Stain amounts per pixel by label, over {found.total:,} patches drawn at random with seed {seed} "
+            f"(values outside {scan.HED_RANGE[0]}..{scan.HED_RANGE[1]} are counted in the end bins)",
+        )
+        out["flagged"] = (
+            figures.png_bytes(figures.flagged_gallery(found.flagged, found.flag_counts, found.total)),
+            f"Flagged patches among {found.total:,} drawn at random with seed {seed}, by the thresholds of "
+            "stats.json; the table above counts every patch",
+        )
+    groups, total = duplicates
+    if groups:
+        more = f"; the first {len(groups)} of {total:,} groups" if total > len(groups) else ""
+        out["duplicates"] = (
+            figures.png_bytes(figures.duplicate_pairs(groups)),
+            f"Exact-duplicate patches (identical pixels) side by side, from duplicates.csv{more}",
+        )
     out["labels"] = (figures.png_bytes(figures.label_distribution(stats_doc)), "Valid patches per label")
     out["histograms"] = (
         figures.png_bytes(figures.rgb_histograms(stats_doc)),
@@ -132,14 +183,36 @@ def build_figures(examples: dict, stats_doc: dict) -> dict[str, tuple[bytes, str
 
 
 def write_report(
-    output_dir: str, validation_dir: str, stats_path: str, per_label: int = 8, seed: int = 0, title: str | None = None
+    output_dir: str,
+    validation_dir: str,
+    stats_path: str,
+    per_label: int = 8,
+    seed: int = 0,
+    title: str | None = None,
+    scan_patches: int = 2000,
+    duplicate_pairs: int = 8,
 ) -> str:
-    """Draws the figures and writes report.html and the PNGs into OUTPUT_DIR; returns the report's path."""
+    """Draws the figures and writes report.html and the PNGs into OUTPUT_DIR; returns the report's path.
+
+    SCAN_PATCHES valid files, drawn with SEED, are read for the flag gallery and the stain histograms;
+    DUPLICATE_PAIRS groups of duplicates.csv are drawn side by side.
+    """
     summary = json.loads(read_text(layout.join(validation_dir, outputs.SUMMARY)))
     stats_doc = channel_stats.load_stats(stats_path)
     manifest = read_manifest(layout.join(validation_dir, outputs.MANIFEST))
     examples = load_examples(pick_examples(manifest, per_label, seed))
-    rendered = build_figures(examples, stats_doc)
+    try:
+        found = scan.scan(
+            scan.draw(scan.valid_rows(manifest), scan_patches, seed),
+            thresholds_of(stats_doc),
+            keep=figures.GALLERY_COLUMNS,
+        )
+    except scan.ScanError as e:
+        raise ReportError(str(e)) from None
+    groups, total = scan.duplicate_groups(
+        read_text(layout.join(validation_dir, outputs.DUPLICATES)), manifest, duplicate_pairs
+    )
+    rendered = build_figures(examples, stats_doc, found, seed, (load_duplicates(groups), total))
     for name, (png, _) in rendered.items():
         write_bytes(layout.join(output_dir, f"{name}.png"), png)
     html = page.render(
@@ -164,12 +237,23 @@ def parse_args(argv):
     parser.add_argument("--validation_dir", help="existing output of beam_jobs.validate (skips that job)")
     parser.add_argument("--stats", help="existing stats.json of beam_jobs.stats, or its folder (skips that job)")
     parser.add_argument("--num_examples", type=int, default=8, help="sample patches shown per label")
-    parser.add_argument("--seed", type=int, default=0, help="which sample patches are shown")
+    parser.add_argument("--seed", type=int, default=0, help="which sample patches are shown and scanned")
+    parser.add_argument(
+        "--scan_patches",
+        type=int,
+        default=2000,
+        help="valid patches read (drawn with --seed) for the gallery of flagged patches and the stain histograms",
+    )
+    parser.add_argument("--duplicate_pairs", type=int, default=8, help="duplicate groups drawn side by side")
     args, beam_args = parser.parse_known_args(argv)
     if not args.data_dir and not (args.validation_dir and args.stats):
         parser.error("give --data_dir, or both --validation_dir and --stats")
     if args.num_examples < 1:
         parser.error(f"--num_examples ({args.num_examples}) must be at least 1")
+    if args.scan_patches < 0 or args.duplicate_pairs < 0:
+        parser.error(
+            f"--scan_patches ({args.scan_patches}) and --duplicate_pairs ({args.duplicate_pairs}) must be >= 0"
+        )
     return args, beam_args
 
 
@@ -187,7 +271,16 @@ def run(argv=None) -> str:
         stats.run([f"--manifest={manifest}", f"--output_dir={stats_dir}", *beam_args])
         stats_path = layout.join(stats_dir, channel_stats.STATS_JSON)
     title = f"PCam exploratory data analysis: {args.data_dir}" if args.data_dir else None
-    path = write_report(args.output_dir, validation_dir, stats_path, args.num_examples, args.seed, title)
+    path = write_report(
+        args.output_dir,
+        validation_dir,
+        stats_path,
+        args.num_examples,
+        args.seed,
+        title,
+        args.scan_patches,
+        args.duplicate_pairs,
+    )
     print(f"report: {path}")
     return path
 

@@ -171,6 +171,14 @@ every valid patch ({f["valid"]:,} of {f["total"]:,} files; {f["rejected"]:,} rej
 {fig("sample_patches")}
 {fig("channels")}
 
+<h2>H&amp;E stains</h2>
+<p>Colour deconvolution (Ruifrok &amp; Johnston) turns each pixel's optical density into amounts of
+haematoxylin (nuclei, blue-purple), eosin (cytoplasm and stroma, pink) and DAB (absent from H&amp;E: what is
+left shows where the fixed stain vectors do not fit), as pathologists read a slide stain by stain
+(<code>pcam_tfds.core.stains</code>; the trainer's stain augmentation uses the same matrix).</p>
+{fig("stains")}
+{fig("stain_histograms")}
+
 <h2>Label distribution</h2>
 {fig("labels")}
 
@@ -189,9 +197,11 @@ than {esc(f"{t['background_share']:.0%}")} of its pixels are near-white, <b>dark
 &lt; {esc(t["dark_mean"])}, <b>blank</b> if their standard deviation is &lt; {esc(t["blank_std"])}.</p>
 {fig("flags")}
 {flag_table(stats)}
+{fig("flagged")}
 
 <h2>Validation</h2>
 {validation_section(summary, rejected, duplicates)}
+{fig("duplicates")}
 </body>
 </html>
 """

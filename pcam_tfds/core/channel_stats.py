@@ -75,6 +75,30 @@ def group_of(source: str, label: int) -> str:
     raise ValueError(f"a valid {source} file has label {label!r}; expected 0 or 1")
 
 
+def patch_flags(pixels: np.ndarray, thresholds: Thresholds) -> dict[str, np.ndarray]:
+    """{flag: (N,) bool}: which of a stack of uint8 patches (N, H, W, 3) are background, dark, blank, dark_or_blank."""
+    return _flag_patches(pixels, thresholds)[1]
+
+
+def _flag_patches(pixels: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(near-white pixels per patch, patch_flags) of a stack of patches, in one pass."""
+    n = pixels.shape[0]
+    # Three elementwise minimums: much faster than .all(axis=-1) over an axis of length 3.
+    darkest = np.minimum(np.minimum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+    white = (darkest > thresholds.white_level).reshape(n, -1)
+    white_per_patch = white.sum(axis=1)
+    flat = pixels.reshape(n, -1)
+    # Exact per-patch sums in int64 (a 96x96x3 patch sums to at most 27648 * 255**2).
+    s1 = flat.sum(axis=1, dtype=np.int64)
+    s2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64, casting="unsafe")
+    values = flat.shape[1]
+    mean = s1 / values
+    std = np.sqrt(np.maximum(s2 / values - mean * mean, 0.0))
+    background = white_per_patch > thresholds.background_share * white.shape[1]
+    dark, blank = mean < thresholds.dark_mean, std < thresholds.blank_std
+    return white_per_patch, {"background": background, "dark": dark, "blank": blank, "dark_or_blank": dark | blank}
+
+
 @dataclasses.dataclass(eq=False)  # no elementwise == on the histogram; compare summary() instead
 class PatchStats:
     """Exact running sums over a set of patches: the combiner's accumulator."""
@@ -95,26 +119,9 @@ class PatchStats:
             return self
         for c in range(len(CHANNELS)):
             self.histogram[c] += np.bincount(pixels[..., c].ravel(), minlength=NUM_BINS)
-        # Three elementwise minimums: much faster than .all(axis=-1) over an axis of length 3.
-        darkest = np.minimum(np.minimum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
-        white = (darkest > thresholds.white_level).reshape(n, -1)
-        white_per_patch = white.sum(axis=1)
+        white_per_patch, flags = _flag_patches(pixels, thresholds)
         self.near_white_pixels += int(white_per_patch.sum())
-        flat = pixels.reshape(n, -1)
-        # Exact per-patch sums in int64 (a 96x96x3 patch sums to at most 27648 * 255**2).
-        s1 = flat.sum(axis=1, dtype=np.int64)
-        s2 = np.einsum("ij,ij->i", flat, flat, dtype=np.int64, casting="unsafe")
-        values = flat.shape[1]
-        mean = s1 / values
-        std = np.sqrt(np.maximum(s2 / values - mean * mean, 0.0))
-        background = white_per_patch > thresholds.background_share * white.shape[1]
-        dark, blank = mean < thresholds.dark_mean, std < thresholds.blank_std
-        for name, hit in (
-            ("background", background),
-            ("dark", dark),
-            ("blank", blank),
-            ("dark_or_blank", dark | blank),
-        ):
+        for name, hit in flags.items():
             self.flags[name] += int(hit.sum())
         self.patches += n
         return self
