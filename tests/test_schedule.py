@@ -283,6 +283,33 @@ def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
     assert parse_flags("--early_stopping_patience=4").early_stopping_patience == 4
 
 
+def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_flags, tmp_path):
+    from trainer import config as config_lib
+
+    budget, seed = config_lib.BUDGET_RECIPE, config_lib.SEED_RECIPE
+    assert (budget["learning_rate"], budget["dropout"]) != (seed["learning_rate"], seed["dropout"])
+    cfg = parse_flags("--max_cpu_minutes=30")
+    assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (budget["learning_rate"], budget["dropout"], budget["ema"])
+    cfg = parse_flags("--max_cpu_minutes=30", "--model=tuned")
+    assert (cfg.learning_rate, cfg.dropout) == (budget["learning_rate"], budget["dropout"])
+    cfg = parse_flags()  # no budget: the seed's values
+    assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (seed["learning_rate"], seed["dropout"], 0.0)
+    cfg = parse_flags("--max_cpu_minutes=30", "--epochs=5")  # a fixed epoch count: constant schedule, seed values
+    assert (cfg.learning_rate, cfg.dropout) == (seed["learning_rate"], seed["dropout"])
+    # Transfer models keep the seed's head rate and dropout; the weight average follows the schedule.
+    cfg = parse_flags("--max_cpu_minutes=30", "--model=resnet50", "--weights=none")
+    assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (seed["learning_rate"], seed["dropout"], budget["ema"])
+    # Explicit flags win, and so does a tuning result over the recipe (but not over a flag).
+    cfg = parse_flags("--max_cpu_minutes=30", "--learning_rate=1e-4", "--dropout=0.4")
+    assert (cfg.learning_rate, cfg.dropout) == (1e-4, 0.4)
+    hparams = tmp_path / "best.json"
+    hparams.write_text('{"learning_rate": 0.0005, "dropout": 0.3}')
+    cfg = parse_flags("--max_cpu_minutes=30", "--model=tuned", f"--hparams={hparams}")
+    assert (cfg.learning_rate, cfg.dropout) == (0.0005, 0.3)
+    cfg = parse_flags("--max_cpu_minutes=30", "--model=tuned", f"--hparams={hparams}", "--dropout=0.1")
+    assert (cfg.learning_rate, cfg.dropout) == (0.0005, 0.1)
+
+
 def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path, monkeypatch):
     import trainer.__main__ as main_module
 
