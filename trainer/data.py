@@ -199,11 +199,15 @@ def eval_dataset(
     image_shape=PATCH_SHAPE,
     image_dtype=tf.float32,
     shard: tuple[int, int] | None = None,
+    num_examples: int | None = None,
 ) -> tf.data.Dataset:
     """Unaugmented batches in file order: (images, labels) or, with_ids, {"image", "label", "id"} dicts.
 
     Images are 0..255, float32 or (image_dtype=tf.uint8, what training validates with) the raw bytes;
     labels float32 (B, 1) (-1 on the unlabelled test split). shard: (index, count), as in train_dataset.
+    num_examples (the split's size, unsharded and unsampled): the batch count is asserted, so Keras knows
+    where the validation pass ends instead of running into the end of the files (and warning that the
+    "input ran out of data") on the first epoch.
     """
     files, by_record, _ = _shard_files(files, shard)
     if by_record:
@@ -213,6 +217,8 @@ def eval_dataset(
     if sample_fraction < 1.0:
         ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
     ds = ds.batch(batch_size)
+    if num_examples is not None and sample_fraction >= 1.0 and shard is None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
 
     def prepare(serialized):
         ex = parse_batch(serialized, image_shape)

@@ -50,7 +50,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
     if role != "chief":  # the chief serves the oracle and trains nothing, so it needs no data
         builder = data.load_builder(config.data_dir, config.dataset)
         train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
-        num_train = data.num_examples(builder, "train")
+        num_train, num_val = data.num_examples(builder, "train"), data.num_examples(builder, "validation")
 
     def datasets(epoch):
         train_ds = data.train_dataset(
@@ -65,7 +65,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
             epoch=epoch,  # the trial's determinism.EpochClock: each epoch's data come from (seed, epoch)
             steps_per_epoch=config.steps_per_epoch,
         )
-        return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction)
+        return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction, num_examples=num_val)
 
     stats = train.load_channel_stats(config.channel_stats) if config.channel_stats else None
     model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, config.jit_compile, stats)

@@ -348,7 +348,13 @@ def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epo
     if task.num_workers == 1:
         return (
             data.train_dataset(train_files, config.batch_size, **train_kwargs),
-            data.eval_dataset(val_files, config.batch_size, config.sample_fraction, image_dtype=tf.uint8),
+            data.eval_dataset(
+                val_files,
+                config.batch_size,
+                config.sample_fraction,
+                image_dtype=tf.uint8,
+                num_examples=data.num_examples(builder, "validation"),
+            ),
             dict(enumerate(config.class_weights)) if config.class_weights else None,
             {"steps_per_epoch": config.steps_per_epoch},
         )
