@@ -30,6 +30,8 @@ from pcam_tfds.core import counters
 from pcam_tfds.core.patches import PATCH_SHAPE
 
 DEFAULT_MAX_SHARD_BYTES = 64 << 20
+# The patches' license, as both datasets state it (PatchCamelyon is CC0, following Camelyon16).
+PCAM_LICENSE = "CC0 1.0 (PatchCamelyon, following Camelyon16: https://github.com/basveeling/pcam)"
 
 
 def patch_features(label_doc: str, id_doc: str) -> tfds.features.FeaturesDict:

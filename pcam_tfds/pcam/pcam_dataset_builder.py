@@ -34,7 +34,7 @@ from pcam_tfds.core import layout, splits
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 LICENSE = (
-    "CC0 1.0 (PatchCamelyon, following Camelyon16: https://github.com/basveeling/pcam). Downloading the data "
+    builder_base.PCAM_LICENSE + ". Downloading the data "
     "from Kaggle also requires accepting the competition's rules, which govern that download."
 )
 

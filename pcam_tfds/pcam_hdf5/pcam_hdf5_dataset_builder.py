@@ -53,7 +53,7 @@ class Builder(builder_base.PatchBuilder):
             ),
             supervised_keys=("image", "label"),
             homepage="https://github.com/basveeling/pcam",
-            license="CC0 1.0 (PatchCamelyon, following Camelyon16: https://github.com/basveeling/pcam)",
+            license=builder_base.PCAM_LICENSE,
         )
 
     def _split_generators(self, dl_manager):
