@@ -172,7 +172,7 @@ def train_dataset(
     )
     ds = start.flat_map(batches_from)
     if num_examples and sample_fraction == 1.0 and not repeat:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
+        ds = _assert_batches(ds, num_examples, batch_size)
 
     def prepare(serialized, epoch_index, step):
         ex = parse_batch(serialized, image_shape)
@@ -189,6 +189,12 @@ def train_dataset(
     # deterministic=True: batches leave in their order (tf.data's default, unless options say otherwise).
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _assert_batches(ds: tf.data.Dataset, num_examples: int, batch_size: int) -> tf.data.Dataset:
+    """Declares the batch count of `num_examples` in batches of `batch_size` (the last one partial), so
+    Keras knows where an epoch ends; tf.data raises if the files hold a different number."""
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
 
 
 def eval_dataset(
@@ -218,7 +224,7 @@ def eval_dataset(
         ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
     ds = ds.batch(batch_size)
     if num_examples is not None and sample_fraction >= 1.0 and shard is None:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
+        ds = _assert_batches(ds, num_examples, batch_size)
 
     def prepare(serialized):
         ex = parse_batch(serialized, image_shape)
