@@ -55,9 +55,10 @@ def pcam_data(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def baseline_run(pcam_data, tmp_path_factory) -> Path:
-    """A finished two-epoch baseline run (the command end to end, in a subprocess)."""
+    """A finished two-epoch baseline run (the command end to end, in a subprocess, as a user runs it); what
+    it printed is in stdout.txt and stderr.txt beside the run folder."""
     run_dir = tmp_path_factory.mktemp("trainer_runs") / "baseline"
-    run_module(
+    proc = run_module(
         "trainer",
         "--model=baseline",
         f"--data_dir={pcam_data['tfds']}",
@@ -65,7 +66,10 @@ def baseline_run(pcam_data, tmp_path_factory) -> Path:
         "--epochs=2",
         "--batch_size=16",
         "--verbose=2",
+        as_user=True,
     )
+    (run_dir.parent / "stdout.txt").write_text(proc.stdout)
+    (run_dir.parent / "stderr.txt").write_text(proc.stderr)
     return run_dir
 
 

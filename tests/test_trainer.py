@@ -190,6 +190,21 @@ def test_eval_dataset_returns_every_example_once_with_ids(pcam_data):
     assert 0 < sum(len(b[1]) for b in sample) < data.num_examples(builder, "validation")
 
 
+def test_sampled_datasets_declare_their_exact_batch_count(pcam_data):
+    # Keras warns "Your input ran out of data" after the first epoch of a dataset of unknown length; the
+    # sample's size is counted, so both pipelines know theirs, and the count is what a pass yields.
+    builder = data.load_builder(str(pcam_data["tfds"]), "pcam/full")
+    for split, make in (
+        ("train", lambda f, n: data.train_dataset(f, 8, seed=0, sample_fraction=0.3, num_examples=n)),
+        ("validation", lambda f, n: data.eval_dataset(f, 8, sample_fraction=0.3, num_examples=n)),
+    ):
+        files, n = data.split_files(builder, split), data.num_examples(builder, split)
+        ds = make(files, n)
+        kept = sum(len(b[1]) for b in ds)
+        assert 0 < kept < n
+        assert int(ds.cardinality()) == -(-kept // 8), split
+
+
 def test_missing_dataset_names_the_data_dir(tmp_path):
     with pytest.raises(ValueError, match=f"not found under --data_dir='{tmp_path}'|not built under"):
         data.load_builder(str(tmp_path), "pcam/full")

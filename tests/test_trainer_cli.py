@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from cli_runs import run_module
@@ -55,6 +56,35 @@ def test_training_writes_every_output(baseline_run):
     assert _epochs(baseline_run) == [0, 1]
     history = evaluate.read_history(baseline_run / train.HISTORY_CSV)
     assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
+
+
+@pytest.mark.slow
+def test_the_command_prints_its_progress_and_result_only(baseline_run):
+    # Quiet by default (issue 13): no absl INFO lines, no TensorFlow start-up lines, no Keras warning that the
+    # input ran out of data; Keras' per-epoch lines, the phase and the result.
+    stderr = (baseline_run.parent / "stderr.txt").read_text().splitlines()
+    assert stderr == ["phase train: epochs 1..2, constant schedule peaking at learning rate 0.001"], stderr
+    stdout = (baseline_run.parent / "stdout.txt").read_text().splitlines()
+    assert stdout[0] == "Epoch 1/2" and stdout[2] == "Epoch 2/2", stdout
+    assert all(re.match(r"\d+/\d+ - .* - val_auc: ", line) for line in (stdout[1], stdout[3])), stdout
+    assert len(stdout) == 5 and stdout[4].startswith("validation ROC AUC "), stdout
+    assert stdout[4].endswith(f"; model, metrics and report in {baseline_run}")
+
+
+@pytest.mark.slow
+def test_verbosity_shows_the_log_lines(pcam_data, tmp_path):
+    proc = run_module(
+        "trainer",
+        "--model=baseline",
+        f"--data_dir={pcam_data['tfds']}",
+        f"--model_dir={tmp_path}",
+        "--epochs=1",
+        "--sample_fraction=0.25",
+        "--verbosity=0",
+        as_user=True,
+    )
+    assert f"config written to {tmp_path}/config.json" in proc.stderr
+    assert "ran out of data" not in proc.stderr  # the sample's batch count is counted, not guessed
 
 
 @pytest.mark.slow

@@ -322,7 +322,7 @@ def main() -> None:
     from trainer import cli
 
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
-    cli.run(_main)
+    cli.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

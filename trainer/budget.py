@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 
 import keras
-from absl import logging
+
+from trainer import cli
 
 
 class Budget:
@@ -92,4 +93,4 @@ class BudgetStop(keras.callbacks.Callback):
         if not self.stopped and self.budget.spent():
             self.stopped = True
             self.model.stop_training = True
-            logging.info("time budget spent (%s): stopping after this epoch's validation", self.budget.describe())
+            cli.progress(f"time budget spent ({self.budget.describe()}): stopping after this epoch's validation")

@@ -11,6 +11,8 @@ run on whole batches.
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -67,6 +69,21 @@ def _keep_sample(serialized: tf.Tensor, fraction: float) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(serialized, _SAMPLE_BUCKETS) < round(fraction * _SAMPLE_BUCKETS)
 
 
+@functools.lru_cache(maxsize=8)
+def _count_kept(files: tuple[str, ...], fraction: float) -> int:
+    """How many records of `files` --sample_fraction keeps: one pass that reads but does not parse them."""
+    ds = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), 8) or None)
+    kept = ds.map(lambda s: tf.cast(_keep_sample(s, fraction), tf.int64), num_parallel_calls=tf.data.AUTOTUNE)
+    return int(kept.reduce(tf.constant(0, tf.int64), lambda total, k: total + k))
+
+
+def _known_count(files: list[str], num_examples: int | None, fraction: float) -> int | None:
+    """The examples a pass yields: the split's size, or what the sample keeps of it (counted once)."""
+    if not num_examples or fraction >= 1.0:
+        return num_examples
+    return _count_kept(tuple(files), fraction)
+
+
 def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], bool, int]:
     """This worker's files, whether it must keep only every count-th record of them, and its seed salt.
 
@@ -105,8 +122,9 @@ def train_dataset(
     Images are uint8 when nothing on the host needs floats (augment "none", also what
     --augment_on=device uses): a quarter of the bytes to ship to the device, where the model casts them.
     The augmentations give float32.
-    num_examples: the split's size; when given (and nothing is filtered or repeated) Keras knows the
-    number of steps per epoch, for its progress bar.
+    num_examples: the split's size; when given (and the stream is neither repeated nor sharded) the batch
+    count is asserted, so Keras knows where an epoch ends (with sample_fraction, what the sample keeps is
+    counted in one reading pass) instead of running into the end and warning "Your input ran out of data".
     shard: (index, count) on a multi-worker cluster: this worker's part of the data (`_shard_files`), with
     its own augmentation seeds; batch_size is then this worker's.
     class_weights: appended as per-example sample weights (the multi-worker path, where Keras cannot add
@@ -171,8 +189,8 @@ def train_dataset(
         lambda _: epoch.read_value() if epoch is not None else tf.constant(0, tf.int64)
     )
     ds = start.flat_map(batches_from)
-    if num_examples and sample_fraction == 1.0 and not repeat:
-        ds = _assert_batches(ds, num_examples, batch_size)
+    if num_examples and not repeat and shard is None:
+        ds = _assert_batches(ds, _known_count(files, num_examples, sample_fraction), batch_size)
 
     def prepare(serialized, epoch_index, step):
         ex = parse_batch(serialized, image_shape)
@@ -211,7 +229,8 @@ def eval_dataset(
 
     Images are 0..255, float32 or (image_dtype=tf.uint8, what training validates with) the raw bytes;
     labels float32 (B, 1) (-1 on the unlabelled test split). shard: (index, count), as in train_dataset.
-    num_examples (the split's size, unsharded and unsampled): the batch count is asserted, so Keras knows
+    num_examples (the split's size, unsharded and unsampled; with sample_fraction, what the sample keeps is
+    counted in one reading pass): the batch count is asserted, so Keras knows
     where the validation pass ends instead of running into the end of the files (and warning that the
     "input ran out of data") on the first epoch.
     """
@@ -223,8 +242,8 @@ def eval_dataset(
     if sample_fraction < 1.0:
         ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
     ds = ds.batch(batch_size)
-    if num_examples is not None and sample_fraction >= 1.0 and shard is None:
-        ds = _assert_batches(ds, num_examples, batch_size)
+    if num_examples is not None and shard is None:
+        ds = _assert_batches(ds, _known_count(files, num_examples, sample_fraction), batch_size)
 
     def prepare(serialized):
         ex = parse_batch(serialized, image_shape)

@@ -726,7 +726,7 @@ def main() -> None:
     from trainer import cli
 
     define_flags(flags.FLAGS)
-    cli.run(_main)
+    cli.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

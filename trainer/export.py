@@ -99,7 +99,7 @@ def main() -> None:
     from trainer import cli
 
     define_flags(FLAGS)
-    cli.run(_main)
+    cli.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -229,3 +229,25 @@ class ScheduleCallback(keras.callbacks.Callback):
         )
         if self.on_plan is not None:
             self.on_plan(self.schedule)
+
+
+class PlannedEpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, whose epoch header counts against the budget plan, not fit()'s `epochs`.
+
+    A budget phase calls fit() with an unbounded epoch count and ends itself on plan, so Keras' own header
+    would read "Epoch 3/100000"; this one reads "Epoch 3/35 (budget plan)", and "Epoch 1 (budget plan
+    after epoch 2)" while the first epochs are timed. Keras uses it instead of its own (fit adds a
+    ProgbarLogger only when the callbacks hold none).
+    """
+
+    def __init__(self, schedule: ScheduleCallback):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if self.verbose:
+            total = self.schedule.schedule.total_epochs
+            plan = f"/{total} (budget plan)" if total else f" (budget plan after epoch {CALIBRATION_EPOCHS})"
+            print(f"Epoch {epoch + 1}{plan}", flush=True)

@@ -90,10 +90,6 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         logging.info("worker %s: the chief has no trials left", tuner.tuner_id)
         return None
     records = tune_reports.write_reports(tuner, config)
-    logging.info(
-        "%d trials (%d completed); results in %s",
-        len(records),
-        sum(r["status"] == "COMPLETED" for r in records),
-        config.tuner_dir,
-    )
+    completed = sum(r["status"] == "COMPLETED" for r in records)
+    print(f"{len(records)} trials ({completed} completed); results in {config.tuner_dir}", flush=True)
     return records

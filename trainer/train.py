@@ -29,7 +29,7 @@ from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
+from trainer import cli, data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig
@@ -280,6 +280,8 @@ def _phase_callbacks(
     schedule = schedule_lib.ScheduleCallback(
         phases.make_schedule(phase, per_epoch, entry.schedule), first_epoch=entry.start, budget=budget
     )
+    # Last, where Keras puts its own bar (which would count to fit()'s unbounded epochs; this one to the plan).
+    header = [schedule_lib.PlannedEpochProgbar(schedule)] if phase.epochs == phases.UNBOUNDED_EPOCHS else []
     return [
         schedule,
         early_stopping,
@@ -306,6 +308,7 @@ def _phase_callbacks(
             initial_value_threshold=entry.best_auc,
         ),
         *([BudgetStop(budget)] if budget else []),
+        *header,
     ]
 
 
@@ -428,9 +431,7 @@ def _run(
     if task.num_workers > 1:
         distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
-        logging.info(
-            "resuming %s at epoch %d (phase %s)", run_dir, progress.epoch, plan[progress.state["phase_index"]].name
-        )
+        cli.progress(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state['phase_index']].name})")
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
@@ -445,13 +446,10 @@ def _run(
         entry = progress.enter(index)
         with strategy.scope():
             _prepare_phase(model, config, phase, index, entry)
-        logging.info(
-            "phase %s: epochs %d..%s, %s schedule peaking at learning rate %g",
-            phase.name,
-            entry.initial_epoch + 1,
-            "budget" if phase.epochs == phases.UNBOUNDED_EPOCHS else entry.start + phase.epochs,
-            phase.schedule,
-            phase.learning_rate,
+        last = "budget" if phase.epochs == phases.UNBOUNDED_EPOCHS else entry.start + phase.epochs
+        cli.progress(
+            f"phase {phase.name}: epochs {entry.initial_epoch + 1}..{last}, {phase.schedule} schedule peaking at "
+            f"learning rate {phase.learning_rate:g}"
         )
         model.fit(
             train_ds,
@@ -527,10 +525,10 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         figures=[run_dir / n for n in ("error_gallery.png", "gradcam_gallery.png", "reliability.png")],
         examples=[examples[i] for i in ids[:8]],
     )
-    logging.info(
-        "validation ROC AUC %.4f (95%% CI %.4f-%.4f), accuracy %.4f",
-        metrics["roc_auc"],
-        *metrics["roc_auc_ci95"],
-        metrics["accuracy"],
+    low, high = metrics["roc_auc_ci95"]
+    print(
+        f"validation ROC AUC {metrics['roc_auc']:.4f} (95% CI {low:.4f}-{high:.4f}), accuracy "
+        f"{metrics['accuracy']:.4f}; model, metrics and report in {run_dir}",
+        flush=True,
     )
     return metrics

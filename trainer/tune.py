@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from trainer import config as config_lib
 from trainer import tune_config
@@ -153,7 +153,7 @@ def _main(argv):
         if lock is not None:
             lock.release()
     if records is not None:
-        logging.info("best hyperparameters: %s/%s", config.tuner_dir, tune_reports.BEST_HPARAMS)
+        print(f"best hyperparameters: {config.tuner_dir}/{tune_reports.BEST_HPARAMS}", flush=True)
 
 
 def main() -> None:
@@ -161,7 +161,7 @@ def main() -> None:
     from trainer import cli
 
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
-    cli.run(_main)
+    cli.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

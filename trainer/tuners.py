@@ -22,10 +22,9 @@ from typing import Any
 
 import keras
 import keras_tuner
-from absl import logging
 from etils import epath
 
-from trainer import determinism, memory, train, tune_config
+from trainer import cli, determinism, memory, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR
@@ -116,7 +115,8 @@ class _TrackedTuner:
         }
         # Written before the oracle hears of the end, so a chief that finishes on it finds the file.
         (epath.Path(self.get_trial_dir(trial.trial_id)) / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        logging.info("trial %s: %s, RSS %.0f MiB (peak %.0f MiB)", trial.trial_id, trial.status, rss, peak)
+        score = "" if trial.score is None else f", score {trial.score:.4f}"
+        cli.progress(f"trial {trial.trial_id}: {trial.status}{score}, RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")
         super().on_trial_end(trial)
         if self._after_trial:
             self._after_trial(self)
