@@ -13,7 +13,9 @@ dataset (its `validate/` folder), but first proves that the folder is still what
 
 Any difference fails the build with the files named; nothing is rebuilt from a stale validation.
 Files on remote filesystems (gs://) are checked by listing and size only. The examples are still
-read from the files, and a file that no longer decodes fails the build.
+read from the files: a file that no longer decodes, or whose pixels no longer hash to the manifest's
+`pixel_hash` (rewritten in place with its size and modification time kept), fails the build with the
+file, its id and the difference named (`pcam_tfds.core.examples.FileChangedError`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -12,7 +13,7 @@ from kaggle_folders import make_with_problems, read_labels, write_labels
 
 from beam_jobs import validate
 from pcam_tfds import local_steps, validated
-from pcam_tfds.core import outputs
+from pcam_tfds.core import outputs, patches
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 SPLIT_ARGS = {"validation_fraction": 0.2, "sample_fraction": 1.0, "seed": 42}
@@ -108,3 +109,57 @@ def test_tfds_build_reuses_the_validation_named_by_the_environment(checked, tmp_
     assert (builder.data_path / "validate" / "manifest.parquet").read_bytes() == (
         checks / "manifest.parquet"
     ).read_bytes()
+
+
+def _rewrite_in_place(path, change: str) -> None:
+    """Changes PATH's bytes, keeping its size and modification time: invisible to the listing check."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    if change == "pixels":  # one pixel's byte inverted: still a valid patch, with other pixels
+        at = bytes(data).find(patches.read_patch(str(path)).tobytes())
+        assert at >= 0, "expected the synthetic TIFF's pixels stored uncompressed"
+        data[at] ^= 0xFF
+    else:  # the TIFF signature overwritten: no longer an image
+        data[:4] = b"XXXX"
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["pixels", "undecodable"])
+@pytest.mark.parametrize("beam_args", [None, ["--direct_running_mode=in_memory"]], ids=["local", "beam"])
+def test_a_file_changed_in_place_with_size_and_mtime_kept_fails_the_build_naming_it(
+    checked, tmp_path, monkeypatch, beam_args, change, request
+):
+    if beam_args is None and change == "undecodable":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="pcam_tfds/local_steps.py reads with patches.read_patch, not examples.read_pixels: "
+                "a PatchError without the file's name",
+            )
+        )
+    folder, checks, _ = checked
+    with open(checks / outputs.MANIFEST, "rb") as f:
+        rows = pq.read_table(f, columns=["id", "source", "valid", "path", "pixel_hash"]).to_pylist()
+    row = min((r for r in rows if r["valid"] and r["source"] == "train"), key=lambda r: r["id"])
+    path = folder / "train" / os.path.basename(row["path"])
+    _rewrite_in_place(path, change)
+    assert validated.compare(str(checks), str(folder))[1] == []  # the listing check cannot see it
+    monkeypatch.setenv(validated.ENV_VAR, str(checks))
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    with pytest.raises(Exception) as e:  # noqa: PT011 - the Beam runner wraps the error in its own
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=str(folder), beam_options=PipelineOptions(beam_args) if beam_args else None
+            )
+        )
+    message = str(e.value)
+    assert f"{path} (id {row['id']}) changed after it was validated" in message
+    if change == "pixels":
+        assert f"validation recorded {row['pixel_hash']}" in message
+    else:
+        assert "no longer decodes (not_an_image: unknown signature b'XXXX'" in message
+    assert f"python -m beam_jobs.validate --data_dir={folder}" in message and validated.ENV_VAR in message
+    assert not builder.is_prepared()

@@ -4,7 +4,11 @@
     split_of(f, assignment)     'train', 'validation', 'unused' (outside a sample) or 'test'
     read_example(f)             (key, {'image', 'label', 'id'}) for TFDS' writer; the key is the id
 
-The local build and the Beam path of the `pcam` builder both route with these.
+The local build and the Beam path of the `pcam` builder both route with these. Both read every valid
+file a second time to write it, and that read must find the patch validation passed: a file that no
+longer decodes, or whose pixels do not hash to the recorded `pixel_hash`, fails the build with
+`FileChangedError` naming it. A reused validation (pcam_tfds.validated) checks sizes and modification
+times first, so this is how a file rewritten in place with both kept is found.
 """
 
 from __future__ import annotations
@@ -33,14 +37,41 @@ def split_of(f: dict, assignment: dict[str, str]) -> str:
     return layout.TEST if f["source"] == layout.TEST else assignment[f["id"]]
 
 
+class FileChangedError(ValueError):
+    """A valid record's file no longer holds the patch that validation read from it."""
+
+
+def _changed(f: dict, what: str) -> FileChangedError:
+    data_dir = f["path"].replace("\\", "/").rsplit("/", 2)[0]  # records keep DATA_DIR/SOURCE/NAME
+    return FileChangedError(
+        f"{f['path']} (id {f['id']}) changed after it was validated: {what}. Build again; when the build reuses "
+        f"a validation (PCAM_VALIDATION_DIR), first validate again (python -m beam_jobs.validate "
+        f"--data_dir={data_dir} --output_dir=THAT_FOLDER) or unset PCAM_VALIDATION_DIR to let the build validate"
+    )
+
+
 def example(f: dict, pixels: np.ndarray) -> tuple[str, dict]:
-    """(key, example) of a valid record whose pixels have been read."""
+    """(key, example) of a valid record whose pixels have been read again; FileChangedError unless they are the
+    pixels validation hashed."""
+    recorded = f["pixel_hash"]
+    if recorded is not None:
+        now = patches.pixel_hash(pixels)
+        if now != recorded:
+            raise _changed(f, f"its pixels hash to {now}, validation recorded {recorded}")
     return f["id"], {"image": pixels, "label": f["label"], "id": f["id"]}
 
 
-def read_example(f: dict) -> tuple[str, dict]:
-    """(key, example) of a valid record, its pixels read again.
+def read_pixels(f: dict) -> np.ndarray:
+    """The pixels of a valid record's file, read again; FileChangedError when it no longer decodes.
 
-    The file passed validation moments ago; failing to read it now is an error, not a rejection.
+    The file passed validation; failing to read it now is an error, not a rejection.
     """
-    return example(f, patches.read_patch(f["path"]))
+    try:
+        return patches.read_patch(f["path"])
+    except patches.PatchError as e:
+        raise _changed(f, f"it no longer decodes ({e})") from None
+
+
+def read_example(f: dict) -> tuple[str, dict]:
+    """(key, example) of a valid record, its pixels read again (`read_pixels`) and checked (`example`)."""
+    return example(f, read_pixels(f))
