@@ -33,7 +33,7 @@ $(STAMP): setup.cfg constraints.txt
 demo: install ## the whole path on generated demo data: validate, build, train, submit
 	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
 	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
-	PCAM_VALIDATION_DIR=$(DEMO_OUT)/validate $(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DEMO_DIR) \
+	PCAM_VALIDATION_DIR=$(DEMO_OUT)/validate $(PY) -m pcam_tfds.build --manual_dir=$(DEMO_DIR) \
 		--data_dir=$(TFDS_DIR) --config=full --overwrite
 	$(PY) -m trainer --model=baseline --data_dir=$(TFDS_DIR) --model_dir=$(DEMO_OUT)/runs/baseline --epochs=8 \
 		--batch_size=64 --early_stopping_patience=8 --verbose=2
@@ -57,12 +57,12 @@ eda: install ## the EDA report of DATA_DIR, checked in headless Chromium
 	$(PY) -m beam_jobs.report.browser $(EDA_OUT)/report.html || echo "(Chromium check skipped or failed; open $(EDA_OUT)/report.html)"
 
 # One machine: the local build (see BUILD.md for Beam on a cluster).
-build: install ## tfds build of DATA_DIR into TFDS_DIR (CONFIG=full)
-	$(VENV)/bin/tfds build pcam_tfds/pcam --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
+build: install ## pcam-build (tfds build, quiet) of DATA_DIR into TFDS_DIR (CONFIG=full)
+	$(PY) -m pcam_tfds.build --manual_dir=$(DATA_DIR) --data_dir=$(TFDS_DIR) --config=$(CONFIG)
 
 # The official PCam HDF5 files (the six camelyonpatch_level_2_split_*.h5, gunzipped): the pcam_hdf5 dataset.
-build-hdf5: install ## tfds build of the PCam HDF5 files in H5_DIR into TFDS_DIR
-	$(VENV)/bin/tfds build pcam_tfds/pcam_hdf5 --manual_dir=$(H5_DIR) --data_dir=$(TFDS_DIR)
+build-hdf5: install ## pcam-build of the PCam HDF5 files in H5_DIR into TFDS_DIR
+	$(PY) -m pcam_tfds.build --dataset=pcam_hdf5 --manual_dir=$(H5_DIR) --data_dir=$(TFDS_DIR)
 
 # A Hyperband search over the wide space on a built dataset, bounded by TUNE_MINUTES of wall clock.
 tune: install ## a Hyperband search on TFDS_DIR for TUNE_MINUTES

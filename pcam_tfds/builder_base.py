@@ -10,7 +10,10 @@ Both builds also share:
   folders that killed builds leave behind;
 - shards of 64 MiB unless told otherwise;
 - the count of examples sent to the writer per split (a dict on the local path, Beam counters on Beam),
-  checked against what TFDS wrote, so a writer that loses examples fails the build (`_check_counts`).
+  checked against what TFDS wrote, so a writer that loses examples fails the build (`_check_counts`);
+- what the build says: a line when it starts (stderr) and one with the split sizes and rejections when
+  it is done (stdout), instead of TFDS' "Downloading and preparing dataset Unknown size (download: Unknown
+  size, ...)" (nothing is downloaded; the size is unknown until the end).
 
 Reading a built dataset needs none of this: `tfds.builder_from_directory(TFDS_DIR/<name>/<config>/<version>)`
 (only pcam_tfds/features.py, which TFDS imports for the image feature).
@@ -20,13 +23,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import logging
+import sys
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from pcam_tfds import features, folder_lock
-from pcam_tfds.core import counters
+from pcam_tfds.core import counters, outputs
 from pcam_tfds.core.patches import PATCH_SHAPE
 
 DEFAULT_MAX_SHARD_BYTES = 64 << 20
@@ -110,6 +115,11 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder):
                 stale.rmtree(missing_ok=True)
             return super().download_and_prepare(download_config=download_config, **kwargs)
 
+    def is_prepared(self) -> bool:
+        # TFDS warns "Variant folder X has no dataset_info.json" when X does not even exist, so every first
+        # build would begin with that warning; a folder that is not there holds no dataset.
+        return epath.Path(self.data_path).exists() and super().is_prepared()
+
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         # Read by _split_generators/_generate_examples: generators, or PTransforms TFDS runs on Beam.
         self._on_beam = self.use_beam(download_config)
@@ -125,6 +135,18 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder):
         if download_config.max_examples_per_split is not None:
             return  # a deliberately truncated build
         self._check_counts(self.info.splits, self._emitted)
+
+    def _log_download_bytes(self) -> None:
+        print(f"building {self.info.full_name} in {self.data_dir}", file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        splits = ", ".join(f"{name} {info.num_examples:,}" for name, info in sorted(self.info.splits.items()))
+        rejected = ""
+        summary = self.checks_dir() / outputs.SUMMARY
+        if summary.exists():
+            n = json.loads(summary.read_text()).get("rejected", 0)
+            rejected = f"; {n:,} files rejected, listed in {self.checks_dir() / outputs.REJECTED}" if n else ""
+        print(f"built {self.info.full_name} in {self.data_dir}: {splits} examples{rejected}", flush=True)
 
     @abc.abstractmethod
     def _check_counts(self, split_infos, emitted: dict[str, int]) -> None:

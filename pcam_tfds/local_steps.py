@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +44,7 @@ class LocalValidation:
         # Threads, not processes: reads, hashing and numpy release the GIL, and worker processes
         # would each re-import the caller (TFDS and TensorFlow under `tfds build`), which cost more
         # than they saved (bench/RESULTS.md).
-        progress = Progress("validate", self.num_listed, emit=logging.info)
+        progress = Progress("validate", self.num_listed)
         decoded = []
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             for batch in pool.map(records.read_batch, records.batch_paths(paths, _CHUNK)):
@@ -80,15 +80,11 @@ def split_generators(
         check = LocalValidation(data_dir)
         files, doc = check.files, check.write_outputs(checks_dir)
         verb = "validated"
-    logging.info(
-        "%s %d files in %.1f s: %d valid, %d rejected %s; listed in %s",
-        verb,
-        doc["total"],
-        time.monotonic() - start,
-        doc["valid"],
-        doc["rejected"],
-        doc["rejected_by_reason"],
-        checks_dir,
+    print(
+        f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
+        f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}",
+        file=sys.stderr,
+        flush=True,
     )
     if len(files) != doc["total"]:
         raise summary.AccountingError(f"{len(files)} file records but summary.json counts {doc['total']} files")
@@ -118,7 +114,7 @@ def split_generators(
 
 def _examples(chosen: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, dict]]:
     # Reads run ahead in threads (file reads release the GIL) while TFDS serializes and writes.
-    progress, done = Progress(f"{split} examples", len(chosen), unit="examples", emit=logging.info), 0
+    progress, done = Progress(f"{split} examples", len(chosen), unit="examples"), 0
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         window: collections.deque = collections.deque()
         todo = iter(chosen)

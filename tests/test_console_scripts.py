@@ -16,6 +16,7 @@ COMMANDS = {
     "pcam-stats": "beam_jobs.stats",
     "pcam-eda": "beam_jobs.eda",
     "pcam-synthetic": "pcam_tfds.synthetic",
+    "pcam-build": "pcam_tfds.build",
     "pcam-train": "trainer.__main__",
     "pcam-predict": "trainer.predict",
     "pcam-evaluate": "trainer.evaluate",

@@ -319,7 +319,7 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-train` (and `python -m trainer`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
     cli.run(_main, tensorflow=True)

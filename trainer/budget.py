@@ -19,7 +19,7 @@ import time
 
 import keras
 
-from trainer import cli
+from pcam_tfds import cli
 
 
 class Budget:

@@ -149,7 +149,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _main(argv) -> int:
-    from trainer import cli
+    from pcam_tfds import cli
 
     run_dirs = argv[1:]
     if not run_dirs:
@@ -167,7 +167,7 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-compare` (and `python -m trainer.compare`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     define_flags(FLAGS)
     cli.run(_main)

@@ -691,7 +691,7 @@ def define_flags(flag_values) -> None:
 def _main(argv) -> int:
     from absl import flags
 
-    from trainer import cli
+    from pcam_tfds import cli
 
     f = flags.FLAGS
     if len(argv) > 1:
@@ -723,7 +723,7 @@ def main() -> None:
     """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
     from absl import flags
 
-    from trainer import cli
+    from pcam_tfds import cli
 
     define_flags(flags.FLAGS)
     cli.run(_main, tensorflow=True)

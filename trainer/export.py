@@ -79,7 +79,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _main(argv) -> int:
-    from trainer import cli
+    from pcam_tfds import cli
 
     if len(argv) > 1:
         cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
@@ -96,7 +96,7 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-export` (and `python -m trainer.export`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     define_flags(FLAGS)
     cli.run(_main, tensorflow=True)

@@ -16,7 +16,7 @@ Measures both sides, each alone:
 3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
    step-bound, with the ratio input/step.
 On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
---output_json writes the numbers too. A user's mistake is one line and exit status 2 (trainer.cli).
+--output_json writes the numbers too. A user's mistake is one line and exit status 2 (pcam_tfds.cli).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def verdict(input_per_s: float, step_per_s: float) -> tuple[str, float]:
 
 
 def _main(argv) -> int:
-    from trainer import cli
+    from pcam_tfds import cli
 
     if len(argv) > 1:
         cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
@@ -317,7 +317,7 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     define_flags(FLAGS)
     cli.run(_main, tensorflow=True)

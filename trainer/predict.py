@@ -14,7 +14,7 @@ Input is the test split of a built TFDS dataset (--data_dir, --dataset, --split)
 files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file stops the run with its name and
 reason and exit status 1; with --allow_rejected the rest is predicted and the bad files are listed in
 OUTPUT.rejected.csv (the exit status is then 0, and the count is printed). A user's mistake (a bad flag,
-a missing folder) is one line and exit status 2 (trainer.cli).
+a missing folder) is one line and exit status 2 (pcam_tfds.cli).
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def run(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from trainer import cli
+    from pcam_tfds import cli
 
     try:
         config = config_from_flags(flags.FLAGS, argv[1:])
@@ -294,7 +294,7 @@ def _main(argv: list[str]) -> int:
 
 def main() -> None:
     """The console script `pcam-predict` (and `python -m trainer.predict`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     define_flags(flags.FLAGS)
     cli.run(_main, tensorflow=True)

@@ -27,9 +27,10 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
+from pcam_tfds import cli
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import cli, data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
+from trainer import data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig

@@ -131,7 +131,7 @@ def config_from_flags(flag_values, gpu: bool):
 
 
 def _main(argv):
-    from trainer import cli
+    from pcam_tfds import cli
 
     if len(argv) > 1:
         cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
@@ -158,7 +158,7 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-tune` (and `python -m trainer.tune`)."""
-    from trainer import cli
+    from pcam_tfds import cli
 
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
     cli.run(_main, tensorflow=True)

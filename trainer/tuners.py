@@ -24,7 +24,8 @@ import keras
 import keras_tuner
 from etils import epath
 
-from trainer import cli, determinism, memory, train, tune_config
+from pcam_tfds import cli
+from trainer import determinism, memory, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR

@@ -1,9 +1,10 @@
-"""How the trainer's commands run: absl flags (--flagfile, --helpfull), a user's mistake one line and exit status 2,
-a bug a traceback. The trainer's counterpart of beam_jobs/cli.py.
+"""How the absl commands run (`pcam-build` and the trainer's): absl flags (--flagfile, --helpfull), a user's
+mistake one line and exit status 2, a bug a traceback. The counterpart of beam_jobs/cli.py, which runs the
+Beam jobs with Beam's own argument conventions. It imports neither TensorFlow nor Beam.
 
     def main():                        # the console script (setup.cfg) and `python -m trainer.x`
         define_flags(flags.FLAGS)
-        cli.run(_main)
+        cli.run(_main, tensorflow=True)
 
 Quiet by default: absl's INFO log lines (and TensorFlow's, which go through the same root logger) are off
 unless `--verbosity=0` (INFO) or `--verbosity=1` (DEBUG) is given; warnings and errors always show. What a
@@ -68,6 +69,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         if e.code == 1 and HELP_FLAGS & {a.split("=")[0] for a in argv[1:]}:
             sys.exit(0)
         raise
+
+
+def quiet_tensorflow_by_default(argv: list[str]) -> None:
+    """TensorFlow's C++ log at FATAL only (TF_CPP_MIN_LOG_LEVEL=3: on a CPU machine no "E0000 ... failed call to
+    cuInit", which reads as a failure) unless argv asks for more with --verbosity/-v >= 1 or the user set it.
+    It must run before TensorFlow is first imported. Errors still arrive as Python exceptions."""
+    if not any(a.startswith(("--verbosity=", "-v=")) and a.split("=", 1)[1] not in ("0", "-1") for a in argv):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _loud() -> bool:
