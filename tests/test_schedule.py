@@ -290,6 +290,11 @@ def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_fl
     assert (budget["learning_rate"], budget["dropout"]) != (seed["learning_rate"], seed["dropout"])
     cfg = parse_flags("--max_cpu_minutes=30")
     assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (budget["learning_rate"], budget["dropout"], budget["ema"])
+    assert cfg.label_smoothing == budget["label_smoothing"] > 0.0 == seed["label_smoothing"]
+    assert (
+        parse_flags().label_smoothing == 0.0 == parse_flags("--max_cpu_minutes=30", "--model=resnet50").label_smoothing
+    )
+    assert parse_flags("--max_cpu_minutes=30", "--label_smoothing=0").label_smoothing == 0.0
     cfg = parse_flags("--max_cpu_minutes=30", "--model=tuned")
     assert (cfg.learning_rate, cfg.dropout) == (budget["learning_rate"], budget["dropout"])
     cfg = parse_flags()  # no budget: the seed's values

@@ -60,7 +60,13 @@ flags.DEFINE_float(
     "validated and saved; 0 = off. Default: "
     f"{config_lib.BUDGET_RECIPE['ema']:g} with the budget schedule (where it was measured), else 0.",
 )
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the binary cross-entropy.")
+flags.DEFINE_float(
+    "label_smoothing",
+    None,
+    "Label smoothing of the binary cross-entropy. Default: "
+    f"{config_lib.BUDGET_RECIPE['label_smoothing']:g} for baseline and tuned with the budget schedule (measured "
+    f"there), else {config_lib.SEED_RECIPE['label_smoothing']:g}.",
+)
 flags.DEFINE_float(
     "dropout",
     None,
@@ -228,6 +234,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     ema = f.ema if f.ema is not None else recipe["ema"]
     learning_rate = f.learning_rate if f.learning_rate is not None else cnn_recipe["learning_rate"]
     dropout = f.dropout if f.dropout is not None else cnn_recipe["dropout"]
+    smoothing = f.label_smoothing if f.label_smoothing is not None else cnn_recipe["label_smoothing"]
     epochs = f.epochs if f.epochs is not None or schedule == "budget" else 10
     patience = f.early_stopping_patience
     if patience is None:
@@ -244,7 +251,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "epochs": epochs,
         "schedule": schedule,
         "ema": ema,
-        "label_smoothing": f.label_smoothing,
+        "label_smoothing": smoothing,
         "batch_size": f.batch_size,
         "learning_rate": learning_rate,
         "optimizer": f.optimizer,
