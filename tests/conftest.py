@@ -76,16 +76,29 @@ def baseline_run(pcam_data, tmp_path_factory) -> Path:
 @pytest.fixture
 def crash_after():
     """`crash_after(n)`: a Keras callback for `trainer.train.run(config, callbacks=[...])` that stops the run
-    like a killed process once its epoch n has ended and been saved: RuntimeError("simulated interruption ...")."""
+    like a killed process once its epoch n has ended and been saved: RuntimeError("simulated interruption ...").
+
+    It raises when the next epoch begins or fit() ends, after the trainer's callbacks have written epoch n's state
+    (trainer.phases.StateCheckpoint writes it then). tests/test_kill_resume.py kills real processes."""
     import keras
 
     class CrashAfterEpochs(keras.callbacks.Callback):
         def __init__(self, n: int):
             super().__init__()
             self.n = n
+            self.ended = 0  # epochs ended, over every phase's fit()
 
         def on_epoch_end(self, epoch, logs=None):
-            if epoch + 1 == self.n:
-                raise RuntimeError(f"simulated interruption after epoch {epoch + 1}")
+            self.ended = epoch + 1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._crash_if_due()
+
+        def on_train_end(self, logs=None):
+            self._crash_if_due()
+
+        def _crash_if_due(self):
+            if self.ended == self.n:
+                raise RuntimeError(f"simulated interruption after epoch {self.n}")
 
     return CrashAfterEpochs

@@ -12,8 +12,10 @@
         progress.close()
 
 After every epoch `StateCheckpoint` saves the weights and optimizer state to
-RUN_DIR/state/epoch-N.weights.h5, then RUN_DIR/state/state.json records which phase and epoch they
-belong to, plus the early-stopping and best-AUC state and, once fixed, the budget schedule's plan.
+RUN_DIR/state/epoch-N.weights.h5; once every callback of the epoch has run (its training_log.csv row
+and best.weights.h5 are written), RUN_DIR/state/state.json records which phase and epoch they belong
+to, plus the early-stopping and best-AUC state and, once fixed, the budget schedule's plan. A process
+killed at any point before that repeats the epoch when restarted (tests/test_kill_resume.py).
 A run restarted with the same command reads that file (`Progress`) and:
 
 - skips the phases it marks finished (the frozen-base phase of a transfer model);
@@ -172,10 +174,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class StateCheckpoint(keras.callbacks.Callback):
-    """Saves weights + optimizer state, then the state file pointing at them, after every epoch.
+    """Saves weights + optimizer state after every epoch, and the state file pointing at them once the epoch's
+    other callbacks have run.
 
     Must come after the early-stopping and schedule callbacks in the list, so it records that epoch's
     decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
+    The state file, which a restart takes as the epoch being over, is written at the next epoch's start or at
+    the end of fit(): after the callbacks that follow this one, ModelCheckpoint's best.weights.h5 among
+    them. Written at this epoch's end, a kill before best.weights.h5 was updated left a state whose best
+    AUC no saved weights had, and the restart evaluated an older epoch's weights.
     """
 
     def __init__(
@@ -197,6 +204,7 @@ class StateCheckpoint(keras.callbacks.Callback):
         self.best_auc = best_auc
         self.schedule = schedule
         self.monitor = monitor
+        self._pending: dict | None = None  # the state of the epoch that ended, not written yet
 
     def on_epoch_end(self, epoch, logs=None):
         auc = (logs or {}).get(self.monitor)
@@ -207,26 +215,35 @@ class StateCheckpoint(keras.callbacks.Callback):
         best = self.early_stopping.best
         plan = self.schedule.schedule if self.schedule is not None else None
         plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
-        write_state(
-            self.state_dir,
-            {
-                "phase_index": self.phase_index,
-                "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
-                "epoch": epoch + 1,  # the next epoch to run
-                # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
-                # (BudgetStop) or a crash leaves it open, so the same command continues it.
-                "phase_done": (
-                    self.early_stopping.stopped_epoch > 0
-                    or epoch + 1 >= self.phase_end
-                    or (plan_end is not None and epoch + 1 >= plan_end)
-                ),
-                "weights": weights.name,
-                "best_auc": self.best_auc,
-                "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
-                # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
-                "schedule": plan.to_dict() if plan is not None and plan.planned else None,
-            },
-        )
+        self._pending = {
+            "phase_index": self.phase_index,
+            "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
+            "epoch": epoch + 1,  # the next epoch to run
+            # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
+            # (BudgetStop) or a crash leaves it open, so the same command continues it.
+            "phase_done": (
+                self.early_stopping.stopped_epoch > 0
+                or epoch + 1 >= self.phase_end
+                or (plan_end is not None and epoch + 1 >= plan_end)
+            ),
+            "weights": weights.name,
+            "best_auc": self.best_auc,
+            "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+            # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
+            "schedule": plan.to_dict() if plan is not None and plan.planned else None,
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._write_pending()
+
+    def on_train_end(self, logs=None):
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending is None:
+            return
+        write_state(self.state_dir, self._pending)
         for old in self.state_dir.glob("epoch-*.weights.h5"):
-            if old.name != weights.name:
+            if old.name != self._pending["weights"]:
                 old.unlink()
+        self._pending = None
