@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pcam_tfds import validated
-from pcam_tfds.core import examples, layout, outputs, patches, records, splits, summary
+from pcam_tfds.core import examples, layout, outputs, records, splits, summary
 from pcam_tfds.core.progress import Progress
 
 _CHUNK = 512  # files per task
@@ -119,12 +119,12 @@ def _examples(chosen: list[dict], split: str, counts: dict | None) -> Iterator[t
         window: collections.deque = collections.deque()
         todo = iter(chosen)
         for r in itertools.islice(todo, _READ_AHEAD):
-            window.append((r, pool.submit(patches.read_patch, r["path"])))
+            window.append((r, pool.submit(examples.read_pixels, r)))
         while window:
             r, future = window.popleft()
             nxt = next(todo, None)
             if nxt is not None:
-                window.append((nxt, pool.submit(patches.read_patch, nxt["path"])))
+                window.append((nxt, pool.submit(examples.read_pixels, nxt)))
             # The file passed validation moments ago; failing to read it now is an error, not a rejection.
             pixels = future.result()
             if counts is not None:

@@ -130,16 +130,8 @@ def _rewrite_in_place(path, change: str) -> None:
 @pytest.mark.parametrize("change", ["pixels", "undecodable"])
 @pytest.mark.parametrize("beam_args", [None, ["--direct_running_mode=in_memory"]], ids=["local", "beam"])
 def test_a_file_changed_in_place_with_size_and_mtime_kept_fails_the_build_naming_it(
-    checked, tmp_path, monkeypatch, beam_args, change, request
+    checked, tmp_path, monkeypatch, beam_args, change
 ):
-    if beam_args is None and change == "undecodable":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="pcam_tfds/local_steps.py reads with patches.read_patch, not examples.read_pixels: "
-                "a PatchError without the file's name",
-            )
-        )
     folder, checks, _ = checked
     with open(checks / outputs.MANIFEST, "rb") as f:
         rows = pq.read_table(f, columns=["id", "source", "valid", "path", "pixel_hash"]).to_pylist()
