@@ -33,9 +33,12 @@ USAGE_EXIT = 2  # argparse's status for a usage error; the Beam jobs use it too
 QUIET_VERBOSITY = -1  # absl's WARNING
 # What TensorFlow's C++ runtime writes while it loads, before its logging is set up, whatever
 # TF_CPP_MIN_LOG_LEVEL says (TF 2.21): INFO lines ("oneDNN custom operations are on", "Could not find cuda
-# drivers") and absl's notice about them. Anything else written then (a warning, an error) still shows.
+# drivers") and absl's notice about them; and, where TF_CPP_MIN_LOG_LEVEL < 3, the "failed call to cuInit"
+# error of a machine without a GPU driver (TensorFlow then runs on the CPU, as it says at --verbosity=1).
+# Anything else written then (another warning or error) still shows.
 _NATIVE_LOAD_NOISE = re.compile(
-    r"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog)"
+    r"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog"
+    r"|E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit)"
 )
 HELP_FLAGS = {"-?", "-h", "-help", "--help", "--helpshort", "--helpfull", "--helpxml"}
 
