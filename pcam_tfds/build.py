@@ -42,7 +42,6 @@ def define_flags(fv: flags.FlagValues) -> None:
 def build(dataset: str, manual_dir: str, data_dir: str, configs=None, overwrite=False, beam_pipeline_options=None):
     """Builds each config of `dataset` (all when `configs` is None); returns their DatasetInfos."""
     import tensorflow_datasets as tfds
-    from etils import epath
 
     from pcam_tfds.pcam import pcam_dataset_builder
     from pcam_tfds.pcam_hdf5 import pcam_hdf5_dataset_builder
@@ -65,7 +64,7 @@ def build(dataset: str, manual_dir: str, data_dir: str, configs=None, overwrite=
 
             download_config.beam_options = PipelineOptions(flags=[f"--{o}" for o in beam_pipeline_options.split(",")])
         builder = builder_class(config=name, data_dir=data_dir)
-        reused = (epath.Path(builder.data_dir) / "dataset_info.json").exists() and not overwrite
+        reused = builder.is_prepared() and not overwrite
         builder.download_and_prepare(download_config=download_config)
         if reused:  # the builder checked its inputs first: they are unchanged
             print(f"{builder.info.full_name} is already built in {builder.data_dir}; --overwrite rebuilds it")
