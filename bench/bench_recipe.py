@@ -47,6 +47,12 @@ def score(probs: dict[str, float], labels: dict[str, int], seed: int = 0) -> dic
     return {"auc": round(m["roc_auc"], 4), "ci95": [round(v, 4) for v in m["roc_auc_ci95"]], "n": len(ids)}
 
 
+def read_val_predictions(path: str) -> dict[str, tuple[int, float]]:
+    """id -> (label, probability) from a run's val_predictions.csv."""
+    with open(path) as f:
+        return {row["id"]: (int(row["label"]), float(row["probability"])) for row in csv.DictReader(f)}
+
+
 def read_labels(path: str) -> dict[str, int]:
     with open(path) as f:
         return {row["id"]: int(row["label"]) for row in csv.DictReader(f)}
@@ -118,6 +124,10 @@ def ensemble(a) -> dict:
     arms = a.ensemble.split(",")
     labels = read_labels(a.labels)
     result = {"ensemble": arms}
+    # The ensemble's validation AUC (the split the arms chose on) comes first: ensembles are chosen on it.
+    val = [read_val_predictions(os.path.join(a.work_dir, arm, "run", "val_predictions.csv")) for arm in arms]
+    val_labels = {i: label for i, (label, _) in val[0].items()}
+    result["val_auc"] = score({i: float(np.mean([v[i][1] for v in val])) for i in val_labels}, val_labels)["auc"]
     for suffix, key in (("", "external"), ("_tta", "external_tta")):
         runs = [read_probs(os.path.join(a.work_dir, arm, f"test{suffix}.csv")) for arm in arms]
         mean = {i: float(np.mean([r[i] for r in runs])) for i in runs[0]}
