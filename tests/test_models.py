@@ -34,7 +34,7 @@ def test_registry_lists_the_four_models():
     assert set(models.TRANSFER) < set(models.NAMES)
     with pytest.raises(ValueError, match="choose one of baseline"):
         models.build("vgg16")
-    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats"}
+    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm"}
     assert models.arguments("resnet50") == {"input_shape", "weights", "dropout"}
 
 
@@ -196,3 +196,46 @@ def test_weights_from_a_file_load_into_the_base(tmp_path):
     model = models.build("resnet50", input_shape=(32, 32, 3), weights=str(path))
     loaded = model.get_layer(transfer.BASE_LAYER).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(loaded, base.get_weights()))
+
+
+def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_path):
+    """--stain_norm=reinhard: the CNN's first layer is stains.reinhard in float32, also under bfloat16,
+    and a saved model (what trainer.predict loads) normalises the same way."""
+    from pcam_tfds.core import stains
+    from trainer import inference
+    from trainer.models.stain_norm import ReinhardNormalization
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 96, 96, 3)).astype("float32")
+    expected = stains.reinhard(images)
+    np.testing.assert_allclose(ReinhardNormalization()(images).numpy(), expected, atol=0.05)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build("baseline", stain_norm="reinhard")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    layer = model.get_layer("stain_norm")
+    assert layer.compute_dtype == "float32" and model.layers[1] is layer
+    normalised = keras.Model(model.input, layer.output)
+    np.testing.assert_allclose(normalised(images).numpy(), expected, atol=0.05)
+    model.save(tmp_path / "model.keras")
+    loaded = inference.load_model(str(tmp_path))
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    with pytest.raises(ValueError, match="choose none or reinhard"):
+        models.build("baseline", stain_norm="macenko")
+
+
+def test_stain_norm_flag_reaches_the_model(tmp_path):
+    import dataclasses
+
+    from trainer import config as config_lib
+    from trainer import train
+
+    base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="--stain_norm is for the CNN models"):
+        config_lib.validate(dataclasses.replace(base, model="resnet50", stain_norm="reinhard"))
+    with pytest.raises(ValueError, match="stain_norm"):
+        config_lib.validate(dataclasses.replace(base, stain_norm="macenko"))
+    config = config_lib.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
+    assert "stain_norm" in [layer.name for layer in train.build_model(config).layers]
+    assert "stain_norm" not in [layer.name for layer in train.build_model(base).layers]

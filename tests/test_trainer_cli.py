@@ -130,6 +130,7 @@ def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):
         ("--model=vgg16", "baseline|tuned|resnet50|densenet169"),
         ("--augment=heavy", "dihedral|seed|none"),
         ("--sample_fraction=1.5", "--sample_fraction=1.5 must be in (0, 1]"),
+        ("--stain_norm=macenko", "none|reinhard"),
     ],
 )
 def test_bad_flag_fails_with_a_clear_message(flag, expected, tmp_path):
@@ -157,6 +158,7 @@ def test_helpfull_documents_the_flags():
         "--jit_compile",
         "--strategy",
         "--hparams",
+        "--stain_norm",
         "--class_weights",
         "--steps_per_epoch",
         "--flagfile",

@@ -150,6 +150,13 @@ flags.DEFINE_string(
     "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean and std "
     "instead of scaled by 1/255.",
 )
+flags.DEFINE_enum(
+    "stain_norm",
+    "none",
+    config_lib.STAIN_NORMS,
+    "baseline/tuned: reinhard = Reinhard colour normalisation of every patch inside the model (each patch's "
+    "mean and std in l-alpha-beta set to those of typical PCam patches), in training and prediction alike.",
+)
 flags.DEFINE_string(
     "hparams",
     None,
@@ -276,6 +283,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "batch_norm": f.batch_norm,
         "hparams": f.hparams,
         "channel_stats": f.channel_stats,
+        "stain_norm": f.stain_norm,
         "weights": f.weights,
         "head_epochs": f.head_epochs,
         "unfreeze_layers": f.unfreeze_layers,

@@ -19,6 +19,7 @@ from trainer import models
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
 STRATEGIES = ("auto", "mirrored", "one_device", "default", "multi_worker")
+STAIN_NORMS = ("none", "reinhard")  # trainer.models.stain_norm, first layer of the CNNs
 AUGMENT_ON = ("host", "device")  # where the augmentation runs: in the tf.data pipeline or in the train step
 SCHEDULES = ("budget", "cosine", "constant")  # trainer.schedule; the flag's "auto" is resolved before this
 PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (variables stay float32)
@@ -100,6 +101,7 @@ class TrainConfig:
     batch_norm: bool = False
     hparams: str | None = None
     channel_stats: str | None = None
+    stain_norm: str = "none"
     # Transfer models.
     weights: str = "imagenet"
     head_epochs: int = 2
@@ -152,6 +154,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_choice("augment", config.augment, AUGMENTATIONS)
     check_choice("strategy", config.strategy, STRATEGIES)
     check_choice("augment_on", config.augment_on, AUGMENT_ON)
+    check_choice("stain_norm", config.stain_norm, STAIN_NORMS)
     check_choice("schedule", config.schedule, SCHEDULES)
     check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
     check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
@@ -223,6 +226,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.channel_stats and config.is_transfer:
         raise ValueError(
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
+        )
+    if config.stain_norm != "none" and config.is_transfer:
+        raise ValueError(
+            f"--stain_norm is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.channel_stats and not epath.Path(config.channel_stats).exists():
         raise ValueError(

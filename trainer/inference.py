@@ -16,7 +16,8 @@ from trainer import augment
 
 def load_model(run_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
-    from trainer.models import transfer  # noqa: F401  registers ImagenetPreprocess, a layer of the transfer models
+    # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs).
+    from trainer.models import stain_norm, transfer  # noqa: F401
 
     path = f"{run_dir.rstrip('/')}/model.keras"
     if not tf.io.gfile.exists(path):

@@ -1,10 +1,15 @@
-"""H&E colour deconvolution (Ruifrok & Johnston 2001) in numpy: one definition of the stain matrix.
+"""H&E colour deconvolution (Ruifrok & Johnston 2001) and Reinhard colour normalisation in numpy: one
+definition of each matrix.
 
     stains = rgb_to_hed(pixels)     (..., 3) 0..255 RGB -> haematoxylin, eosin, DAB in optical density
     pixels = hed_to_rgb(stains)     the inverse (not clipped, so the round trip is exact up to rounding)
+    lab = rgb_to_lab(pixels)        (..., 3) 0..255 RGB -> Reinhard's l-alpha-beta; lab_to_rgb inverts it
+    out = reinhard(images)          (..., H, W, 3) each image's colour statistics moved to a target's
 
-The EDA report separates sample patches into their stains with these functions, and `trainer.augment`
-builds its stain jitter (in TensorFlow) on the same `RGB_FROM_HED` and `OD_REFERENCE`.
+The EDA report separates sample patches into their stains with these functions, `trainer.augment`
+builds its stain jitter (in TensorFlow) on the same `RGB_FROM_HED` and `OD_REFERENCE`, and
+`trainer.models.stain_norm` normalises colour inside the CNNs (`--stain_norm=reinhard`) with the
+l-alpha-beta matrices and target below.
 """
 
 from __future__ import annotations
@@ -53,3 +58,49 @@ def stain_rgb(stains: np.ndarray, stain: int) -> np.ndarray:
     only = np.zeros_like(np.asarray(stains, dtype=np.float64))
     only[..., stain] = stains[..., stain]
     return np.clip(np.rint(hed_to_rgb(only)), 0, 255).astype(np.uint8)
+
+
+# Reinhard et al. 2001's l-alpha-beta space: RGB -> LMS cone responses, log10, then decorrelated axes
+# (lightness, yellow-blue, red-green). Reinhard colour normalisation moves each image's per-channel mean
+# and standard deviation there to a target's.
+LMS_FROM_RGB = np.array([[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]])
+LAB_FROM_LOG_LMS = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
+    [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]]
+)
+RGB_FROM_LMS = np.linalg.inv(LMS_FROM_RGB)
+LOG_LMS_FROM_LAB = np.linalg.inv(LAB_FROM_LOG_LMS)
+for _m in (LMS_FROM_RGB, LAB_FROM_LOG_LMS, RGB_FROM_LMS, LOG_LMS_FROM_LAB):
+    _m.flags.writeable = False
+
+# The target of `reinhard`: the mean over patches of each patch's l-alpha-beta mean and standard deviation,
+# from 2,000 training patches of the real PCam sample (the first 2,000 ids of its train/ in sorted order).
+REINHARD_TARGET_MEAN = (3.7189, -0.0627, 0.0185)
+REINHARD_TARGET_STD = (0.3168, 0.0467, 0.0140)
+# A patch whose channel varies less than this (a blank patch) is shifted to the target mean, not stretched.
+REINHARD_MIN_STD = 1e-3
+
+
+def rgb_to_lab(pixels: np.ndarray) -> np.ndarray:
+    """0..255 RGB (..., 3) -> float64 l-alpha-beta (Reinhard et al. 2001); v + 1 keeps the log of black finite."""
+    lms = (np.asarray(pixels, dtype=np.float64) + 1.0) @ LMS_FROM_RGB.T
+    return np.log10(lms) @ LAB_FROM_LOG_LMS.T
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """The inverse of rgb_to_lab: float64 0..255 RGB (not clipped)."""
+    lms = 10.0 ** (np.asarray(lab, dtype=np.float64) @ LOG_LMS_FROM_LAB.T)
+    return lms @ RGB_FROM_LMS.T - 1.0
+
+
+def reinhard_lab(lab: np.ndarray, mean=REINHARD_TARGET_MEAN, std=REINHARD_TARGET_STD) -> np.ndarray:
+    """Images (..., H, W, 3) in l-alpha-beta with each image's per-channel mean and std set to `mean` and `std`."""
+    m = lab.mean(axis=(-3, -2), keepdims=True)
+    s = np.maximum(lab.std(axis=(-3, -2), keepdims=True), REINHARD_MIN_STD)
+    return (lab - m) / s * np.asarray(std) + np.asarray(mean)
+
+
+def reinhard(images: np.ndarray, mean=REINHARD_TARGET_MEAN, std=REINHARD_TARGET_STD) -> np.ndarray:
+    """Reinhard colour normalisation of images (..., H, W, 3), 0..255 RGB -> float64 0..255 RGB (clipped):
+    each image's l-alpha-beta channels get the target `mean` and `std`. The reference that
+    trainer.models.stain_norm's layer is tested against."""
+    return np.clip(lab_to_rgb(reinhard_lab(rgb_to_lab(images), mean, std)), 0.0, 255.0)

@@ -11,7 +11,9 @@ from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer.models.cnn import cnn
 
 
-def build(input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.5, channel_stats=None) -> keras.Model:
+def build(
+    input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.5, channel_stats=None, stain_norm: str = "none"
+) -> keras.Model:
     """The seed architecture; dropout and the input normalisation (see `cnn`) are configurable."""
     return cnn(
         input_shape,
@@ -21,4 +23,5 @@ def build(input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.5,
         batch_norm=False,
         name="baseline",
         channel_stats=channel_stats,
+        stain_norm=stain_norm,
     )

@@ -19,22 +19,30 @@ def cnn(
     kernel_size: int = 3,
     name: str = "cnn",
     channel_stats: tuple[list[float], list[float]] | None = None,
+    stain_norm: str = "none",
 ) -> keras.Model:
     """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
     dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images:
     by 1/255, or, given `channel_stats` (per-channel mean and std on the 0..255 scale, as
     `beam_jobs.stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
+    `stain_norm="reinhard"` first normalises each patch's colour (trainer.models.stain_norm).
 
     The output layer computes in float32 so its probabilities stay exact under mixed precision.
     """
     if not filters:
         raise ValueError(f"filters={filters!r}: need at least one conv block")
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = x = keras.Input(shape=input_shape, name="image")
+    if stain_norm == "reinhard":
+        from trainer.models.stain_norm import ReinhardNormalization
+
+        x = ReinhardNormalization(name="stain_norm")(x)
+    elif stain_norm != "none":
+        raise ValueError(f"stain_norm={stain_norm!r}: choose none or reinhard")
     if channel_stats is None:
-        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     else:
         mean, std = channel_stats
-        x = keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalize")(inputs)
+        x = keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalize")(x)
     for i, width in enumerate(filters):
         # Batch norm makes the conv bias redundant.
         x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i + 1}")(x)

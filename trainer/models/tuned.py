@@ -15,6 +15,7 @@ def build(
     dropout: float = 0.5,
     batch_norm: bool = False,
     channel_stats=None,
+    stain_norm: str = "none",
 ) -> keras.Model:
     """The CNN with the given widths; optimizer settings (learning rate, weight decay) belong to the trainer."""
     return cnn(
@@ -25,4 +26,5 @@ def build(
         batch_norm=batch_norm,
         name="tuned",
         channel_stats=channel_stats,
+        stain_norm=stain_norm,
     )
