@@ -28,6 +28,8 @@ from typing import NoReturn
 
 from absl import app, flags
 
+from pcam_tfds.core.progress import print_line
+
 TRACEBACK_ENV = "PCAM_TRACEBACK"
 USAGE_EXIT = 2  # argparse's status for a usage error; the Beam jobs use it too
 QUIET_VERBOSITY = -1  # absl's WARNING
@@ -51,9 +53,8 @@ def fail(error: BaseException) -> NoReturn:
     sys.exit(USAGE_EXIT)
 
 
-def progress(message: str) -> None:
-    """One line of progress (a phase starts, a run resumes, a budget is spent): stderr, at every verbosity."""
-    print(message, file=sys.stderr, flush=True)
+# One line of progress (a phase starts, a run resumes, a budget is spent): stderr, at every verbosity.
+progress = print_line
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pcam_tfds import validated
 from pcam_tfds.core import examples, layout, outputs, records, splits, summary
-from pcam_tfds.core.progress import Progress
+from pcam_tfds.core.progress import Progress, print_line
 
 _CHUNK = 512  # files per task
 _READ_THREADS, _READ_AHEAD = 4, 256  # pixel reads in flight while the writer works
@@ -80,11 +79,9 @@ def split_generators(
         check = LocalValidation(data_dir)
         files, doc = check.files, check.write_outputs(checks_dir)
         verb = "validated"
-    print(
+    print_line(
         f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
-        f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}",
-        file=sys.stderr,
-        flush=True,
+        f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
     )
     if len(files) != doc["total"]:
         raise summary.AccountingError(f"{len(files)} file records but summary.json counts {doc['total']} files")

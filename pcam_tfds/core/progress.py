@@ -23,7 +23,9 @@ from collections.abc import Callable
 EVERY = 10.0  # seconds between lines
 
 
-def _print_stderr(line: str) -> None:
+def print_line(line: str) -> None:
+    """One line for the person at the terminal: stderr, flushed, so it never mixes with a result on stdout.
+    Every progress line of the project's commands goes through here (pcam_tfds.cli.progress is this)."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -45,7 +47,7 @@ class Progress:
         unit: str = "files",
         every: float = EVERY,
         clock: Callable[[], float] = time.monotonic,
-        emit: Callable[[str], None] = _print_stderr,
+        emit: Callable[[str], None] = print_line,
     ):
         self.label, self.total, self.unit, self.every = label, total, unit, every
         self.clock, self.emit = clock, emit
