@@ -4,6 +4,7 @@
         --work_dir=/tmp/recipe --cpu_minutes=30 --core=0 --arm=default -- --model=baseline
     python bench/bench_recipe.py ... --arm=constant --core=1 -- --model=baseline --schedule=constant --ema=0
     python bench/bench_recipe.py --work_dir=/tmp/recipe --labels=... --ensemble=default,hed   # an ensemble's score
+    python bench/bench_recipe.py --work_dir=/tmp/recipe --labels=... --best_ensemble=120      # chosen on validation
     python bench/bench_recipe.py --work_dir=/tmp/recipe --report                              # the Markdown table
 
 One arm: `python -m trainer <flags after --> --max_cpu_minutes=N` pinned to one core (taskset, so two
@@ -137,6 +138,40 @@ def ensemble(a) -> dict:
     return result
 
 
+def best_ensemble(a) -> dict:
+    """Of every set of two or more finished arms whose CPU budgets (--cpu_minutes each was given) add up to at
+    most --best_ensemble minutes, the one whose averaged validation predictions score the highest validation
+    AUC; then that set, and only it, is scored on the external set. The choice never reads the external labels."""
+    import itertools
+
+    from sklearn.metrics import roc_auc_score
+
+    pool = {}
+    for arm in sorted(os.listdir(a.work_dir)):
+        bench, val = (os.path.join(a.work_dir, arm, *p) for p in (("bench.json",), ("run", "val_predictions.csv")))
+        if os.path.exists(bench) and os.path.exists(val):
+            pool[arm] = (json.load(open(bench))["cpu_minutes"], read_val_predictions(val))
+    ids = sorted(next(iter(pool.values()))[1])
+    if any(sorted(v) != ids for _, v in pool.values()):
+        raise SystemExit("the arms' val_predictions.csv cover different ids: not the same validation split")
+    y = np.array([pool[next(iter(pool))][1][i][0] for i in ids])
+    probs = {arm: np.array([v[i][1] for i in ids]) for arm, (_, v) in pool.items()}
+    best, considered = (0.0, ()), 0
+    for size in range(2, len(pool) + 1):
+        for arms in itertools.combinations(sorted(pool), size):
+            if sum(pool[arm][0] for arm in arms) > a.best_ensemble + 1e-9:
+                continue
+            considered += 1
+            auc = roc_auc_score(y, np.mean([probs[arm] for arm in arms], axis=0))
+            best = max(best, (auc, arms))
+    if not considered:
+        raise SystemExit(f"no two finished arms fit into {a.best_ensemble} CPU-minutes")
+    a.ensemble = ",".join(best[1])
+    result = ensemble(a)
+    result.update(cpu_minutes=sum(pool[arm][0] for arm in best[1]), sets_considered=considered, pool=sorted(pool))
+    return result
+
+
 def report(work_dir: str) -> None:
     print("| arm | recipe flags | train CPU s | epochs | val AUC | external AUC [95% CI] | with TTA |")
     print("| --- | --- | ---: | ---: | ---: | --- | --- |")
@@ -165,10 +200,15 @@ def main(argv=None):
     p.add_argument("--cpu_minutes", type=float, default=30.0)
     p.add_argument("--core", type=int, help="pin to this CPU core (taskset)")
     p.add_argument("--ensemble", help="comma-separated finished arms to average")
+    p.add_argument(
+        "--best_ensemble", type=float, help="CPU-minutes: pick the finished arms to average on validation AUC, score it"
+    )
     p.add_argument("--report", action="store_true")
     a = p.parse_args(own)
     if a.report:
         report(a.work_dir)
+    elif a.best_ensemble:
+        print(json.dumps(best_ensemble(a), indent=2))
     elif a.ensemble:
         print(json.dumps(ensemble(a), indent=2))
     else:
