@@ -32,15 +32,17 @@ class ReinhardNormalization(keras.layers.Layer):
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
     def call(self, images):
+        # The 3x3 colour matrices run as 1x1 convolutions and the statistics as means over (batch, pixels, 3):
+        # on CPU both are several times faster than a broadcast matmul and moments over two middle axes.
         ops = keras.ops
-        lms = ops.matmul(ops.cast(images, "float32") + 1.0, _constant(stains.LMS_FROM_RGB.T))
-        lab = ops.matmul(ops.log(lms) / np.log(10.0), _constant(stains.LAB_FROM_LOG_LMS.T))
-        m = ops.mean(lab, axis=(1, 2), keepdims=True)
-        s = ops.maximum(ops.std(lab, axis=(1, 2), keepdims=True), stains.REINHARD_MIN_STD)
-        lab = (lab - m) / s * _constant(self.std) + _constant(self.mean)
-        lms = ops.power(10.0, ops.matmul(lab, _constant(stains.LOG_LMS_FROM_LAB.T)))
-        rgb = ops.matmul(lms, _constant(stains.RGB_FROM_LMS.T)) - 1.0
-        return ops.clip(rgb, 0.0, 255.0)
+        shape = ops.shape(images)
+        lms = ops.conv(ops.cast(images, "float32") + 1.0, _kernel(stains.LMS_FROM_RGB))
+        lab = ops.reshape(ops.conv(ops.log(lms), _kernel(stains.LAB_FROM_LOG_LMS, 1 / np.log(10.0))), (shape[0], -1, 3))
+        m = ops.mean(lab, axis=1, keepdims=True)
+        s = ops.sqrt(ops.mean(ops.square(lab - m), axis=1, keepdims=True))
+        lab = (lab - m) * (_constant(self.std) / ops.maximum(s, stains.REINHARD_MIN_STD)) + _constant(self.mean)
+        lms = ops.exp(ops.conv(ops.reshape(lab, shape), _kernel(stains.LOG_LMS_FROM_LAB, np.log(10.0))))
+        return ops.clip(ops.conv(lms, _kernel(stains.RGB_FROM_LMS)) - 1.0, 0.0, 255.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -49,5 +51,10 @@ class ReinhardNormalization(keras.layers.Layer):
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
 
 
-def _constant(values) -> keras.KerasTensor:
+def _constant(values):
     return keras.ops.convert_to_tensor(np.asarray(values, dtype=np.float32))
+
+
+def _kernel(matrix: np.ndarray, scale: float = 1.0):
+    """y = matrix @ x at every pixel, as the kernel of a 1x1 convolution (height, width, in, out)."""
+    return _constant((np.asarray(matrix).T * scale).reshape(1, 1, 3, 3))
