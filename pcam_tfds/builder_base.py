@@ -25,7 +25,6 @@ import abc
 import dataclasses
 import json
 import logging
-import sys
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -33,6 +32,7 @@ from etils import epath
 from pcam_tfds import features, folder_lock
 from pcam_tfds.core import counters, outputs
 from pcam_tfds.core.patches import PATCH_SHAPE
+from pcam_tfds.core.progress import print_line
 
 DEFAULT_MAX_SHARD_BYTES = 64 << 20
 # The patches' license, as both datasets state it (PatchCamelyon is CC0, following Camelyon16).
@@ -137,7 +137,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder):
         self._check_counts(self.info.splits, self._emitted)
 
     def _log_download_bytes(self) -> None:
-        print(f"building {self.info.full_name} in {self.data_dir}", file=sys.stderr, flush=True)
+        print_line(f"building {self.info.full_name} in {self.data_dir}")
 
     def _log_download_done(self) -> None:
         splits = ", ".join(f"{name} {info.num_examples:,}" for name, info in sorted(self.info.splits.items()))
