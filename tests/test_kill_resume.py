@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import REPO, run_module
 
 # 1-based epochs, as the trainer's output counts them; the hooks below use Keras' 0-based ones. Two epochs of
 # five batches (the tiny dataset of tests/conftest.py, batch 16), so epoch 2 resumes from epoch 1's state.
@@ -49,20 +50,6 @@ def _flags(pcam_data, run_dir: Path) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _run_trainer(args: list[str]) -> None:
-    """`python -m trainer ARGS`, which must exit 0."""
-    from cli_runs import REPO
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainer", *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, f"python -m trainer exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-
-
 def _log(run_dir: Path) -> list[dict]:
     with open(run_dir / "training_log.csv") as f:
         return list(csv.DictReader(f))
@@ -71,29 +58,32 @@ def _log(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(pcam_data, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    _run_trainer(_flags(pcam_data, run_dir))
+    run_module("trainer", *_flags(pcam_data, run_dir), timeout=900)
     return run_dir
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_outputs(pcam_data, uninterrupted, tmp_path, point):
-    from cli_runs import REPO
-
     history = _log(uninterrupted)
     # What before_best_weights kills: the run's best epoch is its last.
     assert float(history[1]["val_auc"]) > float(history[0]["val_auc"]), history
     run_dir = tmp_path / "run"
     flags = _flags(pcam_data, run_dir)
     killed = subprocess.run(
-        [sys.executable, __file__, point, *flags], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
+        [sys.executable, __file__, point, *flags],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},  # as run_module runs the trainer
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert killed.returncode == -signal.SIGKILL, (
         f"expected the kill {KILL_POINTS[point]}; exit status {killed.returncode}:\n{killed.stderr[-4000:]}"
     )
     assert not (run_dir / "metrics.json").exists()
 
-    _run_trainer(flags)  # the same command again
+    run_module("trainer", *flags, timeout=900)  # the same command again
     assert [int(row["epoch"]) for row in _log(run_dir)] == [0, 1]  # one row per epoch
     for name in OUTPUTS:  # Python's repr of each float in all three: equal text is equal bits
         assert (run_dir / name).read_text() == (uninterrupted / name).read_text(), f"{name} after the kill {point}"
