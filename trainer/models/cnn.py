@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer.config import STAIN_NORMS
 
 
 def cnn(
@@ -31,13 +32,13 @@ def cnn(
     """
     if not filters:
         raise ValueError(f"filters={filters!r}: need at least one conv block")
+    if stain_norm not in STAIN_NORMS:
+        raise ValueError(f"stain_norm={stain_norm!r}: choose one of {', '.join(STAIN_NORMS)}")
     inputs = x = keras.Input(shape=input_shape, name="image")
     if stain_norm == "reinhard":
         from trainer.models.stain_norm import ReinhardNormalization
 
         x = ReinhardNormalization(name="stain_norm")(x)
-    elif stain_norm != "none":
-        raise ValueError(f"stain_norm={stain_norm!r}: choose none or reinhard")
     if channel_stats is None:
         x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     else:
