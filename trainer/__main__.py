@@ -116,7 +116,9 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
-flags.DEFINE_integer("shuffle_buffer", 8192, "Examples in the shuffle buffer.")
+flags.DEFINE_integer(
+    "shuffle_buffer", 8192, "Records per shuffle block (each pass is shuffled in blocks of this many)."
+)
 
 flags.DEFINE_enum(
     "mixed_precision",

@@ -1,6 +1,6 @@
 """tf.data input pipelines over a built `pcam` TFDS dataset; pure functions of their arguments.
 
-Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> shuffle of
+Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> block shuffle of
 serialized records -> (repeat) -> batch -> parse + decode + augment per batch -> prefetch.
 Records are parsed after batching with one `tf.io.parse_example` call per batch. The benchmark
 (bench/bench_trainer_input.py) measured it about as fast as TFDS' per-example decoding, and both
@@ -150,7 +150,7 @@ def train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             files_t, seed=determinism.epoch_seed(seed, _FILE_ORDER, pass_index)
         )
-        # Reading several shards at once mixes the order beyond what the shuffle buffer alone can. In a fixed
+        # Reading several shards at once mixes the order beyond what the shuffle blocks alone can. In a fixed
         # order (deterministic=True): the order is a function of the seed, and records shared out by position
         # come in the same order on every worker.
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
@@ -164,16 +164,7 @@ def train_dataset(
             ds = ds.shard(shard[1], shard[0])
         if sample_fraction < 1.0:
             ds = ds.filter(lambda s: _keep_sample(s, sample_fraction))
-        # Shuffling serialized records (~27 kB each) is cheaper than shuffling decoded float images. Each
-        # pass is its own dataset with its own seed, so there is nothing to reshuffle.
-        record_seed = tf.random.stateless_uniform(
-            [],
-            seed=determinism.epoch_seed(seed + salt, _RECORD_ORDER, pass_index),
-            minval=1,
-            maxval=2**31 - 1,
-            dtype=tf.int64,
-        )
-        return ds.shuffle(shuffle_buffer, seed=record_seed, reshuffle_each_iteration=False)
+        return _shuffle_records(ds, shuffle_buffer, determinism.epoch_seed(seed + salt, _RECORD_ORDER, pass_index))
 
     def batches_from(first_epoch):
         """(serialized batch, epoch, step in the epoch) from the start of `first_epoch` on."""
@@ -207,6 +198,25 @@ def train_dataset(
     # deterministic=True: batches leave in their order (tf.data's default, unless options say otherwise).
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffle_records(ds: tf.data.Dataset, block_size: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """`ds` shuffled in blocks of `block_size` records, each by a stateless permutation drawn from (seed, block).
+
+    The order is a function of `seed` alone. `Dataset.shuffle` would also draw from TensorFlow's global
+    seed (which `seed_everything` sets, and any caller may change), and with a tensor seed it fails to
+    trace when that global seed is 0 (`python -m trainer --seed=0`). Records mix within their block, the
+    window a shuffle buffer of that size draws from. Serialized records (~27 kB each) are cheaper to move
+    than decoded float images.
+    """
+
+    def permute(index, block):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(block, out_type=tf.int64)[0]), seed=tf.random.experimental.stateless_fold_in(seed, index)
+        )
+        return tf.gather(block, order)
+
+    return ds.batch(block_size).enumerate().map(permute).unbatch()
 
 
 def _assert_batches(ds: tf.data.Dataset, num_examples: int, batch_size: int) -> tf.data.Dataset:
