@@ -40,7 +40,6 @@ import json
 import logging
 
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import cli, stats, validate
@@ -81,7 +80,7 @@ def read_manifest(path: str):
     if not FileSystems.exists(path):
         raise ReportError(f"{path}: no such file; expected the manifest.parquet of beam_jobs.validate")
     with FileSystems.open(path, compression_type="uncompressed") as f:
-        return pq.read_table(io.BytesIO(f.read()), columns=["id", "source", "label", "path", "valid"])
+        return outputs.read_manifest(io.BytesIO(f.read()), ["id", "source", "label", "path", "valid"])
 
 
 def pick_examples(manifest, per_label: int, seed: int) -> dict[str, list[tuple[str, str]]]:

@@ -85,7 +85,6 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
 
     FileNotFoundError when an output of the validation is missing.
     """
-    import pyarrow.parquet as pq
 
     missing = [name for name in outputs.OUTPUT_FILES if not fileio.exists(layout.join(validation_dir, name))]
     if missing:
@@ -104,7 +103,7 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
     with fileio.open_read(layout.join(validation_dir, outputs.MANIFEST)) as f:
-        rows = pq.read_table(f, columns=COLUMNS).to_pylist()
+        rows = outputs.read_manifest(f, COLUMNS).to_pylist()
     for source in layout.SOURCES:
         listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
         seen, changed = set(), []
