@@ -85,7 +85,6 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
 
     FileNotFoundError when an output of the validation is missing.
     """
-
     missing = [name for name in outputs.OUTPUT_FILES if not fileio.exists(layout.join(validation_dir, name))]
     if missing:
         raise FileNotFoundError(
