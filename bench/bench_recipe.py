@@ -98,6 +98,7 @@ def run_arm(a, trainer_flags: list[str]) -> dict:
         metrics = json.load(f)
     result["val_auc"] = round(metrics["roc_auc"], 4)
     result["val_ci95"] = [round(v, 4) for v in metrics["roc_auc_ci95"]]
+    result["val_held_out"] = metrics.get("held_out", True)  # False for --refit, which trained on validation
     with open(os.path.join(run_dir, "run", "training_log.csv")) as f:
         result["epochs"] = sum(1 for _ in csv.DictReader(f))
     labels = read_labels(a.labels)
@@ -133,13 +134,14 @@ def ensemble(a) -> dict:
         runs = [read_probs(os.path.join(a.work_dir, arm, f"test{suffix}.csv")) for arm in arms]
         mean = {i: float(np.mean([r[i] for r in runs])) for i in runs[0]}
         result[key] = score(mean, labels)
-    cost = [json.load(open(os.path.join(a.work_dir, arm, "bench.json")))["train_cpu_s"] for arm in arms]
-    result["train_cpu_s"] = sum(cost)
+    benches = [json.load(open(os.path.join(a.work_dir, arm, "bench.json"))) for arm in arms]
+    result["train_cpu_s"] = sum(b["train_cpu_s"] for b in benches)
+    result["val_held_out"] = all(b.get("val_held_out", True) for b in benches)
     return result
 
 
 def best_ensemble(a) -> dict:
-    """Of every set of two or more finished arms whose CPU budgets (--cpu_minutes each was given) add up to at
+    """Of every set of two or more finished arms (not --refit ones) whose CPU budgets (--cpu_minutes each was given) add up to at
     most --best_ensemble minutes, the one whose averaged validation predictions score the highest validation
     AUC; then that set, and only it, is scored on the external set. The choice never reads the external labels."""
     import itertools
@@ -149,7 +151,8 @@ def best_ensemble(a) -> dict:
     pool = {}
     for arm in sorted(os.listdir(a.work_dir)):
         bench, val = (os.path.join(a.work_dir, arm, *p) for p in (("bench.json",), ("run", "val_predictions.csv")))
-        if os.path.exists(bench) and os.path.exists(val):
+        # A --refit arm trained on the validation split: its predictions there cannot choose an ensemble.
+        if os.path.exists(bench) and os.path.exists(val) and json.load(open(bench)).get("val_held_out", True):
             pool[arm] = (json.load(open(bench))["cpu_minutes"], read_val_predictions(val))
     ids = sorted(next(iter(pool.values()))[1])
     if any(sorted(v) != ids for _, v in pool.values()):
@@ -182,7 +185,8 @@ def report(work_dir: str) -> None:
         r = json.load(open(path))
         ext, tta = r["external"], r["external_tta"]
         print(
-            f"| {arm} | `{' '.join(r['flags'])}` | {r['train_cpu_s']} | {r['epochs']} | {r['val_auc']:.4f} | "
+            f"| {arm} | `{' '.join(r['flags'])}` | {r['train_cpu_s']} | {r['epochs']} | {r['val_auc']:.4f}"
+            f"{'' if r.get('val_held_out', True) else ' (not held out)'} | "
             f"{ext['auc']:.4f} [{ext['ci95'][0]:.4f}, {ext['ci95'][1]:.4f}] | "
             f"{tta['auc']:.4f} [{tta['ci95'][0]:.4f}, {tta['ci95'][1]:.4f}] |"
         )

@@ -43,6 +43,23 @@ def test_thresholds_and_calibration_metrics_have_exact_values():
     assert "given" in given["thresholds_source"]
 
 
+def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
+    from trainer import predict
+
+    m = {**evaluate.compute_metrics(LABELS, SCORES), "held_out": True}
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert predict.hard_label_threshold("youden", str(tmp_path), calibrated=False) == pytest.approx(0.7)
+    assert evaluate._run_thresholds([str(tmp_path)]) == {"youden": pytest.approx(0.7), "f1": pytest.approx(0.4)}
+    # A --refit run trained on its validation split: thresholds chosen there would flatter it.
+    (tmp_path / "metrics.json").write_text(json.dumps({**m, "held_out": False}))
+    with pytest.raises(ValueError, match="is a --refit run: its youden threshold was chosen on validation"):
+        predict.hard_label_threshold("youden", str(tmp_path), calibrated=False)
+    assert predict.hard_label_threshold("0.3", str(tmp_path), calibrated=False) == 0.3
+    assert evaluate._run_thresholds([str(tmp_path)]) == {}
+    with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
+        calibration.read_temperature(tmp_path)
+
+
 def test_ece_of_a_calibrated_bin_is_zero_and_of_a_wrong_one_its_gap():
     assert evaluate.expected_calibration_error([0, 0, 0, 1], [0.25] * 4) == pytest.approx(0.0)
     assert evaluate.expected_calibration_error([1, 1, 1, 1], [0.25] * 4) == pytest.approx(0.75)

@@ -113,6 +113,7 @@ def test_a_refined_plan_keeps_the_rate_continuous_and_ends_at_zero():
         ({"ema": 1.0}, "--ema=1.0 must be 0 (off) or a momentum in (0, 1)"),
         ({"label_smoothing": 0.5}, "--label_smoothing=0.5 must be in [0, 0.5)"),
         ({"mixed_precision": "int8"}, "--mixed_precision='int8' is not allowed"),
+        ({"refit": True}, "--refit with --early_stopping_patience=3: a refit trains on the validation split"),
     ],
 )
 def test_config_rejects_bad_schedule_settings(kw, message):
@@ -204,6 +205,53 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
     )
     final = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
     assert final == plan  # a resumed run follows the stored plan and does not refine it
+
+
+def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_data, tmp_path, capsys):
+    cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=3, ema=0.0, refit=True)
+    train.run(cfg)
+    builder = data.load_builder(cfg.data_dir, cfg.dataset)
+    both = data.num_examples(builder, "train") + data.num_examples(builder, "validation")
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert Schedule.from_dict(state["schedule"]).steps_per_epoch == math.ceil(both / cfg.batch_size)
+    # Each epoch reads every labelled patch once (the pipeline asserts its batch count).
+    ds, *_ = train._datasets(cfg, builder, tf.distribute.get_strategy(), train.distribute.SINGLE)
+    assert sum(len(labels) for _, labels in ds) == both
+
+    def weights(path):
+        model = train.build_model(cfg, weights=None)
+        train._load_weights(model, path)
+        return model.get_weights()
+
+    # No epoch is chosen on validation patches it trained on: the saved model is the last epoch's.
+    last = weights(tmp_path / "state" / state["weights"])
+    for saved, kept in zip(weights(tmp_path / train.BEST_WEIGHTS), last):
+        np.testing.assert_array_equal(saved, kept)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["held_out"] is False and metrics["set"] == "validation"
+    assert not (tmp_path / "calibration.json").exists()  # a temperature fitted on seen patches: none
+    assert "validation (trained on, not held out)" in (tmp_path / "classification_report.txt").read_text()
+    assert "--refit trained on these patches: not held out" in capsys.readouterr().out
+
+
+def test_refit_callbacks_save_every_epoch_and_normal_runs_the_best(pcam_data, tmp_path):
+    from keras.callbacks import ModelCheckpoint
+
+    progress = train.phases.Progress(tmp_path / "state")
+    for refit in (False, True):
+        cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=2, refit=refit)
+        phase = train.phases.plan_phases(cfg)[0]
+        callbacks = train._phase_callbacks(cfg, tmp_path, phase, 0, progress.enter(0), progress, 5, None)
+        (checkpoint,) = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+        assert checkpoint.save_best_only is not refit
+
+
+def test_refit_turns_off_the_default_early_stopping(parse_flags):
+    cfg = parse_flags("--refit", "--epochs=5")
+    assert (cfg.refit, cfg.schedule, cfg.early_stopping_patience) == (True, "constant", 0)
+    assert parse_flags("--refit", "--max_cpu_minutes=30").schedule == "budget"
+    with pytest.raises(ValueError, match="--refit with --early_stopping_patience=2"):
+        parse_flags("--refit", "--epochs=5", "--early_stopping_patience=2")
 
 
 # H&E stain augmentation.

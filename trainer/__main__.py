@@ -83,8 +83,8 @@ flags.DEFINE_integer(
     "early_stopping_patience",
     None,
     "Epochs without a better val_auc before a phase stops; "
-    "0 = never. Default: 3 with --schedule=constant, else 0 (a decaying schedule runs to its end, "
-    "and the best epoch is kept anyway).",
+    "0 = never. Default: 3 with --schedule=constant (without --refit), else 0 (a decaying schedule runs to "
+    "its end, and the best epoch is kept anyway).",
 )
 flags.DEFINE_float(
     "max_minutes",
@@ -120,6 +120,14 @@ flags.DEFINE_integer(
     "shuffle_buffer", 8192, "Records per shuffle block (each pass is shuffled in blocks of this many)."
 )
 
+flags.DEFINE_bool(
+    "refit",
+    False,
+    "The final fit, once the recipe is chosen on validation: train on the train and validation splits together "
+    "(every labelled patch) and keep the last (averaged) weights. The validation metrics are then not held "
+    "out (metrics.json says so) and no temperature is fitted; needs --early_stopping_patience=0 (the default "
+    "with a time budget).",
+)
 flags.DEFINE_enum(
     "mixed_precision",
     "auto",
@@ -246,8 +254,8 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     smoothing = f.label_smoothing if f.label_smoothing is not None else cnn_recipe["label_smoothing"]
     epochs = f.epochs if f.epochs is not None or schedule == "budget" else 10
     patience = f.early_stopping_patience
-    if patience is None:
-        patience = 3 if schedule == "constant" else 0
+    if patience is None:  # a refit trains on the validation split: nothing held out to stop on
+        patience = 3 if schedule == "constant" and not f.refit else 0
     try:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
@@ -276,6 +284,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "sample_fraction": f.sample_fraction,
         "steps_per_epoch": f.steps_per_epoch,
         "shuffle_buffer": f.shuffle_buffer,
+        "refit": f.refit,
         "mixed_precision": _precision(f.mixed_precision, gpu),
         "jit_compile": _auto(f.jit_compile, gpu),
         "strategy": f.strategy,

@@ -72,7 +72,7 @@ def read_temperature(run_dir) -> float:
     path = epath.Path(run_dir) / CALIBRATION_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist: this run has no fitted temperature (runs fit one when "
-            "they finish; older runs do not)"
+            f"{path} does not exist: this run has no fitted temperature (runs fit one on validation when "
+            "they finish; older runs, and --refit runs, which trained on validation, do not)"
         )
     return float(json.loads(path.read_text())["temperature"])

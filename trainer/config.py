@@ -90,6 +90,7 @@ class TrainConfig:
     sample_fraction: float = 1.0
     steps_per_epoch: int | None = None
     shuffle_buffer: int = 8192
+    refit: bool = False  # train on train + validation (the final fit); the last weights are kept
     # Devices.
     mixed_precision: str = "off"  # off, float16 or bfloat16
     jit_compile: bool = False
@@ -182,6 +183,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
     _positive("weight_decay", config.weight_decay, allow_zero=True)
     _positive("early_stopping_patience", config.early_stopping_patience, allow_zero=True)
+    if config.refit and config.early_stopping_patience:
+        raise ValueError(
+            f"--refit with --early_stopping_patience={config.early_stopping_patience}: a refit trains on the "
+            "validation split, so stopping on it would choose on patches it has seen; give a time budget or "
+            "--epochs with --early_stopping_patience=0"
+        )
     _positive("shuffle_buffer", config.shuffle_buffer)
     _positive("head_epochs", config.head_epochs, allow_zero=True)
     _positive("unfreeze_layers", config.unfreeze_layers, allow_zero=True)

@@ -406,6 +406,7 @@ def write_report(
     images_for=None,
     gradcam=None,
     gallery_size: int = 8,
+    held_out: bool = True,
 ) -> dict:
     """Writes metrics.json, classification_report.txt, predictions and the figures into `run_dir`; returns the metrics.
 
@@ -414,6 +415,8 @@ def write_report(
     examples (only on the validation split) and write calibration.json. images_for(ids) -> {id: uint8
     image}: with it, an error gallery (the most confident false positives and negatives) and, given a
     `gradcam` (trainer.explain.GradCam), a Grad-CAM gallery over true positives and both kinds of error.
+    held_out: False when the model trained on these examples (`--refit`): recorded in metrics.json and
+    said in every title, since such metrics flatter the model.
     """
     from trainer import calibration, explain
 
@@ -423,6 +426,8 @@ def write_report(
     m = compute_metrics(labels, scores, seed=seed, thresholds=thresholds)
     m["model"] = name
     m["set"] = set_name
+    m["held_out"] = held_out
+    shown = set_name if held_out else f"{set_name} (trained on, not held out)"
     prefix = "val_" if set_name == "validation" else ""
     if fit_calibration and len(np.unique(labels)) == 2:
         temperature = calibration.fit_temperature(labels, scores)
@@ -439,26 +444,26 @@ def write_report(
             labels,
             {"as trained": scores, f"temperature {temperature:.3f}": calibrated},
             run_dir / "reliability.png",
-            f"{name}: {set_name} reliability, before and after scaling",
+            f"{name}: {shown} reliability, before and after scaling",
         )
     else:
-        plot_reliability(labels, {name: scores}, run_dir / "reliability.png", f"{name}: {set_name} reliability")
+        plot_reliability(labels, {name: scores}, run_dir / "reliability.png", f"{name}: {shown} reliability")
     atomic_write_text(run_dir / "metrics.json", json.dumps(m, indent=2) + "\n")
     at = m["at_threshold"]
-    text = f"{name}: {set_name}, threshold 0.5\n\n" + classification_report_text(labels, scores)
+    text = f"{name}: {shown}, threshold 0.5\n\n" + classification_report_text(labels, scores)
     for key in ("youden", "f1"):
         if key in at:
             text += (
-                f"\n{name}: {set_name}, {key} threshold {at[key]['threshold']:.4f} "
+                f"\n{name}: {shown}, {key} threshold {at[key]['threshold']:.4f} "
                 f"({m['thresholds_source']})\n\n" + classification_report_text(labels, scores, at[key]["threshold"])
             )
     atomic_write_text(run_dir / "classification_report.txt", text)
     write_predictions(run_dir / f"{prefix}predictions.csv", ids, labels, scores)
     plot_confusion_matrix(
-        m["confusion_matrix"], run_dir / "confusion_matrix.png", f"{name}: {set_name} confusion matrix (threshold 0.5)"
+        m["confusion_matrix"], run_dir / "confusion_matrix.png", f"{name}: {shown} confusion matrix (threshold 0.5)"
     )
-    plot_roc_curves({name: (labels, scores)}, run_dir / "roc_curve.png", f"{name}: {set_name} ROC")
-    plot_precision_recall(labels, scores, run_dir / "precision_recall.png", f"{name}: {set_name} precision-recall")
+    plot_roc_curves({name: (labels, scores)}, run_dir / "roc_curve.png", f"{name}: {shown} ROC")
+    plot_precision_recall(labels, scores, run_dir / "precision_recall.png", f"{name}: {shown} precision-recall")
     if history_csv is not None and epath.Path(history_csv).exists():
         plot_learning_curves(
             read_history(history_csv), run_dir / "learning_curves.png", f"{name}: learning curves", phase_starts
@@ -472,7 +477,7 @@ def write_report(
             for kind, index in picks.items()
             if kind != "true positives"
         }
-        plot_gallery(rows, run_dir / "error_gallery.png", f"{name}: {set_name} errors (centre 32x32 outlined)")
+        plot_gallery(rows, run_dir / "error_gallery.png", f"{name}: {shown} errors (centre 32x32 outlined)")
         if gradcam is not None:
             rows = {}
             for kind, index in picks.items():
@@ -481,9 +486,7 @@ def write_report(
                     continue
                 heat = gradcam(np.stack([images[ids[i]] for i in chosen]).astype(np.float32))
                 rows[kind] = [(ids[i], images[ids[i]], scores[i], h) for i, h in zip(chosen, heat)]
-            plot_gallery(
-                rows, run_dir / "gradcam_gallery.png", f"{name}: Grad-CAM on {set_name} ({gradcam.layer_name})"
-            )
+            plot_gallery(rows, run_dir / "gradcam_gallery.png", f"{name}: Grad-CAM on {shown} ({gradcam.layer_name})")
     return m
 
 
@@ -575,8 +578,10 @@ def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
     path = epath.Path(model_dirs[0]) / "metrics.json"
     if not path.exists():
         return {}
-    at = json.loads(path.read_text()).get("at_threshold", {})
-    return {k: v["threshold"] for k, v in at.items() if k in ("youden", "f1")}
+    metrics = json.loads(path.read_text())
+    if not metrics.get("held_out", True):  # a --refit run's thresholds were chosen on patches it trained on
+        return {}
+    return {k: v["threshold"] for k, v in metrics.get("at_threshold", {}).items() if k in ("youden", "f1")}
 
 
 def evaluate_runs(

@@ -138,7 +138,13 @@ def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
     from trainer import calibration
 
     path = epath.Path(run_dir) / "metrics.json"
-    at = json.loads(path.read_text()).get("at_threshold", {}) if path.exists() else {}
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    if not metrics.get("held_out", True):
+        raise ValueError(
+            f"{run_dir} is a --refit run: its {choice} threshold was chosen on validation patches it trained on; "
+            "give --hard_labels a number (e.g. the threshold of the run the recipe was chosen with)"
+        )
+    at = metrics.get("at_threshold", {})
     if choice not in at:
         raise ValueError(f"{path} has no {choice} threshold (runs record one when they finish; older runs do not)")
     threshold = at[choice]["threshold"]

@@ -3,7 +3,8 @@
     from trainer import config as config_lib, train
     train.run(config_lib.validate(config_lib.TrainConfig(model="baseline", data_dir=..., model_dir=...)))
 
-RUN_DIR afterwards holds config.json, model.keras, best.weights.h5, training_log.csv (with the learning
+RUN_DIR afterwards holds config.json, model.keras, best.weights.h5 (the best validation epoch's weights; with
+--refit, which trains on the validation split too, the last epoch's), training_log.csv (with the learning
 rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
 classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluate).
 
@@ -69,6 +70,15 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
             )
         return
     run_folder.atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
+
+
+def train_splits(config: TrainConfig) -> tuple[str, ...]:
+    """The splits training reads: train, and with --refit the validation split too (every labelled patch)."""
+    return ("train", "validation") if config.refit else ("train",)
+
+
+def num_train_examples(config: TrainConfig, builder) -> int:
+    return sum(data.num_examples(builder, split) for split in train_splits(config))
 
 
 def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
@@ -301,11 +311,12 @@ def _phase_callbacks(
         ),
         # With an average of the weights, validation, the best checkpoint and model.keras use the average.
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
+        # A refit has no held-out validation to choose an epoch on: it keeps every epoch's weights, so the last.
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST_WEIGHTS),
             monitor=MONITOR,
             mode="max",
-            save_best_only=True,
+            save_best_only=not config.refit,
             save_weights_only=True,
             initial_value_threshold=entry.best_auc,
         ),
@@ -339,14 +350,15 @@ def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epo
     whole validation split.
     """
     host_augment = "none" if config.augment_on == "device" else config.augment
-    train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
+    train_files = [f for split in train_splits(config) for f in data.split_files(builder, split)]
+    val_files = data.split_files(builder, "validation")
     train_kwargs = dict(
         seed=config.seed,
         augment=host_augment,
         shuffle_buffer=config.shuffle_buffer,
         sample_fraction=config.sample_fraction,
         repeat=config.steps_per_epoch is not None,
-        num_examples=data.num_examples(builder, "train"),
+        num_examples=num_train_examples(config, builder),
         epoch=epoch,  # determinism.EpochClock's: each epoch's order and augmentation come from (seed, epoch)
         steps_per_epoch=config.steps_per_epoch,
     )
@@ -363,7 +375,7 @@ def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epo
             dict(enumerate(config.class_weights)) if config.class_weights else None,
             {"steps_per_epoch": config.steps_per_epoch},
         )
-    per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
+    per_epoch = steps_per_epoch(config, num_train_examples(config, builder))
 
     def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = (context.input_pipeline_id, context.num_input_pipelines)
@@ -441,7 +453,7 @@ def _run(
     if budget is not None and task.num_workers > 1:
         # Every worker checks the chief's clock, so all of them stop after the same step.
         budget = SharedBudget(budget, lambda local: distribute.agree(strategy, task, local))
-    per_epoch = steps_per_epoch(config, data.num_examples(builder, "train"))
+    per_epoch = steps_per_epoch(config, num_train_examples(config, builder))
     for index, phase in enumerate(plan):
         if progress.finished(index):
             continue
@@ -492,7 +504,7 @@ def _run(
 
 
 def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
-    """Best weights -> model.keras; validation predictions -> metrics, report and plots."""
+    """Best weights (a refit's last) -> model.keras; validation predictions -> metrics, report and plots."""
     run_dir = epath.Path(config.model_dir)
     final = build_model(config, weights=None)
     best = run_dir / BEST_WEIGHTS
@@ -517,6 +529,9 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         fine_tune_starts,
         images_for=lambda wanted: evaluate.collect_images(batches.as_numpy_iterator(), wanted),
         gradcam=explain.GradCam(final),
+        # A refit trained on these patches: a temperature fitted on them would be too confident.
+        fit_calibration=not config.refit,
+        held_out=not config.refit,
     )
     examples = evaluate.collect_images(batches.as_numpy_iterator(), ids[:8])
     evaluate.write_tensorboard(
@@ -528,9 +543,10 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         examples=[examples[i] for i in ids[:8]],
     )
     low, high = metrics["roc_auc_ci95"]
+    seen = " (--refit trained on these patches: not held out)" if config.refit else ""
     print(
         f"validation ROC AUC {metrics['roc_auc']:.4f} (95% CI {low:.4f}-{high:.4f}), accuracy "
-        f"{metrics['accuracy']:.4f}; model, metrics and report in {run_dir}",
+        f"{metrics['accuracy']:.4f}{seen}; model, metrics and report in {run_dir}",
         flush=True,
     )
     return metrics
