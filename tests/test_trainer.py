@@ -180,17 +180,20 @@ def test_train_dataset_batches_augmented_images_and_labels(pcam_data):
     assert sum(len(b[1]) for b in batches) == n
 
 
-def test_record_shuffle_permutes_each_block_and_is_a_function_of_its_seed():
+def test_record_shuffle_is_a_sliding_buffer_and_a_function_of_its_seed():
     records = tf.data.Dataset.range(25).map(lambda i: tf.strings.as_string(i))
 
     def order(seed):
         return [int(r) for r in data._shuffle_records(records, 10, tf.constant(seed, tf.int64)).as_numpy_iterator()]
 
     first = order([3, 1])
-    for block in (slice(0, 10), slice(10, 20), slice(20, 25)):  # every record once, inside its own block
-        assert sorted(first[block]) == list(range(25))[block]
-    assert first != list(range(25))
-    assert order([3, 1]) == first and order([4, 1]) != first
+    assert sorted(first) == list(range(25)) and first != list(range(25))
+    assert order([3, 1]) == first and order([4, 1]) != first and order([0, 0]) == order([0, 0])
+    # A sliding buffer, not fixed blocks of 10: records cross the block edges both ways. Fixed blocks kept
+    # the same records in the same part of every pass and trained worse (bench/RESULTS.md).
+    assert max(first[:10]) >= 10 and min(first[10:]) < 10
+    with pytest.raises(TypeError, match="serialized records"):
+        data._shuffle_records(tf.data.Dataset.range(3), 2, tf.constant([1, 2], tf.int64))
 
 
 @pytest.mark.parametrize("global_seed", [0, 42])

@@ -116,9 +116,7 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
-flags.DEFINE_integer(
-    "shuffle_buffer", 8192, "Records per shuffle block (each pass is shuffled in blocks of this many)."
-)
+flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
 
 flags.DEFINE_bool(
     "refit",

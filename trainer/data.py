@@ -1,6 +1,6 @@
 """tf.data input pipelines over a built `pcam` TFDS dataset; pure functions of their arguments.
 
-Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> block shuffle of
+Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> shuffle buffer of
 serialized records -> (repeat) -> batch -> parse + decode + augment per batch -> prefetch.
 Records are parsed after batching with one `tf.io.parse_example` call per batch. The benchmark
 (bench/bench_trainer_input.py) measured it about as fast as TFDS' per-example decoding, and both
@@ -150,7 +150,7 @@ def train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             files_t, seed=determinism.epoch_seed(seed, _FILE_ORDER, pass_index)
         )
-        # Reading several shards at once mixes the order beyond what the shuffle blocks alone can. In a fixed
+        # Reading several shards at once mixes the order beyond what the shuffle buffer alone can. In a fixed
         # order (deterministic=True): the order is a function of the seed, and records shared out by position
         # come in the same order on every worker.
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
@@ -200,23 +200,32 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _shuffle_records(ds: tf.data.Dataset, block_size: int, seed: tf.Tensor) -> tf.data.Dataset:
-    """`ds` shuffled in blocks of `block_size` records, each by a stateless permutation drawn from (seed, block).
+def _shuffle_records(ds: tf.data.Dataset, buffer_size: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """`ds` (serialized records) through a shuffle buffer of `buffer_size`, in an order drawn from `seed` alone.
 
-    The order is a function of `seed` alone. `Dataset.shuffle` would also draw from TensorFlow's global
-    seed (which `seed_everything` sets, and any caller may change), and with a tensor seed it fails to
-    trace when that global seed is 0 (`python -m trainer --seed=0`). Records mix within their block, the
-    window a shuffle buffer of that size draws from. Serialized records (~27 kB each) are cheaper to move
-    than decoded float images.
+    tf.data's own shuffle buffer, given its two seeds directly: `Dataset.shuffle(seed=...)` also draws on
+    TensorFlow's global seed (which `seed_everything` sets, and any caller may change), and with a tensor
+    seed it fails to trace when that global seed is 0 (`python -m trainer --seed=0`). A sliding buffer,
+    not fixed blocks: shuffling fixed blocks of the stream put the same records in the same part of every
+    pass (its first and second half), and cost 0.003 validation AUC on the real sample at equal epochs
+    (bench/RESULTS.md). Serialized records (~27 kB each) are cheaper to hold than decoded float images.
     """
-
-    def permute(index, block):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(tf.shape(block, out_type=tf.int64)[0]), seed=tf.random.experimental.stateless_fold_in(seed, index)
-        )
-        return tf.gather(block, order)
-
-    return ds.batch(block_size).enumerate().map(permute).unbatch()
+    if ds.element_spec != tf.TensorSpec([], tf.string):
+        raise TypeError(f"_shuffle_records shuffles serialized records (scalar strings), not {ds.element_spec}")
+    seed = tf.cast(seed, tf.int64)
+    # Seeds (0, 0) would make the kernel draw a nondeterministic seed of its own.
+    seed2 = tf.where(tf.logical_and(seed[0] == 0, seed[1] == 0), tf.constant(1, tf.int64), seed[1])
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=seed[0],
+        seed2=seed2,
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[tf.string],
+        output_shapes=[[]],
+        reshuffle_each_iteration=False,  # each pass gets its own seed from (seed, pass)
+    )
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
 
 
 def _assert_batches(ds: tf.data.Dataset, num_examples: int, batch_size: int) -> tf.data.Dataset:

@@ -70,7 +70,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         "synthetic_records", 1024, "Records written without --data_dir.", lower_bound=1, flag_values=fv
     )
-    flags.DEFINE_integer("shuffle_buffer", 8192, "Records per shuffle block, as the trainer's.", flag_values=fv)
+    flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer, as the trainer's.", flag_values=fv)
     flags.DEFINE_enum(
         "mixed_precision", "auto", ["auto", "on", "off"], "float16 compute; auto = on with a GPU.", flag_values=fv
     )

@@ -75,9 +75,7 @@ flags.DEFINE_integer("seed", 42, "Seed of the oracle and of every trial's weight
 flags.DEFINE_enum("augment", "dihedral", config_lib.AUGMENTATIONS, "Training augmentation, as in python -m trainer.")
 flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick searches).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick searches); default: one pass over the data.")
-flags.DEFINE_integer(
-    "shuffle_buffer", 8192, "Records per shuffle block (each pass is shuffled in blocks of this many)."
-)
+flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
 flags.DEFINE_string(
     "channel_stats",
     None,
