@@ -58,6 +58,11 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     assert evaluate._run_thresholds([str(tmp_path)]) == {}
     with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
         calibration.read_temperature(tmp_path)
+    # Evaluating on a split one of the runs trained on says so (metrics.json held_out, the titles).
+    (tmp_path / "config.json").write_text(json.dumps({"refit": True}))
+    (tmp_path / "other").mkdir()
+    assert evaluate._trained_splits([str(tmp_path / "other")]) == {"train"}
+    assert evaluate._trained_splits([str(tmp_path / "other"), str(tmp_path)]) == {"train", "validation"}
 
 
 def test_ece_of_a_calibrated_bin_is_zero_and_of_a_wrong_one_its_gap():

@@ -584,6 +584,16 @@ def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
     return {k: v["threshold"] for k, v in metrics.get("at_threshold", {}).items() if k in ("youden", "f1")}
 
 
+def _trained_splits(model_dirs: list[str]) -> set[str]:
+    """The splits the runs trained on (their config.json): train, and validation too for a --refit run."""
+    splits = set()
+    for d in model_dirs:
+        path = epath.Path(d) / "config.json"
+        refit = path.exists() and json.loads(path.read_text()).get("refit", False)
+        splits.update(("train", "validation") if refit else ("train",))
+    return splits
+
+
 def evaluate_runs(
     model_dirs: list[str],
     output_dir: str,
@@ -650,6 +660,7 @@ def evaluate_runs(
             return collect_images(ds.as_numpy_iterator(), wanted)
 
         set_name = f"{dataset}:{split} ({data_dir})"
+    held_out = input_dir is not None or split not in _trained_splits(model_dirs)
     name = models[0].name if len(models) == 1 else f"ensemble of {len(models)}"
     gradcam = explain.GradCam(models[0]) if len(models) == 1 else None
     metrics = write_report(
@@ -664,6 +675,7 @@ def evaluate_runs(
         fit_calibration=False,
         images_for=images_for,
         gradcam=gradcam,
+        held_out=held_out,
     )
     metrics.update({"model_dirs": list(model_dirs), "tta": tta, "calibrated": calibrate})
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
