@@ -141,9 +141,10 @@ def ensemble(a) -> dict:
 
 
 def best_ensemble(a) -> dict:
-    """Of every set of two or more finished arms (not --refit ones) whose CPU budgets (--cpu_minutes each was given) add up to at
-    most --best_ensemble minutes, the one whose averaged validation predictions score the highest validation
-    AUC; then that set, and only it, is scored on the external set. The choice never reads the external labels."""
+    """Of every set of two or more finished arms (not --refit ones) whose CPU budgets (--cpu_minutes each was
+    given) add up to at most --best_ensemble minutes, the one whose averaged validation predictions score the
+    highest validation AUC; then that set, and only it, is scored on the external set. The choice never reads
+    the external labels."""
     import itertools
 
     from sklearn.metrics import roc_auc_score
@@ -151,9 +152,12 @@ def best_ensemble(a) -> dict:
     pool = {}
     for arm in sorted(os.listdir(a.work_dir)):
         bench, val = (os.path.join(a.work_dir, arm, *p) for p in (("bench.json",), ("run", "val_predictions.csv")))
+        if not (os.path.exists(bench) and os.path.exists(val)):
+            continue
+        result = json.load(open(bench))
         # A --refit arm trained on the validation split: its predictions there cannot choose an ensemble.
-        if os.path.exists(bench) and os.path.exists(val) and json.load(open(bench)).get("val_held_out", True):
-            pool[arm] = (json.load(open(bench))["cpu_minutes"], read_val_predictions(val))
+        if result.get("val_held_out", True):
+            pool[arm] = (result["cpu_minutes"], read_val_predictions(val))
     ids = sorted(next(iter(pool.values()))[1])
     if any(sorted(v) != ids for _, v in pool.values()):
         raise SystemExit("the arms' val_predictions.csv cover different ids: not the same validation split")
