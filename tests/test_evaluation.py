@@ -12,6 +12,7 @@ from cli_runs import run_module
 from sklearn import metrics as skm
 
 from trainer import calibration, compare, evaluate
+from trainer import config as config_lib
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
@@ -59,7 +60,8 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
         calibration.read_temperature(tmp_path)
     # Evaluating on a split one of the runs trained on says so (metrics.json held_out, the titles).
-    (tmp_path / "config.json").write_text(json.dumps({"refit": True}))
+    refit = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir=str(tmp_path), refit=True)
+    (tmp_path / "config.json").write_text(refit.to_json())
     (tmp_path / "other").mkdir()
     assert evaluate._trained_splits([str(tmp_path / "other")]) == {"train"}
     assert evaluate._trained_splits([str(tmp_path / "other"), str(tmp_path)]) == {"train", "validation"}

@@ -116,6 +116,11 @@ class TrainConfig:
     def is_transfer(self) -> bool:
         return self.model in models.TRANSFER
 
+    @property
+    def train_splits(self) -> tuple[str, ...]:
+        """The splits training reads: train, and with --refit the validation split too (every labelled patch)."""
+        return ("train", "validation") if self.refit else ("train",)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 

@@ -585,12 +585,13 @@ def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
 
 
 def _trained_splits(model_dirs: list[str]) -> set[str]:
-    """The splits the runs trained on (their config.json): train, and validation too for a --refit run."""
+    """The splits the runs trained on (TrainConfig.train_splits of their config.json; train where it is missing)."""
+    from trainer import config as config_lib
+
     splits = set()
     for d in model_dirs:
-        path = epath.Path(d) / "config.json"
-        refit = path.exists() and json.loads(path.read_text()).get("refit", False)
-        splits.update(("train", "validation") if refit else ("train",))
+        path = epath.Path(d) / config_lib.CONFIG_FILE
+        splits.update(config_lib.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",))
     return splits
 
 

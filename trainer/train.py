@@ -72,13 +72,8 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
     run_folder.atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
 
 
-def train_splits(config: TrainConfig) -> tuple[str, ...]:
-    """The splits training reads: train, and with --refit the validation split too (every labelled patch)."""
-    return ("train", "validation") if config.refit else ("train",)
-
-
 def num_train_examples(config: TrainConfig, builder) -> int:
-    return sum(data.num_examples(builder, split) for split in train_splits(config))
+    return sum(data.num_examples(builder, split) for split in config.train_splits)
 
 
 def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
@@ -350,7 +345,7 @@ def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epo
     whole validation split.
     """
     host_augment = "none" if config.augment_on == "device" else config.augment
-    train_files = [f for split in train_splits(config) for f in data.split_files(builder, split)]
+    train_files = [f for split in config.train_splits for f in data.split_files(builder, split)]
     val_files = data.split_files(builder, "validation")
     train_kwargs = dict(
         seed=config.seed,
