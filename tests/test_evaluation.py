@@ -53,10 +53,18 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     assert evaluate._run_thresholds([str(tmp_path)]) == {"youden": pytest.approx(0.7), "f1": pytest.approx(0.4)}
     # A --refit run trained on its validation split: thresholds chosen there would flatter it.
     (tmp_path / "metrics.json").write_text(json.dumps({**m, "held_out": False}))
-    with pytest.raises(ValueError, match="is a --refit run: its youden threshold was chosen on validation"):
+    with pytest.raises(
+        ValueError,
+        match="is a --refit run: its thresholds were chosen on validation patches it trained on; give --hard_labels a number",
+    ):
         predict.hard_label_threshold("youden", str(tmp_path), calibrated=False)
     assert predict.hard_label_threshold("0.3", str(tmp_path), calibrated=False) == 0.3
     assert evaluate._run_thresholds([str(tmp_path)]) == {}
+    # A held-out run that recorded no thresholds (an older run): a number works, a name is refused by name.
+    (tmp_path / "metrics.json").write_text(json.dumps({"roc_auc": 0.9}))
+    assert calibration.validation_thresholds(tmp_path) == {}
+    with pytest.raises(ValueError, match="metrics.json has no f1 threshold"):
+        predict.hard_label_threshold("f1", str(tmp_path), calibrated=False)
     with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
         calibration.read_temperature(tmp_path)
     # Evaluating on a split one of the runs trained on says so (metrics.json held_out, the titles).

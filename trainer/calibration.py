@@ -6,6 +6,9 @@
 Dividing the logit by T > 0 keeps the order of the scores, so ROC AUC (what Kaggle scores) is
 unchanged; only the probabilities move (Guo et al. 2017). The trainer fits T after training and stores
 it in RUN_DIR/calibration.json; `trainer.predict --calibrate` and `trainer.evaluate --calibrate` apply it.
+
+The run's other choices made on validation, its Youden and F1 thresholds (RUN_DIR/metrics.json), are
+read here too, by `validation_thresholds`, for `trainer.predict --hard_labels` and `trainer.evaluate`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from scipy import optimize
 from pcam_tfds.folder_lock import atomic_write_text
 
 CALIBRATION_FILE = "calibration.json"
+METRICS_FILE = "metrics.json"
 _EPS = 1e-7
 
 
@@ -76,3 +80,23 @@ def read_temperature(run_dir) -> float:
             "they finish; older runs, and --refit runs, which trained on validation, do not)"
         )
     return float(json.loads(path.read_text())["temperature"])
+
+
+class NotHeldOut(ValueError):
+    """The run trained on its validation split (--refit): what it chose there is biased."""
+
+
+def validation_thresholds(run_dir) -> dict[str, float]:
+    """RUN_DIR's Youden and F1 thresholds, chosen on its validation split (metrics.json "at_threshold").
+
+    {} where the run recorded none (no metrics.json: it has not finished; older runs). NotHeldOut for a
+    --refit run: its validation patches were training patches, so thresholds chosen on them flatter it.
+    """
+    path = epath.Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())
+    if not metrics.get("held_out", True):
+        raise NotHeldOut(f"{run_dir} is a --refit run: its thresholds were chosen on validation patches it trained on")
+    at = metrics.get("at_threshold", {})
+    return {name: float(at[name]["threshold"]) for name in ("youden", "f1") if name in at}

@@ -573,15 +573,15 @@ def read_labels_csv(path: str) -> dict[str, int]:
 
 
 def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
+    """One run's validation thresholds, to apply here; none for ensembles and for --refit runs."""
+    from trainer import calibration
+
     if len(model_dirs) != 1:
         return {}
-    path = epath.Path(model_dirs[0]) / "metrics.json"
-    if not path.exists():
+    try:
+        return calibration.validation_thresholds(model_dirs[0])
+    except calibration.NotHeldOut:
         return {}
-    metrics = json.loads(path.read_text())
-    if not metrics.get("held_out", True):  # a --refit run's thresholds were chosen on patches it trained on
-        return {}
-    return {k: v["threshold"] for k, v in metrics.get("at_threshold", {}).items() if k in ("youden", "f1")}
 
 
 def _trained_splits(model_dirs: list[str]) -> set[str]:

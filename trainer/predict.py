@@ -133,21 +133,20 @@ def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
     """
     if choice not in ("youden", "f1"):
         return float(choice)
-    import json
-
     from trainer import calibration
 
-    path = epath.Path(run_dir) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    if not metrics.get("held_out", True):
+    try:
+        thresholds = calibration.validation_thresholds(run_dir)
+    except calibration.NotHeldOut as e:
         raise ValueError(
-            f"{run_dir} is a --refit run: its {choice} threshold was chosen on validation patches it trained on; "
-            "give --hard_labels a number (e.g. the threshold of the run the recipe was chosen with)"
+            f"{e}; give --hard_labels a number (e.g. the {choice} threshold of the run the recipe was chosen with)"
+        ) from None
+    if choice not in thresholds:
+        raise ValueError(
+            f"{epath.Path(run_dir) / calibration.METRICS_FILE} has no {choice} threshold "
+            "(runs record one when they finish; older runs do not)"
         )
-    at = metrics.get("at_threshold", {})
-    if choice not in at:
-        raise ValueError(f"{path} has no {choice} threshold (runs record one when they finish; older runs do not)")
-    threshold = at[choice]["threshold"]
+    threshold = thresholds[choice]
     if calibrated:
         threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(run_dir))[0])
     return threshold
