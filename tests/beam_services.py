@@ -23,7 +23,9 @@ def _start(args, log_path, env=None) -> subprocess.Popen:
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _wait_for(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+def _wait_for(port: int, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    # Returns as soon as the service listens (seconds on an idle machine); the deadline is only for one that
+    # never does. Importing Beam at `nice 19` beside two training runs once took over 60 s.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
