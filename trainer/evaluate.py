@@ -448,7 +448,7 @@ def write_report(
         )
     else:
         plot_reliability(labels, {name: scores}, run_dir / "reliability.png", f"{name}: {shown} reliability")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(m, indent=2) + "\n")
+    atomic_write_text(run_dir / calibration.METRICS_FILE, json.dumps(m, indent=2) + "\n")
     at = m["at_threshold"]
     text = f"{name}: {shown}, threshold 0.5\n\n" + classification_report_text(labels, scores)
     for key in ("youden", "f1"):
@@ -679,7 +679,7 @@ def evaluate_runs(
         held_out=held_out,
     )
     metrics.update({"model_dirs": list(model_dirs), "tta": tta, "calibrated": calibrate})
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / calibration.METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
