@@ -57,7 +57,7 @@ def add_log_level(parser: argparse.ArgumentParser) -> None:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from pcam_tfds.folder_lock import FolderBusy
+    from pcam_tfds.core.folder_lock import FolderBusy
 
     return FileNotFoundError, NotADirectoryError, ValueError, FolderBusy
 

@@ -63,7 +63,7 @@ def _owned_output_dir(output_dir: str):
     if "://" in output_dir:
         yield
         return
-    from pcam_tfds.folder_lock import FolderLock
+    from pcam_tfds.core.folder_lock import FolderLock
 
     def clean():
         for stale in glob.glob(os.path.join(output_dir, "beam-temp-*")):

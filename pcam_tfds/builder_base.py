@@ -29,8 +29,8 @@ import logging
 import tensorflow_datasets as tfds
 from etils import epath
 
-from pcam_tfds import features, folder_lock
-from pcam_tfds.core import counters, outputs
+from pcam_tfds import features
+from pcam_tfds.core import counters, folder_lock, outputs
 from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
 

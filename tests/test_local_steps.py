@@ -48,7 +48,7 @@ def test_a_built_dataset_over_changed_inputs_is_refused_not_reused(tmp_path):
 def test_a_killed_builds_incomplete_folder_is_removed_and_a_running_build_refuses_a_second(tmp_path):
     import tensorflow_datasets as tfds
 
-    from pcam_tfds import folder_lock
+    from pcam_tfds.core import folder_lock
     from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
     kaggle = tmp_path / "kaggle"

@@ -151,7 +151,7 @@ def test_portable_runner_with_external_workers(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_runs_beam_temp_folders_are_removed_and_a_busy_output_is_refused(tmp_path):
-    from pcam_tfds import folder_lock
+    from pcam_tfds.core import folder_lock
 
     folder = make_clean(tmp_path / "d", num_train=4, num_test=2)
     out = tmp_path / "out"

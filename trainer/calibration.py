@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 from scipy import optimize
 
-from pcam_tfds.folder_lock import atomic_write_text
+from pcam_tfds.core.folder_lock import atomic_write_text
 
 CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"

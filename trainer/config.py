@@ -13,7 +13,7 @@ from typing import Any
 
 from etils import epath
 
-from pcam_tfds.folder_lock import atomic_write_text
+from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import models
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

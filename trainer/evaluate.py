@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
-from pcam_tfds.folder_lock import atomic_path, atomic_write_text
+from pcam_tfds.core.folder_lock import atomic_path, atomic_write_text
 
 CLASS_NAMES = ("normal", "tumour")
 

@@ -199,7 +199,7 @@ def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
 
 def write_submission(path: str, ids, probs, threshold: float | None = None) -> None:
     """id,label rows: probabilities, or 0/1 at `threshold`; written to a temporary file, then renamed."""
-    from pcam_tfds.folder_lock import atomic_path
+    from pcam_tfds.core.folder_lock import atomic_path
 
     with atomic_path(path) as tmp, tmp.open("w") as f:
         writer = csv.writer(f)

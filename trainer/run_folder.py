@@ -4,7 +4,7 @@
         ...
     EpochLog(run_dir / "training_log.csv")              # a Keras callback: one row per epoch, rewritten atomically
 
-The lock is pcam_tfds.folder_lock's (RUN_DIR/.lock, naming its holder; stale locks of dead processes
+The lock is pcam_tfds.core.folder_lock's (RUN_DIR/.lock, naming its holder; stale locks of dead processes
 are taken over).
 """
 
@@ -16,7 +16,7 @@ import io
 import keras
 from etils import epath
 
-from pcam_tfds.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic_path, atomic_write_text
+from pcam_tfds.core.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic_path, atomic_write_text
 
 # The trainer's names for them.
 RunLock, RunFolderBusy = FolderLock, FolderBusy

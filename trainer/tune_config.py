@@ -17,7 +17,7 @@ import json
 
 from etils import epath
 
-from pcam_tfds.folder_lock import atomic_write_text
+from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import config as config_lib
 
 TUNE_CONFIG_FILE = "tune_config.json"

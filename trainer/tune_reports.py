@@ -16,7 +16,7 @@ import keras_tuner
 from absl import logging
 from etils import epath
 
-from pcam_tfds.folder_lock import atomic_write_text
+from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import config as config_lib
 from trainer import tune_config, tuners
 
