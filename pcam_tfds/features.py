@@ -19,7 +19,8 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.features import feature as feature_lib
 from tensorflow_datasets.core.proto import feature_pb2
 
-LABEL_NAMES = ("normal", "tumour")  # label 0 and 1: tumour tissue in the centre 32x32 or not
+from pcam_tfds.core.record_spec import LABEL_NAMES  # noqa: F401  (re-exported: builders name the classes by it)
+
 RAW = "raw"  # the encoding_format written to features.json
 
 
