@@ -15,12 +15,11 @@ import json
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from beam_jobs.transforms import JoinLabels, ReadLabelRows
-from pcam_tfds.core import channel_stats, counters, fileio, layout, records
+from beam_jobs.transforms import JoinLabels, ReadLabelRows, ReadManifestRows
+from pcam_tfds.core import channel_stats, counters, fileio, layout, outputs, records
 from pcam_tfds.core.channel_stats import DEFAULT_THRESHOLDS, PatchStats, Thresholds
 from pcam_tfds.core.progress import Tally
 
@@ -163,11 +162,10 @@ class ReadManifestFiles(beam.PTransform):
         if not fileio.exists(manifest):
             raise FileNotFoundError(f"{manifest}: no such file; expected the manifest.parquet of beam_jobs.validate")
         self.manifest, self.tally = manifest, tally
-        with fileio.open_read(manifest) as f:
-            self.num_files = pq.read_metadata(f).num_rows
+        self.num_files = outputs.count_manifest_rows(manifest)
 
     def expand(self, pbegin):
-        rows = pbegin | "ReadManifest" >> beam.io.ReadFromParquet(self.manifest, columns=MANIFEST_COLUMNS)
+        rows = pbegin | "ReadManifest" >> ReadManifestRows(self.manifest, MANIFEST_COLUMNS)
         # The manifest holds one file per row in arbitrary bundles: spread them before the expensive read.
         split = (
             rows

@@ -79,8 +79,7 @@ def read_manifest(path: str):
     """The id, source, label, path and valid columns of a validate manifest, as a pyarrow Table."""
     if not FileSystems.exists(path):
         raise ReportError(f"{path}: no such file; expected the manifest.parquet of beam_jobs.validate")
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return outputs.read_manifest(io.BytesIO(f.read()), ["id", "source", "label", "path", "valid"])
+    return outputs.read_manifest(path, ["id", "source", "label", "path", "valid"])
 
 
 def pick_examples(manifest, per_label: int, seed: int) -> dict[str, list[tuple[str, str]]]:

@@ -79,6 +79,26 @@ class ReadLabelRows(beam.PTransform):
         )
 
 
+class ReadManifestRows(beam.PTransform):
+    """PBegin -> one dict per row of a beam_jobs.validate manifest.parquet, with COLUMNS.
+
+    Instead of `beam.io.ReadFromParquet`, which hands pyarrow Beam's Python file objects and reads with
+    pyarrow's threads: a process that did so could abort at exit (`pcam_tfds.core.outputs._parquet_file`).
+    The manifest is read by one worker, row group by row group; the steps after it spread the rows.
+    """
+
+    def __init__(self, manifest: str, columns: list[str]):
+        super().__init__()
+        self.manifest, self.columns = manifest, list(columns)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ManifestPath" >> beam.Create([self.manifest])
+            | "ReadRows" >> beam.FlatMap(outputs.manifest_rows, self.columns)
+        )
+
+
 class _Resolve(beam.DoFn):
     def __init__(self):
         self.rows_rejected = Metrics.counter(counters.NAMESPACE, counters.LABEL_ROWS_REJECTED)

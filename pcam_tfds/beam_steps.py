@@ -12,7 +12,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_jobs.transforms import ValidateKaggleLayout, WriteValidationOutputs
+from beam_jobs.transforms import ReadManifestRows, ValidateKaggleLayout, WriteValidationOutputs
 from pcam_tfds import validated
 from pcam_tfds.core import counters, examples, layout, outputs, splits
 
@@ -52,8 +52,7 @@ def split_pcollections(
         validated.copy_outputs(validation_dir, checks_dir)
         records = (
             pipeline
-            | "ReadManifest"
-            >> beam.io.ReadFromParquet(layout.join(checks_dir, outputs.MANIFEST), columns=validated.COLUMNS)
+            | "ReadManifest" >> ReadManifestRows(layout.join(checks_dir, outputs.MANIFEST), validated.COLUMNS)
             | "ToRecord" >> beam.Map(validated.record_from_row, data_dir=data_dir)
         )
     else:

@@ -101,8 +101,7 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
-    with fileio.open_read(layout.join(validation_dir, outputs.MANIFEST)) as f:
-        rows = outputs.read_manifest(f, COLUMNS).to_pylist()
+    rows = outputs.read_manifest(layout.join(validation_dir, outputs.MANIFEST), COLUMNS).to_pylist()
     for source in layout.SOURCES:
         listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
         seen, changed = set(), []

@@ -109,17 +109,47 @@ def write_summary_files(summary: dict, output_dir: str, data_dir: str) -> None:
     write_text(layout.join(output_dir, REPORT), render_report(summary, data_dir))
 
 
-def read_manifest(f, columns: list[str]) -> pa.Table:
-    """`columns` of a manifest.parquet from the open binary file `f` (local, or `gs://` through `fileio`).
+def _parquet_file(path: str):
+    """A pyarrow ParquetFile over PATH that holds no Python object: pyarrow's own file for a local path; for a
+    remote one (`gs://`, read through `fileio`), the bytes copied into a buffer pyarrow allocated.
 
-    Through `ParquetFile.read`, not `pq.read_table`: read_table scans through pyarrow.dataset, whose worker
-    threads can hold the last reference to a Python-backed file and release it while the interpreter shuts
-    down, and the process then aborts at exit ("terminate called without an active exception", status -6;
-    about one run in five here with pyarrow 25; apache/arrow#34314). tests/test_validated.py checks it.
+    Why: a ParquetFile over a Python file object (or over `bytes`) keeps Python buffers inside pyarrow.
+    When one of pyarrow's threads drops the last reference to such a buffer while the interpreter shuts
+    down, it needs the GIL (PyGILState_Ensure while finalizing) and the process aborts at exit after doing
+    all its work ("terminate called without an active exception", status -6; apache/arrow#34314).
+    `pq.read_table` over a Python file did so about one exit in five, `ParquetFile.read` about one in a
+    hundred, and even `use_threads=False` row-group reads now and then (bench/bench_manifest_exit.py,
+    bench/RESULTS.md). With no Python object inside pyarrow there is nothing for its threads to release.
     """
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(f).read(columns=columns)
+    if not fileio.is_remote(path):
+        return pq.ParquetFile(path)
+    data = fileio.read_bytes(path)
+    buffer = pa.allocate_buffer(len(data))
+    memoryview(buffer).cast("B")[:] = data
+    return pq.ParquetFile(pa.BufferReader(buffer))
+
+
+def read_manifest(path: str, columns: list[str]) -> pa.Table:
+    """`columns` of the manifest.parquet at PATH (local, or `gs://`), on one thread: a manifest is small
+    enough that threads gain nothing (`_parquet_file` says why no Python object is handed to pyarrow)."""
+    with _parquet_file(path) as parquet:
+        return parquet.read(columns=columns, use_threads=False)
+
+
+def manifest_rows(path: str, columns: list[str]):
+    """The rows of the manifest.parquet at PATH as dicts, one row group at a time (bounded memory): what the Beam
+    jobs read instead of `beam.io.ReadFromParquet`, which hands pyarrow Beam's Python file objects."""
+    with _parquet_file(path) as parquet:
+        for i in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(i, columns=columns, use_threads=False).to_pylist()
+
+
+def count_manifest_rows(path: str) -> int:
+    """The number of rows of the manifest.parquet at PATH, from its footer."""
+    with _parquet_file(path) as parquet:
+        return parquet.metadata.num_rows
 
 
 def write_validation(
