@@ -207,12 +207,14 @@ def open_slide(path: str, reader: str = DEFAULT_READER) -> Slide:
     return slide
 
 
-def write_pyramid(path, shape: tuple[int, int], mpp: float | None, downsamples, tile_fn, tile: int = 256) -> None:
+def write_pyramid(
+    path, shape: tuple[int, int], mpp: float | None, downsamples, tile_fn, tile: int = 256, compression="zlib"
+) -> None:
     """A tiled, Deflate-compressed pyramidal TIFF that OpenSlide (generic-tiff) and tifffile read.
 
     shape: level 0's (height, width); downsamples: integers, 1 first; tile_fn(downsample, y, x, h, w) -> uint8
     (h, w, 3) gives the pixels of a level tile by tile, so a slide far larger than memory can be written
-    (bench/bench_slide.py). mpp None writes no resolution.
+    (bench/bench_slide.py). mpp None writes no resolution; compression None writes raw tiles (fast, large).
     """
     import tifffile
 
@@ -236,8 +238,8 @@ def write_pyramid(path, shape: tuple[int, int], mpp: float | None, downsamples, 
                 dtype=np.uint8,
                 tile=(tile, tile),
                 photometric="rgb",
-                compression="zlib",
-                compressionargs={"level": 1},
+                compression=compression,
+                compressionargs={"level": 1} if compression == "zlib" else None,
                 subfiletype=0 if n == 0 else 1,
                 **extra,
             )
