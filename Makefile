@@ -15,7 +15,7 @@ H5_DIR ?= data/pcam_h5
 TUNER_DIR ?= $(DEMO_OUT)/tune
 TUNE_MINUTES ?= 60
 
-.PHONY: help install demo validate stats build build-hdf5 tune evaluate test test-fast lint format eda gpu-check clean
+.PHONY: help install demo validate stats build build-hdf5 tune evaluate slide test test-fast lint format eda gpu-check clean
 
 # The default target: what each target does (the text after '##').
 help:
@@ -84,6 +84,9 @@ format: install ## ruff format
 
 evaluate: install ## a run (RUN=runs/x) on a labelled folder (INPUT_DIR, LABELS) into RUN/external
 	$(PY) -m trainer.evaluate --model_dir=$(RUN) --input_dir=$(INPUT_DIR) --labels=$(LABELS) --output_dir=$(RUN)/external --tta
+
+slide: install ## a tumour heatmap of SLIDE by a run (RUN=runs/x) into SLIDE_OUT (default RUN/slides/NAME)
+	$(PY) -m trainer.slide --model_dir=$(RUN) --slide=$(SLIDE) --output_dir=$(or $(SLIDE_OUT),$(RUN)/slides/$(basename $(notdir $(SLIDE)))) --tta
 
 gpu-check: install ## images/s, compute dtype and XLA of every model on this machine
 	$(PY) -m trainer.gpu_check

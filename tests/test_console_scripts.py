@@ -23,6 +23,7 @@ COMMANDS = {
     "pcam-tune": "trainer.tune",
     "pcam-compare": "trainer.compare",
     "pcam-export": "trainer.export",
+    "pcam-slide": "trainer.slide",
     "pcam-gpu-check": "trainer.gpu_check",
 }
 BIN = Path(sys.executable).parent
@@ -76,11 +77,12 @@ def test_every_console_script_starts_and_shows_its_help():
         (["pcam-predict", "--model_dir=r", "--output=s.csv", "--data_dir=d", "--batch_size=0"], "--batch_size"),
         (["pcam-compare", "--output_dir=out"], "run folders"),
         (["pcam-export", "--model_dir=r"], "--output_dir"),
+        (["pcam-slide", "--slide=s.svs", "--output_dir=out"], "--model_dir"),
         (["pcam-evaluate", "--output_dir=out"], "--model_dir"),
         (["pcam-tune", "--data_dir=d"], "--tuner_dir"),
         (["pcam-train", "--model=baseline", "--data_dir=d", "--model_dir=m", "--augment=heavy"], "--augment"),
     ],
-    ids=["missing", "exclusive", "threshold", "range", "no-runs", "export", "evaluate", "tune", "train"],
+    ids=["missing", "exclusive", "threshold", "range", "no-runs", "export", "slide", "evaluate", "tune", "train"],
 )
 def test_a_user_mistake_is_one_line_and_status_2(args, named):
     proc = _run(_script(args[0]), *args[1:])

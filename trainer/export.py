@@ -8,7 +8,8 @@ The `serving_default` signature takes `images`: uint8 [batch, 96, 96, 3] (RGB, a
 decode) and returns `probability`: float32 [batch]. Casting and scaling happen inside, so a client
 sends raw pixels (4x fewer bytes than float32). With the run's calibration.json (a temperature fitted
 on validation) the probabilities are calibrated; --nocalibrate exports the raw ones. Loading needs
-TensorFlow only: `tf.saved_model.load(DIR).signatures["serving_default"](images=...)`. Serving it with
+TensorFlow only: `tf.saved_model.load(DIR).signatures["serving_default"](images=...)`. config.json
+beside it tells whole-slide tools the patch size, microns per pixel, class names and input dtype. Serving it with
 TensorFlow Serving: BUILD.md.
 """
 
@@ -22,6 +23,7 @@ FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probability"
+SLIDE_CONFIG_FILE = "config.json"  # beside the SavedModel, for whole-slide tools (WSInfer-style)
 
 
 def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
@@ -63,7 +65,30 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
         "temperature": temperature,
     }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / SLIDE_CONFIG_FILE).write_text(json.dumps(slide_config(model_dir, model, temperature), indent=2) + "\n")
     return info
+
+
+def slide_config(model_dir: str, model, temperature: float | None) -> dict:
+    """config.json: what a whole-slide tool needs to run the SavedModel, in the spirit of WSInfer's model config."""
+    from pcam_tfds.core import record_spec
+    from trainer import slide
+
+    return {
+        "spec_version": "1.0",
+        "architecture": model.name,
+        "num_classes": len(record_spec.LABEL_NAMES),
+        "class_names": list(record_spec.LABEL_NAMES),
+        "output": f"{OUTPUT_NAME}: float32 [n], the probability of {record_spec.LABEL_NAMES[1]!r}",
+        "patch_size_pixels": int(model.input_shape[1]),
+        "spacing_um_px": slide.run_mpp(model_dir),
+        "input_dtype": "uint8",
+        "input_range": [0, 255],
+        "channels": "RGB",
+        "transform": [],
+        "preprocessing": "inside the model: cast to float32 and the run's own normalisation; send raw RGB pixels",
+        "calibrated": temperature is not None,
+    }
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:

@@ -1,0 +1,208 @@
+"""pcam-slide (issue 24): slide readers, windows/s against pcam-predict, memory on a 50,000 x 50,000 slide.
+
+    python bench/bench_slide.py --part=readers --work_dir=/tmp/bench_slide
+    python bench/bench_slide.py --part=throughput --work_dir=/tmp/bench_slide
+    python bench/bench_slide.py --part=large --work_dir=/tmp/bench_slide
+
+Slides are made here (trainer.slide.write_pyramid) from synthetic patches (pcam_tfds.synthetic) tiled
+at 10x with no gaps, upsampled to a 40x (0.243 um/px) level 0, levels 1, 4, 16 (and 64 for the large one).
+The model is a random-init baseline: speed does not depend on the weights.
+readers: the same level-1 regions (2112 x 2112, one pcam-slide tile) through OpenSlide and tifffile.
+throughput: pcam-slide on a small slide against pcam-predict on the same tissue windows written as
+  96x96 TIFF files, both in this process (each loads its model once), alternating, back to back.
+large: pcam-slide (a subprocess, peak RSS over it sampled by bench/measure.py) on a 50,000 x 50,000 px
+  level-0 slide (90% tissue), and on the small slide, time per window compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+UP = 4
+
+
+def texture(size: int, seed: int = 0) -> np.ndarray:
+    """A 10x canvas of size x size pixels of synthetic patches side by side."""
+    from pcam_tfds import synthetic
+
+    n = -(-size // 96)
+    canvas = np.empty((n * 96, n * 96, 3), np.uint8)
+    for r in range(n):
+        for c in range(n):
+            canvas[r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] = synthetic.draw_patch(seed, "train", r * n + c)[0]
+    return canvas[:size, :size]
+
+
+def make_slide(path: Path, level0: int, downsamples, white_share: float = 0.0, compression="zlib") -> None:
+    """A level0 x level0 slide tiling one 10x texture; the left `white_share` of it is glass (white)."""
+    from trainer import slide
+
+    tex10 = texture(1152)
+    levels = {}
+    for ds in downsamples:
+        # Level ds of the 4x-upsampled texture, one period of it: nearest up to 4, box average beyond.
+        if ds <= UP:
+            levels[ds] = np.repeat(np.repeat(tex10, UP // ds, 0), UP // ds, 1)
+        else:
+            f = ds // UP
+            t = tex10.astype(np.float32).reshape(1152 // f, f, 1152 // f, f, 3).mean(axis=(1, 3))
+            levels[ds] = (t + 0.5).astype(np.uint8)
+    white_x = int(level0 * white_share)
+
+    def tile_fn(ds, y, x, h, w):
+        t = levels[ds]
+        period = t.shape[0]
+        block = t[np.ix_((y + np.arange(h)) % period, (x + np.arange(w)) % period)]
+        glass = (x + np.arange(w)) * ds < white_x
+        if glass.any():
+            block = block.copy()
+            block[:, glass] = 255
+        return block
+
+    slide.write_pyramid(path, (level0, level0), 0.243, downsamples, tile_fn, tile=512, compression=compression)
+
+
+def baseline_run(folder: Path) -> Path:
+    import keras
+
+    from trainer import models
+
+    if not (folder / "model.keras").exists():
+        keras.utils.set_random_seed(0)
+        folder.mkdir(parents=True, exist_ok=True)
+        models.build("baseline").save(str(folder / "model.keras"))
+    return folder
+
+
+def bench_readers(work: Path, repeats: int) -> dict:
+    from trainer import slide
+
+    path = work / "readers.tif"
+    if not path.exists():
+        make_slide(path, 16384, (1, 4, 16))
+    rng = np.random.default_rng(0)
+    size = 2112
+    regions = [(int(rng.integers(0, 4096 - size)), int(rng.integers(0, 4096 - size))) for _ in range(8)]
+    result = {}
+    for _ in range(repeats):
+        for reader in slide.READERS:
+            s = slide.open_slide(str(path), reader)
+            start = time.perf_counter()
+            for x, y in regions:
+                s.read(1, x, y, size, size)
+            seconds = time.perf_counter() - start
+            s.close()
+            mb = len(regions) * size * size * 3 / 1e6
+            result.setdefault(reader, []).append(round(mb / seconds, 1))
+    return {"MB_per_s": result, "regions": len(regions), "region": f"{size}x{size} level 1"}
+
+
+def bench_throughput(work: Path, repeats: int) -> dict:
+    import tifffile
+
+    from trainer import predict, slide
+
+    run = baseline_run(work / "run")
+    path = work / "small.tif"
+    if not path.exists():
+        make_slide(path, 9216, (1, 4, 16))
+    files = work / "windows"
+    config = slide.SlideConfig((str(run),), str(path), str(work / "out_small")).check()
+    p = slide.plan(config)
+    if not files.exists():
+        files.mkdir()
+        g = p.grid
+        pixels = slide.read_model_pixels(
+            p.slide, p.level, g.scale, 0, 0, (g.cols - 1) * g.stride + 96, (g.rows - 1) * g.stride + 96
+        )
+        for i, j in np.argwhere(p.tissue):
+            window = pixels[i * g.stride : i * g.stride + 96, j * g.stride : j * g.stride + 96]
+            tifffile.imwrite(files / f"w{i:04d}_{j:04d}.tif", window)
+    p.slide.close()
+    n_files = len(list(files.iterdir()))
+    rows = []
+    for rep in range(repeats):
+        start = time.perf_counter()
+        summary = slide.run([f"--model_dir={run}", f"--slide={path}", f"--output_dir={work / f'out{rep}'}"])
+        slide_s = time.perf_counter() - start
+        start = time.perf_counter()
+        predict.run([f"--model_dir={run}", f"--input_dir={files}", f"--output={work / f'pred{rep}.csv'}"])
+        predict_s = time.perf_counter() - start
+        rows.append(
+            {
+                "slide_windows_per_s": round(summary["windows"] / slide_s, 1),
+                "predict_windows_per_s": round(n_files / predict_s, 1),
+                "ratio": round((summary["windows"] / slide_s) / (n_files / predict_s), 2),
+                "windows": summary["windows"],
+                "files": n_files,
+            }
+        )
+    return {"rows": rows, "load_average": os.getloadavg()}
+
+
+def bench_large(work: Path, size: int) -> dict:
+    import measure
+
+    run = baseline_run(work / "run")
+    small, large = work / "small.tif", work / f"large_{size}.tif"
+    if not small.exists():
+        make_slide(small, 9216, (1, 4, 16))
+    if not large.exists():
+        start = time.perf_counter()
+        make_slide(large, size, (1, 4, 16, 64), white_share=0.1, compression=None)
+        print(f"wrote {large} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    out = {}
+    for name, path in (("small", small), ("large", large)):
+        folder = work / f"out_{name}_measured"
+        cmd = [sys.executable, "-m", "trainer.slide", f"--model_dir={run}", f"--slide={path}", f"--output_dir={folder}"]
+        m = measure.run_measured(cmd)
+        summary = json.loads((folder / "summary.json").read_text())
+        out[name] = {
+            "level0": summary["heatmap"]["shape"],
+            "windows": summary["windows"],
+            "heatmap_seconds": summary["seconds"],
+            "ms_per_window": round(1000 * summary["seconds"] / max(summary["windows"], 1), 3),
+            "wall_s": m["wall_s"],
+            "peak_rss_mib": m["peak_rss_mib"],
+        }
+    out["ms_per_window_ratio_large_over_small"] = round(
+        out["large"]["ms_per_window"] / out["small"]["ms_per_window"], 2
+    )
+    out["load_average"] = os.getloadavg()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["readers", "throughput", "large"], required=True)
+    parser.add_argument("--work_dir", default="/tmp/bench_slide")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--size", type=int, default=50_000, help="level-0 side of the large slide")
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.part == "readers":
+        result = bench_readers(work, args.repeats)
+    elif args.part == "throughput":
+        result = bench_throughput(work, args.repeats)
+    else:
+        result = bench_large(work, args.size)
+    import measure
+
+    result["machine"] = measure.machine()
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
