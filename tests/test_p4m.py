@@ -207,8 +207,13 @@ def test_trainer_export_and_predict(pcam_data, tmp_path):
     np.testing.assert_allclose(
         inference.make_predict_fn([model], tta=True)(tf.cast(images, tf.float32)).numpy(), expected, atol=2e-2
     )
-    heat = explain.GradCam(model)(images.astype("float32"))
+    cam = explain.GradCam(model)
+    assert cam.layer_name == "pool3"  # the last P4M map: all 8 orientations of each channel
+    heat = cam(images.astype("float32"))
     assert heat.shape == (4, 96, 96) and np.isfinite(heat).all()
+    # The heatmap turns with the image (bfloat16 maps: equal to its rounding, not exactly).
+    turned = cam(_transform(images.astype("float32"), 5))
+    assert np.abs(turned - _transform(heat[..., None], 5)[..., 0]).mean() < 0.02
 
     out = tmp_path / "export"
     run_module("trainer.export", f"--model_dir={run_dir}", f"--output_dir={out}", "--nocalibrate")
