@@ -29,13 +29,14 @@ def _train_step(model: keras.Model, size: int) -> float:
     return loss
 
 
-def test_registry_lists_the_four_models():
-    assert models.NAMES == ("baseline", "tuned", "resnet50", "densenet169")
+def test_registry_lists_the_six_models():
+    assert models.NAMES == ("baseline", "tuned", "resnet50", "densenet169", "p4m", "p4m_params")
     assert set(models.TRANSFER) < set(models.NAMES)
     with pytest.raises(ValueError, match="choose one of baseline"):
         models.build("vgg16")
     assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm"}
     assert models.arguments("resnet50") == {"input_shape", "weights", "dropout"}
+    assert models.arguments("p4m") == {"input_shape", "dropout", "batch_norm"}
 
 
 def test_model_names_are_read_without_importing_keras():
@@ -60,7 +61,7 @@ def test_baseline_is_the_seed_cnn():
     assert model.output.shape == (None, 1)
 
 
-@pytest.mark.parametrize("name", ["baseline", "tuned"])
+@pytest.mark.parametrize("name", ["baseline", "tuned", "p4m"])
 def test_cnn_takes_a_training_step(name):
     _train_step(models.build(name, input_shape=(32, 32, 3)), 32)
 

@@ -1,6 +1,7 @@
 """Where a model looks: Grad-CAM heatmaps, and the examples worth looking at (confident errors).
 
     cam = GradCam(model)                 # CNNs: the last conv block; transfer models: the base's last block
+                                         # p4m: the last P4M map (its 8 orientations), so the heatmap turns with the image
     heatmaps = cam(images)               # (B, H, W) in 0..1, at image resolution
     picks = pick_examples(ids, labels, probs, k=8)
 

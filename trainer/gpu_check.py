@@ -1,6 +1,6 @@
 """Which side bounds training on this machine: the input pipeline or the model's train step?
 
-    pcam-gpu-check                                     # make gpu-check: synthetic records, 4 models, batch 64
+    pcam-gpu-check                                     # make gpu-check: synthetic records, every registered model, batch 64
     pcam-gpu-check --data_dir=TFDS_DIR --dataset=pcam/full --augment=hed     # the built dataset's records
     pcam-gpu-check --models=baseline --steps=3 --batch_size=8 --input_batches=5   # CPU smoke test
     python -m trainer.gpu_check ...                    # the same command

@@ -5,6 +5,7 @@ Shared by training (validation predictions for metrics.json) and trainer.predict
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 import keras
@@ -12,12 +13,14 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import augment
+from trainer import models as registry
 
 
 def load_model(run_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
-    # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs).
-    from trainer.models import stain_norm, transfer  # noqa: F401
+    # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs),
+    # the P4M group layers.
+    from trainer.models import gconv, stain_norm, transfer  # noqa: F401
 
     path = f"{run_dir.rstrip('/')}/model.keras"
     if not tf.io.gfile.exists(path):
@@ -63,7 +66,15 @@ def predict_batches(
     tta: bool = False,
     temperatures: Sequence[float] | None = None,
 ):
-    """Runs over {"image", "id"[, "label"]} batches; returns (ids as str, labels or None, probabilities)."""
+    """Runs over {"image", "id"[, "label"]} batches; returns (ids as str, labels or None, probabilities).
+
+    With tta, models that are all invariant by construction (trainer.models.invariant: their model name is a
+    registered invariant model) are run once: the 8 views would give the same answer.
+    """
+    if tta and all(registry.invariant(m.name) for m in models):
+        names = ", ".join(sorted({m.name for m in models}))
+        print(f"--tta: {names} is invariant to the 8 flips and rotations, so TTA is one pass", file=sys.stderr)
+        tta = False
     predict = make_predict_fn(models, tta, temperatures)
     ids, labels, probs = [], [], []
     for batch in batches:

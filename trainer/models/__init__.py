@@ -5,7 +5,9 @@
 
 Builders take 0..255 RGB images and return one sigmoid probability (float32 under mixed precision);
 the trainer compiles. `NAMES` is the one list of model names: the flags, the config's validation and
-gpu_check read it. Reading it imports no Keras; a model's module is imported when it is first built,
+gpu_check read it.
+A model module that sets `INVARIANT = True` builds models whose output is the same for the 8 flips and
+rotations of an input (the P4M models); `invariant(name)` reads it, and prediction skips TTA for them. Reading it imports no Keras; a model's module is imported when it is first built,
 so `python -m trainer --help` stays fast.
 """
 
@@ -20,6 +22,8 @@ REGISTRY: dict[str, str] = {
     "tuned": "trainer.models.tuned",
     "resnet50": "trainer.models.resnet50",
     "densenet169": "trainer.models.densenet169",
+    "p4m": "trainer.models.p4m",
+    "p4m_params": "trainer.models.p4m_params",
 }
 NAMES = tuple(REGISTRY)
 # The models on a pretrained ImageNet base (trainer.models.transfer): they train a head, then fine-tune.
@@ -41,3 +45,8 @@ def arguments(name: str) -> frozenset[str]:
 def build(name: str, **kwargs):
     """Builds the registered model `name` (a keras.Model) with the builder's keyword arguments."""
     return builder(name)(**kwargs)
+
+
+def invariant(name: str) -> bool:
+    """Whether the registered model `name` is invariant by construction to the 8 flips and 90-degree rotations."""
+    return bool(getattr(importlib.import_module(REGISTRY[name]), "INVARIANT", False)) if name in REGISTRY else False

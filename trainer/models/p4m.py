@@ -1,0 +1,66 @@
+"""`p4m`: the baseline's three conv blocks as P4M group convolutions, exactly invariant to the 8 rotations
+and mirrors (a P4M G-CNN as in Veeling et al. 2018, on the baseline's scale; layers in trainer.models.gconv).
+
+    model = models.build("p4m")                  # width matched by FLOPs to the baseline: 4/8/16 channels x 8
+    model = models.build("p4m_params")           # width matched by parameters: 11/23/45 channels x 8
+
+A P4M layer with C channels holds 8C planes, so it costs what a plain layer of 8C channels costs while
+learning about 1/8 of the parameters: group widths (4, 8, 16) cost the baseline's (32, 64, 128) convolutions,
+and (11, 23, 45) hold about its convolution parameters at 8x its FLOPs. After the last block the planes are
+averaged over space, then over each channel's 8 orientations both the mean and the max are kept (invariant),
+then come the baseline's Dense 128, dropout and sigmoid.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer.models.gconv import GroupBatchNormalization, GroupPool, P4MConv, P4MLift
+
+FLOP_MATCHED = (4, 8, 16)  # x 8 planes = the baseline's 32/64/128 channels
+PARAM_MATCHED = (11, 23, 45)  # about the baseline's 93k convolution weights
+INVARIANT = True  # the output is the same for the 8 rotations and mirrors of an input: TTA has nothing to average
+
+
+def p4m(
+    input_shape: tuple[int, int, int] = PATCH_SHAPE,
+    filters: tuple[int, ...] = FLOP_MATCHED,
+    dense: int = 128,
+    dropout: float = 0.1,
+    batch_norm: bool = False,
+    kernel_size: int = 3,
+    name: str = "p4m",
+) -> keras.Model:
+    """P4M conv blocks (group conv 3x3 [+ group batch norm] + ReLU + 2x2 max-pool), then invariant pooling and the
+    baseline's head. Takes 0..255 pixels. Needs square inputs whose side stays even through every pooling
+    (96 -> 48 -> 24 -> 12), else a pooling window would not map onto a window under a quarter turn."""
+    height, width, _ = input_shape
+    if height != width or height % (2 ** len(filters)):
+        raise ValueError(
+            f"input_shape={input_shape}: p4m needs square inputs divisible by 2**{len(filters)} to stay exactly invariant"
+        )
+    inputs = x = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    for i, channels in enumerate(filters):
+        layer = P4MLift if i == 0 else P4MConv
+        x = layer(channels, kernel_size, use_bias=not batch_norm, name=f"conv{i + 1}")(x)
+        if batch_norm:
+            x = GroupBatchNormalization(name=f"bn{i + 1}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Concatenate(name="group_pool")(
+        [GroupPool("mean", name="group_mean")(x), GroupPool("max", name="group_max")(x)]
+    )
+    x = keras.layers.Dense(dense, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build(
+    input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.1, batch_norm: bool = False
+) -> keras.Model:
+    """The FLOP-matched P4M model (the same cost per image as the baseline)."""
+    return p4m(input_shape, FLOP_MATCHED, dropout=dropout, batch_norm=batch_norm, name="p4m")
