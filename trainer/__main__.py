@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from trainer import config as config_lib
-from trainer import models
+from trainer import errors, models
 
 FLAGS = flags.FLAGS
 
@@ -221,7 +221,7 @@ def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
+        raise errors.UsageError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
 
 
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
@@ -232,7 +232,9 @@ def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise ValueError(f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5") from None
+        raise errors.UsageError(
+            f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5"
+        ) from None
 
 
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
@@ -257,7 +259,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     try:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
-        raise ValueError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
+        raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
     values = {
         "model": f.model,
         "data_dir": f.data_dir,
@@ -302,40 +304,31 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     }
     if f.hparams:
         if f.model != "tuned":
-            raise ValueError(f"--hparams is for --model=tuned, not --model={f.model}")
+            raise errors.UsageError(f"--hparams is for --model=tuned, not --model={f.model}")
         from_file = config_lib.hparams_to_fields(config_lib.read_hparams(f.hparams))
         values.update({k: v for k, v in from_file.items() if not (k in _HPARAM_FLAGS and f[k].present)})
     return config_lib.validate(config_lib.TrainConfig(**values))
 
 
 def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
     from trainer import data, distribute, run_folder, train
-    from trainer.models.transfer import WeightsUnavailableError
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    try:
-        config = config_from_flags(FLAGS, gpu)
-        # On a cluster only the chief claims and writes the run folder; the other workers write nothing there.
-        task = distribute.SINGLE
-        if config.strategy == "multi_worker":
-            task = distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))
-        data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
-        lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
-    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = config_from_flags(FLAGS, gpu)
+    # On a cluster only the chief claims and writes the run folder; the other workers write nothing there.
+    task = distribute.SINGLE
+    if config.strategy == "multi_worker":
+        task = distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))
+    data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
+    lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
     try:
         if task.is_chief:
             config_lib.write(config)
             logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
         train.run(config)
-    except (ValueError, WeightsUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     finally:
         if lock is not None:
             lock.release()
@@ -346,7 +339,7 @@ def main() -> None:
     from pcam_tfds import cli
 
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
-    cli.run(_main, tensorflow=True)
+    cli.run(errors.command(_main), tensorflow=True)
 
 
 if __name__ == "__main__":

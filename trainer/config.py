@@ -15,6 +15,7 @@ from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import models
+from trainer.errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
@@ -130,7 +131,7 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k not in _RETIRED_FIELDS}
         unknown = sorted(set(values) - fields)
         if unknown:
-            raise ValueError(f"unknown config fields {unknown}; known fields are {sorted(fields)}")
+            raise UsageError(f"unknown config fields {unknown}; known fields are {sorted(fields)}")
         for name in ("class_weights", "filters"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
@@ -144,13 +145,13 @@ class TrainConfig:
 def check_choice(flag: str, value, allowed) -> None:
     """Raises ValueError naming the flag, its value and the allowed values unless `value` is one of them."""
     if value not in allowed:
-        raise ValueError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        raise UsageError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
 def _positive(flag: str, value, allow_zero: bool = False) -> None:
     if value is None or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"--{flag}={value!r} must be {bound}")
+        raise UsageError(f"--{flag}={value!r} must be {bound}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -165,31 +166,31 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
     check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
     if not config.data_dir:
-        raise ValueError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
+        raise UsageError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
     if not config.model_dir:
-        raise ValueError("--model_dir is required: the run folder for checkpoints, logs and results")
+        raise UsageError("--model_dir is required: the run folder for checkpoints, logs and results")
     if "/" not in config.dataset:
-        raise ValueError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
+        raise UsageError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
     if config.epochs is None:
         if config.schedule != "budget":
-            raise ValueError(
+            raise UsageError(
                 f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes itself)"
             )
     else:
         _positive("epochs", config.epochs, allow_zero=config.is_transfer)
     if config.schedule == "budget" and config.max_minutes is None and config.max_cpu_minutes is None:
-        raise ValueError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
+        raise UsageError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
     if not (config.ema == 0.0 or 0.0 < config.ema < 1.0):
-        raise ValueError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
+        raise UsageError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
     if not 0.0 <= config.label_smoothing < 0.5:
-        raise ValueError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
+        raise UsageError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
     _positive("batch_size", config.batch_size)
     _positive("learning_rate", config.learning_rate)
     _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
     _positive("weight_decay", config.weight_decay, allow_zero=True)
     _positive("early_stopping_patience", config.early_stopping_patience, allow_zero=True)
     if config.refit and config.early_stopping_patience:
-        raise ValueError(
+        raise UsageError(
             f"--refit with --early_stopping_patience={config.early_stopping_patience}: a refit trains on the "
             "validation split, so stopping on it would choose on patches it has seen; give a time budget or "
             "--epochs with --early_stopping_patience=0"
@@ -201,54 +202,54 @@ def validate(config: TrainConfig) -> TrainConfig:
         if getattr(config, flag) is not None:
             _positive(flag, getattr(config, flag))
     if config.is_transfer and config.head_epochs + (config.epochs if config.epochs is not None else 1) == 0:
-        raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
+        raise UsageError("--head_epochs and --epochs are both 0: nothing would train")
     _positive("steps_per_execution", config.steps_per_execution)
     if config.augment_on == "device" and config.augment == "seed":
-        raise ValueError(
+        raise UsageError(
             "--augment=seed runs Keras random layers, which keep their own state; on the device use "
             "--augment=dihedral, hed or none, or --augment_on=host"
         )
     if config.strategy == "multi_worker":
         if config.steps_per_execution != 1:
             # Keras 3.15 fails to run collectives inside its multi-step loop under MultiWorkerMirroredStrategy.
-            raise ValueError(
+            raise UsageError(
                 f"--steps_per_execution={config.steps_per_execution} with --strategy=multi_worker: "
                 "multi-worker training runs one step per execution (1)"
             )
         if config.schedule == "budget":
-            raise ValueError(
+            raise UsageError(
                 "--schedule=budget with --strategy=multi_worker: the budget schedule plans from this "
                 "process's clock; give --epochs (with --schedule=cosine or constant), the time budget still "
                 "stops every worker at the same step"
             )
     if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"--dropout={config.dropout!r} must be in [0, 1)")
+        raise UsageError(f"--dropout={config.dropout!r} must be in [0, 1)")
     if not 0.0 < config.sample_fraction <= 1.0:
-        raise ValueError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
+        raise UsageError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
     if config.steps_per_epoch is not None:
         _positive("steps_per_epoch", config.steps_per_epoch)
     if config.class_weights is not None and (len(config.class_weights) != 2 or min(config.class_weights) <= 0):
-        raise ValueError(
+        raise UsageError(
             f"--class_weights={','.join(map(str, config.class_weights))} must be two positive numbers "
             "(weight of label 0, weight of label 1), e.g. 1,1.5; or 'auto' or 'none'"
         )
     if not config.filters or min(config.filters) <= 0:
-        raise ValueError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
+        raise UsageError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
     _positive("dense", config.dense)
     if config.channel_stats and config.is_transfer:
-        raise ValueError(
+        raise UsageError(
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.stain_norm != "none" and config.is_transfer:
-        raise ValueError(
+        raise UsageError(
             f"--stain_norm is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.channel_stats and not epath.Path(config.channel_stats).exists():
-        raise ValueError(
+        raise UsageError(
             f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats"
         )
     if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
-        raise ValueError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
+        raise UsageError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
     return config
 
 
@@ -257,14 +258,14 @@ def read_hparams(path: str) -> dict[str, Any]:
     try:
         values = json.loads(epath.Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"--hparams={path!r}: no such file") from None
+        raise UsageError(f"--hparams={path!r}: no such file") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"--hparams={path!r} is not valid JSON: {e}") from None
+        raise UsageError(f"--hparams={path!r} is not valid JSON: {e}") from None
     if not isinstance(values, dict):
-        raise TypeError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
+        raise UsageError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
     unknown = sorted(set(values) - set(HPARAM_KEYS))
     if unknown:
-        raise ValueError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
+        raise UsageError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
     for key, value in values.items():
         kind = _HPARAM_TYPES[key]
         ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
@@ -273,7 +274,7 @@ def read_hparams(path: str) -> dict[str, Any]:
         if not ok:
             names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
             expected = names[kind[0] if isinstance(kind, tuple) else kind]
-            raise ValueError(
+            raise UsageError(
                 f"--hparams={path!r}: {key}={value!r} must be {expected}"
                 + (" or a list of integers" if key == "filters" else "")
             )
@@ -307,7 +308,7 @@ def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
     width = values.get("filters", values.get("width"))
     if isinstance(width, (list, tuple)):
         if "num_blocks" in values and values["num_blocks"] != len(width):
-            raise ValueError(
+            raise UsageError(
                 f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}"
             )
         fields["filters"] = tuple(int(w) for w in width)
@@ -330,7 +331,7 @@ def write(config: TrainConfig) -> None:
             if f.name not in _RESTART_FREE_FIELDS and getattr(old, f.name) != getattr(config, f.name)
         ]
         if differ:
-            raise ValueError(
+            raise UsageError(
                 f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
                 "restart with the same flags to resume it, or choose a new --model_dir"
             )

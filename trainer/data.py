@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import determinism
+from trainer import determinism, errors
 
 # Bucket count for --sample_fraction's hash filter: fractions are kept to 1e-4.
 _SAMPLE_BUCKETS = 10_000
@@ -37,9 +37,9 @@ def load_builder(data_dir: str, dataset: str) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types (DatasetNotFoundError, registry errors)
-        raise ValueError(f"--dataset={dataset!r} not found under --data_dir={data_dir!r}: {e}") from e
+        raise errors.UsageError(f"--dataset={dataset!r} not found under --data_dir={data_dir!r}: {e}") from e
     if not builder.is_prepared():
-        raise ValueError(
+        raise errors.UsageError(
             f"--dataset={dataset!r} is not built under --data_dir={data_dir!r}; build it first "
             "(tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=... --config=...)"
         )
@@ -49,7 +49,9 @@ def load_builder(data_dir: str, dataset: str) -> tfds.core.DatasetBuilder:
 def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
     """The TFRecord shard paths of `split`."""
     if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} is not in {builder.info.full_name}; it has {sorted(builder.info.splits)}")
+        raise errors.UsageError(
+            f"split {split!r} is not in {builder.info.full_name}; it has {sorted(builder.info.splits)}"
+        )
     return [str(p) for p in builder.info.splits[split].filepaths]
 
 

@@ -18,6 +18,8 @@ import json
 
 from absl import flags, logging
 
+from trainer import errors
+
 FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
@@ -52,7 +54,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     module = Serving()
     out = epath.Path(output_dir)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
+        raise errors.UsageError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
     info = {
         "model_dir": model_dir,
@@ -79,14 +81,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _main(argv) -> int:
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
-    try:
-        info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
-    except (ValueError, FileNotFoundError) as e:
-        cli.fail(e)
+    errors.no_arguments(argv)
+    info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
     logging.info("exported %s", info)
     calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
     shape = ", ".join(map(str, info["input"]["shape"][1:]))
@@ -99,7 +95,7 @@ def main() -> None:
     from pcam_tfds import cli
 
     define_flags(FLAGS)
-    cli.run(_main, tensorflow=True)
+    cli.run(errors.command(_main), tensorflow=True)
 
 
 if __name__ == "__main__":

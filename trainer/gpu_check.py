@@ -16,7 +16,7 @@ Measures both sides, each alone:
 3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
    step-bound, with the ratio input/step.
 On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
---output_json writes the numbers too. A user's mistake is one line and exit status 2 (pcam_tfds.cli).
+--output_json writes the numbers too. A user's mistake is one line and exit status 2 (trainer.errors).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import models
+from trainer import errors, models
 from trainer.config import AUGMENT_ON, AUGMENTATIONS, TrainConfig
 
 FLAGS = flags.FLAGS
@@ -87,15 +87,17 @@ def check_flags(fv: flags.FlagValues) -> list[str]:
     names = [m.strip() for m in fv.models if m.strip()]
     unknown = [m for m in names if m not in models.NAMES]
     if not names or unknown:
-        raise ValueError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
+        raise errors.UsageError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
     if fv.augment_on == "device" and fv.augment == "seed":
-        raise ValueError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
+        raise errors.UsageError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
     if fv.data_dir is not None and fv.image_size != PATCH_SHAPE[0]:
-        raise ValueError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
+        raise errors.UsageError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
     if fv.shuffle_buffer < 1:
-        raise ValueError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
+        raise errors.UsageError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
     if fv.steps_per_execution != "auto" and not (fv.steps_per_execution.isdigit() and int(fv.steps_per_execution)):
-        raise ValueError(f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer")
+        raise errors.UsageError(
+            f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer"
+        )
     return names
 
 
@@ -224,23 +226,17 @@ def verdict(input_per_s: float, step_per_s: float) -> tuple[str, float]:
 
 
 def _main(argv) -> int:
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
+    errors.no_arguments(argv)
     f = FLAGS
-    try:
-        names = check_flags(f)
-        if f.data_dir is not None:
-            from trainer import data
+    names = check_flags(f)
+    if f.data_dir is not None:
+        from trainer import data
 
-            files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
-        if f.output_json:
-            parent = os.path.dirname(os.path.abspath(f.output_json))
-            if not os.path.isdir(parent):
-                raise ValueError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
-    except ValueError as e:
-        cli.fail(e)
+        files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
+    if f.output_json:
+        parent = os.path.dirname(os.path.abspath(f.output_json))
+        if not os.path.isdir(parent):
+            raise errors.UsageError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
 
     import keras
     import tensorflow as tf
@@ -320,7 +316,7 @@ def main() -> None:
     from pcam_tfds import cli
 
     define_flags(FLAGS)
-    cli.run(_main, tensorflow=True)
+    cli.run(errors.command(_main), tensorflow=True)
 
 
 if __name__ == "__main__":

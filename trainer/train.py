@@ -31,7 +31,7 @@ from etils import epath
 from pcam_tfds import cli
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
+from trainer import data, determinism, distribute, errors, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig
@@ -63,7 +63,7 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
         recorded = json.loads(path.read_text())
         if recorded != identity:
             differ = [k for k in identity if identity[k] != recorded.get(k)]
-            raise ValueError(
+            raise errors.UsageError(
                 f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
                 f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
                 f"{identity['splits']}); choose a new --model_dir"
@@ -91,7 +91,7 @@ def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
     try:
         return load(path)
     except (OSError, ValueError, KeyError, StatsError) as e:
-        raise ValueError(f"--channel_stats={path!r}: {e}") from e
+        raise errors.UsageError(f"--channel_stats={path!r}: {e}") from e
 
 
 def build_model(config: TrainConfig, input_shape=PATCH_SHAPE, weights: str | None = "config") -> keras.Model:
@@ -417,7 +417,7 @@ def _run(
     check_dataset_identity(out_dir, builder)
     if task.num_workers > 1:
         if config.batch_size % strategy.num_replicas_in_sync:
-            raise ValueError(
+            raise errors.UsageError(
                 f"--batch_size={config.batch_size} must be divisible by the number of replicas in the cluster "
                 f"({strategy.num_replicas_in_sync}): it is the global batch, split evenly among them"
             )

@@ -31,7 +31,7 @@ import sys
 from absl import flags
 
 from trainer import config as config_lib
-from trainer import tune_config
+from trainer import errors, tune_config
 
 FLAGS = flags.FLAGS
 
@@ -92,7 +92,7 @@ def role_from_env(environ=os.environ) -> str:
         return "standalone"
     missing = [k for k in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(k)]
     if missing:
-        raise ValueError(
+        raise errors.UsageError(
             f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not; set all three "
             "(KERASTUNER_TUNER_ID=chief on the chief, a unique id such as tuner0 on each worker)"
         )
@@ -131,10 +131,7 @@ def config_from_flags(flag_values, gpu: bool):
 
 
 def _main(argv):
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
+    errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
     from trainer import run_folder, search, tune_reports
@@ -147,8 +144,6 @@ def _main(argv):
         if role == "standalone":  # a chief shares the folder with its workers by design
             lock = run_folder.RunLock(config.tuner_dir, " ".join(sys.argv)).acquire()
         records = search.run_search(config, role)
-    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
-        cli.fail(e)
     finally:
         if lock is not None:
             lock.release()
@@ -161,7 +156,7 @@ def main() -> None:
     from pcam_tfds import cli
 
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
-    cli.run(_main, tensorflow=True)
+    cli.run(errors.command(_main), tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import config as config_lib
+from trainer.errors import UsageError
 
 TUNE_CONFIG_FILE = "tune_config.json"
 TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuners.make_tuner
@@ -102,13 +103,13 @@ def validate(config: TuneConfig) -> TuneConfig:
     config_lib.check_choice("tuner", config.tuner, TUNERS)
     config_lib.check_choice("space", config.space, SPACES)
     if not config.tuner_dir:
-        raise ValueError("--tuner_dir is required: the folder for the search state and its results")
+        raise UsageError("--tuner_dir is required: the folder for the search state and its results")
     config_lib.validate(config.trial_config())
     for flag in ("max_trials", "executions_per_trial"):
         if getattr(config, flag) < 1:
-            raise ValueError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
+            raise UsageError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
     if config.hyperband_factor < 2:
-        raise ValueError(f"--hyperband_factor={config.hyperband_factor!r} must be >= 2")
+        raise UsageError(f"--hyperband_factor={config.hyperband_factor!r} must be >= 2")
     return config
 
 
@@ -138,7 +139,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
                 f"{record['channel_stats_values']}"
             )
         if differ:
-            raise ValueError(
+            raise UsageError(
                 f"{path} belongs to a search with other settings ({'; '.join(differ)}); restart with the same "
                 "flags to continue it (--max_trials may grow), or choose a new --tuner_dir"
             )
