@@ -377,3 +377,25 @@ def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path,
     assert main_module._precision("auto", gpu=True) == "float16"
     assert main_module._precision("on", gpu=False) == "float16"
     assert main_module._precision("bfloat16", gpu=False) == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--filters=16,32",), "--filters does not apply to --model=baseline"),
+        (("--dense=64", "--batch_norm"), "--dense, --batch_norm does not apply to --model=baseline"),
+        (("--weights=none",), "--weights does not apply to --model=baseline"),
+        (("--model=resnet50", "--filters=16"), "--filters does not apply to --model=resnet50"),
+    ],
+)
+def test_a_model_flag_the_model_would_ignore_is_refused(parse_flags, args, named):
+    from trainer import errors
+
+    with pytest.raises(errors.UsageError, match=named):
+        parse_flags(*args)
+
+
+def test_model_flags_reach_the_models_that_take_them(parse_flags):
+    cfg = parse_flags("--model=tuned", "--filters=16,32", "--dense=64", "--batch_norm")
+    assert (cfg.filters, cfg.dense, cfg.batch_norm) == ((16, 32), 64, True)
+    assert parse_flags("--model=resnet50", "--weights=none").weights == "none"

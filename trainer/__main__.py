@@ -237,6 +237,22 @@ def _class_weights(value: str, model: str) -> tuple[float, float] | None:
         ) from None
 
 
+# Flags that only reach the model through its builder's keyword arguments (train.build_model passes a builder
+# only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
+_BUILDER_FLAGS = ("filters", "dense", "batch_norm", "weights")
+
+
+def _refuse_flags_the_model_ignores(f) -> None:
+    takes = models.arguments(f.model)
+    ignored = [name for name in _BUILDER_FLAGS if f[name].present and name not in takes]
+    if ignored:
+        uses = "the seed's 32,64,128 widths and dense 128; --model=tuned takes them" if f.model == "baseline" else ""
+        raise errors.UsageError(
+            f"{', '.join('--' + n for n in ignored)} does not apply to --model={f.model}, which would ignore it"
+            + (f" ({uses})" if uses else "")
+        )
+
+
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
     f = flag_values
@@ -260,6 +276,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
         raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
+    _refuse_flags_the_model_ignores(f)
     values = {
         "model": f.model,
         "data_dir": f.data_dir,
