@@ -129,7 +129,7 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "mixed_precision",
     "auto",
-    ["auto", "on", "off", *config_lib.PRECISIONS[1:]],
+    config_lib.PRECISION_CHOICES,
     "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
     "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
 )
@@ -193,37 +193,6 @@ _HPARAM_FLAGS = (
 )
 
 
-def _auto(value: str, gpu: bool) -> bool:
-    return gpu if value == "auto" else value == "on"
-
-
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions faster per CPU-second
-    than float32: bench/RESULTS.md, "Throughput: bfloat16 and the augmentations"); elsewhere bfloat16 is
-    emulated and slower."""
-    try:
-        with open(cpuinfo) as f:
-            flags_line = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags_line.split()))
-
-
-def _precision(value: str, gpu: bool) -> str:
-    if value == "auto":
-        return "float16" if gpu else ("bfloat16" if cpu_has_bfloat16() else "off")
-    return "float16" if value == "on" else value
-
-
-def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
-    if value == "auto":
-        return 32 if gpu and strategy != "multi_worker" else 1
-    try:
-        return int(value)
-    except ValueError:
-        raise errors.UsageError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
-
-
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     if value == "auto":
         return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in models.TRANSFER else None
@@ -256,22 +225,24 @@ def _refuse_flags_the_model_ignores(f) -> None:
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
     f = flag_values
-    budget = f.max_minutes is not None or f.max_cpu_minutes is not None
-    # Without a budget the old constant rate stays the default: on short fixed-epoch runs (the demo) the
-    # cosine decay and the weight average slowed the escape from the initial plateau (bench/RESULTS.md).
-    schedule = f.schedule if f.schedule != "auto" else ("budget" if budget and f.epochs is None else "constant")
-    # The budget recipe was chosen on validation AUC with 30 CPU-minutes and confirmed on other slides
-    # (bench/RESULTS.md, "Default recipe on slides the model has never seen"); elsewhere the seed's values stay.
-    recipe = config_lib.BUDGET_RECIPE if schedule == "budget" else config_lib.SEED_RECIPE
-    cnn_recipe = recipe if f.model not in models.TRANSFER else config_lib.SEED_RECIPE
-    ema = f.ema if f.ema is not None else recipe["ema"]
-    learning_rate = f.learning_rate if f.learning_rate is not None else cnn_recipe["learning_rate"]
-    dropout = f.dropout if f.dropout is not None else cnn_recipe["dropout"]
-    smoothing = f.label_smoothing if f.label_smoothing is not None else cnn_recipe["label_smoothing"]
-    epochs = f.epochs if f.epochs is not None or schedule == "budget" else 10
-    patience = f.early_stopping_patience
-    if patience is None:  # a refit trains on the validation split: nothing held out to stop on
-        patience = 3 if schedule == "constant" and not f.refit else 0
+    recipe = config_lib.resolve_recipe(
+        f.model,
+        gpu,
+        schedule=f.schedule,
+        epochs=f.epochs,
+        max_minutes=f.max_minutes,
+        max_cpu_minutes=f.max_cpu_minutes,
+        refit=f.refit,
+        learning_rate=f.learning_rate,
+        dropout=f.dropout,
+        ema=f.ema,
+        label_smoothing=f.label_smoothing,
+        early_stopping_patience=f.early_stopping_patience,
+        mixed_precision=f.mixed_precision,
+        jit_compile=f.jit_compile,
+        steps_per_execution=f.steps_per_execution,
+        strategy=f.strategy,
+    )
     try:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
@@ -282,17 +253,10 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "data_dir": f.data_dir,
         "model_dir": f.model_dir,
         "dataset": f.dataset,
-        "epochs": epochs,
-        "schedule": schedule,
-        "ema": ema,
-        "label_smoothing": smoothing,
         "batch_size": f.batch_size,
-        "learning_rate": learning_rate,
         "optimizer": f.optimizer,
         "weight_decay": f.weight_decay,
-        "dropout": dropout,
         "class_weights": _class_weights(f.class_weights, f.model),
-        "early_stopping_patience": patience,
         "max_minutes": f.max_minutes,
         "max_cpu_minutes": f.max_cpu_minutes,
         "seed": f.seed,
@@ -302,10 +266,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "steps_per_epoch": f.steps_per_epoch,
         "shuffle_buffer": f.shuffle_buffer,
         "refit": f.refit,
-        "mixed_precision": _precision(f.mixed_precision, gpu),
-        "jit_compile": _auto(f.jit_compile, gpu),
         "strategy": f.strategy,
-        "steps_per_execution": _steps_per_execution(f.steps_per_execution, gpu, f.strategy),
         "filters": filters,
         "dense": f.dense,
         "batch_norm": f.batch_norm,
@@ -318,6 +279,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "fine_tune_learning_rate": f.fine_tune_learning_rate,
         "full_fine_tune": f.full_fine_tune,
         "verbose": f.verbose,
+        **recipe,
     }
     if f.hparams:
         if f.model != "tuned":
