@@ -16,6 +16,7 @@ import functools
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pcam_tfds.core import record_spec
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
 from trainer import determinism, errors
@@ -25,10 +26,11 @@ _SAMPLE_BUCKETS = 10_000
 # The random streams of an epoch (trainer.determinism.epoch_seed): file order, record order, augmentation.
 _FILE_ORDER, _RECORD_ORDER, _AUGMENT = 0, 1, 2
 
-_FEATURES = {
-    "image": tf.io.FixedLenFeature([], tf.string),  # raw uint8 bytes (the builder's encoding="bytes")
-    "label": tf.io.FixedLenFeature([], tf.int64),
-    "id": tf.io.FixedLenFeature([], tf.string),
+# The parse spec of pcam_tfds.core.record_spec's record (the builder's features; tests/test_features.py checks).
+RECORD_FEATURES = {
+    record_spec.IMAGE: tf.io.FixedLenFeature([], tf.string),  # raw uint8 bytes (the builder's encoding="bytes")
+    record_spec.LABEL: tf.io.FixedLenFeature([], tf.int64),  # NO_LABEL (-1) on the unlabelled test split
+    record_spec.ID: tf.io.FixedLenFeature([], tf.string),
 }
 
 
@@ -61,9 +63,10 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
 
 def parse_batch(serialized: tf.Tensor, image_shape=PATCH_SHAPE) -> dict[str, tf.Tensor]:
     """A batch of serialized examples -> {"image": uint8 (B, H, W, 3), "label": int64 (B,), "id": string (B,)}."""
-    ex = tf.io.parse_example(serialized, _FEATURES)
-    images = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, *image_shape])
-    return {"image": images, "label": ex["label"], "id": ex["id"]}
+    ex = tf.io.parse_example(serialized, RECORD_FEATURES)
+    pixels = tf.io.decode_raw(ex[record_spec.IMAGE], tf.dtypes.as_dtype(record_spec.IMAGE_DTYPE))
+    images = tf.reshape(pixels, [-1, *image_shape])
+    return {"image": images, "label": ex[record_spec.LABEL], "id": ex[record_spec.ID]}
 
 
 def _keep_sample(serialized: tf.Tensor, fraction: float) -> tf.Tensor:

@@ -108,24 +108,24 @@ def host_augmentation(augment: str, augment_on: str) -> str:
 
 def write_synthetic_records(folder: str, count: int, image_shape, seed: int, files: int = 4) -> list[str]:
     """`count` random uint8 images with labels as TFRecord files of serialized examples in the built dataset's
-    format (`trainer.data.parse_batch` reads them), spread over `files` files; returns their paths."""
+    format (`pcam_tfds.core.record_spec`; `trainer.data.parse_batch` reads them), spread over `files` files; returns their paths."""
     import numpy as np
     import tensorflow as tf
+
+    from pcam_tfds.core import record_spec
 
     rng = np.random.default_rng(seed)
     paths = [os.path.join(folder, f"synthetic-train.tfrecord-{i:05d}-of-{files:05d}") for i in range(files)]
     writers = [tf.io.TFRecordWriter(p) for p in paths]
     for i in range(count):
-        image = rng.integers(0, 256, size=image_shape, dtype=np.uint8)
-        example = tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 0.4)])),
-                    "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"synthetic{i:07d}".encode()])),
-                }
-            )
-        )
+        image = rng.integers(0, 256, size=image_shape, dtype=record_spec.IMAGE_DTYPE)
+        label = int(rng.random() < 0.4)  # an index into record_spec.LABEL_NAMES
+        feature = {
+            record_spec.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+            record_spec.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+            record_spec.ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"synthetic{i:07d}".encode()])),
+        }
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
         writers[i % files].write(example.SerializeToString())
     for w in writers:
         w.close()
