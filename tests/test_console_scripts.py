@@ -138,7 +138,7 @@ def test_pcam_traceback_shows_a_user_mistake_of_every_trainer_command(tmp_path):
         "pcam-train": ["--model=baseline", "--data_dir=d", f"--model_dir={tmp_path}", "--class_weights=x"],
         "pcam-tune": ["--data_dir=d", f"--tuner_dir={tmp_path}", "--max_trials=0"],
         "pcam-evaluate": ["--model_dir=r", f"--output_dir={tmp_path}"],
-        "pcam-predict": ["--model_dir=r", "--output=s.csv", "--data_dir=d", "--batch_size=0"],
+        "pcam-predict": ["--model_dir", "r1", "r2", "--output=s.csv", "--data_dir=d", "--hard_labels=f1"],
         "pcam-export": ["--model_dir=r", "--output_dir=out", "extra"],
         "pcam-compare": ["--output_dir=out"],
         "pcam-gpu-check": ["--models=vgg16"],
@@ -156,3 +156,10 @@ def test_pcam_traceback_shows_a_user_mistake_of_every_trainer_command(tmp_path):
         if proc.returncode != 1 or "Traceback" not in err or "UsageError: " not in err:
             wrong[command] = f"exit {proc.returncode}: {err[-1500:]}"
     assert not wrong, wrong
+
+
+def test_importing_the_trainer_sets_no_environment_variable():
+    code = "import os, trainer, trainer.config, trainer.errors; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True)
+    assert proc.stdout.strip() == "None"

@@ -315,10 +315,8 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-train` (and `python -m trainer`)."""
-    from pcam_tfds import cli
-
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

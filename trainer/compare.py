@@ -164,10 +164,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-compare` (and `python -m trainer.compare`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(errors.command(_main))
+    errors.run(_main)
 
 
 if __name__ == "__main__":

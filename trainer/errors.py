@@ -8,7 +8,7 @@
         ...
 
     def main():
-        cli.run(errors.command(_main), tensorflow=True)
+        errors.run(_main, tensorflow=True)
 
 A user's mistake (a bad flag value, a missing or foreign file or folder, a run folder that belongs to another
 run or is busy) is raised as `UsageError` by the config's validation and by the commands' own checks, and
@@ -23,6 +23,7 @@ other checks keep working; `MissingInput` is also a FileNotFoundError.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 
 from pcam_tfds.core.folder_lock import FolderBusy
@@ -68,3 +69,13 @@ def no_arguments(argv: list[str]) -> None:
     """Refuses positional arguments (a command that takes only flags)."""
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+
+def run(main: Callable[[list[str]], int | None], tensorflow: bool = False) -> None:
+    """How every trainer command starts: TensorFlow's C++ log quiet unless --verbosity asks for more (set here,
+    before TensorFlow is first imported, not when the package is imported), then `pcam_tfds.cli.run` of
+    `command(main)` (`tensorflow`: main imports TensorFlow)."""
+    from pcam_tfds import cli
+
+    cli.quiet_tensorflow_by_default(sys.argv)
+    cli.run(command(main), tensorflow=tensorflow)

@@ -736,10 +736,8 @@ def main() -> None:
     """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
     from absl import flags
 
-    from pcam_tfds import cli
-
     define_flags(flags.FLAGS)
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

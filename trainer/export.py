@@ -92,10 +92,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-export` (and `python -m trainer.export`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -313,10 +313,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -294,10 +294,8 @@ def _main(argv: list[str]) -> int:
 
 def main() -> None:
     """The console script `pcam-predict` (and `python -m trainer.predict`)."""
-    from pcam_tfds import cli
-
     define_flags(flags.FLAGS)
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

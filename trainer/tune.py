@@ -190,10 +190,8 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-tune` (and `python -m trainer.tune`)."""
-    from pcam_tfds import cli
-
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
-    cli.run(errors.command(_main), tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":
