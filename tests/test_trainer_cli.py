@@ -196,6 +196,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
         "--input_batches=3",
         "--synthetic_records=16",
         "--shuffle_buffer=16",
+        "--mixed_precision=off",
         f"--output_json={out_json}",
     )
     out = proc.stdout
@@ -204,6 +205,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
     row = next(line for line in out.splitlines() if line.startswith("baseline"))
     assert "float32" in row and "compiled" in row and ("input-bound" in row or "step-bound" in row)
     report = json.loads(out_json.read_text())
+    assert report["mixed_precision"] == "off"
     assert report["input"]["images_per_s"] > 0 and report["input"]["augment"] == "dihedral"
     assert report["input"]["dtype"] == "float32"  # the host augmentation gives floats
     (model,) = report["models"]

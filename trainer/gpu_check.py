@@ -11,8 +11,8 @@ Measures both sides, each alone:
    --data_dir, over synthetic uint8 records written to a temporary folder in the dataset's format, so it runs
    anywhere. With --augment_on=device the host only parses; the augmentation is timed inside the step.
 2. step: each model's train-step images/s on one random batch already in memory (after a warm-up that
-   includes tracing and XLA compilation), with its compute dtype (float16 under mixed precision, on by
-   default only when a GPU is present) and whether the step was XLA-compiled.
+   includes tracing and XLA compilation), with its compute dtype (float16 or bfloat16 under mixed precision,
+   chosen for the machine by the trainer's own resolution, config.resolve_recipe) and whether the step was XLA-compiled.
 3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
    step-bound, with the ratio input/step.
 On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
@@ -32,7 +32,7 @@ from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import errors, models
-from trainer.config import AUGMENT_ON, AUGMENTATIONS, TrainConfig
+from trainer.config import AUGMENT_ON, AUGMENTATIONS, PRECISION_CHOICES, TrainConfig, resolve_recipe
 
 FLAGS = flags.FLAGS
 WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill
@@ -72,7 +72,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer, as the trainer's.", flag_values=fv)
     flags.DEFINE_enum(
-        "mixed_precision", "auto", ["auto", "on", "off"], "float16 compute; auto = on with a GPU.", flag_values=fv
+        "mixed_precision",
+        "auto",
+        PRECISION_CHOICES,
+        "As the trainer's --mixed_precision (the same resolution, config.resolve_recipe): float16 (on) or bfloat16 "
+        "compute; auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units, else off.",
+        flag_values=fv,
     )
     flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA-compile the train step.", flag_values=fv)
     flags.DEFINE_string(
@@ -242,13 +247,18 @@ def _main(argv) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    mixed = bool(gpus) if f.mixed_precision == "auto" else f.mixed_precision == "on"
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    spe = (32 if gpus else 1) if f.steps_per_execution == "auto" else int(f.steps_per_execution)
+    from trainer.train import PRECISION_POLICIES
+
+    # The trainer's resolution of precision and steps per execution for this machine (XLA: --jit_compile as given).
+    recipe = resolve_recipe(
+        "baseline", bool(gpus), mixed_precision=f.mixed_precision, steps_per_execution=f.steps_per_execution
+    )
+    precision, spe = recipe["mixed_precision"], recipe["steps_per_execution"]
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
     host_aug = host_augmentation(f.augment, f.augment_on)
     image_shape = (f.image_size, f.image_size, PATCH_SHAPE[2])
     print(
-        f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {'on' if mixed else 'off'}; "
+        f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {precision}; "
         f"XLA requested {f.jit_compile}; batch {f.batch_size}, {f.image_size}x{f.image_size}; "
         f"augment {f.augment} on the {f.augment_on}; steps_per_execution {spe}",
         flush=True,
@@ -296,7 +306,7 @@ def _main(argv) -> int:
     if f.output_json:
         report = {
             "devices": [g.name for g in gpus],
-            "mixed_precision": mixed,
+            "mixed_precision": precision,
             "batch_size": f.batch_size,
             "image_size": f.image_size,
             "augment": f.augment,
