@@ -93,8 +93,75 @@ def test_a_user_mistake_is_one_line_and_status_2(args, named):
 
 def test_pcam_traceback_shows_the_traceback_of_a_user_mistake():
     proc = _run(_script("pcam-compare"), "--output_dir=out", env={**ENV, "PCAM_TRACEBACK": "1"})
-    assert (
-        proc.returncode != 0
-        and "Traceback" in proc.stderr
-        and "ValueError: give one or more run folders" in (proc.stderr)
-    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "UsageError: give one or more run folders" in proc.stderr
+
+
+# A trainer command, the function of it that the test replaces by one raising an internal ValueError, its flags.
+_INTERNAL = {
+    "pcam-train": ("trainer.data", "load_builder", ["--model=baseline", "--data_dir=d", "--model_dir=RUN"]),
+    "pcam-tune": ("trainer.search", "run_search", ["--data_dir=d", "--tuner_dir=RUN"]),
+    "pcam-evaluate": ("trainer.evaluate", "evaluate_runs", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-predict": ("trainer.predict", "prepare", ["--model_dir=r", "--output=s.csv", "--data_dir=d"]),
+    "pcam-export": ("trainer.export", "export", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-compare": ("trainer.compare", "compare", ["r", "--output_dir=RUN"]),
+    "pcam-gpu-check": ("trainer.gpu_check", "check_flags", []),
+}
+_RAISE = """
+import importlib, sys
+module = importlib.import_module({module!r})
+def boom(*args, **kwargs):
+    raise ValueError("internal: a Keras-like ValueError")
+setattr(module, {name!r}, boom)
+sys.argv = [{command!r}, *{args!r}]
+importlib.import_module({main!r}).main()
+"""
+
+
+def test_an_internal_value_error_keeps_its_traceback_and_exits_1(tmp_path):
+    procs = {}
+    for command, (module, name, args) in _INTERNAL.items():
+        args = [a.replace("RUN", str(tmp_path / command)) for a in args]
+        code = _RAISE.format(module=module, name=name, command=command, args=args, main=COMMANDS[command])
+        procs[command] = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV
+        )
+    wrong = {}
+    for command, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        one_line = [line for line in err.splitlines() if line.startswith("error: ")]
+        if proc.returncode != 1 or "Traceback" not in err or "ValueError: internal" not in err or one_line:
+            wrong[command] = f"exit {proc.returncode}: {err[-1500:]}"
+    assert not wrong, wrong
+
+
+def test_pcam_traceback_shows_a_user_mistake_of_every_trainer_command(tmp_path):
+    mistakes = {
+        "pcam-train": ["--model=baseline", "--data_dir=d", f"--model_dir={tmp_path}", "--class_weights=x"],
+        "pcam-tune": ["--data_dir=d", f"--tuner_dir={tmp_path}", "--max_trials=0"],
+        "pcam-evaluate": ["--model_dir=r", f"--output_dir={tmp_path}"],
+        "pcam-predict": ["--model_dir", "r1", "r2", "--output=s.csv", "--data_dir=d", "--hard_labels=f1"],
+        "pcam-export": ["--model_dir=r", "--output_dir=out", "extra"],
+        "pcam-compare": ["--output_dir=out"],
+        "pcam-gpu-check": ["--models=vgg16"],
+    }
+    env = {**ENV, "PCAM_TRACEBACK": "1"}
+    procs = {
+        command: subprocess.Popen(
+            [_script(command), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env
+        )
+        for command, args in mistakes.items()
+    }
+    wrong = {}
+    for command, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 1 or "Traceback" not in err or "UsageError: " not in err:
+            wrong[command] = f"exit {proc.returncode}: {err[-1500:]}"
+    assert not wrong, wrong
+
+
+def test_importing_the_trainer_sets_no_environment_variable():
+    code = "import os, trainer, trainer.config, trainer.errors; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True)
+    assert proc.stdout.strip() == "None"

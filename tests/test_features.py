@@ -81,3 +81,32 @@ def test_a_label_outside_normal_tumour_and_minus_one_is_refused():
         feats.encode_example({"image": _patch(), "label": 2, "id": "x"})
     with pytest.raises(ValueError):
         feats.encode_example({"image": _patch(), "label": -2, "id": "x"})
+
+
+def test_the_builder_the_trainers_parser_and_gpu_check_share_one_record_spec():
+    from pcam_tfds.core import record_spec
+
+    feats = builder_base.patch_features(label_doc="", id_doc="")
+    assert set(feats.keys()) == set(data.RECORD_FEATURES) == set(record_spec.FEATURE_KEYS)
+    assert feats[record_spec.IMAGE].shape == record_spec.PATCH_SHAPE
+    assert feats[record_spec.IMAGE].dtype == tf.dtypes.as_dtype(record_spec.IMAGE_DTYPE)
+    assert tuple(feats[record_spec.LABEL].names) == record_spec.LABEL_NAMES
+    # What the builder serializes is what the trainer's parse spec reads, key by key and type by type.
+    serialized = feats.get_serialized_info()
+    for key, spec in data.RECORD_FEATURES.items():
+        assert serialized[key].dtype == spec.dtype, key
+
+
+def test_gpu_check_writes_records_that_the_trainer_and_tfds_read(tmp_path):
+    from trainer import gpu_check
+
+    [path] = gpu_check.write_synthetic_records(str(tmp_path), 5, (96, 96, 3), seed=3, files=1)
+    records = next(iter(tf.data.TFRecordDataset(path).batch(5)))
+    parsed = data.parse_batch(records)
+    assert parsed["image"].dtype == tf.uint8 and parsed["image"].shape == (5, 96, 96, 3)
+    assert set(parsed["label"].numpy().tolist()) <= {0, 1}
+    feats = builder_base.patch_features(label_doc="", id_doc="")
+    for k in range(5):
+        ex = feats.deserialize_example_np(records[k].numpy())
+        np.testing.assert_array_equal(ex["image"], parsed["image"][k].numpy())
+        assert int(ex["label"]) == int(parsed["label"][k]) and ex["id"] == parsed["id"][k].numpy()

@@ -364,16 +364,36 @@ def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_fl
 
 
 def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path, monkeypatch):
-    import trainer.__main__ as main_module
-
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
-    assert main_module.cpu_has_bfloat16(str(cpuinfo))
+    assert config_lib.cpu_has_bfloat16(str(cpuinfo))
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
-    assert not main_module.cpu_has_bfloat16(str(cpuinfo))
-    assert not main_module.cpu_has_bfloat16(str(tmp_path / "missing"))
-    monkeypatch.setattr(main_module, "cpu_has_bfloat16", lambda: False)
-    assert main_module._precision("auto", gpu=False) == "off"
-    assert main_module._precision("auto", gpu=True) == "float16"
-    assert main_module._precision("on", gpu=False) == "float16"
-    assert main_module._precision("bfloat16", gpu=False) == "bfloat16"
+    assert not config_lib.cpu_has_bfloat16(str(cpuinfo))
+    assert not config_lib.cpu_has_bfloat16(str(tmp_path / "missing"))
+    monkeypatch.setattr(config_lib, "cpu_has_bfloat16", lambda: False)
+    assert config_lib._precision("auto", gpu=False) == "off"
+    assert config_lib._precision("auto", gpu=True) == "float16"
+    assert config_lib._precision("on", gpu=False) == "float16"
+    assert config_lib._precision("bfloat16", gpu=False) == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--filters=16,32",), "--filters does not apply to --model=baseline"),
+        (("--dense=64", "--batch_norm"), "--dense, --batch_norm does not apply to --model=baseline"),
+        (("--weights=none",), "--weights does not apply to --model=baseline"),
+        (("--model=resnet50", "--filters=16"), "--filters does not apply to --model=resnet50"),
+    ],
+)
+def test_a_model_flag_the_model_would_ignore_is_refused(parse_flags, args, named):
+    from trainer import errors
+
+    with pytest.raises(errors.UsageError, match=named):
+        parse_flags(*args)
+
+
+def test_model_flags_reach_the_models_that_take_them(parse_flags):
+    cfg = parse_flags("--model=tuned", "--filters=16,32", "--dense=64", "--batch_norm")
+    assert (cfg.filters, cfg.dense, cfg.batch_norm) == ((16, 32), 64, True)
+    assert parse_flags("--model=resnet50", "--weights=none").weights == "none"

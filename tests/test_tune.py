@@ -314,3 +314,45 @@ def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):
     ran_by = [t["tuner_id"] for t in trials]
     assert set(ran_by) == {"tuner0", "tuner1"}, ran_by
     assert (tmp_path / tune_reports.BEST_HPARAMS).exists()
+
+
+_SHARED_TRAIN_FLAGS = [
+    "--epochs=2",
+    "--steps_per_epoch=2",
+    "--batch_size=8",
+    "--augment=none",
+    "--shuffle_buffer=64",
+    "--verbose=0",
+    "--schedule=cosine",
+    "--ema=0.99",
+    "--label_smoothing=0.1",
+    "--mixed_precision=auto",
+    "--jit_compile=off",
+]
+_PCAM_TRAIN_CONFIG = """
+import sys
+from absl import flags
+import trainer.__main__ as main
+flags.FLAGS(sys.argv)
+print(main.config_from_flags(flags.FLAGS, gpu=False).to_json())
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(pcam_data, tmp_path):
+    tuner_dir = tmp_path / "search"
+    run_module(
+        "trainer.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tuner_dir}", "--max_trials=1",
+        *_SHARED_TRAIN_FLAGS, timeout=900,
+    )  # fmt: skip
+    [trial] = _trials(tuner_dir)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PCAM_TRAIN_CONFIG, "--model=tuned", "--data_dir=d", "--model_dir=m",
+         *_SHARED_TRAIN_FLAGS],
+        capture_output=True, text=True, check=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    train_config = json.loads(proc.stdout)
+    # What the trial's compiled model ran with (read off the model: policy, optimizer, loss), as pcam-train would.
+    assert trial["recipe"] == {k: train_config[k] for k in tune_config.RECIPE_FIELDS}
+    assert trial["recipe"]["schedule"] == "cosine" and trial["recipe"]["ema"] == 0.99
+    assert trial["status"] == "COMPLETED" and trial["epochs"] == 2

@@ -1,8 +1,4 @@
-"""Training, evaluation and Kaggle submissions on the `pcam` dataset (see the trainer issue)."""
+"""Training, evaluation and Kaggle submissions on the `pcam` dataset (see the trainer issue).
 
-import sys as _sys
-
-from pcam_tfds import cli as _cli
-
-# Quiet by default: before TensorFlow is first imported, hence the package's __init__ (pcam_tfds.cli).
-_cli.quiet_tensorflow_by_default(_sys.argv)
+Importing the package changes nothing; each command quiets TensorFlow where it starts (`trainer.errors.run`).
+"""

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from trainer import config as config_lib
-from trainer import models
+from trainer import errors, models
 
 FLAGS = flags.FLAGS
 
@@ -129,7 +129,7 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "mixed_precision",
     "auto",
-    ["auto", "on", "off", *config_lib.PRECISIONS[1:]],
+    config_lib.PRECISION_CHOICES,
     "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
     "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
 )
@@ -193,37 +193,6 @@ _HPARAM_FLAGS = (
 )
 
 
-def _auto(value: str, gpu: bool) -> bool:
-    return gpu if value == "auto" else value == "on"
-
-
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions faster per CPU-second
-    than float32: bench/RESULTS.md, "Throughput: bfloat16 and the augmentations"); elsewhere bfloat16 is
-    emulated and slower."""
-    try:
-        with open(cpuinfo) as f:
-            flags_line = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags_line.split()))
-
-
-def _precision(value: str, gpu: bool) -> str:
-    if value == "auto":
-        return "float16" if gpu else ("bfloat16" if cpu_has_bfloat16() else "off")
-    return "float16" if value == "on" else value
-
-
-def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
-    if value == "auto":
-        return 32 if gpu and strategy != "multi_worker" else 1
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
-
-
 def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     if value == "auto":
         return config_lib.SEED_TRANSFER_CLASS_WEIGHTS if model in models.TRANSFER else None
@@ -232,48 +201,62 @@ def _class_weights(value: str, model: str) -> tuple[float, float] | None:
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise ValueError(f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5") from None
+        raise errors.UsageError(
+            f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5"
+        ) from None
+
+
+# Flags that only reach the model through its builder's keyword arguments (train.build_model passes a builder
+# only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
+_BUILDER_FLAGS = ("filters", "dense", "batch_norm", "weights")
+
+
+def _refuse_flags_the_model_ignores(f) -> None:
+    takes = models.arguments(f.model)
+    ignored = [name for name in _BUILDER_FLAGS if f[name].present and name not in takes]
+    if ignored:
+        uses = "the seed's 32,64,128 widths and dense 128; --model=tuned takes them" if f.model == "baseline" else ""
+        raise errors.UsageError(
+            f"{', '.join('--' + n for n in ignored)} does not apply to --model={f.model}, which would ignore it"
+            + (f" ({uses})" if uses else "")
+        )
 
 
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
     f = flag_values
-    budget = f.max_minutes is not None or f.max_cpu_minutes is not None
-    # Without a budget the old constant rate stays the default: on short fixed-epoch runs (the demo) the
-    # cosine decay and the weight average slowed the escape from the initial plateau (bench/RESULTS.md).
-    schedule = f.schedule if f.schedule != "auto" else ("budget" if budget and f.epochs is None else "constant")
-    # The budget recipe was chosen on validation AUC with 30 CPU-minutes and confirmed on other slides
-    # (bench/RESULTS.md, "Default recipe on slides the model has never seen"); elsewhere the seed's values stay.
-    recipe = config_lib.BUDGET_RECIPE if schedule == "budget" else config_lib.SEED_RECIPE
-    cnn_recipe = recipe if f.model not in models.TRANSFER else config_lib.SEED_RECIPE
-    ema = f.ema if f.ema is not None else recipe["ema"]
-    learning_rate = f.learning_rate if f.learning_rate is not None else cnn_recipe["learning_rate"]
-    dropout = f.dropout if f.dropout is not None else cnn_recipe["dropout"]
-    smoothing = f.label_smoothing if f.label_smoothing is not None else cnn_recipe["label_smoothing"]
-    epochs = f.epochs if f.epochs is not None or schedule == "budget" else 10
-    patience = f.early_stopping_patience
-    if patience is None:  # a refit trains on the validation split: nothing held out to stop on
-        patience = 3 if schedule == "constant" and not f.refit else 0
+    recipe = config_lib.resolve_recipe(
+        f.model,
+        gpu,
+        schedule=f.schedule,
+        epochs=f.epochs,
+        max_minutes=f.max_minutes,
+        max_cpu_minutes=f.max_cpu_minutes,
+        refit=f.refit,
+        learning_rate=f.learning_rate,
+        dropout=f.dropout,
+        ema=f.ema,
+        label_smoothing=f.label_smoothing,
+        early_stopping_patience=f.early_stopping_patience,
+        mixed_precision=f.mixed_precision,
+        jit_compile=f.jit_compile,
+        steps_per_execution=f.steps_per_execution,
+        strategy=f.strategy,
+    )
     try:
         filters = tuple(int(v) for v in f.filters)
     except ValueError:
-        raise ValueError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
+        raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
+    _refuse_flags_the_model_ignores(f)
     values = {
         "model": f.model,
         "data_dir": f.data_dir,
         "model_dir": f.model_dir,
         "dataset": f.dataset,
-        "epochs": epochs,
-        "schedule": schedule,
-        "ema": ema,
-        "label_smoothing": smoothing,
         "batch_size": f.batch_size,
-        "learning_rate": learning_rate,
         "optimizer": f.optimizer,
         "weight_decay": f.weight_decay,
-        "dropout": dropout,
         "class_weights": _class_weights(f.class_weights, f.model),
-        "early_stopping_patience": patience,
         "max_minutes": f.max_minutes,
         "max_cpu_minutes": f.max_cpu_minutes,
         "seed": f.seed,
@@ -283,10 +266,7 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "steps_per_epoch": f.steps_per_epoch,
         "shuffle_buffer": f.shuffle_buffer,
         "refit": f.refit,
-        "mixed_precision": _precision(f.mixed_precision, gpu),
-        "jit_compile": _auto(f.jit_compile, gpu),
         "strategy": f.strategy,
-        "steps_per_execution": _steps_per_execution(f.steps_per_execution, gpu, f.strategy),
         "filters": filters,
         "dense": f.dense,
         "batch_norm": f.batch_norm,
@@ -299,43 +279,35 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "fine_tune_learning_rate": f.fine_tune_learning_rate,
         "full_fine_tune": f.full_fine_tune,
         "verbose": f.verbose,
+        **recipe,
     }
     if f.hparams:
         if f.model != "tuned":
-            raise ValueError(f"--hparams is for --model=tuned, not --model={f.model}")
+            raise errors.UsageError(f"--hparams is for --model=tuned, not --model={f.model}")
         from_file = config_lib.hparams_to_fields(config_lib.read_hparams(f.hparams))
         values.update({k: v for k, v in from_file.items() if not (k in _HPARAM_FLAGS and f[k].present)})
     return config_lib.validate(config_lib.TrainConfig(**values))
 
 
 def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
     from trainer import data, distribute, run_folder, train
-    from trainer.models.transfer import WeightsUnavailableError
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    try:
-        config = config_from_flags(FLAGS, gpu)
-        # On a cluster only the chief claims and writes the run folder; the other workers write nothing there.
-        task = distribute.SINGLE
-        if config.strategy == "multi_worker":
-            task = distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))
-        data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
-        lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
-    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = config_from_flags(FLAGS, gpu)
+    # On a cluster only the chief claims and writes the run folder; the other workers write nothing there.
+    task = distribute.SINGLE
+    if config.strategy == "multi_worker":
+        task = distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))
+    data.load_builder(config.data_dir, config.dataset)  # the inputs check out before the folder is claimed
+    lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
     try:
         if task.is_chief:
             config_lib.write(config)
             logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
         train.run(config)
-    except (ValueError, WeightsUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     finally:
         if lock is not None:
             lock.release()
@@ -343,10 +315,8 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-train` (and `python -m trainer`)."""
-    from pcam_tfds import cli
-
     flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from etils import epath
 from scipy import optimize
 
 from pcam_tfds.core.folder_lock import atomic_write_text
+from trainer import errors
 
 CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"
@@ -75,14 +76,14 @@ def read_temperature(run_dir) -> float:
     """RUN_DIR's fitted temperature; a clear error for runs trained before calibration existed."""
     path = epath.Path(run_dir) / CALIBRATION_FILE
     if not path.exists():
-        raise FileNotFoundError(
+        raise errors.MissingInput(
             f"{path} does not exist: this run has no fitted temperature (runs fit one on validation when "
             "they finish; older runs, and --refit runs, which trained on validation, do not)"
         )
     return float(json.loads(path.read_text())["temperature"])
 
 
-class NotHeldOut(ValueError):
+class NotHeldOut(errors.UsageError):
     """The run trained on its validation split (--refit): what it chose there is biased."""
 
 

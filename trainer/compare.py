@@ -20,10 +20,12 @@ import numpy as np
 from absl import flags
 from etils import epath
 
+from trainer import errors
+
 PREDICTION_FILES = ("val_predictions.csv", "predictions.csv")
 
 
-class NotARun(ValueError):
+class NotARun(errors.UsageError):
     """The folder has no metrics.json with predictions beside it."""
 
 
@@ -53,7 +55,7 @@ def paired_test(a: tuple, b: tuple) -> dict | None:
         return None
     ka, kb = np.array(common).T
     if not np.array_equal(labels_a[ka], labels_b[kb]):
-        raise ValueError("the two runs disagree on the labels of shared examples")
+        raise errors.UsageError("the two runs disagree on the labels of shared examples")
     from trainer import evaluate
 
     return evaluate.delong_paired(labels_a[ka], scores_a[ka], scores_b[kb])
@@ -83,7 +85,7 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
         except NotARun as e:
             skipped.append(str(e))
     if not runs:
-        raise ValueError("no run folders among the arguments: " + "; ".join(skipped))
+        raise errors.UsageError("no run folders among the arguments: " + "; ".join(skipped))
     runs.sort(key=lambda r: -r[1]["roc_auc"])
     best_label, _, best = runs[0]
     tests = []
@@ -149,15 +151,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _main(argv) -> int:
-    from pcam_tfds import cli
-
     run_dirs = argv[1:]
     if not run_dirs:
-        cli.fail(ValueError("give one or more run folders, e.g. pcam-compare runs/* --output_dir=results"))
-    try:
-        result = compare(run_dirs, FLAGS.output_dir)
-    except ValueError as e:
-        cli.fail(e)
+        raise errors.UsageError("give one or more run folders, e.g. pcam-compare runs/* --output_dir=results")
+    result = compare(run_dirs, FLAGS.output_dir)
     print((epath.Path(FLAGS.output_dir) / "results.md").read_text(), end="")
     for note in result["skipped"]:
         print(f"skipped: {note}", file=sys.stderr)
@@ -167,10 +164,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-compare` (and `python -m trainer.compare`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(_main)
+    errors.run(_main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import models
+from trainer.errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
@@ -59,6 +60,93 @@ _RETIRED_FIELDS = ("crash_after_epochs",)  # a testing aid; tests now pass a cal
 # the CNNs (baseline, tuned), the weight average to every model.
 SEED_RECIPE = {"learning_rate": 1e-3, "dropout": 0.5, "ema": 0.0, "label_smoothing": 0.0}
 BUDGET_RECIPE = {"learning_rate": 3e-3, "dropout": 0.1, "ema": 0.999, "label_smoothing": 0.1}
+
+
+# The flag values of precision, XLA and steps per execution that mean "choose for this machine".
+PRECISION_CHOICES = ("auto", "on", "off", *PRECISIONS[1:])
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+def _auto(value: str, gpu: bool) -> bool:
+    return gpu if value == "auto" else value == "on"
+
+
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions faster per CPU-second
+    than float32: bench/RESULTS.md, "Throughput: bfloat16 and the augmentations"); elsewhere bfloat16 is
+    emulated and slower."""
+    try:
+        with open(cpuinfo) as f:
+            flags_line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags_line.split()))
+
+
+def _precision(value: str, gpu: bool) -> str:
+    if value == "auto":
+        return "float16" if gpu else ("bfloat16" if cpu_has_bfloat16() else "off")
+    return "float16" if value == "on" else value
+
+
+def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
+    if value == "auto":
+        return 32 if gpu and strategy != "multi_worker" else 1
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
+
+
+def resolve_recipe(
+    model: str,
+    gpu: bool,
+    *,
+    schedule: str = "auto",
+    epochs: int | None = None,
+    max_minutes: float | None = None,
+    max_cpu_minutes: float | None = None,
+    refit: bool = False,
+    learning_rate: float | None = None,
+    dropout: float | None = None,
+    ema: float | None = None,
+    label_smoothing: float | None = None,
+    early_stopping_patience: int | None = None,
+    mixed_precision: str = "auto",
+    jit_compile: str = "auto",
+    steps_per_execution: str = "auto",
+    strategy: str = "auto",
+) -> dict[str, Any]:
+    """The recipe and hardware fields of a `TrainConfig` from the values a user gave (None / "auto": not given).
+
+    The one resolution of pcam-train, of every pcam-tune trial and of pcam-gpu-check's precision: the schedule
+    (auto: budget with a time budget and no --epochs, else constant), the schedule's recipe of learning rate,
+    dropout, weight average and label smoothing where they are not given, the epochs and the patience, and
+    precision, XLA and steps per execution for this machine (`gpu`).
+    """
+    budget = max_minutes is not None or max_cpu_minutes is not None
+    # Without a budget the old constant rate stays the default: on short fixed-epoch runs (the demo) the
+    # cosine decay and the weight average slowed the escape from the initial plateau (bench/RESULTS.md).
+    if schedule == "auto":
+        schedule = "budget" if budget and epochs is None else "constant"
+    # The budget recipe was chosen on validation AUC with 30 CPU-minutes and confirmed on other slides
+    # (bench/RESULTS.md, "Default recipe on slides the model has never seen"); elsewhere the seed's values stay.
+    recipe = BUDGET_RECIPE if schedule == "budget" else SEED_RECIPE
+    cnn_recipe = recipe if model not in models.TRANSFER else SEED_RECIPE
+    if early_stopping_patience is None:  # a refit trains on the validation split: nothing held out to stop on
+        early_stopping_patience = 3 if schedule == "constant" and not refit else 0
+    return {
+        "schedule": schedule,
+        "epochs": epochs if epochs is not None or schedule == "budget" else 10,
+        "learning_rate": learning_rate if learning_rate is not None else cnn_recipe["learning_rate"],
+        "dropout": dropout if dropout is not None else cnn_recipe["dropout"],
+        "ema": ema if ema is not None else recipe["ema"],
+        "label_smoothing": label_smoothing if label_smoothing is not None else cnn_recipe["label_smoothing"],
+        "early_stopping_patience": early_stopping_patience,
+        "mixed_precision": _precision(mixed_precision, gpu),
+        "jit_compile": _auto(jit_compile, gpu),
+        "steps_per_execution": _steps_per_execution(steps_per_execution, gpu, strategy),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +218,7 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k not in _RETIRED_FIELDS}
         unknown = sorted(set(values) - fields)
         if unknown:
-            raise ValueError(f"unknown config fields {unknown}; known fields are {sorted(fields)}")
+            raise UsageError(f"unknown config fields {unknown}; known fields are {sorted(fields)}")
         for name in ("class_weights", "filters"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
@@ -144,13 +232,13 @@ class TrainConfig:
 def check_choice(flag: str, value, allowed) -> None:
     """Raises ValueError naming the flag, its value and the allowed values unless `value` is one of them."""
     if value not in allowed:
-        raise ValueError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        raise UsageError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
 def _positive(flag: str, value, allow_zero: bool = False) -> None:
     if value is None or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"--{flag}={value!r} must be {bound}")
+        raise UsageError(f"--{flag}={value!r} must be {bound}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -165,31 +253,31 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
     check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
     if not config.data_dir:
-        raise ValueError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
+        raise UsageError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
     if not config.model_dir:
-        raise ValueError("--model_dir is required: the run folder for checkpoints, logs and results")
+        raise UsageError("--model_dir is required: the run folder for checkpoints, logs and results")
     if "/" not in config.dataset:
-        raise ValueError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
+        raise UsageError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
     if config.epochs is None:
         if config.schedule != "budget":
-            raise ValueError(
+            raise UsageError(
                 f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes itself)"
             )
     else:
         _positive("epochs", config.epochs, allow_zero=config.is_transfer)
     if config.schedule == "budget" and config.max_minutes is None and config.max_cpu_minutes is None:
-        raise ValueError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
+        raise UsageError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
     if not (config.ema == 0.0 or 0.0 < config.ema < 1.0):
-        raise ValueError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
+        raise UsageError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
     if not 0.0 <= config.label_smoothing < 0.5:
-        raise ValueError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
+        raise UsageError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
     _positive("batch_size", config.batch_size)
     _positive("learning_rate", config.learning_rate)
     _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
     _positive("weight_decay", config.weight_decay, allow_zero=True)
     _positive("early_stopping_patience", config.early_stopping_patience, allow_zero=True)
     if config.refit and config.early_stopping_patience:
-        raise ValueError(
+        raise UsageError(
             f"--refit with --early_stopping_patience={config.early_stopping_patience}: a refit trains on the "
             "validation split, so stopping on it would choose on patches it has seen; give a time budget or "
             "--epochs with --early_stopping_patience=0"
@@ -201,54 +289,54 @@ def validate(config: TrainConfig) -> TrainConfig:
         if getattr(config, flag) is not None:
             _positive(flag, getattr(config, flag))
     if config.is_transfer and config.head_epochs + (config.epochs if config.epochs is not None else 1) == 0:
-        raise ValueError("--head_epochs and --epochs are both 0: nothing would train")
+        raise UsageError("--head_epochs and --epochs are both 0: nothing would train")
     _positive("steps_per_execution", config.steps_per_execution)
     if config.augment_on == "device" and config.augment == "seed":
-        raise ValueError(
+        raise UsageError(
             "--augment=seed runs Keras random layers, which keep their own state; on the device use "
             "--augment=dihedral, hed or none, or --augment_on=host"
         )
     if config.strategy == "multi_worker":
         if config.steps_per_execution != 1:
             # Keras 3.15 fails to run collectives inside its multi-step loop under MultiWorkerMirroredStrategy.
-            raise ValueError(
+            raise UsageError(
                 f"--steps_per_execution={config.steps_per_execution} with --strategy=multi_worker: "
                 "multi-worker training runs one step per execution (1)"
             )
         if config.schedule == "budget":
-            raise ValueError(
+            raise UsageError(
                 "--schedule=budget with --strategy=multi_worker: the budget schedule plans from this "
                 "process's clock; give --epochs (with --schedule=cosine or constant), the time budget still "
                 "stops every worker at the same step"
             )
     if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"--dropout={config.dropout!r} must be in [0, 1)")
+        raise UsageError(f"--dropout={config.dropout!r} must be in [0, 1)")
     if not 0.0 < config.sample_fraction <= 1.0:
-        raise ValueError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
+        raise UsageError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
     if config.steps_per_epoch is not None:
         _positive("steps_per_epoch", config.steps_per_epoch)
     if config.class_weights is not None and (len(config.class_weights) != 2 or min(config.class_weights) <= 0):
-        raise ValueError(
+        raise UsageError(
             f"--class_weights={','.join(map(str, config.class_weights))} must be two positive numbers "
             "(weight of label 0, weight of label 1), e.g. 1,1.5; or 'auto' or 'none'"
         )
     if not config.filters or min(config.filters) <= 0:
-        raise ValueError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
+        raise UsageError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
     _positive("dense", config.dense)
     if config.channel_stats and config.is_transfer:
-        raise ValueError(
+        raise UsageError(
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.stain_norm != "none" and config.is_transfer:
-        raise ValueError(
+        raise UsageError(
             f"--stain_norm is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
         )
     if config.channel_stats and not epath.Path(config.channel_stats).exists():
-        raise ValueError(
+        raise UsageError(
             f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats"
         )
     if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
-        raise ValueError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
+        raise UsageError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
     return config
 
 
@@ -257,14 +345,14 @@ def read_hparams(path: str) -> dict[str, Any]:
     try:
         values = json.loads(epath.Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"--hparams={path!r}: no such file") from None
+        raise UsageError(f"--hparams={path!r}: no such file") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"--hparams={path!r} is not valid JSON: {e}") from None
+        raise UsageError(f"--hparams={path!r} is not valid JSON: {e}") from None
     if not isinstance(values, dict):
-        raise TypeError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
+        raise UsageError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
     unknown = sorted(set(values) - set(HPARAM_KEYS))
     if unknown:
-        raise ValueError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
+        raise UsageError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
     for key, value in values.items():
         kind = _HPARAM_TYPES[key]
         ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
@@ -273,7 +361,7 @@ def read_hparams(path: str) -> dict[str, Any]:
         if not ok:
             names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
             expected = names[kind[0] if isinstance(kind, tuple) else kind]
-            raise ValueError(
+            raise UsageError(
                 f"--hparams={path!r}: {key}={value!r} must be {expected}"
                 + (" or a list of integers" if key == "filters" else "")
             )
@@ -307,7 +395,7 @@ def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
     width = values.get("filters", values.get("width"))
     if isinstance(width, (list, tuple)):
         if "num_blocks" in values and values["num_blocks"] != len(width):
-            raise ValueError(
+            raise UsageError(
                 f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}"
             )
         fields["filters"] = tuple(int(w) for w in width)
@@ -330,7 +418,7 @@ def write(config: TrainConfig) -> None:
             if f.name not in _RESTART_FREE_FIELDS and getattr(old, f.name) != getattr(config, f.name)
         ]
         if differ:
-            raise ValueError(
+            raise UsageError(
                 f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
                 "restart with the same flags to resume it, or choose a new --model_dir"
             )

@@ -16,19 +16,21 @@ import functools
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pcam_tfds.core import record_spec
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import determinism
+from trainer import determinism, errors
 
 # Bucket count for --sample_fraction's hash filter: fractions are kept to 1e-4.
 _SAMPLE_BUCKETS = 10_000
 # The random streams of an epoch (trainer.determinism.epoch_seed): file order, record order, augmentation.
 _FILE_ORDER, _RECORD_ORDER, _AUGMENT = 0, 1, 2
 
-_FEATURES = {
-    "image": tf.io.FixedLenFeature([], tf.string),  # raw uint8 bytes (the builder's encoding="bytes")
-    "label": tf.io.FixedLenFeature([], tf.int64),
-    "id": tf.io.FixedLenFeature([], tf.string),
+# The parse spec of pcam_tfds.core.record_spec's record (the builder's features; tests/test_features.py checks).
+RECORD_FEATURES = {
+    record_spec.IMAGE: tf.io.FixedLenFeature([], tf.string),  # raw uint8 bytes (the builder's encoding="bytes")
+    record_spec.LABEL: tf.io.FixedLenFeature([], tf.int64),  # NO_LABEL (-1) on the unlabelled test split
+    record_spec.ID: tf.io.FixedLenFeature([], tf.string),
 }
 
 
@@ -37,9 +39,9 @@ def load_builder(data_dir: str, dataset: str) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types (DatasetNotFoundError, registry errors)
-        raise ValueError(f"--dataset={dataset!r} not found under --data_dir={data_dir!r}: {e}") from e
+        raise errors.UsageError(f"--dataset={dataset!r} not found under --data_dir={data_dir!r}: {e}") from e
     if not builder.is_prepared():
-        raise ValueError(
+        raise errors.UsageError(
             f"--dataset={dataset!r} is not built under --data_dir={data_dir!r}; build it first "
             "(tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=... --config=...)"
         )
@@ -49,7 +51,9 @@ def load_builder(data_dir: str, dataset: str) -> tfds.core.DatasetBuilder:
 def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
     """The TFRecord shard paths of `split`."""
     if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} is not in {builder.info.full_name}; it has {sorted(builder.info.splits)}")
+        raise errors.UsageError(
+            f"split {split!r} is not in {builder.info.full_name}; it has {sorted(builder.info.splits)}"
+        )
     return [str(p) for p in builder.info.splits[split].filepaths]
 
 
@@ -59,9 +63,10 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
 
 def parse_batch(serialized: tf.Tensor, image_shape=PATCH_SHAPE) -> dict[str, tf.Tensor]:
     """A batch of serialized examples -> {"image": uint8 (B, H, W, 3), "label": int64 (B,), "id": string (B,)}."""
-    ex = tf.io.parse_example(serialized, _FEATURES)
-    images = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, *image_shape])
-    return {"image": images, "label": ex["label"], "id": ex["id"]}
+    ex = tf.io.parse_example(serialized, RECORD_FEATURES)
+    pixels = tf.io.decode_raw(ex[record_spec.IMAGE], tf.dtypes.as_dtype(record_spec.IMAGE_DTYPE))
+    images = tf.reshape(pixels, [-1, *image_shape])
+    return {"image": images, "label": ex[record_spec.LABEL], "id": ex[record_spec.ID]}
 
 
 def _keep_sample(serialized: tf.Tensor, fraction: float) -> tf.Tensor:

@@ -34,6 +34,8 @@ import keras
 import tensorflow as tf
 from etils import epath
 
+from trainer import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -56,7 +58,7 @@ SINGLE = Task("chief", 0, 1, True)  # a single-host run: it is its own chief
 def task_from_tf_config(text: str | None) -> Task:
     """The task a TF_CONFIG value describes; ValueError naming the problem when it describes none."""
     if not text:
-        raise ValueError(
+        raise errors.UsageError(
             "--strategy=multi_worker needs TF_CONFIG: "
             '{"cluster": {"worker": ["host0:port", ...]}, "task": {"type": "worker", "index": i}} (BUILD.md)'
         )
@@ -65,11 +67,13 @@ def task_from_tf_config(text: str | None) -> Task:
         cluster, task = tf_config["cluster"], tf_config["task"]
         task_type, index = task["type"], int(task["index"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"TF_CONFIG={text!r} is not a cluster and a task: {type(e).__name__}: {e}") from None
+        raise errors.UsageError(f"TF_CONFIG={text!r} is not a cluster and a task: {type(e).__name__}: {e}") from None
     if task_type not in ("chief", "worker"):
-        raise ValueError(f"TF_CONFIG task type {task_type!r}: multi-worker training has only chief and worker tasks")
+        raise errors.UsageError(
+            f"TF_CONFIG task type {task_type!r}: multi-worker training has only chief and worker tasks"
+        )
     if not 0 <= index < len(cluster.get(task_type, [])):
-        raise ValueError(f"TF_CONFIG task {task_type}:{index} is not in its cluster {cluster}")
+        raise errors.UsageError(f"TF_CONFIG task {task_type}:{index} is not in its cluster {cluster}")
     has_chief = bool(cluster.get("chief"))
     num_workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
     return Task(task_type, index, num_workers, has_chief)

@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 from pcam_tfds.core.folder_lock import atomic_path, atomic_write_text
+from trainer import errors
 
 CLASS_NAMES = ("normal", "tumour")
 
@@ -557,17 +558,17 @@ def read_labels_csv(path: str) -> dict[str, int]:
     try:
         f = epath.Path(path).open()
     except FileNotFoundError:
-        raise ValueError(f"--labels={path!r}: no such file") from None
+        raise errors.UsageError(f"--labels={path!r}: no such file") from None
     with f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or {"id", "label"} - {n.strip() for n in reader.fieldnames}:
-            raise ValueError(f"--labels={path!r}: expected a header with id and label, got {reader.fieldnames}")
+            raise errors.UsageError(f"--labels={path!r}: expected a header with id and label, got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
             if row["label"] not in ("0", "1"):
-                raise ValueError(f"--labels={path!r} line {line}: label {row['label']!r} is not 0 or 1")
+                raise errors.UsageError(f"--labels={path!r} line {line}: label {row['label']!r} is not 0 or 1")
             if row["id"] in labels:
-                raise ValueError(f"--labels={path!r} line {line}: id {row['id']!r} appears twice")
+                raise errors.UsageError(f"--labels={path!r} line {line}: id {row['id']!r} appears twice")
             labels[row["id"]] = int(row["label"])
     return labels
 
@@ -613,13 +614,13 @@ def evaluate_runs(
     from trainer import calibration, data, explain, inference, predict
 
     if (input_dir is None) == (data_dir is None):
-        raise ValueError("give either --input_dir with --labels, or --data_dir (with --split)")
+        raise errors.UsageError("give either --input_dir with --labels, or --data_dir (with --split)")
     if input_dir is not None and not labels_csv:
-        raise ValueError("--input_dir needs --labels=CSV (id,label) for the patches in it")
+        raise errors.UsageError("--input_dir needs --labels=CSV (id,label) for the patches in it")
     out = epath.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(str(out), os.W_OK):
-        raise ValueError(f"--output_dir={output_dir!r} is not writable")
+        raise errors.UsageError(f"--output_dir={output_dir!r} is not writable")
     models = [inference.load_model(d) for d in model_dirs]
     temperatures = [calibration.read_temperature(d) for d in model_dirs] if calibrate else None
     if input_dir is not None:
@@ -631,11 +632,11 @@ def evaluate_runs(
         )
         if rejected:
             detail = "; ".join(f"{name}: {reason}" for name, reason, _ in rejected[:5])
-            raise ValueError(f"{len(rejected)} files in --input_dir={input_dir!r} could not be read ({detail})")
+            raise errors.UsageError(f"{len(rejected)} files in --input_dir={input_dir!r} could not be read ({detail})")
         unlabelled = sorted(set(ids) - set(truth))
         missing = sorted(set(truth) - set(ids))
         if unlabelled or missing:
-            raise ValueError(
+            raise errors.UsageError(
                 f"--input_dir and --labels disagree: {len(unlabelled)} files have no label "
                 f"(e.g. {unlabelled[:3]}), {len(missing)} labels have no file (e.g. {missing[:3]})"
             )
@@ -655,7 +656,7 @@ def evaluate_runs(
             models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures
         )
         if labels is None or (labels < 0).any():
-            raise ValueError(f"split {split!r} of {dataset} is unlabelled (label -1); evaluate a labelled split")
+            raise errors.UsageError(f"split {split!r} of {dataset} is unlabelled (label -1); evaluate a labelled split")
 
         def images_for(wanted):
             return collect_images(ds.as_numpy_iterator(), wanted)
@@ -709,26 +710,20 @@ def define_flags(flag_values) -> None:
 def _main(argv) -> int:
     from absl import flags
 
-    from pcam_tfds import cli
-
     f = flags.FLAGS
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
-    try:
-        m = evaluate_runs(
-            f.model_dir,
-            f.output_dir,
-            input_dir=f.input_dir,
-            labels_csv=f.labels,
-            data_dir=f.data_dir,
-            dataset=f.dataset,
-            split=f.split,
-            tta=f.tta,
-            calibrate=f.calibrate,
-            batch_size=f.batch_size,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        cli.fail(e)
+    errors.no_arguments(argv)
+    m = evaluate_runs(
+        f.model_dir,
+        f.output_dir,
+        input_dir=f.input_dir,
+        labels_csv=f.labels,
+        data_dir=f.data_dir,
+        dataset=f.dataset,
+        split=f.split,
+        tta=f.tta,
+        calibrate=f.calibrate,
+        batch_size=f.batch_size,
+    )
     lo, hi = m["roc_auc_ci95"]
     print(
         f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
@@ -741,10 +736,8 @@ def main() -> None:
     """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
     from absl import flags
 
-    from pcam_tfds import cli
-
     define_flags(flags.FLAGS)
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import json
 
 from absl import flags, logging
 
+from trainer import errors
+
 FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
@@ -54,7 +56,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     module = Serving()
     out = epath.Path(output_dir)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
+        raise errors.UsageError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
     info = {
         "model_dir": model_dir,
@@ -104,14 +106,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _main(argv) -> int:
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
-    try:
-        info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
-    except (ValueError, FileNotFoundError) as e:
-        cli.fail(e)
+    errors.no_arguments(argv)
+    info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
     logging.info("exported %s", info)
     calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
     shape = ", ".join(map(str, info["input"]["shape"][1:]))
@@ -121,10 +117,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-export` (and `python -m trainer.export`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

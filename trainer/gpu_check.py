@@ -11,12 +11,12 @@ Measures both sides, each alone:
    --data_dir, over synthetic uint8 records written to a temporary folder in the dataset's format, so it runs
    anywhere. With --augment_on=device the host only parses; the augmentation is timed inside the step.
 2. step: each model's train-step images/s on one random batch already in memory (after a warm-up that
-   includes tracing and XLA compilation), with its compute dtype (float16 under mixed precision, on by
-   default only when a GPU is present) and whether the step was XLA-compiled.
+   includes tracing and XLA compilation), with its compute dtype (float16 or bfloat16 under mixed precision,
+   chosen for the machine by the trainer's own resolution, config.resolve_recipe) and whether the step was XLA-compiled.
 3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
    step-bound, with the ratio input/step.
 On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
---output_json writes the numbers too. A user's mistake is one line and exit status 2 (pcam_tfds.cli).
+--output_json writes the numbers too. A user's mistake is one line and exit status 2 (trainer.errors).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import time
 from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import models
-from trainer.config import AUGMENT_ON, AUGMENTATIONS, TrainConfig
+from trainer import errors, models
+from trainer.config import AUGMENT_ON, AUGMENTATIONS, PRECISION_CHOICES, TrainConfig, resolve_recipe
 
 FLAGS = flags.FLAGS
 WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill
@@ -72,7 +72,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer, as the trainer's.", flag_values=fv)
     flags.DEFINE_enum(
-        "mixed_precision", "auto", ["auto", "on", "off"], "float16 compute; auto = on with a GPU.", flag_values=fv
+        "mixed_precision",
+        "auto",
+        PRECISION_CHOICES,
+        "As the trainer's --mixed_precision (the same resolution, config.resolve_recipe): float16 (on) or bfloat16 "
+        "compute; auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units, else off.",
+        flag_values=fv,
     )
     flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA-compile the train step.", flag_values=fv)
     flags.DEFINE_string(
@@ -87,15 +92,17 @@ def check_flags(fv: flags.FlagValues) -> list[str]:
     names = [m.strip() for m in fv.models if m.strip()]
     unknown = [m for m in names if m not in models.NAMES]
     if not names or unknown:
-        raise ValueError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
+        raise errors.UsageError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
     if fv.augment_on == "device" and fv.augment == "seed":
-        raise ValueError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
+        raise errors.UsageError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
     if fv.data_dir is not None and fv.image_size != PATCH_SHAPE[0]:
-        raise ValueError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
+        raise errors.UsageError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
     if fv.shuffle_buffer < 1:
-        raise ValueError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
+        raise errors.UsageError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
     if fv.steps_per_execution != "auto" and not (fv.steps_per_execution.isdigit() and int(fv.steps_per_execution)):
-        raise ValueError(f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer")
+        raise errors.UsageError(
+            f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer"
+        )
     return names
 
 
@@ -106,24 +113,24 @@ def host_augmentation(augment: str, augment_on: str) -> str:
 
 def write_synthetic_records(folder: str, count: int, image_shape, seed: int, files: int = 4) -> list[str]:
     """`count` random uint8 images with labels as TFRecord files of serialized examples in the built dataset's
-    format (`trainer.data.parse_batch` reads them), spread over `files` files; returns their paths."""
+    format (`pcam_tfds.core.record_spec`; `trainer.data.parse_batch` reads them), spread over `files` files; returns their paths."""
     import numpy as np
     import tensorflow as tf
+
+    from pcam_tfds.core import record_spec
 
     rng = np.random.default_rng(seed)
     paths = [os.path.join(folder, f"synthetic-train.tfrecord-{i:05d}-of-{files:05d}") for i in range(files)]
     writers = [tf.io.TFRecordWriter(p) for p in paths]
     for i in range(count):
-        image = rng.integers(0, 256, size=image_shape, dtype=np.uint8)
-        example = tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 0.4)])),
-                    "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"synthetic{i:07d}".encode()])),
-                }
-            )
-        )
+        image = rng.integers(0, 256, size=image_shape, dtype=record_spec.IMAGE_DTYPE)
+        label = int(rng.random() < 0.4)  # an index into record_spec.LABEL_NAMES
+        feature = {
+            record_spec.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+            record_spec.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+            record_spec.ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"synthetic{i:07d}".encode()])),
+        }
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
         writers[i % files].write(example.SerializeToString())
     for w in writers:
         w.close()
@@ -224,35 +231,34 @@ def verdict(input_per_s: float, step_per_s: float) -> tuple[str, float]:
 
 
 def _main(argv) -> int:
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
+    errors.no_arguments(argv)
     f = FLAGS
-    try:
-        names = check_flags(f)
-        if f.data_dir is not None:
-            from trainer import data
+    names = check_flags(f)
+    if f.data_dir is not None:
+        from trainer import data
 
-            files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
-        if f.output_json:
-            parent = os.path.dirname(os.path.abspath(f.output_json))
-            if not os.path.isdir(parent):
-                raise ValueError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
-    except ValueError as e:
-        cli.fail(e)
+        files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
+    if f.output_json:
+        parent = os.path.dirname(os.path.abspath(f.output_json))
+        if not os.path.isdir(parent):
+            raise errors.UsageError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
 
     import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    mixed = bool(gpus) if f.mixed_precision == "auto" else f.mixed_precision == "on"
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    spe = (32 if gpus else 1) if f.steps_per_execution == "auto" else int(f.steps_per_execution)
+    from trainer.train import PRECISION_POLICIES
+
+    # The trainer's resolution of precision and steps per execution for this machine (XLA: --jit_compile as given).
+    recipe = resolve_recipe(
+        "baseline", bool(gpus), mixed_precision=f.mixed_precision, steps_per_execution=f.steps_per_execution
+    )
+    precision, spe = recipe["mixed_precision"], recipe["steps_per_execution"]
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
     host_aug = host_augmentation(f.augment, f.augment_on)
     image_shape = (f.image_size, f.image_size, PATCH_SHAPE[2])
     print(
-        f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {'on' if mixed else 'off'}; "
+        f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {precision}; "
         f"XLA requested {f.jit_compile}; batch {f.batch_size}, {f.image_size}x{f.image_size}; "
         f"augment {f.augment} on the {f.augment_on}; steps_per_execution {spe}",
         flush=True,
@@ -300,7 +306,7 @@ def _main(argv) -> int:
     if f.output_json:
         report = {
             "devices": [g.name for g in gpus],
-            "mixed_precision": mixed,
+            "mixed_precision": precision,
             "batch_size": f.batch_size,
             "image_size": f.image_size,
             "augment": f.augment,
@@ -317,10 +323,8 @@ def _main(argv) -> int:
 
 def main() -> None:
     """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
-    from pcam_tfds import cli
-
     define_flags(FLAGS)
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

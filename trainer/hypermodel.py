@@ -3,10 +3,11 @@
     hp = keras_tuner.HyperParameters()
     model = CNNHyperModel(space="seed").build(hp)        # compiled; hp now holds every name in DEFAULTS
 
-`CNNHyperModel.build(hp)` samples named hyperparameters (the keys of `trainer.config.HPARAM_KEYS`) and
-calls the same `models.build("tuned", ...)` -> `cnn()` path that `python -m trainer --model=tuned` uses,
-with the hyperparameter -> field mapping of `config.hparams_to_fields`, so a tuning result trains the
-same network. Names outside the chosen space are `hp.Fixed` at the trainer's defaults, so every trial
+`CNNHyperModel.build(hp)` samples named hyperparameters (the keys of `trainer.config.HPARAM_KEYS`), puts
+them into the trial's `TrainConfig` with the mapping of `config.hparams_to_fields` (as --hparams does), and
+builds and compiles with pcam-train's own `train.build_model` and `train.compile_for`; `fit` adds the
+trainer's schedule and weight-average callbacks. So a trial trains the same network in the same precision,
+schedule, weight average and label smoothing as `python -m trainer --model=tuned` with the same flags. Names outside the chosen space are `hp.Fixed` at the trainer's defaults, so every trial
 records the full set and `hp.Fixed` set in advance overrides any of them. `trainer.search` runs the search.
 """
 
@@ -21,7 +22,7 @@ import keras_tuner
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import config as config_lib
-from trainer import models, train
+from trainer import phases, train
 from trainer.tune_config import SPACES
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
@@ -62,14 +63,22 @@ _MAX_BLOCKS = {"seed": DEFAULTS["num_blocks"], "wide": 4}
 
 
 class CNNHyperModel(keras_tuner.HyperModel):
-    """The `tuned` CNN over a search space; builds compiled models for keras-tuner."""
+    """The `tuned` CNN over a search space; builds and fits each trial the way pcam-train trains.
+
+    trial_config: what every trial trains with (`TuneConfig.trial_config`: precision, XLA, steps per execution,
+    schedule, weight average, smoothing, input normalisation); a trial's hyperparameters replace its fields
+    (`trial`). `build` makes the model with `train.build_model` and compiles it with `train.compile_for`, and
+    `fit` adds the trainer's schedule and weight-average callbacks (`train.schedule_callback`,
+    `train.ema_callbacks`): pcam-train's own functions. steps_per_epoch: batches in one trial epoch (the
+    schedule's unit); None: the fit's steps_per_epoch.
+    """
 
     def __init__(
         self,
         input_shape: tuple[int, int, int] = PATCH_SHAPE,
         space: str = "wide",
-        jit_compile: bool = False,
-        channel_stats: tuple[list[float], list[float]] | None = None,
+        trial_config: config_lib.TrainConfig | None = None,
+        steps_per_epoch: int | None = None,
     ):
         super().__init__(name=f"cnn_{space}")
         if space not in SPACES:
@@ -83,8 +92,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
             )
         self.input_shape = tuple(input_shape)
         self.space = space
-        self.jit_compile = jit_compile
-        self.channel_stats = channel_stats
+        self.trial_config = trial_config or config_lib.TrainConfig(model="tuned", data_dir="", model_dir="")
+        self.steps_per_epoch = steps_per_epoch
+        self.last_recipe: dict[str, Any] | None = None  # what the last fitted trial's compiled model ran with
 
     def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
         """Registers (or reads) every hyperparameter in `hp` and returns {name: value} in DEFAULTS' order."""
@@ -94,18 +104,42 @@ class CNNHyperModel(keras_tuner.HyperModel):
             for name, default in DEFAULTS.items()
         }
 
+    def trial(self, hp: keras_tuner.HyperParameters) -> config_lib.TrainConfig:
+        """The trial's TrainConfig: trial_config with the hyperparameters (width, num_blocks -> filters, as --hparams)."""
+        return dataclasses.replace(self.trial_config, **config_lib.hparams_to_fields(self.values(hp)))
+
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        values = self.values(hp)
-        fields = config_lib.hparams_to_fields(values)  # width, num_blocks -> filters, as for --hparams
-        model = models.build(
-            "tuned",
-            input_shape=self.input_shape,
-            filters=fields["filters"],
-            dense=fields["dense"],
-            dropout=fields["dropout"],
-            batch_norm=fields["batch_norm"],
-            channel_stats=self.channel_stats,
-        )
-        optimizer = train.make_optimizer(fields["optimizer"], fields["learning_rate"], fields["weight_decay"])
-        train.compile_model(model, optimizer, self.jit_compile)
+        config = self.trial(hp)
+        train.set_precision(config)
+        model = train.build_model(config, input_shape=self.input_shape)
+        train.compile_for(model, config, config.learning_rate)
         return model
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, callbacks=(), **kwargs):
+        config = self.trial(hp)
+        per_epoch = self.steps_per_epoch or kwargs.get("steps_per_epoch")
+        if not per_epoch:
+            raise ValueError("CNNHyperModel.fit needs the batches per epoch: steps_per_epoch (here or in fit)")
+        epochs = kwargs.get("epochs", 1)  # Hyperband: this round's last epoch; the schedule spans the whole fit
+        # Counted from epoch 0 (a Hyperband round resumes its earlier round's model at initial_epoch).
+        phase = phases.Phase("train", epochs, config.learning_rate, config.schedule)
+        # The clock (first in `callbacks`) sets the epoch, then the rate is set; the weight average is swapped in
+        # for validation, so the trial's score is that of the weights pcam-train would validate and keep.
+        callbacks = [
+            *callbacks[:1],
+            train.schedule_callback(phase, per_epoch),
+            *train.ema_callbacks(config),
+            *callbacks[1:],
+        ]
+        self.last_recipe = {
+            "mixed_precision": _PRECISION_OF_POLICY[model.dtype_policy.name],
+            "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": int(model.steps_per_execution),
+            "schedule": config.schedule,
+            "ema": float(model.optimizer.get_config()["ema_momentum"]) if model.optimizer.use_ema else 0.0,
+            "label_smoothing": float(model.loss.label_smoothing),
+        }
+        return model.fit(*args, callbacks=callbacks, **kwargs)
+
+
+_PRECISION_OF_POLICY = {policy: name for name, policy in train.PRECISION_POLICIES.items()}

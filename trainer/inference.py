@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import augment
+from trainer import augment, errors
 from trainer import models as registry
 
 
@@ -24,7 +24,7 @@ def load_model(run_dir: str) -> keras.Model:
 
     path = f"{run_dir.rstrip('/')}/model.keras"
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
+        raise errors.MissingInput(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
     return keras.models.load_model(path, compile=False)
 
 

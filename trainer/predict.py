@@ -14,7 +14,7 @@ Input is the test split of a built TFDS dataset (--data_dir, --dataset, --split)
 files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file stops the run with its name and
 reason and exit status 1; with --allow_rejected the rest is predicted and the bad files are listed in
 OUTPUT.rejected.csv (the exit status is then 0, and the count is printed). A user's mistake (a bad flag,
-a missing folder) is one line and exit status 2 (pcam_tfds.cli).
+a missing folder) is one line and exit status 2 (trainer.errors).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from absl import flags
 from etils import epath
 
 from pcam_tfds.core.layout import IMAGE_EXTENSIONS
+from trainer import errors
 
 HARD_LABEL_NAMES = ("youden", "f1")
 
@@ -52,20 +53,20 @@ class PredictConfig:
     def check(self) -> PredictConfig:
         """Raises ValueError naming the flag of an impossible combination; returns self."""
         if not self.model_dirs:
-            raise ValueError("--model_dir: give at least one trainer run folder")
+            raise errors.UsageError("--model_dir: give at least one trainer run folder")
         if (self.data_dir is None) == (self.input_dir is None):
-            raise ValueError("give exactly one of --data_dir (a built TFDS dataset) and --input_dir (a folder)")
+            raise errors.UsageError("give exactly one of --data_dir (a built TFDS dataset) and --input_dir (a folder)")
         if self.batch_size <= 0:
-            raise ValueError(f"--batch_size={self.batch_size} must be > 0")
+            raise errors.UsageError(f"--batch_size={self.batch_size} must be > 0")
         if self.hard_labels is not None and self.hard_labels not in HARD_LABEL_NAMES:
             try:
                 value = float(self.hard_labels)
             except ValueError:
                 value = -1.0
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--hard_labels={self.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
+                raise errors.UsageError(f"--hard_labels={self.hard_labels!r}: choose youden, f1 or a number in [0, 1]")
         if self.hard_labels in HARD_LABEL_NAMES and len(self.model_dirs) != 1:
-            raise ValueError(
+            raise errors.UsageError(
                 f"--hard_labels={self.hard_labels} uses one run's validation threshold; an ensemble of "
                 f"{len(self.model_dirs)} runs has none: give a number"
             )
@@ -138,11 +139,11 @@ def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
     try:
         thresholds = calibration.validation_thresholds(run_dir)
     except calibration.NotHeldOut as e:
-        raise ValueError(
+        raise errors.UsageError(
             f"{e}; give --hard_labels a number (e.g. the {choice} threshold of the run the recipe was chosen with)"
         ) from None
     if choice not in thresholds:
-        raise ValueError(
+        raise errors.UsageError(
             f"{epath.Path(run_dir) / calibration.METRICS_FILE} has no {choice} threshold "
             "(runs record one when they finish; older runs do not)"
         )
@@ -156,16 +157,16 @@ def check_writable(path: str) -> None:
     """Fails before any prediction when the submission cannot be written (a missing folder, no permission)."""
     folder = epath.Path(path).parent
     if not folder.is_dir():
-        raise ValueError(f"--output={path!r}: the folder {str(folder)!r} does not exist")
+        raise errors.UsageError(f"--output={path!r}: the folder {str(folder)!r} does not exist")
     if not os.access(str(folder), os.W_OK):
-        raise ValueError(f"--output={path!r}: the folder {str(folder)!r} is not writable")
+        raise errors.UsageError(f"--output={path!r}: the folder {str(folder)!r} is not writable")
 
 
 def list_patch_files(input_dir: str) -> list[epath.Path]:
     """Every file in `input_dir`, sorted; files with other suffixes are returned too, so they get rejected loudly."""
     root = epath.Path(input_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"--input_dir={input_dir!r} is not a folder")
+        raise errors.MissingInput(f"--input_dir={input_dir!r} is not a folder")
     return sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith("."))
 
 
@@ -287,22 +288,14 @@ def run(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from pcam_tfds import cli
-
-    try:
-        config = config_from_flags(flags.FLAGS, argv[1:])
-        inputs = prepare(config)
-    except (ValueError, FileNotFoundError) as e:
-        cli.fail(e)
-    return predict(config, inputs)
+    config = config_from_flags(flags.FLAGS, argv[1:])
+    return predict(config, prepare(config))
 
 
 def main() -> None:
     """The console script `pcam-predict` (and `python -m trainer.predict`)."""
-    from pcam_tfds import cli
-
     define_flags(flags.FLAGS)
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 from absl import logging
 from etils import epath
 
@@ -43,7 +42,8 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
     if role not in ROLES:
         raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
     tune_config.check_and_write_config(config, write=role != "worker")
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    trial_config = config.trial_config()
+    train.set_precision(trial_config)
     determinism.seed_everything(config.seed)
 
     train_files = val_files = num_train = None
@@ -67,8 +67,8 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         )
         return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction, num_examples=num_val)
 
-    stats = train.load_channel_stats(config.channel_stats) if config.channel_stats else None
-    model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, config.jit_compile, stats)
+    per_epoch = train.steps_per_epoch(trial_config, num_train) if num_train is not None else None
+    model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, trial_config, per_epoch)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: tune_reports.write_reports(tuner, config)) if role == "standalone" else None
     # The chief runs no trial, so a budget would never be checked there; it ends when the workers do.

@@ -31,7 +31,7 @@ from etils import epath
 from pcam_tfds import cli
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
-from trainer import data, determinism, distribute, evaluate, explain, inference, models, phases, run_folder
+from trainer import data, determinism, distribute, errors, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig
@@ -63,7 +63,7 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
         recorded = json.loads(path.read_text())
         if recorded != identity:
             differ = [k for k in identity if identity[k] != recorded.get(k)]
-            raise ValueError(
+            raise errors.UsageError(
                 f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
                 f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
                 f"{identity['splits']}); choose a new --model_dir"
@@ -91,7 +91,7 @@ def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
     try:
         return load(path)
     except (OSError, ValueError, KeyError, StatsError) as e:
-        raise ValueError(f"--channel_stats={path!r}: {e}") from e
+        raise errors.UsageError(f"--channel_stats={path!r}: {e}") from e
 
 
 def build_model(config: TrainConfig, input_shape=PATCH_SHAPE, weights: str | None = "config") -> keras.Model:
@@ -190,6 +190,39 @@ def compile_model(
     )
 
 
+def set_precision(config: TrainConfig) -> None:
+    """Keras' global dtype policy for config.mixed_precision; models built afterwards compute in it."""
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
+
+
+def compile_for(model: keras.Model, config: TrainConfig, learning_rate: float, augment_salt: int = 0) -> None:
+    """The one compile of pcam-train's phases and of every pcam-tune trial: config's optimizer and weight decay
+    with its weight average (EMA), the loss with its label smoothing, XLA and steps per execution, and the
+    augmentation in the train step with --augment_on=device. The rate is the schedule's peak
+    (`recipe_callbacks` sets it per step)."""
+    if config.augment_on == "device":
+        augment_lib.on_device(model, config.augment, config.seed + augment_salt)
+    compile_model(
+        model,
+        make_optimizer(config.optimizer, learning_rate, config.weight_decay, config.ema),
+        config.jit_compile,
+        config.label_smoothing,
+        config.steps_per_execution,
+    )
+
+
+def schedule_callback(
+    phase: phases.Phase, per_epoch: int, first_epoch: int = 0, stored: dict | None = None, budget=None
+) -> schedule_lib.ScheduleCallback:
+    """The learning-rate schedule of `phase` as the callback that sets the rate before every batch."""
+    return schedule_lib.ScheduleCallback(phases.make_schedule(phase, per_epoch, stored), first_epoch, budget)
+
+
+def ema_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """With a weight average, validation (hence val_auc, the checkpoints and a trial's score) uses the average."""
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over all visible GPUs when there are several; on one GPU, OneDeviceStrategy on it,
     whose input pipeline prefetches the next batches into the GPU's memory while a step runs; else the
@@ -250,16 +283,8 @@ def _prepare_phase(
     if entry.weights is not None and not entry.continues:
         _load_weights(model, entry.weights)  # not compiled yet: model weights only
     _set_phase_layers(model, config, phase)
-    if config.augment_on == "device":
-        # Each phase's optimizer counts steps from 0 again, so its augmentation seeds get their own salt.
-        augment_lib.on_device(model, config.augment, config.seed + 104_729 * index)
-    compile_model(
-        model,
-        make_optimizer(config.optimizer, phase.learning_rate, config.weight_decay, config.ema),
-        config.jit_compile,
-        config.label_smoothing,
-        config.steps_per_execution,
-    )
+    # Each phase's optimizer counts steps from 0 again, so its device augmentation seeds get their own salt.
+    compile_for(model, config, phase.learning_rate, augment_salt=104_729 * index)
     if entry.continues:  # the interrupted phase's optimizer state too
         model.optimizer.build(model.trainable_variables)
         _load_weights(model, entry.weights)
@@ -284,9 +309,7 @@ def _phase_callbacks(
         patience=config.early_stopping_patience or phases.UNBOUNDED_EPOCHS,
         verbose=1,
     )
-    schedule = schedule_lib.ScheduleCallback(
-        phases.make_schedule(phase, per_epoch, entry.schedule), first_epoch=entry.start, budget=budget
-    )
+    schedule = schedule_callback(phase, per_epoch, first_epoch=entry.start, stored=entry.schedule, budget=budget)
     # Last, where Keras puts its own bar (which would count to fit()'s unbounded epochs; this one to the plan).
     header = [schedule_lib.PlannedEpochProgbar(schedule)] if phase.epochs == phases.UNBOUNDED_EPOCHS else []
     return [
@@ -305,7 +328,7 @@ def _phase_callbacks(
             monitor=MONITOR,
         ),
         # With an average of the weights, validation, the best checkpoint and model.keras use the average.
-        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []),
+        *ema_callbacks(config),
         # A refit has no held-out validation to choose an epoch on: it keeps every epoch's weights, so the last.
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST_WEIGHTS),
@@ -410,14 +433,14 @@ def _run(
     run_dir = epath.Path(config.model_dir)
     state_dir = run_dir / phases.STATE_DIR
     (out_dir / phases.STATE_DIR).mkdir(parents=True, exist_ok=True)
-    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
+    set_precision(config)
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
     check_dataset_identity(out_dir, builder)
     if task.num_workers > 1:
         if config.batch_size % strategy.num_replicas_in_sync:
-            raise ValueError(
+            raise errors.UsageError(
                 f"--batch_size={config.batch_size} must be divisible by the number of replicas in the cluster "
                 f"({strategy.num_replicas_in_sync}): it is the global batch, split evenly among them"
             )

@@ -31,7 +31,7 @@ import sys
 from absl import flags
 
 from trainer import config as config_lib
-from trainer import tune_config
+from trainer import errors, tune_config
 
 FLAGS = flags.FLAGS
 
@@ -81,8 +81,32 @@ flags.DEFINE_string(
     None,
     "stats.json of beam_jobs.stats: normalise inputs per channel (pass it to python -m trainer too).",
 )
-flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "mixed_float16; auto = on when a GPU is present.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
+flags.DEFINE_enum(
+    "schedule",
+    "auto",
+    ("auto", "cosine", "constant"),
+    "Learning-rate schedule of every trial, as in pcam-train: cosine: warm-up and cosine decay over --epochs; "
+    "constant; auto: what pcam-train resolves for these flags (constant, as --epochs is given).",
+)
+flags.DEFINE_float(
+    "ema", None, "Weight-average momentum of every trial, as in pcam-train (0 = off; default: the schedule's)."
+)
+flags.DEFINE_float(
+    "label_smoothing", None, "Label smoothing of every trial, as in pcam-train (default: the schedule's recipe)."
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    "auto",
+    config_lib.PRECISION_CHOICES,
+    "As in pcam-train: float16 (on) or bfloat16 compute; auto: float16 with a GPU, bfloat16 on a CPU with native "
+    "bfloat16 units, else off.",
+)
+flags.DEFINE_enum("jit_compile", "auto", config_lib.AUTO_ON_OFF, "XLA-compile the train step; auto = on with a GPU.")
+flags.DEFINE_string(
+    "steps_per_execution",
+    "auto",
+    "Train steps per call into the compiled function, as in pcam-train (auto: 32 with a GPU, else 1).",
+)
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
 
 
@@ -92,7 +116,7 @@ def role_from_env(environ=os.environ) -> str:
         return "standalone"
     missing = [k for k in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(k)]
     if missing:
-        raise ValueError(
+        raise errors.UsageError(
             f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not; set all three "
             "(KERASTUNER_TUNER_ID=chief on the chief, a unique id such as tuner0 on each worker)"
         )
@@ -102,6 +126,20 @@ def role_from_env(environ=os.environ) -> str:
 def config_from_flags(flag_values, gpu: bool):
     """Turns parsed flags into a validated TuneConfig (the only place flags are read)."""
     f = flag_values
+    # The same resolution as pcam-train's, from the flags both commands have; the rate and dropout are the trial's.
+    recipe = config_lib.resolve_recipe(
+        f.model,
+        gpu,
+        schedule=f.schedule,
+        epochs=f.epochs,
+        max_minutes=f.max_minutes,
+        max_cpu_minutes=f.max_cpu_minutes,
+        ema=f.ema,
+        label_smoothing=f.label_smoothing,
+        mixed_precision=f.mixed_precision,
+        jit_compile=f.jit_compile,
+        steps_per_execution=f.steps_per_execution,
+    )
     return tune_config.validate(
         tune_config.TuneConfig(
             model=f.model,
@@ -123,18 +161,14 @@ def config_from_flags(flag_values, gpu: bool):
             steps_per_epoch=f.steps_per_epoch,
             shuffle_buffer=f.shuffle_buffer,
             channel_stats=f.channel_stats,
-            mixed_precision=gpu if f.mixed_precision == "auto" else f.mixed_precision == "on",
-            jit_compile=gpu if f.jit_compile == "auto" else f.jit_compile == "on",
+            **{k: recipe[k] for k in tune_config.RECIPE_FIELDS},
             verbose=f.verbose,
         )
     )
 
 
 def _main(argv):
-    from pcam_tfds import cli
-
-    if len(argv) > 1:
-        cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
+    errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
     from trainer import run_folder, search, tune_reports
@@ -147,8 +181,6 @@ def _main(argv):
         if role == "standalone":  # a chief shares the folder with its workers by design
             lock = run_folder.RunLock(config.tuner_dir, " ".join(sys.argv)).acquire()
         records = search.run_search(config, role)
-    except (ValueError, TypeError, run_folder.RunFolderBusy) as e:
-        cli.fail(e)
     finally:
         if lock is not None:
             lock.release()
@@ -158,10 +190,8 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-tune` (and `python -m trainer.tune`)."""
-    from pcam_tfds import cli
-
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,14 @@ from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import config as config_lib
+from trainer.errors import UsageError
 
 TUNE_CONFIG_FILE = "tune_config.json"
 TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuners.make_tuner
 SPACES = ("seed", "wide")  # trainer.hypermodel's search spaces
 MODELS = ("tuned",)  # the model family searched: the CNN of --model=tuned
+# The fields of config.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
+RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_compile", "steps_per_execution")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +52,13 @@ class TuneConfig:
     steps_per_epoch: int | None = None
     shuffle_buffer: int = 8192
     channel_stats: str | None = None
-    mixed_precision: bool = False
+    # The recipe and hardware of every trial, resolved by config.resolve_recipe as for pcam-train.
+    schedule: str = "constant"  # constant or cosine over the trial's epochs
+    ema: float = 0.0
+    label_smoothing: float = 0.0
+    mixed_precision: str = "off"  # off, float16 or bfloat16
     jit_compile: bool = False
+    steps_per_execution: int = 1
     verbose: str = "auto"
 
     def to_json(self) -> str:
@@ -74,8 +82,14 @@ class TuneConfig:
             steps_per_epoch=self.steps_per_epoch,
             shuffle_buffer=self.shuffle_buffer,
             channel_stats=self.channel_stats,
-            mixed_precision="float16" if self.mixed_precision else "off",
+            schedule=self.schedule,
+            ema=self.ema,
+            label_smoothing=self.label_smoothing,
+            # A trial keeps its best epoch's score: early stopping would only shorten it.
+            early_stopping_patience=0,
+            mixed_precision=self.mixed_precision,
             jit_compile=self.jit_compile,
+            steps_per_execution=self.steps_per_execution,
             max_minutes=self.max_minutes,
             max_cpu_minutes=self.max_cpu_minutes,
             verbose=self.verbose,
@@ -90,10 +104,15 @@ _RESTART_FREE_FIELDS = (
     "max_trials",
     "mixed_precision",
     "jit_compile",
+    "steps_per_execution",
     "verbose",
     "max_minutes",
     "max_cpu_minutes",
 )
+
+# What searches recorded before these fields existed trained with (constant rate, no average, no smoothing),
+# so such a search continues when the flags resolve to the same, and is refused, naming the field, when not.
+_RECORDED_BEFORE = {"schedule": "constant", "ema": 0.0, "label_smoothing": 0.0}
 
 
 def validate(config: TuneConfig) -> TuneConfig:
@@ -102,13 +121,18 @@ def validate(config: TuneConfig) -> TuneConfig:
     config_lib.check_choice("tuner", config.tuner, TUNERS)
     config_lib.check_choice("space", config.space, SPACES)
     if not config.tuner_dir:
-        raise ValueError("--tuner_dir is required: the folder for the search state and its results")
+        raise UsageError("--tuner_dir is required: the folder for the search state and its results")
+    if config.schedule == "budget":
+        raise UsageError(
+            "--schedule=budget sizes a run to its time budget, but a trial trains --epochs; tune with "
+            "--schedule=cosine (the budget schedule's warm-up and decay over the trial's epochs) or constant"
+        )
     config_lib.validate(config.trial_config())
     for flag in ("max_trials", "executions_per_trial"):
         if getattr(config, flag) < 1:
-            raise ValueError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
+            raise UsageError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
     if config.hyperband_factor < 2:
-        raise ValueError(f"--hyperband_factor={config.hyperband_factor!r} must be >= 2")
+        raise UsageError(f"--hyperband_factor={config.hyperband_factor!r} must be >= 2")
     return config
 
 
@@ -130,7 +154,8 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
         differ = [
             f"{f.name}: {old.get(f.name)!r} -> {getattr(config, f.name)!r}"
             for f in dataclasses.fields(TuneConfig)
-            if f.name not in _RESTART_FREE_FIELDS and old.get(f.name) != getattr(config, f.name)
+            if f.name not in _RESTART_FREE_FIELDS
+            and old.get(f.name, _RECORDED_BEFORE.get(f.name)) != getattr(config, f.name)
         ]
         if old.get("channel_stats_values") != record["channel_stats_values"]:
             differ.append(
@@ -138,7 +163,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
                 f"{record['channel_stats_values']}"
             )
         if differ:
-            raise ValueError(
+            raise UsageError(
                 f"{path} belongs to a search with other settings ({'; '.join(differ)}); restart with the same "
                 "flags to continue it (--max_trials may grow), or choose a new --tuner_dir"
             )

@@ -5,8 +5,8 @@
 
 `RandomSearch`, `Hyperband` and `BayesianOptimization` are keras-tuner's, with the mixin `_TrackedTuner`:
 each trial gets freshly built datasets and the same seed, and leaves TUNER_DIR/keras_tuner/trial_*/run_info.json
-(which tuner process ran it, its seconds, epochs and best epoch, and the process RSS after its model was
-released: `trainer.memory`). A `Budget` (--max_minutes, --max_cpu_minutes) stops the running trial at a
+(which tuner process ran it, its seconds, epochs and best epoch, the recipe its compiled model ran with, and
+the process RSS after its model was released: `trainer.memory`). A `Budget` (--max_minutes, --max_cpu_minutes) stops the running trial at a
 batch end and starts no further trial (`BudgetSpent`).
 """
 
@@ -95,6 +95,10 @@ class _TrackedTuner:
             best = [_best_epoch(h) for h in runs if train.MONITOR in h.history]
             if best:
                 info["best_epoch"] = round(sum(best) / len(best))
+        # The precision, XLA, steps per execution, schedule, weight average and smoothing its model ran with.
+        recipe = getattr(self.hypermodel, "last_recipe", None)
+        if recipe:
+            info["recipe"] = recipe
         self._run_info[trial.trial_id] = info
         return histories
 

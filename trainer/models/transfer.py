@@ -12,13 +12,14 @@ from collections.abc import Callable
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer import errors
 
 BASE_LAYER = "base"
 # Waiting longer than this for a weights download means there is no usable network; fail instead of hanging.
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(errors.UsageError, RuntimeError):
     """ImageNet weights could not be loaded (typically: no internet and nothing in the Keras cache)."""
 
 
