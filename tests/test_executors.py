@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
-from kaggle_folders import make_with_problems
+from kaggle_folders import make_with_problems, parse_record
 
 from pcam_tfds.core import outputs, patches
 
@@ -55,7 +55,7 @@ def local_run(folder, tmp_path_factory):
     checks = tmp_path_factory.mktemp("local") / "validate"
     counts = {}
     generators = local_steps.split_generators(str(data_dir), str(checks), counts=counts, **SPLIT_ARGS)
-    members = sorted(_member(split, key, ex) for split, gen in generators.items() for key, ex in gen)
+    members = sorted(_member(split, key, parse_record(ex)) for split, gen in generators.items() for key, ex in gen)
     return checks, members, counts
 
 

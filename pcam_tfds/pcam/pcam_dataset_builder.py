@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import tensorflow_datasets as tfds
 
@@ -135,8 +136,28 @@ class Builder(builder_base.PatchBuilder):
         else:
             from pcam_tfds import local_steps
 
-            validation = local_steps.split_generators(counts=self._emitted, **kwargs)
+            validation = local_steps.split_generators(counts=self._emitted, spill_dir=self._spill_dir, **kwargs)
         return {name: self._generate_examples(validation, name) for name in _SPLITS}
+
+    def _generate_splits(self, dl_manager, download_config):
+        # Locally the examples arrive serialized (pcam_tfds.local_steps), and TFDS' Writer writes them as they
+        # are (builder_base.write_serialized_splits); on Beam, TFDS' own path.
+        if self._on_beam:
+            return super()._generate_splits(dl_manager, download_config)
+        import shutil
+        import tempfile
+
+        # The one-pass build keeps each file's pixels between validation and writing: inside TFDS' temporary
+        # folder when it is local (a killed build's folder goes with it), else in the system's temporary folder.
+        local = "://" not in str(self.data_path)
+        if local:
+            os.makedirs(self.data_path, exist_ok=True)
+        self._spill_dir = tempfile.mkdtemp(prefix="spill.", dir=str(self.data_path) if local else None)
+        try:
+            generators = self._split_generators(dl_manager)
+            return builder_base.write_serialized_splits(self, generators, download_config)
+        finally:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def _generate_examples(self, validation, split: str):
         """One split's (id, example) pairs: a generator here, or on Beam a PTransform TFDS applies.
