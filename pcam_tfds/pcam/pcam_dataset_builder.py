@@ -4,7 +4,7 @@ Every config (`full`, `sample25`) from one Kaggle folder:
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--config=full]
 
-On one machine (as above) a thread pool validates the files and TFDS' own writer writes, with no
+On one machine (as above) worker processes read each file once and TFDS' own Writer writes, with no
 Beam imported. With Beam options or a runner the same build runs on Beam (here the DirectRunner;
 Dataflow, Flink, Spark in BUILD.md):
 
@@ -119,7 +119,7 @@ class Builder(builder_base.PatchBuilder):
         return super().download_and_prepare(download_config=download_config, **kwargs)
 
     def _split_generators(self, dl_manager):
-        # One validation pass feeds all three splits. Locally it runs here, in a thread pool; on Beam it is
+        # One validation pass feeds all three splits. Locally it runs here, in worker processes; on Beam it is
         # part of the pipeline, added when TFDS applies the first split's PTransform (BeamSplits).
         cfg = self.builder_config
         kwargs = dict(
