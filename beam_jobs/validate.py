@@ -109,8 +109,10 @@ def _run_local(args) -> dict:
     from pcam_tfds import local_steps
 
     with _owned_output_dir(args.output_dir):
+        logging.info("validating the files under %s on this machine", args.data_dir)
+        progress = Progress("validate", None)
         check = local_steps.LocalValidation(args.data_dir)
-        logging.info("validated %d files under %s", check.num_listed, args.data_dir)
+        progress.finish(check.num_listed)  # the closing line the Beam path prints too
         return check.write_outputs(args.output_dir)
 
 

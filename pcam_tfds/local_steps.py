@@ -29,6 +29,8 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +55,19 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def spill_folder(parent: str) -> str:
+    """A new folder for the one-pass build's pixels: in PARENT (TFDS' temporary folder, so a killed build's
+    pixels go with it) when it is local, else in the system's temporary folder."""
+    local = "://" not in parent
+    if local:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix="spill.", dir=parent if local else None)
+
+
+def remove_spill_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import tensorflow_datasets as tfds
 
@@ -144,20 +143,15 @@ class Builder(builder_base.PatchBuilder):
         # are (builder_base.write_serialized_splits); on Beam, TFDS' own path.
         if self._on_beam:
             return super()._generate_splits(dl_manager, download_config)
-        import shutil
-        import tempfile
+        from pcam_tfds import local_steps
 
-        # The one-pass build keeps each file's pixels between validation and writing: inside TFDS' temporary
-        # folder when it is local (a killed build's folder goes with it), else in the system's temporary folder.
-        local = "://" not in str(self.data_path)
-        if local:
-            os.makedirs(self.data_path, exist_ok=True)
-        self._spill_dir = tempfile.mkdtemp(prefix="spill.", dir=str(self.data_path) if local else None)
+        # The one-pass build keeps each file's pixels between validation and writing (local_steps.spill_folder).
+        self._spill_dir = local_steps.spill_folder(str(self.data_path))
         try:
             generators = self._split_generators(dl_manager)
             return builder_base.write_serialized_splits(self, generators, download_config)
         finally:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            local_steps.remove_spill_folder(self._spill_dir)
 
     def _generate_examples(self, validation, split: str):
         """One split's (id, example) pairs: a generator here, or on Beam a PTransform TFDS applies.
