@@ -11,7 +11,8 @@ Runs, one after the other, each as a child process measured by bench/measure.py:
   build checks the folder against that validation instead of reading every file for its own
   (needs the validate step first, in the same run),
 - beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core),
-- beam_in_memory: the same on the DirectRunner in one process.
+- beam_in_memory: the same on the DirectRunner in one process,
+- floor: bench/read_floor.py, every file listed and read once in 2 threads: the speed to compare with.
 Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
 """
 
@@ -58,6 +59,7 @@ def main(argv=None):
             "--config=full",
         ],
     }
+    steps["floor"] = [py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "read_floor.py"), a.data_dir]
     steps["build_reuse"] = [
         tfds_cli,
         "build",
@@ -92,6 +94,9 @@ def main(argv=None):
         results[name] = r
         print(f"  {r}", flush=True)
     sizes = {}
+    if "floor" in results:
+        for r in results.values():
+            r["x_floor"] = round(r["wall_s"] / results["floor"]["wall_s"], 2)
     if "build" in results:
         d = f"{a.work_dir}/tfds/pcam/full/1.1.0"
         sizes["build"] = split_sizes(d)
@@ -107,11 +112,12 @@ def main(argv=None):
         f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
         f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}"
     )
-    print("| step | wall s | CPU s | files/s | peak RSS MiB | on disk MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| step | wall s | x floor | CPU s | files/s | peak RSS MiB | on disk MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         print(
-            f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['files_per_s']:,} | {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |"
+            f"| {name} | {r['wall_s']} | {r.get('x_floor', '')} | {r['cpu_s']} | {r['files_per_s']:,} "
+            f"| {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |"
         )
     print(f"split sizes: {sizes}")
 

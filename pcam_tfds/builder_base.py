@@ -85,6 +85,55 @@ def local_beam_defaults(download_config: tfds.download.DownloadConfig) -> tfds.d
     return download_config
 
 
+class _AlreadySerialized:
+    """What TFDS' Writer is given as its serializer for records that are serialized already (core.serialize)."""
+
+    def __init__(self, example_specs):
+        self.example_specs = example_specs  # the Writer names the features when it reports duplicate keys
+
+    def serialize_example(self, example: bytes) -> bytes:
+        return example
+
+
+def write_serialized_splits(builder, generators: dict, download_config) -> list:
+    """Writes {split: iterable of (key, serialized tf.train.Example)} with TFDS' own Writer; the SplitInfos.
+
+    What TFDS' generator path does (tensorflow_datasets.core.split_builder: the same Writer, key hash,
+    shuffle salt, shard sizes, file names and example writer), minus encoding and serializing each
+    example in this process: the records arrive serialized (`pcam_tfds.core.serialize`, byte for byte
+    what TFDS would have made: tests/test_serialize.py), so the shards are TFDS' bytes.
+    """
+    import itertools
+
+    from tensorflow_datasets.core import splits as splits_lib
+    from tensorflow_datasets.core import writer as writer_lib
+
+    infos = []
+    specs = builder.info.features.get_serialized_info()
+    for name, generator in generators.items():
+        template = builder._get_filename_template(split_name=name)
+        writer = writer_lib.Writer(
+            serializer=_AlreadySerialized(specs),
+            filename_template=template,
+            hash_salt=name,
+            disable_shuffling=builder.info.disable_shuffling,
+            shard_config=download_config.get_shard_config(),
+            example_writer=builder._example_writer(),
+            ignore_duplicates=download_config.ignore_duplicates,
+        )
+        if download_config.max_examples_per_split is not None:
+            generator = itertools.islice(generator, download_config.max_examples_per_split)
+        for key, serialized in generator:
+            writer.write(key, serialized)
+        shard_lengths, total_size = writer.finalize()
+        infos.append(
+            splits_lib.SplitInfo(
+                name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
+            )
+        )
+    return infos
+
+
 class PatchBuilder(tfds.core.GeneratorBasedBuilder):
     """Base of the `pcam` and `pcam_hdf5` builders (abstract: TFDS does not register it as a dataset)."""
 

@@ -2,52 +2,151 @@
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full
 
-On one machine Beam's DirectRunner moves every serialized example through its
-shuffle in memory, which costs several times the memory and time of this path,
-and in multi_processing mode it dropped examples (bench/RESULTS.md). Here a thread
-pool runs the steps of `pcam_tfds.core` that `beam_jobs` distributes (`records`:
-read, join, duplicates; `summary`; `outputs`; `examples`: routing and the example
-dict), the same `assign_splits` decides membership, the same validation outputs are
-written, and TFDS' ordinary writer, which spills its shuffle to disk, writes the
-shards. The dataset is identical to the Beam build's (tests/test_executors.py).
-Nothing here imports Beam. Reading the files and writing each split log a progress line
-(files/s, time left) at least every 10 s, at INFO, which `tfds build` shows.
+On one machine Beam's DirectRunner moves every serialized example through its shuffle in memory,
+which costs several times the memory and time of this path, and in multi_processing mode it dropped
+examples (bench/RESULTS.md). Here a pool of worker processes (one per core) runs the steps of
+`pcam_tfds.core` that `beam_jobs` distributes (`records`: read, join, duplicates; `summary`;
+`outputs`), the same `assign_splits` decides membership and the same validation outputs are written.
+
+One pass: with `spill_dir` each file is opened and read once. The worker that reads it decodes it,
+hashes the pixels, takes the channel moments and appends the pixels of a valid file to its chunk's
+spill file (`spill_dir/NNNNNN.px`, fixed-size slots); once the splits are known, the split generators
+take each example's pixels from there with one `pread` and serialize the record
+(`pcam_tfds.core.serialize`), so the writer only writes. Without `spill_dir` (and when a
+`beam_jobs.validate` run is reused) the workers read the files again and serialize there, each file's
+pixels checked against the hash validation recorded. Either way the generators yield
+(key, serialized `tf.train.Example`), in an order that depends on the data only, never on the number
+of workers, and the builder hands them to TFDS' own writer (`builder_base.write_serialized_splits`).
+
+Worker processes are forked, so they do not re-import TensorFlow and TFDS as spawned ones would. A
+worker that dies fails the build (`WorkerDied`) inside TFDS' temporary folder, so no dataset is left.
+Nothing here imports Beam. Reading the files and writing each split log a progress line (files/s,
+time left) at least every 10 s.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
+import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from pcam_tfds import validated
-from pcam_tfds.core import examples, layout, outputs, records, splits, summary
+from pcam_tfds.core import examples, layout, outputs, records, serialize, splits, summary
 from pcam_tfds.core.progress import Progress, print_line
 
 _CHUNK = 512  # files per task
-_READ_THREADS, _READ_AHEAD = 4, 256  # pixel reads in flight while the writer works
+_IN_FLIGHT = 4  # tasks queued per worker: enough to keep them busy, few enough to bound memory
+_SLOT = serialize.IMAGE_BYTES  # bytes per file in a spill file
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of the local build ended without finishing its task (killed, out of memory)."""
+
+
+def default_workers() -> int:
+    """One worker process per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def spill_folder(parent: str) -> str:
+    """A new folder for the one-pass build's pixels: in PARENT (TFDS' temporary folder, so a killed build's
+    pixels go with it) when it is local, else in the system's temporary folder."""
+    local = "://" not in parent
+    if local:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix="spill.", dir=parent if local else None)
+
+
+def remove_spill_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # fork: the workers share the parent's imports (under `tfds build`, TensorFlow) instead of redoing them.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
+    """fn(task) for each task, in order, with at most _IN_FLIGHT tasks per worker queued (bounded memory)."""
+    window: collections.deque = collections.deque()
+    todo = iter(tasks)
+    limit = _IN_FLIGHT * pool._max_workers
+    try:
+        for task in todo:
+            window.append(pool.submit(fn, task))
+            if len(window) >= limit:
+                break
+        while window:
+            result = window.popleft().result()
+            task = next(todo, None)
+            if task is not None:
+                window.append(pool.submit(fn, task))
+            yield result
+    except BrokenProcessPool as e:
+        raise WorkerDied(
+            f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
+            "was kept: run the build again"
+        ) from None
+
+
+def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict, int | None]]:
+    """A worker's task: read, check and hash a chunk's files; with a spill folder, keep their pixels there.
+
+    Returns (record, slot in the chunk's spill file or None) per path, in order.
+    """
+    index, source, paths, spill_dir = task
+    out, slot = [], 0
+    spill = open(os.path.join(spill_dir, f"{index:06d}.px"), "wb") if spill_dir else None
+    try:
+        for path in paths:
+            rec, pixels = records.read_record(path, source)
+            if spill is not None and pixels is not None:
+                spill.write(pixels.tobytes())
+                out.append((rec, slot))
+                slot += 1
+            else:
+                out.append((rec, None))
+    finally:
+        if spill is not None:
+            spill.close()
+    return out
 
 
 class LocalValidation:
-    """Validates a Kaggle folder with a thread pool; the results of beam_jobs.validate, in memory."""
+    """Validates a Kaggle folder in worker processes; the results of beam_jobs.validate, in memory.
 
-    def __init__(self, data_dir: str, workers: int | None = None):
+    With `spill_dir` the pixels of every valid file are kept there (`pixels_of`), so a build reads each
+    file once.
+    """
+
+    def __init__(self, data_dir: str, workers: int | None = None, spill_dir: str | None = None):
         self.data_dir = data_dir
+        self.spill_dir = spill_dir
         paths = records.list_paths(data_dir)
         self.num_listed = sum(len(p) for p in paths.values())
         rows = layout.read_label_rows(layout.join(data_dir, layout.LABELS_CSV))
         self.num_rows = len(rows)
-        # Threads, not processes: reads, hashing and numpy release the GIL, and worker processes
-        # would each re-import the caller (TFDS and TensorFlow under `tfds build`), which cost more
-        # than they saved (bench/RESULTS.md).
+        if spill_dir:
+            os.makedirs(spill_dir, exist_ok=True)
+        tasks = [(i, s, p, spill_dir) for i, (s, p) in enumerate(records.batch_paths(paths, _CHUNK))]
         progress = Progress("validate", self.num_listed)
         decoded = []
-        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for batch in pool.map(records.read_batch, records.batch_paths(paths, _CHUNK)):
-                decoded += batch
+        self._slots: dict[str, tuple[int, int]] = {}  # path -> (chunk, slot) of its pixels in spill_dir
+        with _pool(workers or default_workers()) as pool:
+            for index, chunk in enumerate(_ordered(pool, _read_chunk, tasks, "validating the files")):
+                for rec, slot in chunk:
+                    decoded.append(rec)
+                    if slot is not None:
+                        self._slots[rec["path"]] = (index, slot)
                 progress.update(len(decoded))
         self.files, self.rejected_rows = records.join_labels(decoded, rows)
         self.duplicates = records.find_duplicates(self.files)
@@ -61,22 +160,79 @@ class LocalValidation:
         outputs.write_validation(output_dir, self.data_dir, self.files, self.rejected_rows, self.duplicates, doc)
         return doc
 
+    def serialized(self, chosen: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, bytes]]:
+        """(key, serialized example) of each chosen valid record, its pixels from the spill folder."""
+        progress, fds = Progress(f"{split} examples", len(chosen), unit="examples"), {}
+        try:
+            for done, f in enumerate(chosen, 1):
+                index, slot = self._slots[f["path"]]
+                fd = fds.get(index)
+                if fd is None:
+                    fd = fds[index] = os.open(os.path.join(self.spill_dir, f"{index:06d}.px"), os.O_RDONLY)
+                pixels = os.pread(fd, _SLOT, slot * _SLOT)
+                if len(pixels) != _SLOT:
+                    raise OSError(f"{self.spill_dir}: the pixels of {f['path']} are cut short; build again")
+                if counts is not None:
+                    counts[split] = counts.get(split, 0) + 1
+                yield f["id"], serialize.serialize_record(pixels, f["label"], f["id"])
+                progress.update(done)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+
+def _serialize_chunk(chunk: list[dict]) -> list[bytes]:
+    """A worker's task: read each valid record's file again, check it is what validation read, serialize it."""
+    out = []
+    for f in chunk:
+        pixels = examples.read_pixels(f)  # FileChangedError when it no longer decodes
+        examples.check_pixels_unchanged(f, pixels)
+        out.append(serialize.serialize_record(pixels.tobytes(), f["label"], f["id"]))
+    return out
+
+
+def _reread(chosen: list[dict], split: str, counts: dict | None, workers: int) -> Iterator[tuple[str, bytes]]:
+    progress, done = Progress(f"{split} examples", len(chosen), unit="examples"), 0
+    chunks = [chosen[i : i + _CHUNK] for i in range(0, len(chosen), _CHUNK)]
+    with _pool(workers) as pool:
+        for chunk, data in zip(chunks, _ordered(pool, _serialize_chunk, chunks, f"reading the {split} examples")):
+            for f, serialized in zip(chunk, data):
+                if counts is not None:
+                    counts[split] = counts.get(split, 0) + 1
+                yield f["id"], serialized
+            done += len(chunk)
+            progress.update(done)
+
 
 def split_generators(
-    data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, counts=None, validation_dir=None
+    data_dir,
+    checks_dir,
+    validation_fraction,
+    sample_fraction,
+    seed,
+    slides=None,
+    counts=None,
+    validation_dir=None,
+    spill_dir=None,
+    workers=None,
 ):
-    """Returns {'train', 'validation', 'test'}: generators of (key, example).
+    """Returns {'train', 'validation', 'test'}: generators of (key, serialized tf.train.Example).
 
     `counts` (a dict) receives the number of examples each generator yielded. `validation_dir`: a
     beam_jobs.validate output to reuse instead of validating (pcam_tfds.validated checks it first).
+    `spill_dir`: where the one-pass build keeps the pixels between validation and writing (the caller
+    removes it once the generators are done); without it the files are read again. `workers`: processes
+    (default: one per core).
     """
+    workers = workers or default_workers()
     start = time.monotonic()
+    check = None
     if validation_dir:
         files = validated.load_records(validation_dir, data_dir)
         doc = validated.copy_outputs(validation_dir, checks_dir)
         verb = f"reused the validation in {validation_dir} of"
     else:
-        check = LocalValidation(data_dir)
+        check = LocalValidation(data_dir, workers, spill_dir)
         files, doc = check.files, check.write_outputs(checks_dir)
         verb = "validated"
     print_line(
@@ -106,26 +262,6 @@ def split_generators(
     if counts is not None:
         counts[splits.UNUSED] = len(by_split[splits.UNUSED])
     names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
-    return {name: _examples(by_split[name], name, counts) for name in names}
-
-
-def _examples(chosen: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, dict]]:
-    # Reads run ahead in threads (file reads release the GIL) while TFDS serializes and writes.
-    progress, done = Progress(f"{split} examples", len(chosen), unit="examples"), 0
-    with ThreadPoolExecutor(_READ_THREADS) as pool:
-        window: collections.deque = collections.deque()
-        todo = iter(chosen)
-        for r in itertools.islice(todo, _READ_AHEAD):
-            window.append((r, pool.submit(examples.read_pixels, r)))
-        while window:
-            r, future = window.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                window.append((nxt, pool.submit(examples.read_pixels, nxt)))
-            # The file passed validation moments ago; failing to read it now is an error, not a rejection.
-            pixels = future.result()
-            if counts is not None:
-                counts[split] = counts.get(split, 0) + 1
-            yield examples.example(r, pixels)
-            done += 1
-            progress.update(done)
+    if check is not None and spill_dir:
+        return {name: check.serialized(by_split[name], name, counts) for name in names}
+    return {name: _reread(by_split[name], name, counts, workers) for name in names}

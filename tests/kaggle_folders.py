@@ -112,3 +112,16 @@ def make_with_problems(folder: Path) -> dict:
             "files_in_groups": 4,
         },
     }
+
+
+def parse_record(serialized: bytes) -> dict:
+    """{'id', 'label', 'image'} of a serialized record as the local build's split generators yield it."""
+    import tensorflow as tf
+
+    feature = tf.train.Example.FromString(serialized).features.feature
+    image = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(96, 96, 3)
+    return {
+        "id": feature["id"].bytes_list.value[0].decode(),
+        "label": feature["label"].int64_list.value[0],
+        "image": image,
+    }

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
-from kaggle_folders import make_with_problems
+from kaggle_folders import make_with_problems, parse_record
 
 from pcam_tfds.core import outputs, patches
 
@@ -55,7 +55,7 @@ def local_run(folder, tmp_path_factory):
     checks = tmp_path_factory.mktemp("local") / "validate"
     counts = {}
     generators = local_steps.split_generators(str(data_dir), str(checks), counts=counts, **SPLIT_ARGS)
-    members = sorted(_member(split, key, ex) for split, gen in generators.items() for key, ex in gen)
+    members = sorted(_member(split, key, parse_record(ex)) for split, gen in generators.items() for key, ex in gen)
     return checks, members, counts
 
 
@@ -103,3 +103,22 @@ def test_the_local_build_and_the_trainer_import_no_beam():
         cwd=str(Path(__file__).resolve().parents[1]),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_validate_runs_the_local_executor_by_default_with_the_outputs_of_beam(folder, tmp_path):
+    """beam_jobs.validate without Beam options runs pcam_tfds.local_steps; with them, Beam. Same outputs."""
+    from beam_jobs import validate
+
+    data_dir, expected = folder
+    local = validate.run([f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'local'}"])
+    on_beam = validate.run(
+        [f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'beam'}", "--direct_running_mode=in_memory"]
+    )
+    assert local == on_beam == expected
+    for name in (outputs.SUMMARY, outputs.REPORT, outputs.INPUTS):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "beam" / name).read_bytes(), name
+    for name in (outputs.REJECTED, outputs.DUPLICATES):
+        assert _rows(tmp_path / "local" / name) == _rows(tmp_path / "beam" / name), name
+    assert _manifest(tmp_path / "local" / outputs.MANIFEST) == _manifest(tmp_path / "beam" / outputs.MANIFEST)
+    rejected = {(r[2], r[4]) for r in _rows(tmp_path / "local" / outputs.REJECTED)[1] if r[0] == "file"}
+    assert {reason for _, reason in rejected} >= set(expected["rejected_by_reason"]) - {"bad_label", "duplicate_id"}

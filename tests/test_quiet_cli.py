@@ -33,7 +33,13 @@ def test_a_clean_validate_prints_progress_and_result_only(tmp_path):
 
 def test_log_level_info_shows_the_log_lines_too(tmp_path):
     kaggle = make_clean(tmp_path / "kaggle", num_train=20, num_test=5, seed=0)
-    args = ("beam_jobs.validate", f"--data_dir={kaggle}", f"--output_dir={tmp_path / 'out'}", "--log_level=INFO")
+    args = (
+        "beam_jobs.validate",
+        f"--data_dir={kaggle}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--log_level=INFO",
+        "--runner=DirectRunner",  # Beam's worker processes (without a Beam option the local executor runs)
+    )
     lines = lines_of(run_module(*args))
     assert len(lines) > 20
     assert "INFO root: validating 25 files under" in "\n".join(lines)

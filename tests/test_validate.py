@@ -117,7 +117,8 @@ def test_strict_exits_nonzero_on_rejections(tmp_path):
 @pytest.mark.slow
 def test_clean_folder_multi_processing_default_and_strict(tmp_path):
     make_clean(tmp_path / "d", num_train=30, num_test=6)
-    summary = _run(tmp_path / "d", tmp_path / "out", "--strict")  # the default DirectRunner mode: all cores
+    # The DirectRunner's default mode here: all cores (without any Beam option the local executor runs instead).
+    summary = _run(tmp_path / "d", tmp_path / "out", "--strict", "--runner=DirectRunner")
     assert (summary["total"], summary["valid"], summary["rejected"]) == (36, 36, 0)
     assert summary["label_rows"] == {"total": 30, "matched": 30, "rejected": 0, "rejected_by_reason": {}}
     rejected = (tmp_path / "out" / "rejected.csv").read_text().splitlines()

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
-from kaggle_folders import make_with_problems, read_labels, write_labels
+from kaggle_folders import make_with_problems, parse_record, read_labels, write_labels
 
 from beam_jobs import validate
 from pcam_tfds import local_steps, validated
@@ -30,7 +30,7 @@ def checked(tmp_path):
 
 def _members(generators) -> dict[str, list[tuple[str, int]]]:
     # Sorted: the order examples reach TFDS' writer does not matter, it orders them by a hash of the key.
-    return {name: sorted((key, ex["label"]) for key, ex in gen) for name, gen in generators.items()}
+    return {name: sorted((key, parse_record(ex)["label"]) for key, ex in gen) for name, gen in generators.items()}
 
 
 def test_reuse_gives_the_splits_of_a_fresh_validation_and_copies_its_outputs(checked, tmp_path):

@@ -4,10 +4,11 @@
     split_of(f, assignment)     'train', 'validation', 'unused' (outside a sample) or 'test'
     read_example(f)             (key, {'image', 'label', 'id'}) for TFDS' writer; the key is the id
 
-The local build and the Beam path of the `pcam` builder both route with these. Both read every valid
-file a second time to write it, and that read must find the patch validation passed: a file that no
-longer decodes, or whose pixels do not hash to the recorded `pixel_hash`, fails the build with
-`FileChangedError` naming it. A reused validation (pcam_tfds.validated) checks sizes and modification
+The local build and the Beam path of the `pcam` builder both route with these. The Beam path, and the
+local build when it reuses a validation, read every valid file a second time to write it, and that read
+must find the patch validation passed: a file that no longer decodes, or whose pixels do not hash to the
+recorded `pixel_hash` (`check_pixels_unchanged`), fails the build with `FileChangedError` naming it. The
+local build that validates for itself reads each file once (pcam_tfds.local_steps). A reused validation (pcam_tfds.validated) checks sizes and modification
 times first, so this is how a file rewritten in place with both kept is found.
 """
 
@@ -50,14 +51,19 @@ def _changed(f: dict, what: str) -> FileChangedError:
     )
 
 
-def example(f: dict, pixels: np.ndarray) -> tuple[str, dict]:
-    """(key, example) of a valid record whose pixels have been read again; FileChangedError unless they are the
-    pixels validation hashed."""
+def check_pixels_unchanged(f: dict, pixels: np.ndarray) -> None:
+    """FileChangedError unless PIXELS, read again from a valid record's file, are the pixels validation hashed."""
     recorded = f["pixel_hash"]
     if recorded is not None:
         now = patches.pixel_hash(pixels)
         if now != recorded:
             raise _changed(f, f"its pixels hash to {now}, validation recorded {recorded}")
+
+
+def example(f: dict, pixels: np.ndarray) -> tuple[str, dict]:
+    """(key, example) of a valid record whose pixels have been read again; FileChangedError unless they are the
+    pixels validation hashed."""
+    check_pixels_unchanged(f, pixels)
     return f["id"], {"image": pixels, "label": f["label"], "id": f["id"]}
 
 

@@ -4,7 +4,7 @@ Every config (`full`, `sample25`) from one Kaggle folder:
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--config=full]
 
-On one machine (as above) a thread pool validates the files and TFDS' own writer writes, with no
+On one machine (as above) worker processes read each file once and TFDS' own Writer writes, with no
 Beam imported. With Beam options or a runner the same build runs on Beam (here the DirectRunner;
 Dataflow, Flink, Spark in BUILD.md):
 
@@ -118,7 +118,7 @@ class Builder(builder_base.PatchBuilder):
         return super().download_and_prepare(download_config=download_config, **kwargs)
 
     def _split_generators(self, dl_manager):
-        # One validation pass feeds all three splits. Locally it runs here, in a thread pool; on Beam it is
+        # One validation pass feeds all three splits. Locally it runs here, in worker processes; on Beam it is
         # part of the pipeline, added when TFDS applies the first split's PTransform (BeamSplits).
         cfg = self.builder_config
         kwargs = dict(
@@ -135,8 +135,23 @@ class Builder(builder_base.PatchBuilder):
         else:
             from pcam_tfds import local_steps
 
-            validation = local_steps.split_generators(counts=self._emitted, **kwargs)
+            validation = local_steps.split_generators(counts=self._emitted, spill_dir=self._spill_dir, **kwargs)
         return {name: self._generate_examples(validation, name) for name in _SPLITS}
+
+    def _generate_splits(self, dl_manager, download_config):
+        # Locally the examples arrive serialized (pcam_tfds.local_steps), and TFDS' Writer writes them as they
+        # are (builder_base.write_serialized_splits); on Beam, TFDS' own path.
+        if self._on_beam:
+            return super()._generate_splits(dl_manager, download_config)
+        from pcam_tfds import local_steps
+
+        # The one-pass build keeps each file's pixels between validation and writing (local_steps.spill_folder).
+        self._spill_dir = local_steps.spill_folder(str(self.data_path))
+        try:
+            generators = self._split_generators(dl_manager)
+            return builder_base.write_serialized_splits(self, generators, download_config)
+        finally:
+            local_steps.remove_spill_folder(self._spill_dir)
 
     def _generate_examples(self, validation, split: str):
         """One split's (id, example) pairs: a generator here, or on Beam a PTransform TFDS applies.

@@ -1,0 +1,118 @@
+"""Where the local build's time goes, per file and per stage, beside the read floor of the same run.
+
+    python bench/bench_profile.py /tmp/kaggle_full [--max_files=25000] [--workers=1,2]
+
+Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
+times each stage on its own: list (scandir of train/ and test/), read (open + read, as
+core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
+(channel_moments), serialize (core.serialize.serialize_record), write (TFDS' Writer.write: key hash
+and shuffle buffer) and finalize (Writer.finalize: sort or buckets, and the TFRecord shards, into a
+temporary folder). It prints microseconds per file and each stage's share of their sum.
+
+Part 2 measures, in the same run, the read floor (bench/read_floor.py: list and read every file in 2
+threads) and the whole local validation (pcam_tfds.local_steps.LocalValidation, reading each file once
+and keeping its pixels for the build) with each number of worker processes, as seconds, us per file,
+multiples of the floor and the scaling efficiency against one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import read_floor  # noqa: E402
+
+
+def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str, float]]:
+    from tensorflow_datasets.core import file_adapters, naming
+    from tensorflow_datasets.core import writer as writer_lib
+
+    from pcam_tfds import builder_base
+    from pcam_tfds.core import patches, serialize
+
+    seconds = dict.fromkeys(("list", "read", "decode", "hash", "moments", "serialize", "write", "finalize"), 0.0)
+    t = time.perf_counter()
+    paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))[:max_files]
+    seconds["list"] = time.perf_counter() - t
+    features = builder_base.patch_features("label", "id")
+    with tempfile.TemporaryDirectory() as tmp:
+        template = naming.ShardedFileTemplate(
+            data_dir=tmp, dataset_name="pcam", split="train", filetype_suffix="tfrecord"
+        )
+        writer = writer_lib.Writer(
+            serializer=builder_base._AlreadySerialized(features.get_serialized_info()),
+            filename_template=template,
+            hash_salt="train",
+            disable_shuffling=False,
+            example_writer=writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD),
+        )
+        for i in range(0, len(paths), 512):
+            chunk = paths[i : i + 512]
+            t0 = time.perf_counter()
+            data = [patches.read_bytes(p) for p in chunk]
+            t1 = time.perf_counter()
+            pixels = [patches.decode_patch(d) for d in data]
+            t2 = time.perf_counter()
+            for p in pixels:
+                patches.pixel_hash(p)
+            t3 = time.perf_counter()
+            for p in pixels:
+                patches.channel_moments(p)
+            t4 = time.perf_counter()
+            records = [
+                serialize.serialize_record(p.tobytes(), 0, os.path.basename(q)[:-4]) for p, q in zip(pixels, chunk)
+            ]
+            t5 = time.perf_counter()
+            for q, r in zip(chunk, records):
+                writer.write(os.path.basename(q)[:-4], r)
+            t6 = time.perf_counter()
+            for name, a, b in (("read", t0, t1), ("decode", t1, t2), ("hash", t2, t3), ("moments", t3, t4)):
+                seconds[name] += b - a
+            seconds["serialize"] += t5 - t4
+            seconds["write"] += t6 - t5
+        t = time.perf_counter()
+        writer.finalize()
+        seconds["finalize"] = time.perf_counter() - t
+    return len(paths), seconds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_dir")
+    ap.add_argument("--max_files", type=int, default=None, help="profile only the first N files (part 1)")
+    ap.add_argument("--workers", default="1,2", help="worker counts for part 2")
+    a = ap.parse_args(argv)
+    n, seconds = profile_stages(a.data_dir, a.max_files)
+    total = sum(seconds.values())
+    print(f"part 1: {n:,} files, one process, each stage alone")
+    print("| stage | us per file | share |")
+    print("| --- | ---: | ---: |")
+    for name, s in seconds.items():
+        print(f"| {name} | {s / n * 1e6:.1f} | {s / total:.1%} |")
+    print(f"| all | {total / n * 1e6:.1f} | 100% |")
+
+    from pcam_tfds import local_steps
+
+    num, floor_s = read_floor.floor(a.data_dir, 2)
+    print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file")
+    print("| validation (one pass, pixels kept) | s | us per file | x floor | efficiency |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    base = None
+    for w in (int(x) for x in a.workers.split(",")):
+        with tempfile.TemporaryDirectory() as spill:
+            t = time.perf_counter()
+            local_steps.LocalValidation(a.data_dir, workers=w, spill_dir=spill)
+            s = time.perf_counter() - t
+        base = base or s * w
+        print(f"| {w} worker(s) | {s:.2f} | {s / num * 1e6:.1f} | {s / floor_s:.2f} | {base / (s * w):.0%} |")
+    num, floor_s = read_floor.floor(a.data_dir, 2)
+    print(f"read floor again: {floor_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The local build reads each file once, in worker processes, and writes what TFDS' own path writes.
+
+On the folder with every injected problem: the one-pass build, the build that reuses a validation and
+the build through TFDS' own encoder and serializer (the path before issue 23) hold the same records in
+the same order in the same shard files; the bytes do not depend on the number of worker processes; and a
+worker that is killed fails the build with a clear message, leaves no dataset, and the next build is clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from kaggle_folders import make_with_problems, parse_record
+
+from pcam_tfds import local_steps
+from pcam_tfds.core import records
+from pcam_tfds.pcam.pcam_dataset_builder import Builder
+
+
+class _TfdsEncoded(Builder, skip_registration=True):
+    """The build as it was: dict examples, encoded and serialized by TFDS' split builder."""
+
+    name = "pcam"
+
+    def _generate_splits(self, dl_manager, download_config):
+        self._spill_dir = None
+        return tfds.core.GeneratorBasedBuilder._generate_splits(self, dl_manager, download_config)
+
+    def _split_generators(self, dl_manager):
+        generators = super()._split_generators(dl_manager)
+        return {name: ((key, parse_record(ex)) for key, ex in gen) for name, gen in generators.items()}
+
+
+def _build(builder_class, manual_dir, data_dir):
+    builder = builder_class(data_dir=str(data_dir), config="full")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    return builder
+
+
+def _shards(builder) -> dict[str, bytes]:
+    folder = Path(builder.data_dir)
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.tfrecord*"))}
+
+
+def _records(builder) -> dict[str, list]:
+    out = {}
+    for name in _shards(builder):
+        path = str(Path(builder.data_dir) / name)
+        out[name] = [tf.train.Example.FromString(r) for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one_pass")
+    make_with_problems(root / "d")
+    return root / "d"
+
+
+@pytest.fixture(scope="module")
+def one_pass(folder, tmp_path_factory):
+    return _build(Builder, folder, tmp_path_factory.mktemp("tfds_one_pass"))
+
+
+def test_one_pass_reuse_and_tfds_own_path_write_the_same_dataset(folder, one_pass, tmp_path, monkeypatch):
+    reference = _build(_TfdsEncoded, folder, tmp_path / "reference")
+    assert _records(one_pass) == _records(reference)  # same shard files, records in the same order
+    infos = [json.loads((Path(b.data_dir) / "dataset_info.json").read_text()) for b in (one_pass, reference)]
+    for info in infos:
+        info.pop("moduleName")  # the reference's class lives in this test module
+    assert infos[0] == infos[1]
+    assert not list(Path(one_pass.data_dir).glob("spill.*"))
+    validation = tmp_path / "validation"
+    local_steps.LocalValidation(str(folder)).write_outputs(str(validation))
+    monkeypatch.setenv("PCAM_VALIDATION_DIR", str(validation))
+    reused = _build(Builder, folder, tmp_path / "reused")
+    assert _shards(reused) == _shards(one_pass)
+    assert {n: s.num_examples for n, s in one_pass.info.splits.items()} == {"train": 31, "validation": 7, "test": 11}
+
+
+def test_the_bytes_do_not_depend_on_the_number_of_workers(folder, one_pass, tmp_path, monkeypatch):
+    for workers in (1, 2):
+        monkeypatch.setattr(local_steps, "default_workers", lambda workers=workers: workers)
+        assert _shards(_build(Builder, folder, tmp_path / f"w{workers}")) == _shards(one_pass), workers
+
+
+def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
+    read_record = records.read_record
+    victim = sorted((folder / "train").iterdir())[5].name
+
+    def dies_on_one_file(path, source):
+        if path.endswith(victim):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_record(path, source)
+
+    monkeypatch.setattr(records, "read_record", dies_on_one_file)
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    config = tfds.download.DownloadConfig(manual_dir=str(folder))
+    with pytest.raises(local_steps.WorkerDied, match="worker process of the local build died while validating"):
+        builder.download_and_prepare(download_config=config)
+    parent = tmp_path / "tfds" / "pcam" / "full"
+    assert not builder.is_prepared() and [p.name for p in parent.iterdir()] == []
+    monkeypatch.setattr(records, "read_record", read_record)
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    builder.download_and_prepare(download_config=config)
+    assert builder.is_prepared() and sum(s.num_examples for s in builder.info.splits.values()) == 49
