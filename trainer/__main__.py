@@ -7,7 +7,7 @@
     python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
 
 Restarting an interrupted run with the same command continues where it stopped. Flags are defined
-here and only here; they become one validated, frozen `trainer.config.TrainConfig` that is written
+here and, those shared with pcam-tune, in `trainer.shared_flags`; they become one validated, frozen `trainer.config.TrainConfig` that is written
 to RUN_DIR/config.json before training.
 """
 
@@ -19,14 +19,13 @@ import sys
 from absl import flags, logging
 
 from trainer import config as config_lib
-from trainer import errors, models
+from trainer import errors, models, shared_flags
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("model", None, models.NAMES, "Which registered model to train.")
-flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
+shared_flags.define(FLAGS)
 flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, metrics, plots and model.keras.")
-flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
 
 flags.DEFINE_integer(
     "epochs",
@@ -34,7 +33,6 @@ flags.DEFINE_integer(
     "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs). Default: with a time budget "
     "(--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.",
 )
-flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas under a distribution strategy).")
 flags.DEFINE_float(
     "learning_rate",
     None,
@@ -53,20 +51,6 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS, "Optimizer; sgd uses Nesterov momentum 0.9.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
-flags.DEFINE_float(
-    "ema",
-    None,
-    "Momentum of an exponential moving average of the weights, which is what is "
-    "validated and saved; 0 = off. Default: "
-    f"{config_lib.BUDGET_RECIPE['ema']:g} with the budget schedule (where it was measured), else 0.",
-)
-flags.DEFINE_float(
-    "label_smoothing",
-    None,
-    "Label smoothing of the binary cross-entropy. Default: "
-    f"{config_lib.BUDGET_RECIPE['label_smoothing']:g} for baseline and tuned with the budget schedule (measured "
-    f"there), else {config_lib.SEED_RECIPE['label_smoothing']:g}.",
-)
 flags.DEFINE_float(
     "dropout",
     None,
@@ -97,15 +81,7 @@ flags.DEFINE_float(
     None,
     "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when jobs share a machine.",
 )
-flags.DEFINE_integer("seed", 42, "Seed of weights init, shuffling and augmentation.")
 
-flags.DEFINE_enum(
-    "augment",
-    "dihedral",
-    config_lib.AUGMENTATIONS,
-    "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
-    "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
-)
 flags.DEFINE_enum(
     "augment_on",
     "host",
@@ -114,9 +90,6 @@ flags.DEFINE_enum(
     "step on the accelerator, so the host only parses and ships uint8 images (not with --augment=seed). "
     "Validation and the saved model never augment.",
 )
-flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).")
-flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.")
-flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
 
 flags.DEFINE_bool(
     "refit",
@@ -127,26 +100,11 @@ flags.DEFINE_bool(
     "with a time budget).",
 )
 flags.DEFINE_enum(
-    "mixed_precision",
-    "auto",
-    config_lib.PRECISION_CHOICES,
-    "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
-    "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
-)
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA-compile the train step; auto = on with a GPU.")
-flags.DEFINE_enum(
     "strategy",
     "auto",
     config_lib.STRATEGIES,
     "Distribution. auto: MirroredStrategy on >1 GPU, the one GPU (input prefetched to it) on 1, else the CPU; "
     "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (BUILD.md); --batch_size is global.",
-)
-flags.DEFINE_string(
-    "steps_per_execution",
-    "auto",
-    "Train steps per call into the compiled function (fewer host round trips; the time budget and the "
-    "learning-rate schedule are then applied every N steps). auto: 32 with a GPU, else 1 (and 1 with "
-    "--strategy=multi_worker).",
 )
 
 flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.")
@@ -178,7 +136,6 @@ flags.DEFINE_integer("unfreeze_layers", 30, "Transfer models: base layers unfroz
 flags.DEFINE_float("fine_tune_learning_rate", 1e-5, "Transfer models: learning rate of phase 2.")
 flags.DEFINE_bool("full_fine_tune", False, "Transfer models: unfreeze the whole base in phase 2.")
 
-flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
 
 # Flags whose value the --hparams file supplies unless they are given on the command line.
 _HPARAM_FLAGS = (

@@ -20,7 +20,8 @@ folder all of them see, e.g. NFS or gs://):
     KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
     KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
 
-with the same flags everywhere (--data_dir may differ per machine). Flags are defined here and only here.
+with the same flags everywhere (--data_dir may differ per machine). Flags are defined here and, those shared
+with pcam-train, in trainer.shared_flags.
 """
 
 from __future__ import annotations
@@ -31,16 +32,15 @@ import sys
 from absl import flags
 
 from trainer import config as config_lib
-from trainer import errors, tune_config
+from trainer import errors, shared_flags, tune_config
 
 FLAGS = flags.FLAGS
 
+shared_flags.define(FLAGS)
 flags.DEFINE_enum("model", "tuned", tune_config.MODELS, "The model family searched (the CNN of --model=tuned).")
-flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).")
 flags.DEFINE_string(
     "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
 )
-flags.DEFINE_string("dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
 
 flags.DEFINE_enum(
     "tuner",
@@ -70,12 +70,6 @@ flags.DEFINE_float(
     "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when searches share a machine.",
 )
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor between rounds.")
-flags.DEFINE_integer("batch_size", 64, "Batch size of every trial (recorded in best_hyperparameters.json).")
-flags.DEFINE_integer("seed", 42, "Seed of the oracle and of every trial's weights, shuffling and augmentation.")
-flags.DEFINE_enum("augment", "dihedral", config_lib.AUGMENTATIONS, "Training augmentation, as in python -m trainer.")
-flags.DEFINE_float("sample_fraction", 1.0, "Train and validate on this fraction of each split (quick searches).")
-flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (quick searches); default: one pass over the data.")
-flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
 flags.DEFINE_string(
     "channel_stats",
     None,
@@ -88,26 +82,6 @@ flags.DEFINE_enum(
     "Learning-rate schedule of every trial, as in pcam-train: cosine: warm-up and cosine decay over --epochs; "
     "constant; auto: what pcam-train resolves for these flags (constant, as --epochs is given).",
 )
-flags.DEFINE_float(
-    "ema", None, "Weight-average momentum of every trial, as in pcam-train (0 = off; default: the schedule's)."
-)
-flags.DEFINE_float(
-    "label_smoothing", None, "Label smoothing of every trial, as in pcam-train (default: the schedule's recipe)."
-)
-flags.DEFINE_enum(
-    "mixed_precision",
-    "auto",
-    config_lib.PRECISION_CHOICES,
-    "As in pcam-train: float16 (on) or bfloat16 compute; auto: float16 with a GPU, bfloat16 on a CPU with native "
-    "bfloat16 units, else off.",
-)
-flags.DEFINE_enum("jit_compile", "auto", config_lib.AUTO_ON_OFF, "XLA-compile the train step; auto = on with a GPU.")
-flags.DEFINE_string(
-    "steps_per_execution",
-    "auto",
-    "Train steps per call into the compiled function, as in pcam-train (auto: 32 with a GPU, else 1).",
-)
-flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.")
 
 
 def role_from_env(environ=os.environ) -> str:

@@ -1,0 +1,106 @@
+"""The flags that pcam-train and pcam-tune share, defined once (absl stays the command line).
+
+    from trainer import shared_flags
+    shared_flags.define(flags.FLAGS)      # in the command's __main__ module, before its own flags
+
+The data, the input pipeline, the budget recipe's weight average and smoothing, and the devices mean the same
+for a run and for every trial, and both commands resolve them with `config.resolve_recipe`; so their flags
+are one definition, with one default and one help text. Adding such an option: a TrainConfig field, one flag
+here, and its line in the resolution or mapping.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from trainer import config as config_lib
+
+NAMES = (
+    "data_dir",
+    "dataset",
+    "batch_size",
+    "seed",
+    "augment",
+    "sample_fraction",
+    "steps_per_epoch",
+    "shuffle_buffer",
+    "mixed_precision",
+    "jit_compile",
+    "steps_per_execution",
+    "ema",
+    "label_smoothing",
+    "verbose",
+)
+
+
+def define(fv: flags.FlagValues) -> None:
+    """Defines the shared flags (NAMES) on `fv`."""
+    flags.DEFINE_string(
+        "data_dir", None, "TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "dataset", "pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "batch_size", 64, "Global batch size (split across replicas under a distribution strategy).", flag_values=fv
+    )
+    flags.DEFINE_integer("seed", 42, "Seed of weights init, shuffling and augmentation.", flag_values=fv)
+    flags.DEFINE_enum(
+        "augment",
+        "dihedral",
+        config_lib.AUGMENTATIONS,
+        "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
+        "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "sample_fraction", 1.0, "Train and validate on this fraction of each split (quick runs).", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "steps_per_epoch", None, "Batches per epoch (quick runs); default: one pass over the data.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "shuffle_buffer", 8192, "Records in the shuffle buffer (serialized, about 27 kB each).", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "mixed_precision",
+        "auto",
+        config_lib.PRECISION_CHOICES,
+        "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = float16. "
+        "auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), else off.",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "jit_compile",
+        "auto",
+        ["auto", "on", "off"],
+        "XLA-compile the train step; auto = on with a GPU.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "steps_per_execution",
+        "auto",
+        "Train steps per call into the compiled function (fewer host round trips; the time budget and the "
+        "learning-rate schedule are then applied every N steps). auto: 32 with a GPU, else 1 (and 1 with "
+        "--strategy=multi_worker).",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "ema",
+        None,
+        "Momentum of an exponential moving average of the weights, which is what is "
+        "validated and saved; 0 = off. Default: "
+        f"{config_lib.BUDGET_RECIPE['ema']:g} with the budget schedule (where it was measured), else 0.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "label_smoothing",
+        None,
+        "Label smoothing of the binary cross-entropy. Default: "
+        f"{config_lib.BUDGET_RECIPE['label_smoothing']:g} for baseline and tuned with the budget schedule (measured "
+        f"there), else {config_lib.SEED_RECIPE['label_smoothing']:g}.",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "verbose", "auto", ["auto", "0", "1", "2"], "Keras progress: 1 = bar, 2 = a line per epoch.", flag_values=fv
+    )
