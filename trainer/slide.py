@@ -43,6 +43,8 @@ import numpy as np
 from absl import flags
 from etils import epath
 
+from trainer import errors
+
 PCAM_MPP = 0.972  # um/px of the Kaggle/PCam patches (Camelyon16 level 2 of 0.243 um/px scans)
 TOP_K = 10  # slide score: the mean of the TOP_K highest window probabilities (one window can be a fluke)
 READERS = ("openslide", "tifffile")
@@ -55,7 +57,7 @@ SAVE_EVERY = 5.0  # seconds between checkpoints of the heatmap
 FILES = ("heatmap.npy", "tissue.png", "overlay.png", "regions.geojson", "summary.json")
 
 
-class SlideError(ValueError):
+class SlideError(errors.UsageError):
     """The slide cannot be used: the message names the file and the problem (a user's mistake, exit 2)."""
 
 
@@ -362,7 +364,7 @@ def run_mpp(run_dir: str) -> float:
         try:
             value = json.loads(path.read_text()).get("mpp")
         except (json.JSONDecodeError, AttributeError) as e:
-            raise ValueError(f"{path}: not a run's config ({e})") from None
+            raise errors.UsageError(f"{path}: not a run's config ({e})") from None
         if value is not None:
             return float(value)
     return PCAM_MPP
@@ -372,9 +374,11 @@ def check_run(run_dir: str) -> None:
     """ValueError naming the file when `run_dir` is not a finished run folder."""
     folder = epath.Path(run_dir)
     if not folder.is_dir():
-        raise ValueError(f"--model_dir={run_dir!r} is not a folder")
+        raise errors.UsageError(f"--model_dir={run_dir!r} is not a folder")
     if not (folder / "model.keras").exists():
-        raise ValueError(f"{folder / 'model.keras'} does not exist: {run_dir!r} is not a finished trainer run folder")
+        raise errors.UsageError(
+            f"{folder / 'model.keras'} does not exist: {run_dir!r} is not a finished trainer run folder"
+        )
 
 
 def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
@@ -534,19 +538,19 @@ class SlideConfig:
 
     def check(self) -> SlideConfig:
         if not self.model_dirs:
-            raise ValueError("--model_dir: give at least one trainer run folder")
+            raise errors.UsageError("--model_dir: give at least one trainer run folder")
         if self.stride <= 0:
-            raise ValueError(f"--stride={self.stride} must be > 0")
+            raise errors.UsageError(f"--stride={self.stride} must be > 0")
         if self.batch_size <= 0:
-            raise ValueError(f"--batch_size={self.batch_size} must be > 0")
+            raise errors.UsageError(f"--batch_size={self.batch_size} must be > 0")
         if self.mpp is not None and not self.mpp > 0:
-            raise ValueError(f"--mpp={self.mpp} must be > 0 (microns per level-0 pixel)")
+            raise errors.UsageError(f"--mpp={self.mpp} must be > 0 (microns per level-0 pixel)")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"--threshold={self.threshold} must be in [0, 1]")
+            raise errors.UsageError(f"--threshold={self.threshold} must be in [0, 1]")
         if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"--min_tissue={self.min_tissue} must be in [0, 1]")
+            raise errors.UsageError(f"--min_tissue={self.min_tissue} must be in [0, 1]")
         if self.reader not in READERS:
-            raise ValueError(f"--reader={self.reader!r}: choose one of {', '.join(READERS)}")
+            raise errors.UsageError(f"--reader={self.reader!r}: choose one of {', '.join(READERS)}")
         return self
 
 
@@ -598,10 +602,12 @@ def plan(config: SlideConfig) -> Plan:
         check_run(d)
     out = epath.Path(config.output_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output_dir={config.output_dir!r} is a file, not a folder")
+        raise errors.UsageError(f"--output_dir={config.output_dir!r} is a file, not a folder")
     model_mpps = {run_mpp(d) for d in config.model_dirs}
     if len(model_mpps) > 1:
-        raise ValueError(f"the runs expect different resolutions ({sorted(model_mpps)} um/px): ensemble runs of one")
+        raise errors.UsageError(
+            f"the runs expect different resolutions ({sorted(model_mpps)} um/px): ensemble runs of one"
+        )
     model_mpp = model_mpps.pop()
     slide = open_slide(config.slide, config.reader)
     mpp = config.mpp or slide.mpp
@@ -610,7 +616,7 @@ def plan(config: SlideConfig) -> Plan:
     models = [inference.load_model(d) for d in config.model_dirs]
     patches = {tuple(m.input_shape[1:3]) for m in models}
     if len(patches) > 1 or len(next(iter(patches))) != 2 or len(set(next(iter(patches)))) != 1:
-        raise ValueError(f"the runs' inputs are not one square size: {sorted(patches)}")
+        raise errors.UsageError(f"the runs' inputs are not one square size: {sorted(patches)}")
     patch = next(iter(patches))[0]
     scale = model_mpp / mpp
     grid = Grid.of(slide.level_dimensions[0], scale, patch, config.stride)
@@ -863,25 +869,16 @@ def run(argv: list[str], emit=None, after_tile=None) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    from pcam_tfds import cli
-    from pcam_tfds.core.folder_lock import FolderBusy
-
-    try:
-        config = config_from_flags(flags.FLAGS, argv[1:])
-        p = plan(config)
-        summary = run_slide(config, p)
-    except (ValueError, FileNotFoundError, FolderBusy) as e:
-        cli.fail(e)
+    config = config_from_flags(flags.FLAGS, argv[1:])
+    summary = run_slide(config, plan(config))
     _report(summary, config)
     return 0
 
 
 def main() -> None:
     """The console script `pcam-slide` (and `python -m trainer.slide`)."""
-    from pcam_tfds import cli
-
     define_flags(flags.FLAGS)
-    cli.run(_main, tensorflow=True)
+    errors.run(_main, tensorflow=True)
 
 
 if __name__ == "__main__":
