@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import json
 import logging
 
@@ -103,15 +104,31 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
     example in this process: the records arrive serialized (`pcam_tfds.core.serialize`, byte for byte
     what TFDS would have made: tests/test_serialize.py), so the shards are TFDS' bytes.
     """
-    import itertools
-
     from tensorflow_datasets.core import splits as splits_lib
     from tensorflow_datasets.core import writer as writer_lib
+
+    from pcam_tfds import local_steps
 
     infos = []
     specs = builder.info.features.get_serialized_info()
     for name, generator in generators.items():
         template = builder._get_filename_template(split_name=name)
+        if (
+            isinstance(generator, local_steps.SortedSplit)
+            and generator.hash_salt == name
+            and not builder.info.disable_shuffling
+            and not download_config.ignore_duplicates
+            and download_config.max_examples_per_split is None
+        ):
+            shard_lengths, total_size = write_sorted_split(
+                generator, template, download_config.get_shard_config(), builder._example_writer()
+            )
+            infos.append(
+                splits_lib.SplitInfo(
+                    name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
+                )
+            )
+            continue
         writer = writer_lib.Writer(
             serializer=_AlreadySerialized(specs),
             filename_template=template,
@@ -132,6 +149,57 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
             )
         )
     return infos
+
+
+def write_sorted_split(split, template, shard_config, example_writer) -> tuple[list[int], int]:
+    """Writes a `local_steps.SortedSplit` as TFDS' Writer would, in one sequential pass: (shard lengths, bytes).
+
+    TFDS' Writer hashes each key (MD5 of the split's name and the key), keeps the examples in shuffle
+    buckets on disk once they pass 1 GB, sorts by the hash and cuts the sorted run into shards whose number
+    and boundaries depend only on the count and total size. A SortedSplit arrives in that order with both
+    numbers known, so the same shards (the same files, records and bytes; tests/test_one_pass.py) are written
+    from the stream. The Writer's checks are kept: a key seen twice (or out of order) fails the build, as do
+    fewer or more examples, or other sizes, than announced.
+    """
+    from tensorflow_datasets.core import hashing
+    from tensorflow_datasets.core import writer as writer_lib
+
+    n, size = split.num_examples, split.total_size
+    if n == 0:
+        raise AssertionError("No examples were yielded.")  # what TFDS' Writer says
+    shard_specs = writer_lib._get_shard_specs(
+        num_examples=n, total_size=size, bucket_lengths=[n], filename_template=template, shard_config=shard_config
+    )
+    hasher = hashing.Hasher(split.hash_salt)
+    seen = {"examples": 0, "bytes": 0}
+
+    def hashed():
+        previous_hkey, previous_key = None, None
+        for key, serialized in split:
+            hkey = hasher.hash_key(key)
+            if previous_hkey is not None and hkey <= previous_hkey:
+                what = "twice" if hkey == previous_hkey else "out of TFDS' order"
+                raise RuntimeError(f"{template.split}: key {key!r} came {what} (after {previous_key!r})")
+            previous_hkey, previous_key = hkey, key
+            seen["examples"] += 1
+            seen["bytes"] += len(serialized)
+            yield hkey, serialized
+
+    examples = hashed()
+    for spec in shard_specs:
+        record_keys = example_writer.write(spec.path, itertools.islice(examples, spec.examples_number))
+        if record_keys:  # formats with an index (ArrayRecord): as TFDS' Writer writes it
+            if len(record_keys) != int(spec.examples_number):
+                raise RuntimeError(f"{spec.path}: {len(record_keys)} records written, {spec.examples_number} planned")
+            writer_lib._write_index_file(spec.index_path, record_keys)
+    extra = next(examples, None)
+    if extra is not None or seen["examples"] != n or seen["bytes"] != size:
+        more = " and more" if extra is not None else ""
+        raise RuntimeError(
+            f"{template.split}: {n} examples of {size} bytes were announced, {seen['examples']}{more} of "
+            f"{seen['bytes']} bytes arrived"
+        )
+    return [int(spec.examples_number) for spec in shard_specs], size
 
 
 class PatchBuilder(tfds.core.GeneratorBasedBuilder):

@@ -27,6 +27,7 @@ time left) at least every 10 s.
 from __future__ import annotations
 
 import collections
+import functools
 import multiprocessing
 import os
 import shutil
@@ -216,7 +217,7 @@ def split_generators(
     spill_dir=None,
     workers=None,
 ):
-    """Returns {'train', 'validation', 'test'}: generators of (key, serialized tf.train.Example).
+    """Returns {'train', 'validation', 'test'}: a SortedSplit of (key, serialized tf.train.Example) each.
 
     `counts` (a dict) receives the number of examples each generator yielded. `validation_dir`: a
     beam_jobs.validate output to reuse instead of validating (pcam_tfds.validated checks it first).
@@ -262,6 +263,39 @@ def split_generators(
     if counts is not None:
         counts[splits.UNUSED] = len(by_split[splits.UNUSED])
     names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
-    if check is not None and spill_dir:
-        return {name: check.serialized(by_split[name], name, counts) for name in names}
-    return {name: _reread(by_split[name], name, counts, workers) for name in names}
+    out = {}
+    for name in names:
+        chosen = in_writer_order(by_split[name], name)
+        if check is not None and spill_dir:
+            examples_of = functools.partial(check.serialized, chosen, name, counts)
+        else:
+            examples_of = functools.partial(_reread, chosen, name, counts, workers)
+        size = sum(serialize.serialized_size(f["label"], f["id"]) for f in chosen)
+        out[name] = SortedSplit(examples_of, len(chosen), size, name)
+    return out
+
+
+def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
+    """CHOSEN in the order TFDS' Writer puts a split's examples in its shards: by the MD5 of the split's name
+    (the writer's hash salt) and the key, the example's id (tensorflow_datasets.core.hashing.Hasher)."""
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(split)
+    return sorted(chosen, key=lambda f: hasher.hash_key(f["id"]))
+
+
+class SortedSplit:
+    """One split's (key, serialized example) pairs, already in the order TFDS' Writer would write them.
+
+    Iterating it reads and yields them. `num_examples` and `total_size` (the sum of the serialized sizes)
+    are known before the first is read, so `builder_base.write_serialized_splits` can lay out TFDS' shards
+    and write them in one sequential pass, without the Writer's shuffle buckets (a second copy of the whole
+    split on disk, written and read back) or its sort.
+    """
+
+    def __init__(self, examples_of, num_examples: int, total_size: int, hash_salt: str):
+        self._examples_of = examples_of
+        self.num_examples, self.total_size, self.hash_salt = num_examples, total_size, hash_salt
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return iter(self._examples_of())

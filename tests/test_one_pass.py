@@ -17,8 +17,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from kaggle_folders import make_with_problems, parse_record
+from tensorflow_datasets.core.utils import shard_utils
 
-from pcam_tfds import local_steps
+from pcam_tfds import builder_base, local_steps
 from pcam_tfds.core import records
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
@@ -110,3 +111,63 @@ def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, mo
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     builder.download_and_prepare(download_config=config)
     assert builder.is_prepared() and sum(s.num_examples for s in builder.info.splits.values()) == 49
+
+
+def test_the_local_build_writes_each_split_in_one_sequential_pass(folder, one_pass, tmp_path, monkeypatch):
+    calls = []
+    real = builder_base.write_sorted_split
+
+    def spy(split, *args):
+        calls.append(split.hash_salt)
+        return real(split, *args)
+
+    monkeypatch.setattr(builder_base, "write_sorted_split", spy)
+    built = _build(Builder, folder, tmp_path / "sorted")
+    assert sorted(calls) == ["test", "train", "validation"]  # no split went through TFDS' shuffle buckets
+    assert _shards(built) == _shards(one_pass)
+
+
+def _sorted_split(pairs, salt="train", size=None):
+    size = sum(len(s) for _, s in pairs) if size is None else size
+    return local_steps.SortedSplit(lambda: iter(pairs), len(pairs), size, salt)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("reverse", "out of TFDS' order"),
+        ("repeat", "came twice"),
+        ("size", "were announced"),
+    ],
+)
+def test_a_sorted_split_that_breaks_its_promise_fails(change, message, tmp_path):
+    from tensorflow_datasets.core import file_adapters, naming
+    from tensorflow_datasets.core import writer as writer_lib
+
+    keys = [f["id"] for f in local_steps.in_writer_order([{"id": f"{i:040x}"} for i in range(5)], "train")]
+    pairs = [(k, b"x" * (i + 1)) for i, k in enumerate(keys)]
+    size = None
+    if change == "reverse":
+        pairs = pairs[::-1]
+    elif change == "repeat":
+        pairs = [pairs[0], *pairs]
+    else:
+        size = 1
+    template = naming.ShardedFileTemplate(
+        data_dir=str(tmp_path), dataset_name="pcam", split="train", filetype_suffix="tfrecord"
+    )
+    example_writer = writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD)
+    with pytest.raises(RuntimeError, match=message):
+        builder_base.write_sorted_split(
+            _sorted_split(pairs, size=size), template, shard_utils.ShardConfig(), example_writer
+        )
+
+
+def test_the_writer_order_is_tfds_hash_order():
+    from tensorflow_datasets.core import hashing
+
+    ids = [{"id": f"{i:040x}"} for i in range(50)]
+    ordered = local_steps.in_writer_order(ids, "validation")
+    hasher = hashing.Hasher("validation")
+    hashes = [hasher.hash_key(f["id"]) for f in ordered]
+    assert hashes == sorted(hashes) and len(ordered) == 50

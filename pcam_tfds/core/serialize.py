@@ -14,6 +14,8 @@ protobuf writes any negative int64). The keys are `record_spec`'s.
 
 from __future__ import annotations
 
+import functools
+
 from pcam_tfds.core import record_spec
 
 _LEN = 2  # protobuf wire type: length-delimited
@@ -73,3 +75,15 @@ def serialize_record(image: bytes, label: int, id_: str) -> bytes:
         )
     )
     return _varint(1 << 3 | _LEN) + _varint(len(entries)) + entries
+
+
+@functools.lru_cache(maxsize=64)
+def _size(label: int, id_bytes: int) -> int:
+    entries = len(_entry(record_spec.ID, _bytes_feature(bytes(id_bytes)))) + len(_IMAGE_HEAD) + IMAGE_BYTES
+    entries += len(_entry(record_spec.LABEL, _int64_feature(label)))
+    return len(_varint(1 << 3 | _LEN)) + len(_varint(entries)) + entries
+
+
+def serialized_size(label: int, id_: str) -> int:
+    """len(serialize_record(image, label, id_)) without serializing: what a writer needs to plan its shards."""
+    return _size(label, len(id_.encode()))
