@@ -102,7 +102,10 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
     What TFDS' generator path does (tensorflow_datasets.core.split_builder: the same Writer, key hash,
     shuffle salt, shard sizes, file names and example writer), minus encoding and serializing each
     example in this process: the records arrive serialized (`pcam_tfds.core.serialize`, byte for byte
-    what TFDS would have made: tests/test_serialize.py), so the shards are TFDS' bytes.
+    what TFDS would have made: tests/test_serialize.py), so the shards are TFDS' bytes. A
+    `local_steps.SortedSplit` (the local build's splits) skips the Writer's shuffle: `write_sorted_split`
+    writes the same shards from the stream; a truncated build (max_examples_per_split) and
+    ignore_duplicates still go through the Writer.
     """
     from tensorflow_datasets.core import splits as splits_lib
     from tensorflow_datasets.core import writer as writer_lib

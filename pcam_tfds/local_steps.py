@@ -14,9 +14,10 @@ spill file (`spill_dir/NNNNNN.px`, fixed-size slots); once the splits are known,
 take each example's pixels from there with one `pread` and serialize the record
 (`pcam_tfds.core.serialize`), so the writer only writes. Without `spill_dir` (and when a
 `beam_jobs.validate` run is reused) the workers read the files again and serialize there, each file's
-pixels checked against the hash validation recorded. Either way the generators yield
-(key, serialized `tf.train.Example`), in an order that depends on the data only, never on the number
-of workers, and the builder hands them to TFDS' own writer (`builder_base.write_serialized_splits`).
+pixels checked against the hash validation recorded. Either way each split is a `SortedSplit`: its
+(key, serialized `tf.train.Example`) pairs in the order TFDS' Writer puts them in its shards (the key's
+hash), never depending on the number of workers, with their count and total size known up front, so that
+`builder_base.write_sorted_split` writes TFDS' shards in one sequential pass.
 
 Worker processes are forked, so they do not re-import TensorFlow and TFDS as spawned ones would. A
 worker that dies fails the build (`WorkerDied`) inside TFDS' temporary folder, so no dataset is left.
