@@ -210,6 +210,25 @@ def test_channel_moments():
     np.testing.assert_allclose(std, [0, 50, 0])
 
 
+@pytest.mark.parametrize("shape", [(96, 96, 3), (7, 5, 3), (17, 31, 3), (96, 96, 1)])
+@pytest.mark.parametrize("kind", ["random", "flat", "extremes"])
+def test_channel_moments_are_exact(shape, kind):
+    # Against the sums taken in integers: what float32 products could get wrong (large or flat patches).
+    rng = np.random.default_rng(7)
+    if kind == "random":
+        px = rng.integers(0, 256, shape, dtype=np.uint8)
+    elif kind == "flat":
+        px = np.full(shape, 200, np.uint8)
+        px[0, 0] = 201
+    else:
+        px = rng.choice(np.array([0, 255], np.uint8), shape)
+    flat = px.reshape(-1, shape[-1]).astype(np.int64)
+    n, s, q = len(flat), flat.sum(axis=0), (flat * flat).sum(axis=0)
+    mean, std = patches.channel_moments(px)
+    np.testing.assert_allclose(mean, s / n, rtol=1e-15)
+    np.testing.assert_allclose(std, np.sqrt((n * q - s * s) / n**2), rtol=1e-12)
+
+
 def test_layout_cache_rechecks_out_of_line_values():
     px = _rgb(6)
     data = bytearray(_tiff(px, photometric="rgb"))

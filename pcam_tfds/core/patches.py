@@ -20,6 +20,7 @@ and silently converting it would hide that.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -155,20 +156,41 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) standard deviation of one patch.
+_MOMENT_ROWS = 256  # pixels summed per float32 block: 256 * 255**2 < 2**24, so every block sum is exact
 
-    Matrix-vector products in float32, because `ndarray.mean/std(axis=0)` is a
-    strided reduction and costs far more (per-file costs: bench/RESULTS.md). The sum of x is exact in float32
-    for a 96x96 patch; the variance is taken about the mean (two passes), so it stays accurate
-    for flat, low-variance patches. Exact dataset statistics are pcam_tfds.core.channel_stats'.
+
+@functools.lru_cache(maxsize=8)
+def _channel_selector(channels: int) -> np.ndarray:
+    """(_MOMENT_ROWS * channels, channels) float32: column c sums the entries of channel c in a block row."""
+    out = np.zeros((_MOMENT_ROWS * channels, channels), np.float32)
+    out[np.arange(len(out)), np.arange(len(out)) % channels] = 1
+    return out
+
+
+def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) standard deviation of one 8-bit patch, exact to float64 rounding.
+
+    The sums of x and x*x per channel are integers; they are taken in float32 matrix products over blocks
+    of 256 pixels, each block's sum below 2**24 and so exact, and the blocks are added in float64 (exact
+    below 2**53). The variance (n*sum(x*x) - sum(x)**2) / n**2 is then exact too, however flat the patch:
+    about 19 us per patch, against 54 for the float32 two-pass products this replaced (which were off in
+    the seventh digit) and several times that for `ndarray.mean/std(axis=0)`, a strided reduction
+    (bench/RESULTS.md). Dataset statistics are pcam_tfds.core.channel_stats'.
     """
-    flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32)
-    ones = np.ones(flat.shape[0], np.float32)
-    mean = (ones @ flat) / flat.shape[0]
-    centred = flat - mean
-    var = (ones @ (centred * centred)) / flat.shape[0]
-    return mean.astype(np.float64).tolist(), np.sqrt(var, dtype=np.float64).tolist()
+    channels = pixels.shape[-1]
+    flat = pixels.reshape(-1, channels)
+    n = len(flat)
+    blocks = n // _MOMENT_ROWS * _MOMENT_ROWS
+    x = flat[:blocks].reshape(-1, _MOMENT_ROWS * channels).astype(np.float32)
+    selector = _channel_selector(channels)
+    s = (x @ selector).sum(axis=0, dtype=np.float64)
+    q = ((x * x) @ selector).sum(axis=0, dtype=np.float64)
+    if blocks < n:  # the pixels past the last whole block
+        tail = flat[blocks:].astype(np.int64)
+        s += tail.sum(axis=0)
+        q += (tail * tail).sum(axis=0)
+    var = (n * q - s * s) / (float(n) * n)
+    return (s / n).tolist(), np.sqrt(np.maximum(var, 0.0)).tolist()
 
 
 class _TiffLayout(NamedTuple):
