@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import itertools
 import json
 import logging
+from typing import NamedTuple
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -155,16 +157,17 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
 
 
 def write_sorted_split(split, template, shard_config, example_writer) -> tuple[list[int], int]:
-    """Writes a `local_steps.SortedSplit` as TFDS' Writer would, in one sequential pass: (shard lengths, bytes).
+    """Writes a `local_steps.SortedSplit` as TFDS' Writer would, shard by shard: (shard lengths, bytes).
 
     TFDS' Writer hashes each key (MD5 of the split's name and the key), keeps the examples in shuffle
     buckets on disk once they pass 1 GB, sorts by the hash and cuts the sorted run into shards whose number
     and boundaries depend only on the count and total size. A SortedSplit arrives in that order with both
-    numbers known, so the same shards (the same files, records and bytes; tests/test_one_pass.py) are written
-    from the stream. The Writer's checks are kept: a key seen twice (or out of order) fails the build, as do
-    fewer or more examples, or other sizes, than announced.
+    numbers known, so each shard's range of examples is known up front and the same shards (the same files,
+    records and bytes, whatever the number of workers; tests/test_one_pass.py) are written each by one
+    worker process, from the split's source, without the buckets. The Writer's checks are kept: a key
+    seen twice (or out of order, also across shards) fails the build, as do fewer or more examples, or
+    other sizes, than announced.
     """
-    from tensorflow_datasets.core import hashing
     from tensorflow_datasets.core import writer as writer_lib
 
     n, size = split.num_examples, split.total_size
@@ -173,36 +176,69 @@ def write_sorted_split(split, template, shard_config, example_writer) -> tuple[l
     shard_specs = writer_lib._get_shard_specs(
         num_examples=n, total_size=size, bucket_lengths=[n], filename_template=template, shard_config=shard_config
     )
-    hasher = hashing.Hasher(split.hash_salt)
-    seen = {"examples": 0, "bytes": 0}
+    ends = list(itertools.accumulate(int(spec.examples_number) for spec in shard_specs))
+    ranges = [(spec.path, end - int(spec.examples_number), end) for spec, end in zip(shard_specs, ends)]
+    write = functools.partial(_write_shard, salt=split.hash_salt, example_writer=example_writer)
+    arrived, size_arrived, previous = 0, 0, None
+    for spec, shard in zip(shard_specs, split.shards(write, ranges)):
+        if shard.examples and previous is not None and shard.first[0] <= previous[0]:
+            what = "twice" if shard.first[0] == previous[0] else "out of TFDS' order"
+            raise RuntimeError(f"{template.split}: key {shard.first[1]!r} came {what} (after {previous[1]!r})")
+        previous = shard.last or previous
+        arrived += shard.examples
+        size_arrived += shard.bytes
+        split.count(shard.examples)
+        if shard.examples != spec.examples_number:
+            break  # the count check below says so
+        if shard.record_keys:  # formats with an index (ArrayRecord): as TFDS' Writer writes it
+            if len(shard.record_keys) != int(spec.examples_number):
+                raise RuntimeError(
+                    f"{spec.path}: {len(shard.record_keys)} records written, {spec.examples_number} planned"
+                )
+            writer_lib._write_index_file(spec.index_path, shard.record_keys)
+    more = " and more" if arrived == n and len(split.source[n : n + 1]) else ""
+    if more or arrived != n or size_arrived != size:
+        raise RuntimeError(
+            f"{template.split}: {n} examples of {size} bytes were announced, {arrived}{more} of "
+            f"{size_arrived} bytes arrived"
+        )
+    return [int(spec.examples_number) for spec in shard_specs], size
+
+
+class _Shard(NamedTuple):
+    """What a worker wrote into one shard: its examples, their bytes, the (hash, key) of its first and last
+    examples (None when empty) and the records' positions for an index (ArrayRecord; else None)."""
+
+    examples: int
+    bytes: int
+    first: tuple[int, str] | None
+    last: tuple[int, str] | None
+    record_keys: object
+
+
+def _write_shard(path, examples, *, salt: str, example_writer) -> _Shard:
+    """Writes EXAMPLES ((key, serialized) pairs, in hash order) into the shard file PATH (a worker's task)."""
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(salt)
+    seen = {"examples": 0, "bytes": 0, "first": None, "last": None}
 
     def hashed():
-        previous_hkey, previous_key = None, None
-        for key, serialized in split:
+        for key, serialized in examples:
             hkey = hasher.hash_key(key)
-            if previous_hkey is not None and hkey <= previous_hkey:
-                what = "twice" if hkey == previous_hkey else "out of TFDS' order"
-                raise RuntimeError(f"{template.split}: key {key!r} came {what} (after {previous_key!r})")
-            previous_hkey, previous_key = hkey, key
+            last = seen["last"]
+            if last is not None and hkey <= last[0]:
+                what = "twice" if hkey == last[0] else "out of TFDS' order"
+                raise RuntimeError(f"{salt}: key {key!r} came {what} (after {last[1]!r})")
+            seen["last"] = (hkey, key)
+            if seen["first"] is None:
+                seen["first"] = seen["last"]
             seen["examples"] += 1
             seen["bytes"] += len(serialized)
             yield hkey, serialized
 
-    examples = hashed()
-    for spec in shard_specs:
-        record_keys = example_writer.write(spec.path, itertools.islice(examples, spec.examples_number))
-        if record_keys:  # formats with an index (ArrayRecord): as TFDS' Writer writes it
-            if len(record_keys) != int(spec.examples_number):
-                raise RuntimeError(f"{spec.path}: {len(record_keys)} records written, {spec.examples_number} planned")
-            writer_lib._write_index_file(spec.index_path, record_keys)
-    extra = next(examples, None)
-    if extra is not None or seen["examples"] != n or seen["bytes"] != size:
-        more = " and more" if extra is not None else ""
-        raise RuntimeError(
-            f"{template.split}: {n} examples of {size} bytes were announced, {seen['examples']}{more} of "
-            f"{seen['bytes']} bytes arrived"
-        )
-    return [int(spec.examples_number) for spec in shard_specs], size
+    record_keys = example_writer.write(path, hashed())
+    return _Shard(seen["examples"], seen["bytes"], seen["first"], seen["last"], record_keys)
 
 
 class PatchBuilder(tfds.core.GeneratorBasedBuilder):

@@ -28,7 +28,6 @@ time left) at least every 10 s.
 from __future__ import annotations
 
 import collections
-import functools
 import multiprocessing
 import os
 import shutil
@@ -162,48 +161,61 @@ class LocalValidation:
         outputs.write_validation(output_dir, self.data_dir, self.files, self.rejected_rows, self.duplicates, doc)
         return doc
 
-    def serialized(self, chosen: list[dict], split: str, counts: dict | None) -> Iterator[tuple[str, bytes]]:
-        """(key, serialized example) of each chosen valid record, its pixels from the spill folder."""
-        progress, fds = Progress(f"{split} examples", len(chosen), unit="examples"), {}
+    def spilled(self, chosen: list[dict]) -> SpilledExamples:
+        """The (key, serialized example) pairs of CHOSEN (valid records), their pixels from the spill folder."""
+        return SpilledExamples(self.spill_dir, [(f["id"], f["label"], *self._slots[f["path"]]) for f in chosen])
+
+
+class SpilledExamples:
+    """(key, serialized example) pairs whose pixels the validation kept in a spill folder.
+
+    A sequence: slicing gives the pairs of a range (small to pickle: id, label, chunk and slot per
+    example), iterating reads each example's pixels with one `pread` and serializes it.
+    """
+
+    def __init__(self, spill_dir: str, rows: list[tuple[str, int, int, int]]):
+        self.spill_dir, self.rows = spill_dir, rows  # (id, label, chunk, slot)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> SpilledExamples:
+        return SpilledExamples(self.spill_dir, self.rows[part])
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        fds = {}
         try:
-            for done, f in enumerate(chosen, 1):
-                index, slot = self._slots[f["path"]]
+            for id_, label, index, slot in self.rows:
                 fd = fds.get(index)
                 if fd is None:
                     fd = fds[index] = os.open(os.path.join(self.spill_dir, f"{index:06d}.px"), os.O_RDONLY)
                 pixels = os.pread(fd, _SLOT, slot * _SLOT)
                 if len(pixels) != _SLOT:
-                    raise OSError(f"{self.spill_dir}: the pixels of {f['path']} are cut short; build again")
-                if counts is not None:
-                    counts[split] = counts.get(split, 0) + 1
-                yield f["id"], serialize.serialize_record(pixels, f["label"], f["id"])
-                progress.update(done)
+                    raise OSError(f"{self.spill_dir}: the pixels of {id_} are cut short; build again")
+                yield id_, serialize.serialize_record(pixels, label, id_)
         finally:
             for fd in fds.values():
                 os.close(fd)
 
 
-def _serialize_chunk(chunk: list[dict]) -> list[bytes]:
-    """A worker's task: read each valid record's file again, check it is what validation read, serialize it."""
-    out = []
-    for f in chunk:
-        pixels = examples.read_pixels(f)  # FileChangedError when it no longer decodes
-        examples.check_pixels_unchanged(f, pixels)
-        out.append(serialize.serialize_record(pixels.tobytes(), f["label"], f["id"]))
-    return out
+class RereadExamples:
+    """(key, serialized example) pairs of valid records, each file read again and checked against the pixel
+    hash its validation recorded (`examples.FileChangedError` when it changed). A sequence, as SpilledExamples."""
 
+    def __init__(self, chosen: list[dict]):
+        self.chosen = chosen
 
-def _reread(chosen: list[dict], split: str, counts: dict | None, workers: int) -> Iterator[tuple[str, bytes]]:
-    progress, done = Progress(f"{split} examples", len(chosen), unit="examples"), 0
-    chunks = [chosen[i : i + _CHUNK] for i in range(0, len(chosen), _CHUNK)]
-    with _pool(workers) as pool:
-        for chunk, data in zip(chunks, _ordered(pool, _serialize_chunk, chunks, f"reading the {split} examples")):
-            for f, serialized in zip(chunk, data):
-                if counts is not None:
-                    counts[split] = counts.get(split, 0) + 1
-                yield f["id"], serialized
-            done += len(chunk)
-            progress.update(done)
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, part: slice) -> RereadExamples:
+        return RereadExamples(self.chosen[part])
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for f in self.chosen:
+            pixels = examples.read_pixels(f)  # FileChangedError when it no longer decodes
+            examples.check_pixels_unchanged(f, pixels)
+            yield f["id"], serialize.serialize_record(pixels.tobytes(), f["label"], f["id"])
 
 
 def split_generators(
@@ -267,12 +279,9 @@ def split_generators(
     out = {}
     for name in names:
         chosen = in_writer_order(by_split[name], name)
-        if check is not None and spill_dir:
-            examples_of = functools.partial(check.serialized, chosen, name, counts)
-        else:
-            examples_of = functools.partial(_reread, chosen, name, counts, workers)
+        source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
         size = sum(serialize.serialized_size(f["label"], f["id"]) for f in chosen)
-        out[name] = SortedSplit(examples_of, len(chosen), size, name)
+        out[name] = SortedSplit(source, len(chosen), size, name, counts=counts, workers=workers)
     return out
 
 
@@ -288,15 +297,49 @@ def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
 class SortedSplit:
     """One split's (key, serialized example) pairs, already in the order TFDS' Writer would write them.
 
-    Iterating it reads and yields them. `num_examples` and `total_size` (the sum of the serialized sizes)
-    are known before the first is read, so `builder_base.write_serialized_splits` can lay out TFDS' shards
-    and write them in one sequential pass, without the Writer's shuffle buckets (a second copy of the whole
-    split on disk, written and read back) or its sort.
+    `source` is a sequence of the pairs (a list, SpilledExamples, RereadExamples): `source[a:b]` the pairs
+    of a range, picklable, so that `shards` can hand each shard's range to a worker process. `num_examples`
+    and `total_size` (the sum of the serialized sizes) are known before the first pair is read, so
+    `builder_base.write_sorted_split` can lay out TFDS' shards and write them without the Writer's shuffle
+    buckets (a second copy of the whole split on disk, written and read back) or its sort. `counts` (a dict)
+    receives the number of examples yielded or written under the split's name.
     """
 
-    def __init__(self, examples_of, num_examples: int, total_size: int, hash_salt: str):
-        self._examples_of = examples_of
-        self.num_examples, self.total_size, self.hash_salt = num_examples, total_size, hash_salt
+    def __init__(self, source, num_examples: int, total_size: int, hash_salt: str, counts=None, workers: int = 1):
+        self.source, self.num_examples, self.total_size, self.hash_salt = source, num_examples, total_size, hash_salt
+        self.counts, self.workers = counts, workers
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        return iter(self._examples_of())
+        for pair in self.source:
+            self.count(1)
+            yield pair
+
+    def count(self, n: int) -> None:
+        if self.counts is not None:
+            self.counts[self.hash_salt] = self.counts.get(self.hash_salt, 0) + n
+
+    def shards(self, write, ranges: list[tuple[object, int, int]]) -> Iterator:
+        """write(target, source[start:stop]) for each (target, start, stop), in order: in `workers` forked
+        processes (each writes its own shards; at most a few ranges queued per worker) or in this one.
+
+        A progress line every 10 s counts the examples of the ranges done.
+        """
+        progress = Progress(f"{self.hash_salt} examples", self.num_examples, unit="examples")
+        tasks = ((write, target, self.source[start:stop]) for target, start, stop in ranges)
+        if self.workers > 1 and len(ranges) > 1:
+            pool = _pool(min(self.workers, len(ranges)))
+            results = _ordered(pool, _apply, tasks, f"writing the {self.hash_salt} shards")
+        else:
+            pool, results = None, (_apply(task) for task in tasks)
+        try:
+            for (_, _, stop), result in zip(ranges, results):
+                progress.update(stop)
+                yield result
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+
+def _apply(task):
+    write, target, part = task
+    return write(target, part)

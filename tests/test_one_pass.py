@@ -20,7 +20,7 @@ from kaggle_folders import make_with_problems, parse_record
 from tensorflow_datasets.core.utils import shard_utils
 
 from pcam_tfds import builder_base, local_steps
-from pcam_tfds.core import records
+from pcam_tfds.core import records, serialize
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 
@@ -85,10 +85,53 @@ def test_one_pass_reuse_and_tfds_own_path_write_the_same_dataset(folder, one_pas
     assert {n: s.num_examples for n, s in one_pass.info.splits.items()} == {"train": 31, "validation": 7, "test": 11}
 
 
+def _build_in_shards(manual_dir, data_dir, num_shards):
+    builder = Builder(data_dir=str(data_dir), config="full")
+    config = tfds.download.DownloadConfig(manual_dir=str(manual_dir), num_shards=num_shards)
+    builder.download_and_prepare(download_config=config)
+    return builder
+
+
+def _split_records(builder) -> dict[str, list[bytes]]:
+    out = {}
+    for name in _shards(builder):  # sorted: each split's shards in their order
+        split = name.split("-")[1].split(".")[0]
+        out.setdefault(split, []).extend(
+            tf.data.TFRecordDataset(str(Path(builder.data_dir) / name)).as_numpy_iterator()
+        )
+    return out
+
+
 def test_the_bytes_do_not_depend_on_the_number_of_workers(folder, one_pass, tmp_path, monkeypatch):
+    in_shards = {}
     for workers in (1, 2):
         monkeypatch.setattr(local_steps, "default_workers", lambda workers=workers: workers)
         assert _shards(_build(Builder, folder, tmp_path / f"w{workers}")) == _shards(one_pass), workers
+        # Several shards a split: with 2 workers each worker writes some of them.
+        in_shards[workers] = _build_in_shards(folder, tmp_path / f"w{workers}_shards", 3)
+    assert _shards(in_shards[1]) == _shards(in_shards[2])
+    assert len(_shards(in_shards[2])) == 9
+    assert _split_records(in_shards[2]) == _split_records(one_pass)  # the same records in the same order
+
+
+def test_a_worker_killed_while_writing_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
+    serialize_record = serialize.serialize_record
+    victim = sorted((folder / "train").iterdir())[7].stem
+
+    def dies_on_one_record(image, label, id_):
+        if id_ == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return serialize_record(image, label, id_)
+
+    monkeypatch.setattr(serialize, "serialize_record", dies_on_one_record)
+    monkeypatch.setattr(local_steps, "default_workers", lambda: 2)
+    with pytest.raises(local_steps.WorkerDied, match="died while writing the (train|validation) shards"):
+        _build_in_shards(folder, tmp_path / "tfds", 3)
+    parent = tmp_path / "tfds" / "pcam" / "full"
+    assert [p.name for p in parent.iterdir()] == []
+    monkeypatch.setattr(serialize, "serialize_record", serialize_record)
+    builder = _build_in_shards(folder, tmp_path / "tfds", 3)
+    assert builder.is_prepared() and sum(s.num_examples for s in builder.info.splits.values()) == 49
 
 
 def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
@@ -127,40 +170,76 @@ def test_the_local_build_writes_each_split_in_one_sequential_pass(folder, one_pa
     assert _shards(built) == _shards(one_pass)
 
 
-def _sorted_split(pairs, salt="train", size=None):
-    size = sum(len(s) for _, s in pairs) if size is None else size
-    return local_steps.SortedSplit(lambda: iter(pairs), len(pairs), size, salt)
+def _writer(tmp_path, split="train"):
+    from tensorflow_datasets.core import file_adapters, naming
+    from tensorflow_datasets.core import writer as writer_lib
+
+    template = naming.ShardedFileTemplate(
+        data_dir=str(tmp_path), dataset_name="pcam", split=split, filetype_suffix="tfrecord"
+    )
+    return template, writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD)
 
 
+def _ordered_pairs(n, split="train"):
+    keys = [f["id"] for f in local_steps.in_writer_order([{"id": f"{i:040x}"} for i in range(n)], split)]
+    return [(k, b"x" * (i + 1)) for i, k in enumerate(keys)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ("reverse", "out of TFDS' order"),
         ("repeat", "came twice"),
         ("size", "were announced"),
+        ("fewer", "were announced"),
+        ("more", "and more"),
+        ("across shards", "out of TFDS' order"),  # each shard in order, the second shard's keys before the first's
+        ("repeat across shards", "came twice"),
     ],
 )
-def test_a_sorted_split_that_breaks_its_promise_fails(change, message, tmp_path):
-    from tensorflow_datasets.core import file_adapters, naming
-    from tensorflow_datasets.core import writer as writer_lib
-
-    keys = [f["id"] for f in local_steps.in_writer_order([{"id": f"{i:040x}"} for i in range(5)], "train")]
-    pairs = [(k, b"x" * (i + 1)) for i, k in enumerate(keys)]
-    size = None
+def test_a_sorted_split_that_breaks_its_promise_fails(change, message, workers, tmp_path):
+    pairs, size, num_examples = _ordered_pairs(6), None, None
     if change == "reverse":
         pairs = pairs[::-1]
     elif change == "repeat":
         pairs = [pairs[0], *pairs]
-    else:
+    elif change == "size":
         size = 1
-    template = naming.ShardedFileTemplate(
-        data_dir=str(tmp_path), dataset_name="pcam", split="train", filetype_suffix="tfrecord"
-    )
-    example_writer = writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD)
+    elif change == "fewer":
+        num_examples = 7
+    elif change == "more":
+        num_examples = 5
+    elif change == "across shards":
+        pairs = pairs[2:4] + pairs[:2] + pairs[4:]
+    else:
+        pairs = pairs[:2] + [pairs[1]] + pairs[3:]
+    size = sum(len(s) for _, s in pairs[:num_examples]) if size is None else size
+    split = local_steps.SortedSplit(pairs, num_examples or len(pairs), size, "train", workers=workers)
+    template, example_writer = _writer(tmp_path)
     with pytest.raises(RuntimeError, match=message):
-        builder_base.write_sorted_split(
-            _sorted_split(pairs, size=size), template, shard_utils.ShardConfig(), example_writer
+        builder_base.write_sorted_split(split, template, shard_utils.ShardConfig(num_shards=3), example_writer)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 7])
+def test_a_sorted_split_writes_the_same_shards_with_any_number_of_workers(num_shards, tmp_path):
+    pairs = _ordered_pairs(20)
+    written = {}
+    for workers in (1, 2):
+        counts = {}
+        split = local_steps.SortedSplit(pairs, 20, sum(len(s) for _, s in pairs), "train", counts, workers)
+        (tmp_path / str(workers)).mkdir()
+        template, example_writer = _writer(tmp_path / str(workers))
+        lengths, size = builder_base.write_sorted_split(
+            split, template, shard_utils.ShardConfig(num_shards=num_shards), example_writer
         )
+        assert len(lengths) == num_shards and sum(lengths) == 20 == counts["train"]
+        assert size == sum(len(s) for _, s in pairs)
+        files = sorted((tmp_path / str(workers)).iterdir())
+        records = [r for f in files for r in tf.data.TFRecordDataset(str(f)).as_numpy_iterator()]
+        assert records == [s for _, s in pairs]  # every record, in order, across the shards
+        written[workers] = {f.name: f.read_bytes() for f in files}
+    assert written[1] == written[2]
 
 
 def test_the_writer_order_is_tfds_hash_order():
