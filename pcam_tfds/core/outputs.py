@@ -53,15 +53,26 @@ REJECTED_HEADER = ["kind", "source", "id", "path", "reason", "detail"]
 DUPLICATES_HEADER = "pixel_hash,kind,conflicting_labels,source,id,label"
 
 
+_RECORD_COLUMNS = ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes", "mtime_ns")
+_STATS = ("mean", "std")
+
+
 def manifest_row(f: dict) -> dict:
-    row = {
-        k: f[k]
-        for k in ("id", "source", "label", "path", "pixel_hash", "valid", "reason", "detail", "size_bytes", "mtime_ns")
-    }
-    for stat in ("mean", "std"):
+    row = {k: f[k] for k in _RECORD_COLUMNS}
+    for stat in _STATS:
         values = f[stat] or (None, None, None)
         row.update({f"{stat}_{c}": v for c, v in zip("rgb", values)})
     return row
+
+
+def manifest_table(files: list[dict]) -> pa.Table:
+    """The `manifest_row`s of FILES as one table, built a column at a time (at Kaggle scale several times
+    faster than a dict per row)."""
+    columns = {k: [f[k] for f in files] for k in _RECORD_COLUMNS}
+    for stat in _STATS:
+        values = [f[stat] or (None, None, None) for f in files]
+        columns.update({f"{stat}_{c}": [v[i] for v in values] for i, c in enumerate("rgb")})
+    return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
 
 
 def csv_line(values) -> str:
@@ -159,8 +170,7 @@ def write_validation(
     import pyarrow.parquet as pq
 
     os.makedirs(output_dir, exist_ok=True)
-    table = pa.Table.from_pylist([manifest_row(f) for f in files], schema=MANIFEST_SCHEMA)
-    pq.write_table(table, os.path.join(output_dir, MANIFEST))
+    pq.write_table(manifest_table(files), os.path.join(output_dir, MANIFEST))
     lines = [",".join(REJECTED_HEADER)]
     lines += [rejected_file_line(f) for f in files if is_rejected(f)]
     lines += [rejected_row_line(r) for r in rejected_rows]

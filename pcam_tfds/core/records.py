@@ -141,6 +141,6 @@ def find_duplicates(files: Iterable[dict]) -> list[dict]:
     by_hash = collections.defaultdict(list)
     for f in files:
         if has_pixels(f):
-            pixel_hash, member = duplicate_member(f)
-            by_hash[pixel_hash].append(member)
-    return [duplicate_group(h, members) for h, members in sorted(by_hash.items()) if len(members) > 1]
+            by_hash[f["pixel_hash"]].append(f)
+    shared = sorted((h, group) for h, group in by_hash.items() if len(group) > 1)
+    return [duplicate_group(h, [duplicate_member(f)[1] for f in group]) for h, group in shared]

@@ -55,6 +55,13 @@ def units(
     items: Iterable[tuple[str, int, str | None]], slides: Mapping[str, str] | None = None
 ) -> dict[str, list[str]]:
     """Groups (id, label, pixel_hash) items into units; returns {unit key: sorted ids}."""
+    items = list(items)
+    if not slides and len({id_ for id_, _, _ in items}) == len(items):
+        # Without slides the only link is a shared pixel hash: the components are the groups of one hash.
+        by_hash = defaultdict(list)
+        for id_, _, pixel_hash in items:
+            by_hash[pixel_hash or "id:" + id_].append(id_)
+        return {min(ids): sorted(ids) for ids in by_hash.values()}
     uf = _UnionFind()
     for id_, _, pixel_hash in items:
         node = "id:" + id_
