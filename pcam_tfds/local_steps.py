@@ -8,16 +8,18 @@ examples (bench/RESULTS.md). Here a pool of worker processes (one per core) runs
 `pcam_tfds.core` that `beam_jobs` distributes (`records`: read, join, duplicates; `summary`;
 `outputs`), the same `assign_splits` decides membership and the same validation outputs are written.
 
-One pass: with `spill_dir` each file is opened and read once. The worker that reads it decodes it,
-hashes the pixels, takes the channel moments and appends the pixels of a valid file to its chunk's
-spill file (`spill_dir/NNNNNN.px`, fixed-size slots); once the splits are known, the split generators
-take each example's pixels from there with one `pread` and serialize the record
-(`pcam_tfds.core.serialize`), so the writer only writes. Without `spill_dir` (and when a
-`beam_jobs.validate` run is reused) the workers read the files again and serialize there, each file's
-pixels checked against the hash validation recorded. Either way each split is a `SortedSplit`: its
-(key, serialized `tf.train.Example`) pairs in the order TFDS' Writer puts them in its shards (the key's
-hash), never depending on the number of workers, with their count and total size known up front, so that
-`builder_base.write_sorted_split` writes TFDS' shards in one sequential pass.
+Reading: the worker that reads a file decodes it, hashes the pixels and takes the channel moments, all
+from that one read. Once the splits are known (they need every pixel hash: duplicates stay on one side),
+the workers write the shards: each reads its shard's files again, checks their pixels against the hash
+validation recorded (`RereadExamples`; so too when a `beam_jobs.validate` run is reused) and serializes
+the records (`pcam_tfds.core.serialize`). With `spill_dir` (PCAM_READ_ONCE=1, `read_once`) each file is
+read only once: the validating worker appends the pixels of a valid file to its chunk's spill file
+(`spill_dir/NNNNNN.px`, fixed-size slots) and the writers take them from there with one `pread` each
+(`SpilledExamples`). Either way each split is a `SortedSplit`: its (key, serialized `tf.train.Example`)
+pairs in the order TFDS' Writer puts them in its shards (the key's hash), never depending on the number
+of workers, with their count and total size known up front, so that `builder_base.write_sorted_split`
+knows every shard's range of examples before the first is read and the workers write the shards in
+parallel, as TFDS' Writer lays them out.
 
 Worker processes are forked, so they do not re-import TensorFlow and TFDS as spawned ones would. A
 worker that dies fails the build (`WorkerDied`) inside TFDS' temporary folder, so no dataset is left.
@@ -28,6 +30,8 @@ time left) at least every 10 s.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import multiprocessing
 import os
 import shutil
@@ -58,6 +62,21 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+READ_ONCE_ENV = "PCAM_READ_ONCE"
+
+
+def read_once(environ=os.environ) -> bool:
+    """Whether the local build reads each file once (PCAM_READ_ONCE=1), keeping the pixels of every valid file
+    in a spill folder between validation and writing, instead of reading the files again to write them.
+
+    Reading again is the default: on one machine the second read comes from the page cache, and with its
+    decode and hash check it cost less than writing and reading back the spill (7.7 GB at Kaggle scale,
+    CPU-bound kernel writes on the machines measured; bench/RESULTS.md). Reading once wins where a read costs
+    more than a local write: a network file system, a cold disk, a folder larger than the page cache.
+    """
+    return environ.get(READ_ONCE_ENV, "") not in ("", "0")
+
+
 def spill_folder(parent: str) -> str:
     """A new folder for the one-pass build's pixels: in PARENT (TFDS' temporary folder, so a killed build's
     pixels go with it) when it is local, else in the system's temporary folder."""
@@ -71,9 +90,35 @@ def remove_spill_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork: the workers share the parent's imports (under `tfds build`, TensorFlow) instead of redoing them.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic garbage collector paused while this process builds the records of every file.
+
+    They are dicts, lists and strings with no reference cycles, so the collector finds nothing, but a
+    heap of millions of new objects triggers it over and over: at Kaggle scale it took about half the
+    time of the join, the duplicates and the splits (bench/RESULTS.md). Used as a decorator too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of forked workers: they share the parent's imports (under `tfds build`, TensorFlow) instead of
+    redoing them. The parent's objects are frozen first (`gc.freeze`, as Python's documentation advises
+    before a fork), so a worker's collector does not walk them and copy the parent's heap page by page."""
+    gc.freeze()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+        gc.unfreeze()
 
 
 def _ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
@@ -129,6 +174,7 @@ class LocalValidation:
     file once.
     """
 
+    @_gc_paused()
     def __init__(self, data_dir: str, workers: int | None = None, spill_dir: str | None = None):
         self.data_dir = data_dir
         self.spill_dir = spill_dir
@@ -155,6 +201,7 @@ class LocalValidation:
     def summary(self) -> dict:
         return summary.summarize(self.files, self.rejected_rows, self.duplicates, self.num_rows, self.num_listed)
 
+    @_gc_paused()
     def write_outputs(self, output_dir: str) -> dict:
         """The files beam_jobs.validate writes, from this validation."""
         doc = self.summary()
@@ -218,6 +265,7 @@ class RereadExamples:
             yield f["id"], serialize.serialize_record(pixels.tobytes(), f["label"], f["id"])
 
 
+@_gc_paused()
 def split_generators(
     data_dir,
     checks_dir,
@@ -326,18 +374,15 @@ class SortedSplit:
         """
         progress = Progress(f"{self.hash_salt} examples", self.num_examples, unit="examples")
         tasks = ((write, target, self.source[start:stop]) for target, start, stop in ranges)
-        if self.workers > 1 and len(ranges) > 1:
-            pool = _pool(min(self.workers, len(ranges)))
-            results = _ordered(pool, _apply, tasks, f"writing the {self.hash_salt} shards")
-        else:
-            pool, results = None, (_apply(task) for task in tasks)
-        try:
+        with contextlib.ExitStack() as stack:
+            if self.workers > 1 and len(ranges) > 1:
+                pool = stack.enter_context(_pool(min(self.workers, len(ranges))))
+                results = _ordered(pool, _apply, tasks, f"writing the {self.hash_salt} shards")
+            else:
+                results = (_apply(task) for task in tasks)
             for (_, _, stop), result in zip(ranges, results):
                 progress.update(stop)
                 yield result
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
 
 
 def _apply(task):

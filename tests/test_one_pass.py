@@ -1,4 +1,4 @@
-"""The local build reads each file once, in worker processes, and writes what TFDS' own path writes.
+"""The local build reads each file twice (or once, asked), in worker processes, and writes what TFDS' own path writes.
 
 On the folder with every injected problem: the one-pass build, the build that reuses a validation and
 the build through TFDS' own encoder and serializer (the path before issue 23) hold the same records in
@@ -8,6 +8,7 @@ worker that is killed fails the build with a clear message, leaves no dataset, a
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from kaggle_folders import make_with_problems, parse_record
 from tensorflow_datasets.core.utils import shard_utils
 
 from pcam_tfds import builder_base, local_steps
-from pcam_tfds.core import records, serialize
+from pcam_tfds.core import patches, records, serialize
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 
@@ -83,6 +84,37 @@ def test_one_pass_reuse_and_tfds_own_path_write_the_same_dataset(folder, one_pas
     reused = _build(Builder, folder, tmp_path / "reused")
     assert _shards(reused) == _shards(one_pass)
     assert {n: s.num_examples for n, s in one_pass.info.splits.items()} == {"train": 31, "validation": 7, "test": 11}
+
+
+@pytest.mark.parametrize("read_once", ["", "1"])
+def test_each_file_is_read_twice_or_once_as_asked_and_the_dataset_is_the_same(
+    folder, one_pass, tmp_path, monkeypatch, read_once
+):
+    log = tmp_path / "reads.log"
+    read_bytes = patches.read_bytes
+
+    def logged(path):  # runs in the forked workers: one appended line per read
+        with open(log, "a") as f:
+            f.write(os.path.basename(path) + "\n")
+        return read_bytes(path)
+
+    monkeypatch.setattr(patches, "read_bytes", logged)
+    monkeypatch.setenv(local_steps.READ_ONCE_ENV, read_once)
+    built = _build(Builder, folder, tmp_path / "built")
+    assert _shards(built) == _shards(one_pass)
+    assert not list(Path(built.data_dir).parent.rglob("spill.*"))
+    reads = collections.Counter(log.read_text().split())
+    written = {key for key, _ in _keys(built)}
+    listed = {p.name for source in ("train", "test") for p in (folder / source).iterdir() if p.is_file()}
+    assert set(reads) <= listed and len(set(reads)) > 40
+    for name, n in reads.items():
+        assert n == (2 if name[:-4] in written and not read_once else 1), name
+
+
+def _keys(builder):
+    for records_ in _records(builder).values():
+        for ex in records_:
+            yield ex.features.feature["id"].bytes_list.value[0].decode(), ex
 
 
 def _build_in_shards(manual_dir, data_dir, num_shards):

@@ -4,8 +4,8 @@ Every config (`full`, `sample25`) from one Kaggle folder:
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--config=full]
 
-On one machine (as above) worker processes read each file once and TFDS' own Writer writes, with no
-Beam imported. With Beam options or a runner the same build runs on Beam (here the DirectRunner;
+On one machine (as above) worker processes validate the files, then write the shards as TFDS' own Writer
+lays them out, with no Beam imported (pcam_tfds/local_steps.py). With Beam options or a runner the same build runs on Beam (here the DirectRunner;
 Dataflow, Flink, Spark in BUILD.md):
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full \\
@@ -145,13 +145,15 @@ class Builder(builder_base.PatchBuilder):
             return super()._generate_splits(dl_manager, download_config)
         from pcam_tfds import local_steps
 
-        # The one-pass build keeps each file's pixels between validation and writing (local_steps.spill_folder).
-        self._spill_dir = local_steps.spill_folder(str(self.data_path))
+        # Writing reads each file again (from the page cache) unless PCAM_READ_ONCE=1 asks for its pixels to be
+        # kept in a spill folder between validation and writing (local_steps.read_once says when each wins).
+        self._spill_dir = local_steps.spill_folder(str(self.data_path)) if local_steps.read_once() else None
         try:
             generators = self._split_generators(dl_manager)
             return builder_base.write_serialized_splits(self, generators, download_config)
         finally:
-            local_steps.remove_spill_folder(self._spill_dir)
+            if self._spill_dir:
+                local_steps.remove_spill_folder(self._spill_dir)
 
     def _generate_examples(self, validation, split: str):
         """One split's (id, example) pairs: a generator here, or on Beam a PTransform TFDS applies.
