@@ -91,14 +91,14 @@ def test_each_file_is_read_twice_or_once_as_asked_and_the_dataset_is_the_same(
     folder, one_pass, tmp_path, monkeypatch, read_once
 ):
     log = tmp_path / "reads.log"
-    read_bytes = patches.read_bytes
+    read_file = patches.read_file
 
     def logged(path):  # runs in the forked workers: one appended line per read
         with open(log, "a") as f:
             f.write(os.path.basename(path) + "\n")
-        return read_bytes(path)
+        return read_file(path)
 
-    monkeypatch.setattr(patches, "read_bytes", logged)
+    monkeypatch.setattr(patches, "read_file", logged)
     monkeypatch.setenv(local_steps.READ_ONCE_ENV, read_once)
     built = _build(Builder, folder, tmp_path / "built")
     assert _shards(built) == _shards(one_pass)

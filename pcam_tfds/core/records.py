@@ -17,7 +17,6 @@ GroupByKey and CoGroupByKey do the grouping. A file record:
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Iterable
 
 from pcam_tfds.core import layout, patches
@@ -65,9 +64,7 @@ def read_record(path: str, source: str) -> tuple[dict, object]:
     """Reads and checks one file: (its record, its pixels or None when it is rejected)."""
     rec = file_record(path, source)
     try:
-        if "://" not in path:
-            rec["mtime_ns"] = os.stat(path).st_mtime_ns
-        data = patches.read_bytes(path)
+        data, rec["mtime_ns"] = patches.read_file(path)
     except OSError as e:
         rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")
         return rec, None
