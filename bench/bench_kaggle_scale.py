@@ -1,19 +1,26 @@
 """Kaggle scale: time and memory of validate + `tfds build`, on Beam and in one process.
 
     python ../shared/tools/make_kaggle_layout.py /tmp/kaggle_full --scale kaggle   # 277,483 TIFFs, 7.7 GB
-    python bench/bench_kaggle_scale.py /tmp/kaggle_full --work_dir=/tmp/bench_kaggle [--steps=validate,build,beam]
+    python bench/bench_kaggle_scale.py /tmp/kaggle_full --work_dir=/tmp/bench_kaggle [--steps=floor,validate,build,floor]
 
-Runs, one after the other, each as a child process measured by bench/measure.py:
-- validate: `python -m beam_jobs.validate` (DirectRunner, one worker process per core),
-- build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the single-process
-  build (a reader pool validates, a plain generator feeds TFDS' writer),
+Runs the steps in the order given, each as a child process measured by bench/measure.py:
+- floor: bench/read_floor.py, every file listed and read once in 2 threads: the speed to compare with;
+- write_floor: bench/write_floor.py, as many bytes as the files hold written once in 2 threads (what a
+  build writes beside what it reads);
+- validate: `python -m beam_jobs.validate` (without Beam options: the local executor, one worker
+  process per core);
+- build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the local build (worker
+  processes validate, then write the shards, reading each valid file a second time);
+- build_read_once: the same with PCAM_READ_ONCE=1 (each file read once, its pixels spilled);
 - build_reuse: the same with PCAM_VALIDATION_DIR pointing at the validate step's output, so the
-  build checks the folder against that validation instead of reading every file for its own
-  (needs the validate step first, in the same run),
-- beam: the same build with `--beam_pipeline_options` (DirectRunner, one worker process per core),
-- beam_in_memory: the same on the DirectRunner in one process,
-- floor: bench/read_floor.py, every file listed and read once in 2 threads: the speed to compare with.
-Prints a Markdown table for bench/RESULTS.md and checks that both builds hold the same split sizes.
+  build checks the folder against that validation instead of validating (needs validate before it);
+- pcam_build: `pcam-build --config=full`, the toolkit's own command for the same build;
+- beam: the build with `--beam_pipeline_options` (DirectRunner, one worker process per core);
+- beam_in_memory: the same on the DirectRunner in one process.
+Each build's dataset is removed once measured (--keep keeps them), so that it does not push the inputs
+out of the page cache. Prints a Markdown table for bench/RESULTS.md and checks that every build holds the
+same split sizes. The harness may measure another checkout of the toolkit: run it from that checkout with
+its folder on PYTHONPATH (bench/RESULTS.md, issue 23).
 """
 
 from __future__ import annotations
@@ -43,81 +50,94 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("--work_dir", required=True, help="emptied first; outputs of every step go here")
-    ap.add_argument("--steps", default="validate,build,beam", help="comma-separated subset to run")
+    ap.add_argument(
+        "--steps", default="floor,validate,build,beam,floor", help="comma-separated, in order; a step may repeat"
+    )
+    ap.add_argument("--keep", action="store_true", help="keep each build's dataset (by default removed once measured)")
     a = ap.parse_args(argv)
     shutil.rmtree(a.work_dir, ignore_errors=True)
     os.makedirs(a.work_dir)
-    py, tfds_cli = sys.executable, os.path.join(os.path.dirname(sys.executable), "tfds")
+    py, bin_dir = sys.executable, os.path.dirname(sys.executable)
+
+    def tfds_build(name, *options):
+        out = f"{a.work_dir}/tfds_{name}"
+        cmd = [os.path.join(bin_dir, "tfds"), "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}"]
+        return cmd + [f"--data_dir={out}", "--config=full", *options], out
+
+    # name: (command, the dataset folder it builds or None), and an environment where it needs one
     steps = {
-        "validate": [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
-        "build": [
-            tfds_cli,
-            "build",
-            "pcam_tfds/pcam",
-            f"--manual_dir={a.data_dir}",
-            f"--data_dir={a.work_dir}/tfds",
-            "--config=full",
-        ],
+        "floor": ([py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "read_floor.py"), a.data_dir], None),
+        "write_floor": (
+            [
+                py,
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "write_floor.py"),
+                a.data_dir,
+                f"--out_dir={a.work_dir}/write_floor",
+            ],
+            None,
+        ),
+        "validate": (
+            [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
+            None,
+        ),
+        "build": tfds_build("build"),
+        "build_read_once": tfds_build("build_read_once"),
+        "build_reuse": tfds_build("build_reuse"),
+        "pcam_build": (
+            [
+                os.path.join(bin_dir, "pcam-build"),
+                f"--manual_dir={a.data_dir}",
+                f"--data_dir={a.work_dir}/tfds_pcam_build",
+                "--config=full",
+            ],
+            f"{a.work_dir}/tfds_pcam_build",
+        ),
     }
-    steps["floor"] = [py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "read_floor.py"), a.data_dir]
-    steps["build_reuse"] = [
-        tfds_cli,
-        "build",
-        "pcam_tfds/pcam",
-        f"--manual_dir={a.data_dir}",
-        f"--data_dir={a.work_dir}/tfds_build_reuse",
-        "--config=full",
-    ]
-    envs = {"build_reuse": {**os.environ, "PCAM_VALIDATION_DIR": f"{a.work_dir}/validate"}}
     for name, options in BEAM_MODES.items():
-        steps[name] = [
-            tfds_cli,
-            "build",
-            "pcam_tfds/pcam",
-            f"--manual_dir={a.data_dir}",
-            f"--data_dir={a.work_dir}/tfds_{name}",
-            "--config=full",
-            f"--beam_pipeline_options={options}",
-        ]
-    chosen = a.steps.split(",")
+        steps[name] = tfds_build(name, f"--beam_pipeline_options={options}")
+    envs = {
+        "build_read_once": {**os.environ, "PCAM_READ_ONCE": "1"},
+        "build_reuse": {**os.environ, "PCAM_VALIDATION_DIR": f"{a.work_dir}/validate"},
+    }
     num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
-    results = {}
-    for name in chosen:
-        print(f"running {name}: {' '.join(steps[name])}", flush=True)
+    results, sizes = {}, {}
+    for name in a.steps.split(","):
+        cmd, built = steps[name]
+        label = name if name not in results else f"{name}#{sum(k.split('#')[0] == name for k in results) + 1}"
+        print(f"running {label}: {' '.join(cmd)}", flush=True)
         try:
-            r = measure.run_measured(steps[name], interval=0.5, env=envs.get(name))
+            r = measure.run_measured(cmd, interval=0.5, env=envs.get(name))
         except RuntimeError as e:  # a failed step (e.g. the count check) is a result too
             print(f"  FAILED: {str(e)[-400:]}", flush=True)
             continue
         r.pop("output")
         r["files_per_s"] = round(num_files / r["wall_s"])
-        results[name] = r
+        if built:
+            d = os.path.join(built, "pcam/full/1.1.0")
+            sizes[label] = split_sizes(d)
+            r["disk_mib"] = round(measure.du_bytes(d) / 2**20)
+            if not a.keep:  # so that the datasets of earlier steps do not crowd the inputs out of the page cache
+                shutil.rmtree(built)
+        results[label] = r
         print(f"  {r}", flush=True)
-    sizes = {}
-    if "floor" in results:
+    floors = [r["wall_s"] for k, r in results.items() if k.split("#")[0] == "floor"]  # the read floor
+    if floors:  # the least: what the machine can do (a floor measured while the page cache refills is higher)
+        floor = min(floors)
         for r in results.values():
-            r["x_floor"] = round(r["wall_s"] / results["floor"]["wall_s"], 2)
-    if "build" in results:
-        d = f"{a.work_dir}/tfds/pcam/full/1.1.0"
-        sizes["build"] = split_sizes(d)
-        results["build"]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    for name in (*BEAM_MODES, "build_reuse"):
-        if name in results:
-            d = f"{a.work_dir}/tfds_{name}/pcam/full/1.1.0"
-            sizes[name] = split_sizes(d)
-            results[name]["disk_mib"] = round(measure.du_bytes(d) / 2**20)
-    if any(v != sizes.get("build", v) for v in sizes.values()):
-        raise SystemExit(f"the two builds disagree: {sizes}")
+            r["x_floor"] = round(r["wall_s"] / floor, 2)
+    if len({json.dumps(v, sort_keys=True) for v in sizes.values()}) > 1:
+        raise SystemExit(f"the builds disagree: {sizes}")
     print(
         f"\n{num_files:,} files; {measure.machine()}; load average now {os.getloadavg()}; "
-        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}"
+        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}; x floor: against the least of "
+        f"the read floors of this run ({', '.join(map(str, floors))} s)"
     )
-    print("| step | wall s | x floor | CPU s | files/s | peak RSS MiB | on disk MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| step | wall s | x floor | CPU s | files/s | peak RSS MiB (sum) | peak PSS MiB | on disk MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         print(
             f"| {name} | {r['wall_s']} | {r.get('x_floor', '')} | {r['cpu_s']} | {r['files_per_s']:,} "
-            f"| {r['peak_rss_mib']:,} | {r.get('disk_mib', '')} |"
+            f"| {r['peak_rss_mib']:,} | {r['peak_pss_mib']:,} | {r.get('disk_mib', '')} |"
         )
     print(f"split sizes: {sizes}")
 

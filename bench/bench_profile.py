@@ -5,9 +5,11 @@
 Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
 times each stage on its own: list (scandir of train/ and test/), read (open + read, as
 core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
-(channel_moments), serialize (core.serialize.serialize_record), write (TFDS' Writer.write: key hash
-and shuffle buffer) and finalize (Writer.finalize: sort or buckets, and the TFRecord shards, into a
-temporary folder). It prints microseconds per file and each stage's share of their sum.
+(channel_moments), serialize (core.serialize.serialize_record), write (the build's shard writer,
+builder_base._write_shard: key hash, order check and TFDS' TFRecord example writer, one shard per
+chunk into a temporary folder) and finalize (putting every example in TFDS' shard order,
+local_steps.in_writer_order, done once per split). It prints microseconds per file and each stage's
+share of their sum.
 
 Part 2 measures, in the same run, the read floor (bench/read_floor.py: list and read every file in 2
 threads) and the whole local validation (pcam_tfds.local_steps.LocalValidation, reading each file once
@@ -29,28 +31,25 @@ import read_floor  # noqa: E402
 
 
 def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str, float]]:
-    from tensorflow_datasets.core import file_adapters, naming
+    import functools
+
+    from tensorflow_datasets.core import file_adapters, hashing
     from tensorflow_datasets.core import writer as writer_lib
 
-    from pcam_tfds import builder_base
+    from pcam_tfds import builder_base, local_steps
     from pcam_tfds.core import patches, serialize
 
     seconds = dict.fromkeys(("list", "read", "decode", "hash", "moments", "serialize", "write", "finalize"), 0.0)
     t = time.perf_counter()
     paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))[:max_files]
     seconds["list"] = time.perf_counter() - t
-    features = builder_base.patch_features("label", "id")
+    hasher = hashing.Hasher("train")
+    write_shard = functools.partial(
+        builder_base._write_shard,
+        salt="train",
+        example_writer=writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        template = naming.ShardedFileTemplate(
-            data_dir=tmp, dataset_name="pcam", split="train", filetype_suffix="tfrecord"
-        )
-        writer = writer_lib.Writer(
-            serializer=builder_base._AlreadySerialized(features.get_serialized_info()),
-            filename_template=template,
-            hash_salt="train",
-            disable_shuffling=False,
-            example_writer=writer_lib.ExampleWriter(file_format=file_adapters.FileFormat.TFRECORD),
-        )
         for i in range(0, len(paths), 512):
             chunk = paths[i : i + 512]
             t0 = time.perf_counter()
@@ -64,19 +63,20 @@ def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str,
             for p in pixels:
                 patches.channel_moments(p)
             t4 = time.perf_counter()
-            records = [
-                serialize.serialize_record(p.tobytes(), 0, os.path.basename(q)[:-4]) for p, q in zip(pixels, chunk)
-            ]
+            keys = [os.path.basename(q)[:-4] for q in chunk]
+            pairs = [(k, serialize.serialize_record(p.tobytes(), 0, k)) for p, k in zip(pixels, keys)]
             t5 = time.perf_counter()
-            for q, r in zip(chunk, records):
-                writer.write(os.path.basename(q)[:-4], r)
+            pairs.sort(key=lambda pair: hasher.hash_key(pair[0]))  # a shard's examples come in hash order
             t6 = time.perf_counter()
+            write_shard(os.path.join(tmp, f"train.tfrecord-{i // 512:05d}"), pairs)
+            t7 = time.perf_counter()
             for name, a, b in (("read", t0, t1), ("decode", t1, t2), ("hash", t2, t3), ("moments", t3, t4)):
                 seconds[name] += b - a
             seconds["serialize"] += t5 - t4
-            seconds["write"] += t6 - t5
+            seconds["write"] += t7 - t6
+        rows = [{"id": os.path.basename(q)[:-4]} for q in paths]
         t = time.perf_counter()
-        writer.finalize()
+        local_steps.in_writer_order(rows, "train")
         seconds["finalize"] = time.perf_counter() - t
     return len(paths), seconds
 

@@ -2,7 +2,9 @@
 
 Peak memory is the largest sum of RSS over the process and its descendants
 (Beam's worker processes included), sampled from /proc; a spike shorter than
-the sampling interval can be missed.
+the sampling interval can be missed. The sum counts a page that forked processes
+share once per process, so the peak sum of PSS (each shared page divided among
+the processes that map it: what the tree really holds) is reported beside it.
 """
 
 from __future__ import annotations
@@ -31,26 +33,44 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _rss_bytes(pid: int) -> int:
+def _kib_line(path: str, key: str) -> int:
+    """The value in bytes of the first line of PATH that starts with KEY (a /proc file in kB), 0 when absent."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0  # ended, or a zombie without memory
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """(sum of RSS in bytes, number of processes) of ROOT and all its descendants."""
-    tree, todo, total, count = _children(), [root], 0, 0
+def _rss_bytes(pid: int) -> int:
+    return _kib_line(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _pss_bytes(pid: int) -> int:
+    return _kib_line(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _tree(root: int) -> list[int]:
+    tree, todo, pids = _children(), [root], []
     while todo:
         pid = todo.pop()
-        total += _rss_bytes(pid)
-        count += 1
+        pids.append(pid)
         todo.extend(tree.get(pid, ()))
-    return total, count
+    return pids
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """(sum of RSS in bytes, number of processes) of ROOT and all its descendants."""
+    pids = _tree(root)
+    return sum(_rss_bytes(pid) for pid in pids), len(pids)
+
+
+def tree_pss(root: int) -> int:
+    """The sum of PSS in bytes of ROOT and all its descendants."""
+    return sum(_pss_bytes(pid) for pid in _tree(root))
 
 
 def run_measured(cmd: list[str], interval: float = 0.1, env: dict | None = None) -> dict:
@@ -62,11 +82,12 @@ def run_measured(cmd: list[str], interval: float = 0.1, env: dict | None = None)
     # Drain the output as it comes, so a chatty job never blocks on a full pipe.
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
-    peak, peak_procs = 0, 0
+    peak, peak_procs, peak_pss = 0, 0, 0
     while proc.poll() is None:
         rss, n = tree_rss(proc.pid)
         if rss > peak:
             peak, peak_procs = rss, n
+        peak_pss = max(peak_pss, tree_pss(proc.pid))
         time.sleep(interval)
     wall = time.monotonic() - start
     reader.join()
@@ -80,6 +101,7 @@ def run_measured(cmd: list[str], interval: float = 0.1, env: dict | None = None)
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "peak_rss_mib": round(peak / 2**20),
         "processes_at_peak": peak_procs,
+        "peak_pss_mib": round(peak_pss / 2**20),
         "output": output,
     }
 

@@ -1,0 +1,59 @@
+"""The write floor: as many bytes as a dataset of a Kaggle folder holds, written once, nothing else, in N threads.
+
+    python bench/write_floor.py /tmp/kaggle_full --out_dir=/tmp/write_floor [--threads=2]
+
+What a build writes beside what it reads: the dataset's shards (about the size of the files, since the
+records are raw pixels). Writes files of 64 MiB of random bytes into OUT_DIR with os.write, as the
+shard writers do (no fsync: neither does a build), then removes them. Prints bytes, seconds, MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+_FILE = 64 << 20
+_CHUNK = 1 << 20
+
+
+def write_files(paths: list[str], block: bytes) -> int:
+    total = 0
+    for path in paths:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for _ in range(_FILE // len(block)):
+                total += os.write(fd, block)
+        finally:
+            os.close(fd)
+    return total
+
+
+def floor(data_dir: str, out_dir: str, threads: int = 2) -> tuple[int, float]:
+    """(bytes, seconds) to write as many bytes as DATA_DIR/train and DATA_DIR/test hold into OUT_DIR."""
+    size = sum(e.stat().st_size for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"{i:05d}.bin") for i in range(max(1, size // _FILE))]
+    block = os.urandom(_CHUNK)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        written = sum(pool.map(write_files, [paths[i::threads] for i in range(threads)], [block] * threads))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out_dir)
+    return written, seconds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_dir")
+    ap.add_argument("--out_dir", required=True, help="created, written and removed")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    n, s = floor(a.data_dir, a.out_dir, a.threads)
+    print(f"write floor: {n:,} bytes in {s:.2f} s, {n / s / 1e6:,.0f} MB/s ({a.threads} threads)")
+
+
+if __name__ == "__main__":
+    main()
