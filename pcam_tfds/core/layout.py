@@ -152,13 +152,6 @@ def resolve_id(id_: str, files: Iterable[dict], rows: Iterable[dict]) -> tuple[l
     every input comes back exactly once, in one list or the other.
     """
     files, rows = list(files), list(rows)
-    if len(files) == 1 and len(rows) <= 1 and (not rows or rows[0]["reason"] is None):
-        # Nearly every id: one file and at most one usable row. The same answers as the general rules below.
-        f = files[0]
-        if f["source"] == TRAIN and rows:
-            return [dict(f, label=rows[0]["label"])], []
-        if f["source"] == TEST and not rows:
-            return [dict(f, label=NO_LABEL)], []
     out_files, bad_rows = [], []
     good_rows = [r for r in rows if r["reason"] is None]
     bad_rows += [dict(r, id=id_) for r in rows if r["reason"] is not None]
@@ -176,7 +169,10 @@ def resolve_id(id_: str, files: Iterable[dict], rows: Iterable[dict]) -> tuple[l
             f.update(valid=False, reason=reason, detail=detail)
         return f
 
-    shared = f"{len(files)} files ({', '.join(sorted(f['source'] for f in files))}) share this id"
+    # Only ids with several files need this; built for every id it took most of a Kaggle-scale join.
+    shared = (
+        f"{len(files)} files ({', '.join(sorted(f['source'] for f in files))}) share this id" if len(files) > 1 else ""
+    )
     for f in test:
         f = dict(f, label=NO_LABEL)
         out_files.append(reject(f, DUPLICATE_ID, shared) if len(files) > 1 else f)
