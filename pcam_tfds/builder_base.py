@@ -181,9 +181,8 @@ def write_sorted_split(split, template, shard_config, example_writer) -> tuple[l
     write = functools.partial(_write_shard, salt=split.hash_salt, example_writer=example_writer)
     arrived, size_arrived, previous = 0, 0, None
     for spec, shard in zip(shard_specs, split.shards(write, ranges)):
-        if shard.examples and previous is not None and shard.first[0] <= previous[0]:
-            what = "twice" if shard.first[0] == previous[0] else "out of TFDS' order"
-            raise RuntimeError(f"{template.split}: key {shard.first[1]!r} came {what} (after {previous[1]!r})")
+        if shard.examples:
+            _check_after(template.split, previous, shard.first)
         previous = shard.last or previous
         arrived += shard.examples
         size_arrived += shard.bytes
@@ -203,6 +202,13 @@ def write_sorted_split(split, template, shard_config, example_writer) -> tuple[l
             f"{size_arrived} bytes arrived"
         )
     return [int(spec.examples_number) for spec in shard_specs], size
+
+
+def _check_after(split: str, previous: tuple[int, str] | None, current: tuple[int, str]) -> None:
+    """Fails unless the (hash, key) CURRENT comes strictly after PREVIOUS in TFDS' order (None: the first)."""
+    if previous is not None and current[0] <= previous[0]:
+        what = "twice" if current[0] == previous[0] else "out of TFDS' order"
+        raise RuntimeError(f"{split}: key {current[1]!r} came {what} (after {previous[1]!r})")
 
 
 class _Shard(NamedTuple):
@@ -226,10 +232,7 @@ def _write_shard(path, examples, *, salt: str, example_writer) -> _Shard:
     def hashed():
         for key, serialized in examples:
             hkey = hasher.hash_key(key)
-            last = seen["last"]
-            if last is not None and hkey <= last[0]:
-                what = "twice" if hkey == last[0] else "out of TFDS' order"
-                raise RuntimeError(f"{salt}: key {key!r} came {what} (after {last[1]!r})")
+            _check_after(salt, seen["last"], (hkey, key))
             seen["last"] = (hkey, key)
             if seen["first"] is None:
                 seen["first"] = seen["last"]
