@@ -5,8 +5,8 @@ Every config (`full`, `sample25`) from one Kaggle folder:
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--config=full]
 
 On one machine (as above) worker processes validate the files, then write the shards as TFDS' own Writer
-lays them out, with no Beam imported (pcam_tfds/local_steps.py). With Beam options or a runner the same build runs on Beam (here the DirectRunner;
-Dataflow, Flink, Spark in BUILD.md):
+lays them out, with no Beam imported (pcam_tfds/local_steps.py). With Beam options or a runner the same
+build runs on Beam (here the DirectRunner; Dataflow, Flink, Spark in BUILD.md):
 
     tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --config=full \\
         --beam_pipeline_options=direct_running_mode=in_memory
