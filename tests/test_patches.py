@@ -210,7 +210,9 @@ def test_channel_moments():
     np.testing.assert_allclose(std, [0, 50, 0])
 
 
-@pytest.mark.parametrize("shape", [(96, 96, 3), (7, 5, 3), (17, 31, 3), (96, 96, 1)])
+@pytest.mark.parametrize(
+    "shape", [(96, 96, 3), (7, 5, 3), (17, 31, 3), (96, 96, 1), (300, 300, 3)]
+)  # 300x300: several float32 blocks
 @pytest.mark.parametrize("kind", ["random", "flat", "extremes"])
 def test_channel_moments_are_exact(shape, kind):
     # Against the sums taken in integers: what float32 products could get wrong (large or flat patches).
