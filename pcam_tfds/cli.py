@@ -8,7 +8,8 @@ Beam jobs with Beam's own argument conventions. It imports neither TensorFlow no
 
 Quiet by default: absl's INFO log lines (and TensorFlow's, which go through the same root logger) are off
 unless `--verbosity=0` (INFO) or `--verbosity=1` (DEBUG) is given; warnings and errors always show. What a
-command is doing goes to stderr through `progress`, its result to stdout, at every verbosity.
+command is doing goes to stderr through `pcam_tfds.core.progress.print_line`, its result to stdout, at every
+verbosity.
 
 A user's mistake is a flag absl cannot parse (unknown, missing or out of range) or an error the command
 raises for its inputs and hands to `fail` (a missing folder, a bad value, a busy run folder): one line
@@ -27,8 +28,6 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from absl import app, flags
-
-from pcam_tfds.core.progress import print_line
 
 TRACEBACK_ENV = "PCAM_TRACEBACK"
 USAGE_EXIT = 2  # argparse's status for a usage error; the Beam jobs use it too
@@ -51,10 +50,6 @@ def fail(error: BaseException) -> NoReturn:
         raise error
     print(f"error: {error}", file=sys.stderr)
     sys.exit(USAGE_EXIT)
-
-
-# One line of progress (a phase starts, a run resumes, a budget is spent): stderr, at every verbosity.
-progress = print_line
 
 
 def parse_flags(argv: list[str]) -> list[str]:

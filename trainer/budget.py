@@ -19,7 +19,7 @@ import time
 
 import keras
 
-from pcam_tfds import cli
+from pcam_tfds.core.progress import print_line
 
 
 class Budget:
@@ -93,4 +93,4 @@ class BudgetStop(keras.callbacks.Callback):
         if not self.stopped and self.budget.spent():
             self.stopped = True
             self.model.stop_training = True
-            cli.progress(f"time budget spent ({self.budget.describe()}): stopping after this epoch's validation")
+            print_line(f"time budget spent ({self.budget.describe()}): stopping after this epoch's validation")

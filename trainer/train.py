@@ -28,8 +28,8 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from pcam_tfds import cli
 from pcam_tfds.core.patches import PATCH_SHAPE
+from pcam_tfds.core.progress import print_line
 from trainer import augment as augment_lib
 from trainer import data, determinism, distribute, errors, evaluate, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
@@ -463,7 +463,7 @@ def _run(
     if task.num_workers > 1:
         distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
-        cli.progress(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state['phase_index']].name})")
+        print_line(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state['phase_index']].name})")
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
@@ -479,7 +479,7 @@ def _run(
         with strategy.scope():
             _prepare_phase(model, config, phase, index, entry)
         last = "budget" if phase.epochs == phases.UNBOUNDED_EPOCHS else entry.start + phase.epochs
-        cli.progress(
+        print_line(
             f"phase {phase.name}: epochs {entry.initial_epoch + 1}..{last}, {phase.schedule} schedule peaking at "
             f"learning rate {phase.learning_rate:g}"
         )

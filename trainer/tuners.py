@@ -24,7 +24,7 @@ import keras
 import keras_tuner
 from etils import epath
 
-from pcam_tfds import cli
+from pcam_tfds.core.progress import print_line
 from trainer import determinism, memory, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
@@ -121,7 +121,7 @@ class _TrackedTuner:
         # Written before the oracle hears of the end, so a chief that finishes on it finds the file.
         (epath.Path(self.get_trial_dir(trial.trial_id)) / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
         score = "" if trial.score is None else f", score {trial.score:.4f}"
-        cli.progress(f"trial {trial.trial_id}: {trial.status}{score}, RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")
+        print_line(f"trial {trial.trial_id}: {trial.status}{score}, RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")
         super().on_trial_end(trial)
         if self._after_trial:
             self._after_trial(self)

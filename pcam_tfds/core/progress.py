@@ -25,7 +25,7 @@ EVERY = 10.0  # seconds between lines
 
 def print_line(line: str) -> None:
     """One line for the person at the terminal: stderr, flushed, so it never mixes with a result on stdout.
-    Every progress line of the project's commands goes through here (pcam_tfds.cli.progress is this)."""
+    Every progress line of the project's commands goes through here."""
     print(line, file=sys.stderr, flush=True)
 
 
