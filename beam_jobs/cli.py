@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from beam_jobs.pipeline_options import LOCAL_RUNNER
 from pcam_tfds.core import counters
 from pcam_tfds.core.progress import Progress, Tally
 
@@ -38,7 +39,7 @@ POLL_S = 1.0  # how often the driver looks at the count while a pipeline runs
 
 # Runners whose workers run on this machine, so they can add to a Tally the driver reads.
 LOCAL_RUNNERS = (
-    "beam_jobs.local_runner.LocalRunner",
+    LOCAL_RUNNER,
     "DirectRunner",
     "direct",
     "SwitchingDirectRunner",

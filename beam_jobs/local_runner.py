@@ -1,6 +1,6 @@
 """The runner the jobs use on one machine when no `--runner` is given: Beam's FnApiRunner, as the DirectRunner runs it.
 
-    --runner=beam_jobs.local_runner.LocalRunner     (what `pipeline_options.with_local_defaults` adds)
+    --runner=beam_jobs.local_runner.LocalRunner     (`pipeline_options.LOCAL_RUNNER`, which `with_local_defaults` adds)
 
 Beam 2.77's DirectRunner first tries the Prism runner, which it downloads from GitHub on first use,
 and falls back to the FnApiRunner when that fails (always, offline); Beam's own advice for
@@ -24,7 +24,6 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-NAME = "beam_jobs.local_runner.LocalRunner"
 # The worker command the FnApiRunner's multi_processing mode uses, and ours.
 BEAM_WORKER = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
 QUIET_WORKER = f"{sys.executable} -m beam_jobs.worker"

@@ -30,7 +30,7 @@ def _given(args: list[str], name: str) -> bool:
     return _value(args, name) is not None
 
 
-LOCAL_RUNNER = "beam_jobs.local_runner.LocalRunner"
+LOCAL_RUNNER = "beam_jobs.local_runner.LocalRunner"  # the one spelling of its name (tests/test_pipeline_options.py)
 
 
 def harness_log_level(log_level: str) -> str:

@@ -1,6 +1,6 @@
 """Validates a Kaggle-layout PCam folder: every file decoded, hashed, labelled and accounted for.
 
-On this machine (no Beam option: the local executor of pcam_tfds.local_steps, one process per core):
+On this machine (no Beam option: the local executor of pcam_tfds.core.local_validation, one process per core):
 
     python -m beam_jobs.validate --data_dir=data/demo --output_dir=out/validate
 
@@ -22,7 +22,7 @@ Writes to OUTPUT_DIR:
     inputs.json       the size and SHA-256 of train_labels.csv as validated
 
 A `tfds build` of pcam_tfds/pcam given this folder (PCAM_VALIDATION_DIR) reuses it instead of
-validating again, after checking that the files still match it (pcam_tfds/validated.py).
+validating again, after checking that the files still match it (pcam_tfds/core/validated.py).
 
 The job checks its own accounting: the files it listed must all come out as
 valid or rejected, and every CSV row as matched or rejected; otherwise it
@@ -103,15 +103,15 @@ def run(argv=None, save_main_session=True) -> dict:
 
 
 def _run_local(args) -> dict:
-    """No Beam option and a local output folder: the local executor (pcam_tfds.local_steps), one worker process
+    """No Beam option and a local output folder: the local executor (pcam_tfds.core.local_validation), one worker process
     per core, reading each file once; the same outputs as on Beam (tests/test_executors.py), at about the speed
     of reading the files (bench/RESULTS.md) instead of the DirectRunner's per-element overhead."""
-    from pcam_tfds import local_steps
+    from pcam_tfds.core import local_validation
 
     with _owned_output_dir(args.output_dir):
         logging.info("validating the files under %s on this machine", args.data_dir)
         progress = Progress("validate", None)
-        check = local_steps.LocalValidation(args.data_dir)
+        check = local_validation.LocalValidation(args.data_dir)
         progress.finish(check.num_listed)  # the closing line the Beam path prints too
         return check.write_outputs(args.output_dir)
 

@@ -12,7 +12,7 @@ local_steps.in_writer_order, done once per split). It prints microseconds per fi
 share of their sum.
 
 Part 2 measures, in the same run, the read floor (bench/read_floor.py: list and read every file in 2
-threads) and the whole local validation (pcam_tfds.local_steps.LocalValidation, reading each file once
+threads) and the whole local validation (pcam_tfds.core.local_validation.LocalValidation, reading each file once
 and keeping its pixels for the build) with each number of worker processes, as seconds, us per file,
 multiples of the floor and the scaling efficiency against one worker.
 """
@@ -96,7 +96,7 @@ def main(argv=None):
         print(f"| {name} | {s / n * 1e6:.1f} | {s / total:.1%} |")
     print(f"| all | {total / n * 1e6:.1f} | 100% |")
 
-    from pcam_tfds import local_steps
+    from pcam_tfds.core import local_validation
 
     num, floor_s = read_floor.floor(a.data_dir, 2)
     print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file")
@@ -106,7 +106,7 @@ def main(argv=None):
     for w in (int(x) for x in a.workers.split(",")):
         with tempfile.TemporaryDirectory() as spill:
             t = time.perf_counter()
-            local_steps.LocalValidation(a.data_dir, workers=w, spill_dir=spill)
+            local_validation.LocalValidation(a.data_dir, workers=w, spill_dir=spill)
             s = time.perf_counter() - t
         base = base or s * w
         print(f"| {w} worker(s) | {s:.2f} | {s / num * 1e6:.1f} | {s / floor_s:.2f} | {base / (s * w):.0%} |")

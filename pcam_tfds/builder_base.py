@@ -70,24 +70,6 @@ def emitted_problems(written: dict[str, int], emitted: dict[str, int]) -> list[s
     ]
 
 
-def local_beam_defaults(download_config: tfds.download.DownloadConfig) -> tfds.download.DownloadConfig:
-    """A Beam build given options but no runner runs on this machine: on Beam's FnApiRunner, as the DirectRunner
-    would run it, but without the DirectRunner's first try of the Prism runner, which it downloads from GitHub
-    (`beam_jobs.local_runner`). Beam's INFO lines (one per string type hint it cannot resolve, dozens per build)
-    are left out unless the root logger is at DEBUG or Beam's logger has a level of its own already."""
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    options = download_config.beam_options
-    if download_config.beam_runner is None and (options is None or options.view_as(StandardOptions).runner is None):
-        from beam_jobs.local_runner import LocalRunner
-
-        download_config = dataclasses.replace(download_config, beam_runner=LocalRunner())
-    beam_logger = logging.getLogger("apache_beam")
-    if beam_logger.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
-        beam_logger.setLevel(logging.WARNING)
-    return download_config
-
-
 class _AlreadySerialized:
     """What TFDS' Writer is given as its serializer for records that are serialized already (core.serialize)."""
 
@@ -289,7 +271,9 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder):
             # interleave many files, and no 1 GiB group has to pass through a Beam worker at once.
             download_config = dataclasses.replace(download_config, max_shard_size=DEFAULT_MAX_SHARD_BYTES)
         if self._on_beam:
-            download_config = local_beam_defaults(download_config)
+            from beam_jobs import build_steps  # the Beam side of the build, imported only for a Beam build
+
+            download_config = build_steps.local_beam_defaults(download_config)
         super()._download_and_prepare(dl_manager, download_config)
         if download_config.max_examples_per_split is not None:
             return  # a deliberately truncated build

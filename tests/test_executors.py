@@ -23,7 +23,7 @@ from kaggle_folders import make_with_problems, parse_record
 from pcam_tfds.core import outputs, patches
 
 SPLIT_ARGS = {"validation_fraction": 0.3, "sample_fraction": 0.6, "seed": 11}
-BEAM_FREE = ("pcam_tfds.local_steps", "pcam_tfds.validated", "trainer.train", "trainer.predict")
+BEAM_FREE = ("pcam_tfds.local_steps", "pcam_tfds.core.validated", "trainer.train", "trainer.predict")
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -61,7 +61,7 @@ def local_run(folder, tmp_path_factory):
 
 @pytest.mark.slow
 def test_local_and_beam_give_identical_outputs_and_splits(folder, local_run, tmp_path):
-    from pcam_tfds import beam_steps
+    from beam_jobs import build_steps
 
     data_dir, expected = folder
     local_checks, local_members, counts = local_run
@@ -69,7 +69,7 @@ def test_local_and_beam_give_identical_outputs_and_splits(folder, local_run, tmp
     beam_checks = tmp_path / "validate"
     options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
     with beam.Pipeline(options=options) as p:
-        pcolls = beam_steps.split_pcollections(p, str(data_dir), str(beam_checks), **SPLIT_ARGS)
+        pcolls = build_steps.split_pcollections(p, str(data_dir), str(beam_checks), **SPLIT_ARGS)
         members = [
             pcoll | f"Member_{split}" >> beam.MapTuple(lambda key, ex, split=split: _member(split, key, ex))
             for split, pcoll in pcolls.items()

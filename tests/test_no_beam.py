@@ -66,9 +66,8 @@ OUT = {{"splits": {{name: s.num_examples for name, s in builder.info.splits.item
 def test_reading_a_local_folder_and_its_validation_imports_no_beam(tmp_path):
     kaggle = make_clean(tmp_path / "kaggle", num_train=12, num_test=3, seed=1)
     body = f"""
-from pcam_tfds import local_steps, validated
-from pcam_tfds.core import channel_stats, layout
-check = local_steps.LocalValidation({str(kaggle)!r})
+from pcam_tfds.core import channel_stats, layout, local_validation, validated
+check = local_validation.LocalValidation({str(kaggle)!r})
 doc = check.write_outputs({str(tmp_path / "checks")!r})
 rows = validated.load_records({str(tmp_path / "checks")!r}, {str(kaggle)!r})
 copied = validated.copy_outputs({str(tmp_path / "checks")!r}, {str(tmp_path / "copy")!r})

@@ -21,7 +21,7 @@ from kaggle_folders import make_with_problems, parse_record
 from tensorflow_datasets.core.utils import shard_utils
 
 from pcam_tfds import builder_base, local_steps
-from pcam_tfds.core import patches, records, serialize
+from pcam_tfds.core import local_validation, patches, records, serialize
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 
@@ -79,7 +79,7 @@ def test_one_pass_reuse_and_tfds_own_path_write_the_same_dataset(folder, one_pas
     assert infos[0] == infos[1]
     assert not list(Path(one_pass.data_dir).glob("spill.*"))
     validation = tmp_path / "validation"
-    local_steps.LocalValidation(str(folder)).write_outputs(str(validation))
+    local_validation.LocalValidation(str(folder)).write_outputs(str(validation))
     monkeypatch.setenv("PCAM_VALIDATION_DIR", str(validation))
     reused = _build(Builder, folder, tmp_path / "reused")
     assert _shards(reused) == _shards(one_pass)
@@ -99,7 +99,7 @@ def test_each_file_is_read_twice_or_once_as_asked_and_the_dataset_is_the_same(
         return read_file(path)
 
     monkeypatch.setattr(patches, "read_file", logged)
-    monkeypatch.setenv(local_steps.READ_ONCE_ENV, read_once)
+    monkeypatch.setenv(local_validation.READ_ONCE_ENV, read_once)
     built = _build(Builder, folder, tmp_path / "built")
     assert _shards(built) == _shards(one_pass)
     assert not list(Path(built.data_dir).parent.rglob("spill.*"))
@@ -137,7 +137,7 @@ def _split_records(builder) -> dict[str, list[bytes]]:
 def test_the_bytes_do_not_depend_on_the_number_of_workers(folder, one_pass, tmp_path, monkeypatch):
     in_shards = {}
     for workers in (1, 2):
-        monkeypatch.setattr(local_steps, "default_workers", lambda workers=workers: workers)
+        monkeypatch.setattr(local_validation, "default_workers", lambda workers=workers: workers)
         assert _shards(_build(Builder, folder, tmp_path / f"w{workers}")) == _shards(one_pass), workers
         # Several shards a split: with 2 workers each worker writes some of them.
         in_shards[workers] = _build_in_shards(folder, tmp_path / f"w{workers}_shards", 3)
@@ -156,8 +156,8 @@ def test_a_worker_killed_while_writing_fails_the_build_and_leaves_nothing(folder
         return serialize_record(image, label, id_)
 
     monkeypatch.setattr(serialize, "serialize_record", dies_on_one_record)
-    monkeypatch.setattr(local_steps, "default_workers", lambda: 2)
-    with pytest.raises(local_steps.WorkerDied, match="died while writing the (train|validation) shards"):
+    monkeypatch.setattr(local_validation, "default_workers", lambda: 2)
+    with pytest.raises(local_validation.WorkerDied, match="died while writing the (train|validation) shards"):
         _build_in_shards(folder, tmp_path / "tfds", 3)
     parent = tmp_path / "tfds" / "pcam" / "full"
     assert [p.name for p in parent.iterdir()] == []
@@ -178,7 +178,7 @@ def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, mo
     monkeypatch.setattr(records, "read_record", dies_on_one_file)
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     config = tfds.download.DownloadConfig(manual_dir=str(folder))
-    with pytest.raises(local_steps.WorkerDied, match="worker process of the local build died while validating"):
+    with pytest.raises(local_validation.WorkerDied, match="worker process of the local build died while validating"):
         builder.download_and_prepare(download_config=config)
     parent = tmp_path / "tfds" / "pcam" / "full"
     assert not builder.is_prepared() and [p.name for p in parent.iterdir()] == []

@@ -12,8 +12,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from kaggle_folders import make_with_problems, parse_record, read_labels, write_labels
 
 from beam_jobs import validate
-from pcam_tfds import local_steps, validated
-from pcam_tfds.core import outputs, patches
+from pcam_tfds import local_steps
+from pcam_tfds.core import outputs, patches, validated
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 SPLIT_ARGS = {"validation_fraction": 0.2, "sample_fraction": 1.0, "seed": 42}

@@ -21,7 +21,8 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _beam():
+def filesystems():
+    """Beam's FileSystems, for remote paths: the one place in the core that imports Beam, and only when called."""
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems
@@ -29,20 +30,20 @@ def _beam():
 
 def join(base: str, *parts: str) -> str:
     if is_remote(base):
-        return _beam().join(base, *parts)
+        return filesystems().join(base, *parts)
     return os.path.join(base, *parts)
 
 
 def exists(path: str) -> bool:
     if is_remote(path):
-        return _beam().exists(path)
+        return filesystems().exists(path)
     return os.path.exists(path)
 
 
 def open_read(path: str) -> BinaryIO:
     """The file opened for reading bytes, as it is (no decompression by file name)."""
     if is_remote(path):
-        return _beam().open(path, compression_type="uncompressed")
+        return filesystems().open(path, compression_type="uncompressed")
     return open(path, "rb")
 
 
@@ -54,7 +55,7 @@ def read_bytes(path: str) -> bytes:
 def write_bytes(path: str, data: bytes) -> None:
     """Writes DATA to PATH, replacing it; a local file's folder is created first."""
     if is_remote(path):
-        with _beam().create(path) as f:
+        with filesystems().create(path) as f:
             f.write(data)
         return
     parent = os.path.dirname(path)
@@ -67,7 +68,7 @@ def write_bytes(path: str, data: bytes) -> None:
 def makedirs(path: str) -> None:
     """Creates the folder PATH if it does not exist (remote stores may have no folders to create)."""
     if is_remote(path):
-        if not _beam().exists(path):
-            _beam().mkdirs(path)
+        if not filesystems().exists(path):
+            filesystems().mkdirs(path)
         return
     os.makedirs(path, exist_ok=True)

@@ -67,9 +67,7 @@ def _source_folder(data_dir: str, source: str) -> str:
 
 def _matched_files(folder: str) -> list:
     """FileSystems.match metadata of the files directly under a remote FOLDER."""
-    from apache_beam.io.filesystems import FileSystems
-
-    return [m for m in FileSystems.match([join(folder, "*")])[0].metadata_list if not m.path.endswith("/")]
+    return [m for m in fileio.filesystems().match([join(folder, "*")])[0].metadata_list if not m.path.endswith("/")]
 
 
 def list_files(data_dir: str, source: str) -> list[str]:

@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pcam_tfds.core import fileio
+
 PATCH_SHAPE = (96, 96, 3)
 
 # Reasons a file is rejected by the decoder, in the order they are checked.
@@ -406,9 +408,7 @@ def read_file(path: str) -> tuple[bytes, int | None]:
             return b"".join(chunks), st.st_mtime_ns
         finally:
             os.close(fd)
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with fileio.filesystems().open(path, compression_type="uncompressed") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise PatchError(TOO_LARGE, f"more than {MAX_FILE_BYTES} bytes; a patch file is far below that")

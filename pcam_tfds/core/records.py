@@ -54,7 +54,7 @@ def file_record(path: str, source: str) -> dict:
         "reason": None,
         "detail": "",
         "size_bytes": 0,
-        "mtime_ns": None,  # local files only: lets a build reuse this validation safely (pcam_tfds.validated)
+        "mtime_ns": None,  # local files only: lets a build reuse this validation safely (pcam_tfds.core.validated)
         "mean": None,
         "std": None,
     }

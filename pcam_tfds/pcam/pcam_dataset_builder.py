@@ -14,7 +14,7 @@ build runs on Beam (here the DirectRunner; Dataflow, Flink, Spark in BUILD.md):
 Either way the build validates the files itself (the results go to `validate/` beside the shards),
 unless PCAM_VALIDATION_DIR names the output folder of a `python -m beam_jobs.validate` run over the
 same folder: then it checks that the folder has not changed since and reuses that validation
-(pcam_tfds/validated.py), reading every file once instead of twice. The official PCam HDF5 files
+(pcam_tfds/core/validated.py), reading every file once instead of twice. The official PCam HDF5 files
 are another dataset, `pcam_tfds/pcam_hdf5`.
 
 Reading the result needs neither Beam nor this module:
@@ -29,8 +29,8 @@ import json
 
 import tensorflow_datasets as tfds
 
-from pcam_tfds import builder_base, validated
-from pcam_tfds.core import layout, splits
+from pcam_tfds import builder_base
+from pcam_tfds.core import layout, splits, validated
 
 _SPLITS = (splits.TRAIN, splits.VALIDATION, layout.TEST)
 LICENSE = (
@@ -143,17 +143,17 @@ class Builder(builder_base.PatchBuilder):
         # are (builder_base.write_serialized_splits); on Beam, TFDS' own path.
         if self._on_beam:
             return super()._generate_splits(dl_manager, download_config)
-        from pcam_tfds import local_steps
+        from pcam_tfds.core import local_validation
 
         # Writing reads each file again (from the page cache) unless PCAM_READ_ONCE=1 asks for its pixels to be
-        # kept in a spill folder between validation and writing (local_steps.read_once says when each wins).
-        self._spill_dir = local_steps.spill_folder(str(self.data_path)) if local_steps.read_once() else None
+        # kept in a spill folder between validation and writing (local_validation.read_once says when each wins).
+        self._spill_dir = local_validation.spill_folder(str(self.data_path)) if local_validation.read_once() else None
         try:
             generators = self._split_generators(dl_manager)
             return builder_base.write_serialized_splits(self, generators, download_config)
         finally:
             if self._spill_dir:
-                local_steps.remove_spill_folder(self._spill_dir)
+                local_validation.remove_spill_folder(self._spill_dir)
 
     def _generate_examples(self, validation, split: str):
         """One split's (id, example) pairs: a generator here, or on Beam a PTransform TFDS applies.
@@ -174,7 +174,7 @@ class BeamSplits:
 
     TFDS creates its pipeline when it meets the first PTransform and applies each split's transform
     to it. The first one applied adds the shared part (validation, its outputs, the split assignment:
-    `beam_steps.split_pcollections`); the others return their split of it. So in the pipeline graph
+    `beam_jobs.build_steps.split_pcollections`); the others return their split of it. So in the pipeline graph
     the whole validation appears under the first split's name.
     """
 
@@ -190,9 +190,9 @@ class BeamSplits:
 
     def pcollections(self, pipeline) -> dict:
         if self._splits is None:
-            from pcam_tfds import beam_steps
+            from beam_jobs import build_steps  # only a Beam build loads the Beam side
 
-            self._splits = beam_steps.split_pcollections(pipeline, **self._kwargs)
+            self._splits = build_steps.split_pcollections(pipeline, **self._kwargs)
             self._pipeline = pipeline
         elif pipeline is not self._pipeline:
             raise RuntimeError("the splits of one BeamSplits were applied to two different Beam pipelines")

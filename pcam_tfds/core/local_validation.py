@@ -1,0 +1,230 @@
+"""Validating a Kaggle folder on one machine, in worker processes: what `beam_jobs.validate` computes, in memory.
+
+    check = LocalValidation(KAGGLE_DIR)          # one worker process per core
+    check.write_outputs(CHECKS)                  # manifest, rejected.csv, duplicates.csv, summary.json
+
+The worker that reads a file decodes it, hashes the pixels and takes the channel moments, all from that one
+read (`records.read_record`). With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
+appends the pixels of each valid file to its chunk's spill file (`spill_dir/NNNNNN.px`, fixed-size slots), and
+`SpilledExamples` serializes them from there with one `pread` each. Both `pcam-validate` (its default on one
+machine) and the local build (`pcam_tfds.local_steps`) use it, so it lives in the core: Beam-free and
+TensorFlow-free. The pool helpers (`pool`, `ordered`, `WorkerDied`) are the build's shard writers' too.
+
+Worker processes are forked, so they do not re-import what the parent has (under `tfds build`, TensorFlow and
+TFDS). A worker that dies raises `WorkerDied` in the parent, naming what it was doing.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from pcam_tfds.core import layout, outputs, records, serialize, summary
+from pcam_tfds.core.progress import Progress
+
+_CHUNK = 512  # files per task
+_IN_FLIGHT = 4  # tasks queued per worker: enough to keep them busy, few enough to bound memory
+_SLOT = serialize.IMAGE_BYTES  # bytes per file in a spill file
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of the local build ended without finishing its task (killed, out of memory)."""
+
+
+def default_workers() -> int:
+    """One worker process per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+READ_ONCE_ENV = "PCAM_READ_ONCE"
+
+
+def read_once(environ=os.environ) -> bool:
+    """Whether the local build reads each file once (PCAM_READ_ONCE=1), keeping the pixels of every valid file
+    in a spill folder between validation and writing, instead of reading the files again to write them.
+
+    Reading again is the default: on one machine the second read comes from the page cache, and with its
+    decode and hash check it cost less than writing and reading back the spill (7.7 GB at Kaggle scale,
+    CPU-bound kernel writes on the machines measured; bench/RESULTS.md). Reading once wins where a read costs
+    more than a local write: a network file system, a cold disk, a folder larger than the page cache.
+    """
+    return environ.get(READ_ONCE_ENV, "") not in ("", "0")
+
+
+def spill_folder(parent: str) -> str:
+    """A new folder for the one-pass build's pixels: in PARENT (TFDS' temporary folder, so a killed build's
+    pixels go with it) when it is local, else in the system's temporary folder."""
+    local = "://" not in parent
+    if local:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix="spill.", dir=parent if local else None)
+
+
+def remove_spill_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector paused while this process builds the records of every file.
+
+    They are dicts, lists and strings with no reference cycles, so the collector finds nothing, but a
+    heap of millions of new objects triggers it over and over: at Kaggle scale it took about half the
+    time of the join, the duplicates and the splits (bench/RESULTS.md). Used as a decorator too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of forked workers: they share the parent's imports (under `tfds build`, TensorFlow) instead of
+    redoing them. The parent's objects are frozen first (`gc.freeze`, as Python's documentation advises
+    before a fork), so a worker's collector does not walk them and copy the parent's heap page by page."""
+    gc.freeze()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+        gc.unfreeze()
+
+
+def ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
+    """fn(task) for each task, in order, with at most _IN_FLIGHT tasks per worker queued (bounded memory)."""
+    window: collections.deque = collections.deque()
+    todo = iter(tasks)
+    limit = _IN_FLIGHT * pool._max_workers
+    try:
+        for task in todo:
+            window.append(pool.submit(fn, task))
+            if len(window) >= limit:
+                break
+        while window:
+            result = window.popleft().result()
+            task = next(todo, None)
+            if task is not None:
+                window.append(pool.submit(fn, task))
+            yield result
+    except BrokenProcessPool as e:
+        raise WorkerDied(
+            f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
+            "was kept: run the build again"
+        ) from None
+
+
+def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict, int | None]]:
+    """A worker's task: read, check and hash a chunk's files; with a spill folder, keep their pixels there.
+
+    Returns (record, slot in the chunk's spill file or None) per path, in order.
+    """
+    index, source, paths, spill_dir = task
+    out, slot = [], 0
+    spill = open(os.path.join(spill_dir, f"{index:06d}.px"), "wb") if spill_dir else None
+    try:
+        for path in paths:
+            rec, pixels = records.read_record(path, source)
+            if spill is not None and pixels is not None:
+                spill.write(pixels.tobytes())
+                out.append((rec, slot))
+                slot += 1
+            else:
+                out.append((rec, None))
+    finally:
+        if spill is not None:
+            spill.close()
+    return out
+
+
+class LocalValidation:
+    """Validates a Kaggle folder in worker processes; the results of beam_jobs.validate, in memory.
+
+    With `spill_dir` the pixels of every valid file are kept there (`pixels_of`), so a build reads each
+    file once.
+    """
+
+    @gc_paused()
+    def __init__(self, data_dir: str, workers: int | None = None, spill_dir: str | None = None):
+        self.data_dir = data_dir
+        self.spill_dir = spill_dir
+        paths = records.list_paths(data_dir)
+        self.num_listed = sum(len(p) for p in paths.values())
+        rows = layout.read_label_rows(layout.join(data_dir, layout.LABELS_CSV))
+        self.num_rows = len(rows)
+        if spill_dir:
+            os.makedirs(spill_dir, exist_ok=True)
+        tasks = [(i, s, p, spill_dir) for i, (s, p) in enumerate(records.batch_paths(paths, _CHUNK))]
+        progress = Progress("validate", self.num_listed)
+        decoded = []
+        self._slots: dict[str, tuple[int, int]] = {}  # path -> (chunk, slot) of its pixels in spill_dir
+        with pool(workers or default_workers()) as executor:
+            for index, chunk in enumerate(ordered(executor, _read_chunk, tasks, "validating the files")):
+                for rec, slot in chunk:
+                    decoded.append(rec)
+                    if slot is not None:
+                        self._slots[rec["path"]] = (index, slot)
+                progress.update(len(decoded))
+        self.files, self.rejected_rows = records.join_labels(decoded, rows)
+        self.duplicates = records.find_duplicates(self.files)
+
+    def summary(self) -> dict:
+        return summary.summarize(self.files, self.rejected_rows, self.duplicates, self.num_rows, self.num_listed)
+
+    @gc_paused()
+    def write_outputs(self, output_dir: str) -> dict:
+        """The files beam_jobs.validate writes, from this validation."""
+        doc = self.summary()
+        outputs.write_validation(output_dir, self.data_dir, self.files, self.rejected_rows, self.duplicates, doc)
+        return doc
+
+    def spilled(self, chosen: list[dict]) -> SpilledExamples:
+        """The (key, serialized example) pairs of CHOSEN (valid records), their pixels from the spill folder."""
+        return SpilledExamples(self.spill_dir, [(f["id"], f["label"], *self._slots[f["path"]]) for f in chosen])
+
+
+class SpilledExamples:
+    """(key, serialized example) pairs whose pixels the validation kept in a spill folder.
+
+    A sequence: slicing gives the pairs of a range (small to pickle: id, label, chunk and slot per
+    example), iterating reads each example's pixels with one `pread` and serializes it.
+    """
+
+    def __init__(self, spill_dir: str, rows: list[tuple[str, int, int, int]]):
+        self.spill_dir, self.rows = spill_dir, rows  # (id, label, chunk, slot)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> SpilledExamples:
+        return SpilledExamples(self.spill_dir, self.rows[part])
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        fds = {}
+        try:
+            for id_, label, index, slot in self.rows:
+                fd = fds.get(index)
+                if fd is None:
+                    fd = fds[index] = os.open(os.path.join(self.spill_dir, f"{index:06d}.px"), os.O_RDONLY)
+                pixels = os.pread(fd, _SLOT, slot * _SLOT)
+                if len(pixels) != _SLOT:
+                    raise OSError(f"{self.spill_dir}: the pixels of {id_} are cut short; build again")
+                yield id_, serialize.serialize_record(pixels, label, id_)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
