@@ -1,56 +1,72 @@
-"""A run folder that one process owns at a time, and an epoch log that a kill cannot corrupt.
+"""A run folder: the names of its files, a lock so that one process owns it at a time, and an epoch log that a
+kill cannot corrupt.
 
     with RunLock(run_dir, "python -m trainer ..."):     # a second trainer or tuner here is refused at once
         ...
-    EpochLog(run_dir / "training_log.csv")              # a Keras callback: one row per epoch, rewritten atomically
+    EpochLog(run_dir / HISTORY_CSV)                     # a Keras callback: one row per epoch, rewritten atomically
+    run_dir / METRICS_FILE                              # what the trainer and pcam-evaluate write, compare reads
 
 The lock is pcam_tfds.core.folder_lock's (RUN_DIR/.lock, naming its holder; stale locks of dead processes
-are taken over).
+are taken over). Importing this module loads no Keras: EpochLog (trainer.epoch_log) is imported on first use,
+so that trainer.compare and the evaluation's metrics can use the names below without Keras.
 """
 
 from __future__ import annotations
-
-import csv
-import io
-
-import keras
-from etils import epath
 
 from pcam_tfds.core.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic_path, atomic_write_text
 
 # The trainer's names for them.
 RunLock, RunFolderBusy = FolderLock, FolderBusy
-__all__ = ["LOCK_FILE", "EpochLog", "RunFolderBusy", "RunLock", "atomic_path", "atomic_write_text"]
+
+# The files of a run folder that its evaluation writes and the other commands read. An evaluation's
+# --output_dir (pcam-evaluate) holds the same report, with PREDICTIONS instead of VAL_PREDICTIONS. These
+# names are on disk in every finished run: changing one orphans existing run folders.
+HISTORY_CSV = "training_log.csv"
+METRICS_FILE = "metrics.json"
+CALIBRATION_FILE = "calibration.json"
+CLASSIFICATION_REPORT = "classification_report.txt"
+VAL_PREDICTIONS = "val_predictions.csv"  # a trainer run's validation split
+PREDICTIONS = "predictions.csv"  # the set that pcam-evaluate scored
+PREDICTION_FILES = (VAL_PREDICTIONS, PREDICTIONS)  # either marks a folder that pcam-compare can read
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+ROC_CURVE_PNG = "roc_curve.png"
+PRECISION_RECALL_PNG = "precision_recall.png"
+RELIABILITY_PNG = "reliability.png"
+LEARNING_CURVES_PNG = "learning_curves.png"
+ERROR_GALLERY_PNG = "error_gallery.png"
+GRADCAM_GALLERY_PNG = "gradcam_gallery.png"
+EVALUATION_LOGS = "logs/evaluation"  # the evaluation's TensorBoard summaries
+
+# EpochLog is public too, but left out: a star import would load Keras.
+__all__ = [
+    "CALIBRATION_FILE",
+    "CLASSIFICATION_REPORT",
+    "CONFUSION_MATRIX_PNG",
+    "ERROR_GALLERY_PNG",
+    "EVALUATION_LOGS",
+    "GRADCAM_GALLERY_PNG",
+    "HISTORY_CSV",
+    "LEARNING_CURVES_PNG",
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "PRECISION_RECALL_PNG",
+    "PREDICTIONS",
+    "PREDICTION_FILES",
+    "RELIABILITY_PNG",
+    "ROC_CURVE_PNG",
+    "VAL_PREDICTIONS",
+    "RunFolderBusy",
+    "RunLock",
+    "atomic_path",
+    "atomic_write_text",
+]
 
 
-class EpochLog(keras.callbacks.Callback):
-    """training_log.csv with exactly one row per epoch: rewritten whole, atomically, after every epoch.
+def __getattr__(name: str):
+    # PEP 562: EpochLog on first use, since it needs Keras (about 2 s to import) and most readers of a run
+    # folder's names do not.
+    if name == "EpochLog":
+        from trainer.epoch_log import EpochLog
 
-    Replaces Keras' CSVLogger(append=True), which appends: a run killed after writing a row and resumed
-    at that epoch logged it twice. Rows of epochs at or after a resumed run's first epoch are replaced.
-    """
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = epath.Path(path)
-        self.rows: dict[int, dict] = {}
-        if self.path.exists():
-            with self.path.open() as f:
-                for row in csv.DictReader(f):
-                    self.rows[int(row["epoch"])] = row
-
-    def on_train_begin(self, logs=None):
-        self._first = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._first is None:
-            self._first = epoch
-            self.rows = {e: r for e, r in self.rows.items() if e < epoch}
-        self.rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
-        keys = sorted({k for r in self.rows.values() for k in r} - {"epoch"})
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["epoch", *keys], restval="", lineterminator="\n")
-        writer.writeheader()
-        for e in sorted(self.rows):
-            writer.writerow(self.rows[e])
-        atomic_write_text(self.path, out.getvalue())
+        return EpochLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
