@@ -36,7 +36,7 @@ def read_probs(path: str) -> dict[str, float]:
 
 def score(probs: dict[str, float], labels: dict[str, int], seed: int = 0) -> dict:
     """ROC AUC with a bootstrap 95% interval over the labelled ids (every one must have a prediction)."""
-    from trainer import evaluate
+    from trainer.evaluation import metrics
 
     missing = sorted(set(labels) - set(probs))
     if missing:
@@ -44,7 +44,7 @@ def score(probs: dict[str, float], labels: dict[str, int], seed: int = 0) -> dic
     ids = sorted(labels)
     y = np.array([labels[i] for i in ids])
     p = np.array([probs[i] for i in ids])
-    m = evaluate.compute_metrics(y, p, seed=seed)
+    m = metrics.compute_metrics(y, p, seed=seed)
     return {"auc": round(m["roc_auc"], 4), "ci95": [round(v, 4) for v in m["roc_auc_ci95"]], "n": len(ids)}
 
 
@@ -147,7 +147,7 @@ def best_ensemble(a) -> dict:
     the external labels."""
     import itertools
 
-    from sklearn.metrics import roc_auc_score
+    from trainer.evaluation import metrics
 
     pool = {}
     for arm in sorted(os.listdir(a.work_dir)):
@@ -169,7 +169,7 @@ def best_ensemble(a) -> dict:
             if sum(pool[arm][0] for arm in arms) > a.best_ensemble + 1e-9:
                 continue
             considered += 1
-            auc = roc_auc_score(y, np.mean([probs[arm] for arm in arms], axis=0))
+            auc = metrics.roc_auc(y, np.mean([probs[arm] for arm in arms], axis=0))
             best = max(best, (auc, arms))
     if not considered:
         raise SystemExit(f"no two finished arms fit into {a.best_ensemble} CPU-minutes")

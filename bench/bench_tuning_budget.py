@@ -98,7 +98,7 @@ def seed_summary(run_dir: str) -> dict:
         "epochs": len(rows),
         "best_val_auc": aucs[best],
         "best_epoch": best + 1,
-        "sklearn_auc": metrics.get("roc_auc"),
+        "exact_auc": metrics.get("roc_auc"),
         "ci95": metrics.get("roc_auc_ci95"),
     }
 
@@ -118,9 +118,9 @@ def report(work_dir: str, runs: dict | None = None) -> None:
         f"\nhyperband best (trial {hb['best_trial']}): {json.dumps(hb['best'])}; largest RSS after a trial "
         f"{hb['max_rss_mib']} MiB"
     )
-    if seed["sklearn_auc"] is not None:
+    if seed["exact_auc"] is not None:
         print(
-            f"seed config, best weights, scikit-learn ROC AUC on validation: {seed['sklearn_auc']:.4f} "
+            f"seed config, best weights, exact ROC AUC on validation (metrics.json): {seed['exact_auc']:.4f} "
             f"[{seed['ci95'][0]:.4f}, {seed['ci95'][1]:.4f}]"
         )
 

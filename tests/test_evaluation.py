@@ -1,5 +1,6 @@
 """Evaluation: thresholds and calibration metrics with exact values, temperature scaling, DeLong's test,
-Grad-CAM where the answer is known, `trainer.evaluate` against predict + scikit-learn, and compare."""
+Grad-CAM where the answer is known, the labels CSV's errors, `trainer.evaluate` against predict + scikit-learn
+on a folder, on a TFDS split and as an ensemble, and compare. The metrics against scikit-learn: test_metrics.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sklearn import metrics as skm
 
 from trainer import calibration, compare, evaluate
 from trainer import config as config_lib
+from trainer.evaluation import files, metrics
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
@@ -20,10 +22,10 @@ SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
 
 def test_thresholds_and_calibration_metrics_have_exact_values():
     # Youden's J is 0.75 at 0.7 (tpr 0.75, fpr 0) and at 0.4 (tpr 1, fpr 0.25): the first, 0.7, wins.
-    assert evaluate.youden_threshold(LABELS, SCORES) == pytest.approx(0.7)
+    assert metrics.youden_threshold(LABELS, SCORES) == pytest.approx(0.7)
     # F1: 0.889 at 0.4 (tp 4, fp 1), 0.857 at 0.7, 0.8 at 0.3.
-    assert evaluate.f1_threshold(LABELS, SCORES) == pytest.approx(0.4)
-    m = evaluate.compute_metrics(LABELS, SCORES)
+    assert metrics.f1_threshold(LABELS, SCORES) == pytest.approx(0.4)
+    m = metrics.compute_metrics(LABELS, SCORES)
     assert m["average_precision"] == pytest.approx(0.25 * (1 + 1 + 1 + 0.8))
     assert m["brier"] == pytest.approx((0.01 + 0.04 + 0.09 + 0.36 + 0.36 + 0.09 + 0.04 + 0.01) / 8)
     assert m["ece"] == pytest.approx(2.4 / 8)  # every score in its own bin: the mean |label - score|
@@ -39,7 +41,7 @@ def test_thresholds_and_calibration_metrics_have_exact_values():
     assert m["at_threshold"]["f1"]["confusion_matrix"] == [[3, 1], [0, 4]]
     assert m["at_threshold"]["0.5"]["accuracy"] == m["accuracy"] == 0.75
     # Given thresholds are applied, not re-chosen.
-    given = evaluate.compute_metrics(LABELS, SCORES, thresholds={"youden": 0.35})
+    given = metrics.compute_metrics(LABELS, SCORES, thresholds={"youden": 0.35})
     assert given["at_threshold"]["youden"]["confusion_matrix"] == [[3, 1], [0, 4]]
     assert "given" in given["thresholds_source"]
 
@@ -47,7 +49,7 @@ def test_thresholds_and_calibration_metrics_have_exact_values():
 def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     from trainer import predict
 
-    m = {**evaluate.compute_metrics(LABELS, SCORES), "held_out": True}
+    m = {**metrics.compute_metrics(LABELS, SCORES), "held_out": True}
     (tmp_path / "metrics.json").write_text(json.dumps(m))
     assert predict.hard_label_threshold("youden", str(tmp_path), calibrated=False) == pytest.approx(0.7)
     assert evaluate._run_thresholds([str(tmp_path)]) == {"youden": pytest.approx(0.7), "f1": pytest.approx(0.4)}
@@ -76,9 +78,9 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
 
 
 def test_ece_of_a_calibrated_bin_is_zero_and_of_a_wrong_one_its_gap():
-    assert evaluate.expected_calibration_error([0, 0, 0, 1], [0.25] * 4) == pytest.approx(0.0)
-    assert evaluate.expected_calibration_error([1, 1, 1, 1], [0.25] * 4) == pytest.approx(0.75)
-    assert evaluate.expected_calibration_error([1], [1.0]) == pytest.approx(0.0)  # 1.0 falls in the last bin
+    assert metrics.expected_calibration_error([0, 0, 0, 1], [0.25] * 4) == pytest.approx(0.0)
+    assert metrics.expected_calibration_error([1, 1, 1, 1], [0.25] * 4) == pytest.approx(0.75)
+    assert metrics.expected_calibration_error([1], [1.0]) == pytest.approx(0.0)  # 1.0 falls in the last bin
 
 
 def test_temperature_scaling_fixes_an_over_confident_model_and_keeps_auc():
@@ -89,7 +91,7 @@ def test_temperature_scaling_fixes_an_over_confident_model_and_keeps_auc():
     temperature = calibration.fit_temperature(labels, over_confident)
     assert temperature == pytest.approx(3.0, rel=0.15)
     scaled = calibration.apply_temperature(over_confident, temperature)
-    before, after = evaluate.calibration_metrics(labels, over_confident), evaluate.calibration_metrics(labels, scaled)
+    before, after = metrics.calibration_metrics(labels, over_confident), metrics.calibration_metrics(labels, scaled)
     assert after["log_loss"] < before["log_loss"] - 0.05 and after["ece"] < before["ece"]
     assert skm.roc_auc_score(labels, scaled) == pytest.approx(skm.roc_auc_score(labels, over_confident), abs=1e-12)
     with pytest.raises(ValueError, match="both labels"):
@@ -101,9 +103,9 @@ def test_delong_agrees_with_sklearn_and_detects_a_real_difference():
     labels = rng.integers(0, 2, 600)
     good = labels + rng.normal(0, 0.6, labels.size)
     poor = labels + rng.normal(0, 2.0, labels.size)
-    same = evaluate.delong_paired(labels, good, good)
+    same = metrics.delong_paired(labels, good, good)
     assert same["difference"] == 0.0 and same["p_value"] == 1.0
-    test = evaluate.delong_paired(labels, good, poor)
+    test = metrics.delong_paired(labels, good, poor)
     assert test["auc_a"] == pytest.approx(skm.roc_auc_score(labels, good))
     assert test["auc_b"] == pytest.approx(skm.roc_auc_score(labels, poor))
     assert test["difference"] > 0 and test["p_value"] < 0.05
@@ -114,8 +116,8 @@ def test_delong_agrees_with_sklearn_and_detects_a_real_difference():
 def _fake_run(folder, labels, scores, name):
     folder.mkdir(parents=True)
     ids = [f"id{i:04d}" for i in range(len(labels))]
-    evaluate.write_predictions(folder / "val_predictions.csv", ids, labels, scores)
-    (folder / "metrics.json").write_text(json.dumps({**evaluate.compute_metrics(labels, scores), "model": name}))
+    files.write_predictions(folder / "val_predictions.csv", ids, labels, scores)
+    (folder / "metrics.json").write_text(json.dumps({**metrics.compute_metrics(labels, scores), "model": name}))
 
 
 def test_compare_tests_runs_pairwise_and_skips_folders_that_are_not_runs(tmp_path):
@@ -233,3 +235,110 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
         check=False,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("name,label\na,1\n", ": expected a header with the columns id and label, got name,label"),
+        ("", ": expected a header with the columns id and label, got an empty file"),
+        ("id,label\na,1\nb,2\n", " line 3: label '2' of id 'b' is not 0 or 1"),
+        ("id,label\na,1\nb\n", " line 3: label '' of id 'b' is not 0 or 1"),
+        ("id,label\na,1\n,0\n", " line 3: the id is empty"),
+        ("id,label\na,1\nb,0\na,0\n", " line 4: id 'a' appears twice (first on line 2)"),
+        ("id,label\n", ": no rows under the header"),
+    ],
+    ids=["no-label-column", "empty", "bad-label", "short-row", "empty-id", "duplicate", "no-rows"],
+)
+def test_a_bad_labels_csv_names_the_file_the_line_and_the_problem(tmp_path, content, problem):
+    path = tmp_path / "labels.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:
+        files.read_labels_csv(str(path))
+    assert str(info.value) == f"{path}{problem}"
+
+
+def test_a_labels_csv_may_have_a_byte_order_mark_spaces_and_other_columns(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("\ufeffid , label,note\n a ,1,x\nb, 0 ,\n", encoding="utf-8")
+    assert files.read_labels_csv(str(path)) == {"a": 1, "b": 0}
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none.csv'}: no such labels file"):
+        files.read_labels_csv(str(tmp_path / "none.csv"))
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_tfds_split_reproduces_the_runs_own_report(baseline_run, pcam_data, tmp_path):
+    out = tmp_path / "eval"
+    run_module(
+        "trainer.evaluate",
+        f"--model_dir={baseline_run}",
+        f"--data_dir={pcam_data['tfds']}",
+        "--split=validation",
+        f"--output_dir={out}",
+    )
+    # The same model on the same split as the trainer's own report, so the same predictions, in predictions.csv
+    # (an evaluation's name for them, even of the validation split).
+    assert not (out / "val_predictions.csv").exists()
+    with open(out / "predictions.csv") as f:
+        evaluated = {r["id"]: (r["label"], float(r["probability"])) for r in csv.DictReader(f)}
+    with open(baseline_run / "val_predictions.csv") as f:
+        trained = {r["id"]: (r["label"], float(r["probability"])) for r in csv.DictReader(f)}
+    assert evaluated.keys() == trained.keys()
+    assert all(evaluated[i][0] == trained[i][0] for i in trained)
+    assert [evaluated[i][1] for i in trained] == pytest.approx([trained[i][1] for i in trained], abs=2e-6)
+    m = json.loads((out / "metrics.json").read_text())
+    run = json.loads((baseline_run / "metrics.json").read_text())
+    assert set(run) - {"calibration"} <= set(m)  # the keys a run's metrics.json has, as before
+    assert m["roc_auc"] == pytest.approx(run["roc_auc"], abs=1e-3)
+    assert m["set"] == f"pcam/full:validation ({pcam_data['tfds']})" and m["held_out"] is True
+    assert m["model_dirs"] == [str(baseline_run)] and (m["tta"], m["calibrated"]) == (False, False)
+    assert m["at_threshold"]["youden"]["threshold"] == run["at_threshold"]["youden"]["threshold"]
+    assert "given" in m["thresholds_source"]
+    for name in ("error_gallery.png", "gradcam_gallery.png", "reliability.png", "roc_curve.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+
+
+def _shifted_copy(run_dir, folder, shift: float):
+    """A second run folder: the run's model with `shift` added to the output layer's bias (other predictions)."""
+    from trainer import inference
+
+    folder.mkdir()
+    for name in ("config.json", "calibration.json"):
+        (folder / name).write_bytes((run_dir / name).read_bytes())
+    model = inference.load_model(str(run_dir))
+    kernel, bias = model.get_layer("probability").get_weights()
+    model.get_layer("probability").set_weights([kernel, bias + shift])
+    model.save(str(folder / "model.keras"))
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_the_runs_and_writes_metrics_json_once(baseline_run, pcam_data, tmp_path, monkeypatch):
+    from trainer import data, inference
+    from trainer.evaluation import report
+
+    other = tmp_path / "other"
+    _shifted_copy(baseline_run, other, 0.5)
+    runs = [str(baseline_run), str(other)]
+    writes = []
+    real_write = report.atomic_write_text
+    monkeypatch.setattr(
+        report, "atomic_write_text", lambda path, text: (writes.append(path.name), real_write(path, text))
+    )
+    m = evaluate.evaluate_runs(runs, str(tmp_path / "eval"), data_dir=str(pcam_data["tfds"]), batch_size=64)
+    assert writes.count("metrics.json") == 1
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert m["model"] == "ensemble of 2" and m["model_dirs"] == runs
+    assert list(m["at_threshold"]) == ["0.5"]  # an ensemble has no validation thresholds of its own
+    assert (tmp_path / "eval" / "error_gallery.png").exists()
+    assert not (tmp_path / "eval" / "gradcam_gallery.png").exists()  # Grad-CAM is of one model
+    # The mean of the two runs' probabilities, patch by patch.
+    builder = data.load_builder(str(pcam_data["tfds"]), "pcam/full")
+    alone = []
+    for d in runs:
+        ds = data.eval_dataset(data.split_files(builder, "validation"), 64, with_ids=True)
+        alone.append(inference.predict_batches([inference.load_model(d)], ds.as_numpy_iterator()))
+    assert alone[0][0] == alone[1][0] and not np.allclose(alone[0][2], alone[1][2])
+    _, _, ensemble = files.read_predictions(tmp_path / "eval" / "predictions.csv")
+    np.testing.assert_allclose(ensemble, (alone[0][2] + alone[1][2]) / 2, atol=2e-6)
+    with pytest.raises(ValueError, match="split 'test' of pcam/full is unlabelled"):
+        evaluate.evaluate_runs(runs, str(tmp_path / "test"), data_dir=str(pcam_data["tfds"]), split="test")

@@ -113,7 +113,8 @@ def _install(point: str) -> None:
     """Arms the kill at POINT in this process, before the trainer's command runs."""
     import keras
 
-    from trainer import evaluate, phases, run_folder, train
+    from trainer import phases, run_folder, train
+    from trainer.evaluation import report
 
     if point == "mid_epoch":
 
@@ -134,7 +135,7 @@ def _install(point: str) -> None:
     elif point == "before_best_weights":
         _kill_around(keras.callbacks.ModelCheckpoint, "on_epoch_end", lambda checkpoint, epoch, *_: epoch == 1)
     elif point == "before_metrics":
-        _kill_around(evaluate, "write_report", lambda *_: True)
+        _kill_around(report, "write_report", lambda *_: True)
     else:
         raise ValueError(f"unknown kill point {point!r}; choose {', '.join(KILL_POINTS)}")
 

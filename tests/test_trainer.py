@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, evaluate, phases
+from trainer import augment, data, phases
 from trainer import config as config_lib
+from trainer.evaluation import metrics, plots
 
 
 def _config(**kw) -> config_lib.TrainConfig:
@@ -250,12 +251,12 @@ def test_missing_dataset_names_the_data_dir(tmp_path):
 def test_metrics_on_known_predictions(tmp_path):
     labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
     scores = np.array([0.1, 0.2, 0.6, 0.7, 0.8, 0.4, 0.3, 0.9])
-    m = evaluate.compute_metrics(labels, scores, seed=0)
+    m = metrics.compute_metrics(labels, scores, seed=0)
     assert m["roc_auc"] == pytest.approx(15 / 16)  # 0.4 is the one positive below a negative (0.6)
     assert m["roc_auc_ci95"][0] <= m["roc_auc"] <= m["roc_auc_ci95"][1]
     assert m["confusion_matrix"] == [[3, 1], [1, 3]]
     assert m["accuracy"] == 0.75 and m["per_class"]["tumour"]["recall"] == 0.75
-    evaluate.plot_roc_curves({"a": (labels, scores), "b": (labels, 1 - scores)}, tmp_path / "roc.png", "ROC")
+    plots.plot_roc_curves({"a": (labels, scores), "b": (labels, 1 - scores)}, tmp_path / "roc.png", "ROC")
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 

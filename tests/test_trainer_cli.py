@@ -10,7 +10,8 @@ import pytest
 from cli_runs import run_module
 
 from trainer import config as config_lib
-from trainer import evaluate, train
+from trainer import train
+from trainer.evaluation import files
 
 
 def _epochs(run_dir) -> list[int]:
@@ -54,7 +55,7 @@ def test_training_writes_every_output(baseline_run):
     assert set(m["per_class"]) == {"normal", "tumour"} and m["threshold"] == 0.5
     assert "tumour" in (baseline_run / "classification_report.txt").read_text()
     assert _epochs(baseline_run) == [0, 1]
-    history = evaluate.read_history(baseline_run / train.HISTORY_CSV)
+    history = files.read_history(baseline_run / train.HISTORY_CSV)
     assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
 
 

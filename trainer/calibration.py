@@ -5,7 +5,8 @@
 
 Dividing the logit by T > 0 keeps the order of the scores, so ROC AUC (what Kaggle scores) is
 unchanged; only the probabilities move (Guo et al. 2017). The trainer fits T after training and stores
-it in RUN_DIR/calibration.json; `trainer.predict --calibrate` and `trainer.evaluate --calibrate` apply it.
+it in RUN_DIR/calibration.json (`fit_and_write`); `trainer.predict --calibrate` and `trainer.evaluate
+--calibrate` apply it.
 
 The run's other choices made on validation, its Youden and F1 thresholds (RUN_DIR/metrics.json), are
 read here too, by `validation_thresholds`, for `trainer.predict --hard_labels` and `trainer.evaluate`.
@@ -20,10 +21,10 @@ from etils import epath
 from scipy import optimize
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import errors
+from trainer import errors, run_folder
+from trainer.evaluation import metrics
 
-CALIBRATION_FILE = "calibration.json"
-METRICS_FILE = "metrics.json"
+CALIBRATION_FILE, METRICS_FILE = run_folder.CALIBRATION_FILE, run_folder.METRICS_FILE
 _EPS = 1e-7
 
 
@@ -70,6 +71,24 @@ def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before
     path = epath.Path(run_dir) / CALIBRATION_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # over an earlier finish of a resumed run
     return record
+
+
+def fit_and_write(run_dir, labels, probs, fitted_on: str = "validation") -> dict | None:
+    """Fits the temperature on these examples and writes RUN_DIR/calibration.json; returns its record, with the
+    Brier score, ECE and log-loss before and after. None, and nothing written, when the labels hold one class:
+    no temperature can be fitted there."""
+    labels = np.asarray(labels).astype(int).ravel()
+    if len(np.unique(labels)) < 2:
+        return None
+    temperature = fit_temperature(labels, probs)
+    return write(
+        run_dir,
+        temperature,
+        fitted_on,
+        int(labels.size),
+        metrics.calibration_metrics(labels, probs),
+        metrics.calibration_metrics(labels, apply_temperature(probs, temperature)),
+    )
 
 
 def read_temperature(run_dir) -> float:

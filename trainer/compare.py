@@ -9,6 +9,8 @@ or a `trainer.evaluate` output (predictions.csv). Other folders (a tuner folder 
 skipped and named. Writes OUTPUT_DIR/results.md, results.json and roc_curves.png. Rows are sorted by ROC
 AUC, best first; each other row is tested against the best with DeLong's paired test on the examples
 both scored (the difference, its 95% interval and the p-value), or marked when they share no examples.
+Reading the folders and testing need numpy alone (trainer.evaluation.metrics and files); matplotlib is
+loaded for the ROC plot only.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from trainer import errors
+from trainer import errors, run_folder
+from trainer.evaluation import files, metrics
 
-PREDICTION_FILES = ("val_predictions.csv", "predictions.csv")
+PREDICTION_FILES = run_folder.PREDICTION_FILES
 
 
 class NotARun(errors.UsageError):
@@ -33,16 +36,14 @@ def load_run(run_dir: str) -> tuple[str, dict, tuple]:
     """(label, metrics, (ids, labels, scores)) of one run; the label is the model name plus the folder name."""
     root = epath.Path(run_dir)
     predictions = next((root / n for n in PREDICTION_FILES if (root / n).exists()), None)
-    if not (root / "metrics.json").exists() or predictions is None:
-        raise NotARun(f"{run_dir}: no metrics.json with {' or '.join(PREDICTION_FILES)}")
-    metrics = json.loads((root / "metrics.json").read_text())
-    from trainer import evaluate  # here, not at import: it loads matplotlib and scikit-learn, and --help stays fast
-
-    ids, labels, scores = evaluate.read_predictions(predictions)
-    label = metrics.get("model", root.name)
+    if not (root / run_folder.METRICS_FILE).exists() or predictions is None:
+        raise NotARun(f"{run_dir}: no {run_folder.METRICS_FILE} with {' or '.join(PREDICTION_FILES)}")
+    recorded = json.loads((root / run_folder.METRICS_FILE).read_text())
+    ids, labels, scores = files.read_predictions(predictions)
+    label = recorded.get("model", root.name)
     if root.name != label:
         label = f"{label} ({root.name})"
-    return label, metrics, (ids, labels, scores)
+    return label, recorded, (ids, labels, scores)
 
 
 def paired_test(a: tuple, b: tuple) -> dict | None:
@@ -56,9 +57,7 @@ def paired_test(a: tuple, b: tuple) -> dict | None:
     ka, kb = np.array(common).T
     if not np.array_equal(labels_a[ka], labels_b[kb]):
         raise errors.UsageError("the two runs disagree on the labels of shared examples")
-    from trainer import evaluate
-
-    return evaluate.delong_paired(labels_a[ka], scores_a[ka], scores_b[kb])
+    return metrics.delong_paired(labels_a[ka], scores_a[ka], scores_b[kb])
 
 
 def results_table(rows: list[tuple[str, dict]]) -> str:
@@ -134,9 +133,9 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
         "skipped": skipped,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    from trainer import evaluate
+    from trainer.evaluation import plots  # here, not at import: matplotlib, and --help stays fast
 
-    evaluate.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")
+    plots.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")
     return result
 
 

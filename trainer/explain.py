@@ -1,9 +1,9 @@
-"""Where a model looks: Grad-CAM heatmaps, and the examples worth looking at (confident errors).
+"""Where a model looks: Grad-CAM heatmaps, drawn over the patches the report's galleries pick
+(trainer.evaluation.report).
 
     cam = GradCam(model)                 # CNNs: the last conv block; transfer models: the base's last block
                                          # p4m: the last P4M map (its 8 orientations), so the heatmap turns with the image
     heatmaps = cam(images)               # (B, H, W) in 0..1, at image resolution
-    picks = pick_examples(ids, labels, probs, k=8)
 
 Grad-CAM (Selvaraju et al. 2017): the feature maps of the last spatial layer, weighted by the mean
 gradient of the tumour logit over each map, summed, rectified and scaled to 0..1 per image. The logit
@@ -64,21 +64,3 @@ class GradCam:
         cam = tf.image.resize(cam, tf.shape(images)[1:3], method="bilinear")[..., 0]
         peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
         return (cam / tf.maximum(peak, 1e-12)).numpy()
-
-
-def pick_examples(ids, labels, probs, threshold: float = 0.5, k: int = 8) -> dict[str, list[int]]:
-    """Indices of the k most confident false positives and false negatives, and of the k most confident true
-    positives (for Grad-CAM), at `threshold`."""
-    labels = np.asarray(labels).astype(int).ravel()
-    probs = np.asarray(probs, dtype=np.float64).ravel()
-    predicted = probs >= threshold
-
-    def top(mask, key):
-        index = np.flatnonzero(mask)
-        return index[np.argsort(key[index], kind="stable")][:k].tolist()
-
-    return {
-        "false positives": top(predicted & (labels == 0), -probs),  # highest probability first
-        "false negatives": top(~predicted & (labels == 1), probs),  # lowest first
-        "true positives": top(predicted & (labels == 1), -probs),
-    }

@@ -24,12 +24,10 @@ import dataclasses
 import os
 import sys
 
-import numpy as np
 from absl import flags
 from etils import epath
 
-from pcam_tfds.core.layout import IMAGE_EXTENSIONS
-from trainer import errors
+from trainer import errors, patch_folder
 
 HARD_LABEL_NAMES = ("youden", "f1")
 
@@ -162,42 +160,6 @@ def check_writable(path: str) -> None:
         raise errors.UsageError(f"--output={path!r}: the folder {str(folder)!r} is not writable")
 
 
-def list_patch_files(input_dir: str) -> list[epath.Path]:
-    """Every file in `input_dir`, sorted; files with other suffixes are returned too, so they get rejected loudly."""
-    root = epath.Path(input_dir)
-    if not root.is_dir():
-        raise errors.MissingInput(f"--input_dir={input_dir!r} is not a folder")
-    return sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith("."))
-
-
-def read_folder(files: list[epath.Path], batch_size: int, rejected: list):
-    """Yields {"image": uint8 (B, 96, 96, 3), "id"} batches; appends (file, reason, detail) of bad files to `rejected`.
-
-    Lazy, so a 57k-file test folder is never held in memory at once.
-    """
-    from pcam_tfds.core import patches
-
-    images, ids = [], []
-    for path in files:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            rejected.append((str(path), "unsupported_suffix", f"expected one of {', '.join(IMAGE_EXTENSIONS)}"))
-            continue
-        try:
-            images.append(patches.read_patch(str(path)))
-        except patches.PatchError as e:
-            rejected.append((str(path), e.reason, e.detail))
-            continue
-        except OSError as e:
-            rejected.append((str(path), "unreadable", str(e)))
-            continue
-        ids.append(path.stem)
-        if len(images) == batch_size:
-            yield {"image": np.stack(images), "id": np.asarray(ids)}
-            images, ids = [], []
-    if images:
-        yield {"image": np.stack(images), "id": np.asarray(ids)}
-
-
 def write_submission(path: str, ids, probs, threshold: float | None = None) -> None:
     """id,label rows: probabilities, or 0/1 at `threshold`; written to a temporary file, then renamed."""
     from pcam_tfds.core.folder_lock import atomic_path
@@ -233,7 +195,7 @@ def prepare(config: PredictConfig) -> _Inputs:
     rejected = []
     models = [inference.load_model(d) for d in config.model_dirs]
     if config.input_dir:
-        batches = read_folder(list_patch_files(config.input_dir), config.batch_size, rejected)
+        batches = patch_folder.read_folder(patch_folder.list_patch_files(config.input_dir), config.batch_size, rejected)
     else:
         builder = data.load_builder(config.data_dir, config.dataset)
         ds = data.eval_dataset(data.split_files(builder, config.split), config.batch_size, with_ids=True)

@@ -6,7 +6,7 @@
 RUN_DIR afterwards holds config.json, model.keras, best.weights.h5 (the best validation epoch's weights; with
 --refit, which trains on the validation split too, the last epoch's), training_log.csv (with the learning
 rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
-classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluate).
+classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluation.report).
 
 A run restarted with the same command continues where it stopped: `trainer.phases` plans the phases
 (the frozen-base head, then fine-tuning, for transfer models) and holds the state file and the rules
@@ -31,13 +31,14 @@ from etils import epath
 from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
 from trainer import augment as augment_lib
-from trainer import data, determinism, distribute, errors, evaluate, explain, inference, models, phases, run_folder
+from trainer import calibration, data, determinism, distribute, errors, explain, inference, models, phases, run_folder
 from trainer import schedule as schedule_lib
 from trainer.budget import Budget, BudgetStop, SharedBudget
 from trainer.config import TrainConfig
+from trainer.evaluation import files, report
 from trainer.models import transfer
 
-HISTORY_CSV = "training_log.csv"
+HISTORY_CSV = run_folder.HISTORY_CSV
 BEST_WEIGHTS = "best.weights.h5"
 MODEL_FILE = "model.keras"
 MONITOR = "val_auc"
@@ -536,28 +537,28 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
     )
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
-    metrics = evaluate.write_report(
+    report.write_learning_curves(run_dir, config.model, run_dir / HISTORY_CSV, fine_tune_starts)
+    metrics = report.write_report(
         run_dir,
         config.model,
-        ids,
-        labels,
-        probs,
-        run_dir / HISTORY_CSV,
-        config.seed,
-        fine_tune_starts,
-        images_for=lambda wanted: evaluate.collect_images(batches.as_numpy_iterator(), wanted),
-        gradcam=explain.GradCam(final),
+        report.ScoredSet("validation", ids, labels, probs, held_out=not config.refit),
+        predictions_file=run_folder.VAL_PREDICTIONS,
+        seed=config.seed,
         # A refit trained on these patches: a temperature fitted on them would be too confident.
-        fit_calibration=not config.refit,
-        held_out=not config.refit,
+        calibration=None if config.refit else calibration.fit_and_write(run_dir, labels, probs, "validation"),
+        images_for=lambda wanted: report.collect_images(batches.as_numpy_iterator(), wanted),
+        gradcam=explain.GradCam(final),
     )
-    examples = evaluate.collect_images(batches.as_numpy_iterator(), ids[:8])
-    evaluate.write_tensorboard(
-        run_dir / "logs" / "evaluation",
+    examples = report.collect_images(batches.as_numpy_iterator(), ids[:8])
+    report.write_tensorboard(
+        run_dir / run_folder.EVALUATION_LOGS,
         labels,
         probs,
-        step=len(evaluate.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
-        figures=[run_dir / n for n in ("error_gallery.png", "gradcam_gallery.png", "reliability.png")],
+        step=len(files.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
+        figures=[
+            run_dir / n
+            for n in (run_folder.ERROR_GALLERY_PNG, run_folder.GRADCAM_GALLERY_PNG, run_folder.RELIABILITY_PNG)
+        ],
         examples=[examples[i] for i in ids[:8]],
     )
     low, high = metrics["roc_auc_ci95"]
