@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from trainer import config as config_lib
-from trainer import memory, phases, search, train, tune_config
+from trainer import memory, run_folder, search, train, tune_config
 from trainer.budget import Budget, BudgetStop
 
 
@@ -72,11 +72,11 @@ def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_
     )
     config_lib.write(cfg)
     train.run(cfg)
-    state = json.loads((tmp_path / phases.STATE_DIR / phases.STATE_FILE).read_text())
+    state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (1, False)
     assert (tmp_path / "metrics.json").exists()  # evaluated with the best weights so far
     train.run(config_lib.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
-    state = json.loads((tmp_path / phases.STATE_DIR / phases.STATE_FILE).read_text())
+    state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (3, True)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainer import config as config_lib
-from trainer import data, determinism, search, train, tune_config
+from trainer import data, determinism, run_folder, search, train, tune_config
 from trainer.evaluation import files as evaluation_files
 
 
@@ -94,8 +94,8 @@ def test_a_run_killed_after_epoch_one_and_resumed_ends_as_an_uninterrupted_one(p
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 1"):
         train.run(resumed, callbacks=[crash_after(1)])
     train.run(resumed)
-    a = evaluation_files.read_history(tmp_path / "whole" / train.HISTORY_CSV)
-    b = evaluation_files.read_history(tmp_path / "resumed" / train.HISTORY_CSV)
+    a = evaluation_files.read_history(tmp_path / "whole" / run_folder.HISTORY_CSV)
+    b = evaluation_files.read_history(tmp_path / "resumed" / run_folder.HISTORY_CSV)
     assert a.keys() == b.keys() and a["epoch"] == b["epoch"] == [0, 1, 2]
     for column in a:  # CSVLogger writes Python's repr of each float, so equal text is equal bits
         assert a[column] == b[column], column

@@ -13,7 +13,7 @@ import pytest
 from cli_runs import REPO
 
 from trainer import config as config_lib
-from trainer import data, distribute, phases
+from trainer import data, distribute, run_folder
 from trainer.budget import Budget, SharedBudget
 
 
@@ -171,14 +171,14 @@ def test_two_workers_train_one_run_stop_together_and_resume(pcam_data, baseline_
     # went on alone would hang in its next all-reduce), and the chief evaluates what it has.
     logs = _run_cluster([*flags, "--max_minutes=1e-6"], tmp_path, "budget")
     assert all("time budget spent" in log for log in logs)
-    state = json.loads((run_dir / phases.STATE_DIR / phases.STATE_FILE).read_text())
+    state = json.loads((run_dir / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (1, False)
     assert (run_dir / "metrics.json").exists()
 
     # The same command without the budget resumes the run on both workers and finishes it.
     logs = _run_cluster(flags, tmp_path, "resume")
     assert all("resuming" in log for log in logs)
-    state = json.loads((run_dir / phases.STATE_DIR / phases.STATE_FILE).read_text())
+    state = json.loads((run_dir / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (2, True)
     with open(run_dir / "training_log.csv") as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["0", "1"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, train
+from trainer import augment, data, run_folder, train
 from trainer import config as config_lib
 from trainer import schedule as schedule_lib
 from trainer.schedule import Schedule
@@ -154,7 +154,7 @@ def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
 
 
 def _log(run_dir) -> list[dict]:
-    with open(run_dir / train.HISTORY_CSV) as f:
+    with open(run_dir / run_folder.HISTORY_CSV) as f:
         return list(csv.DictReader(f))
 
 
@@ -225,7 +225,7 @@ def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_da
 
     # No epoch is chosen on validation patches it trained on: the saved model is the last epoch's.
     last = weights(tmp_path / "state" / state["weights"])
-    for saved, kept in zip(weights(tmp_path / train.BEST_WEIGHTS), last):
+    for saved, kept in zip(weights(tmp_path / run_folder.BEST_WEIGHTS), last):
         np.testing.assert_array_equal(saved, kept)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["held_out"] is False and metrics["set"] == "validation"

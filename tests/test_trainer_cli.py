@@ -10,12 +10,12 @@ import pytest
 from cli_runs import run_module
 
 from trainer import config as config_lib
-from trainer import train
+from trainer import run_folder, train
 from trainer.evaluation import files
 
 
 def _epochs(run_dir) -> list[int]:
-    with open(run_dir / train.HISTORY_CSV) as f:
+    with open(run_dir / run_folder.HISTORY_CSV) as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
@@ -55,7 +55,7 @@ def test_training_writes_every_output(baseline_run):
     assert set(m["per_class"]) == {"normal", "tumour"} and m["threshold"] == 0.5
     assert "tumour" in (baseline_run / "classification_report.txt").read_text()
     assert _epochs(baseline_run) == [0, 1]
-    history = files.read_history(baseline_run / train.HISTORY_CSV)
+    history = files.read_history(baseline_run / run_folder.HISTORY_CSV)
     assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
 
 

@@ -263,7 +263,7 @@ def _main(argv):
     try:
         if task.is_chief:
             config_lib.write(config)
-            logging.info("config written to %s/%s", config.model_dir, config_lib.CONFIG_FILE)
+            logging.info("config written to %s/%s", config.model_dir, run_folder.CONFIG_FILE)
         train.run(config)
     finally:
         if lock is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import models
+from trainer import models, run_folder
 from trainer.errors import UsageError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -42,7 +42,6 @@ HPARAM_KEYS = (
     "batch_size",
 )
 
-CONFIG_FILE = "config.json"
 # Fields that may differ between an interrupted run and its restart.
 # A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget. The
 # data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.train).
@@ -409,7 +408,7 @@ def write(config: TrainConfig) -> None:
     """Writes RUN_DIR/config.json; a restart must use the same config as the run it continues."""
     run_dir = epath.Path(config.model_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CONFIG_FILE
+    path = run_dir / run_folder.CONFIG_FILE
     if path.exists():
         old = TrainConfig.from_json(path.read_text())
         differ = [

@@ -43,7 +43,7 @@ def _trained_splits(model_dirs: list[str]) -> set[str]:
 
     splits = set()
     for d in model_dirs:
-        path = epath.Path(d) / config_lib.CONFIG_FILE
+        path = epath.Path(d) / run_folder.CONFIG_FILE
         splits.update(config_lib.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",))
     return splits
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import augment, errors
+from trainer import augment, errors, run_folder
 from trainer import models as registry
 
 
@@ -22,7 +22,7 @@ def load_model(run_dir: str) -> keras.Model:
     # the P4M group layers.
     from trainer.models import gconv, stain_norm, transfer  # noqa: F401
 
-    path = f"{run_dir.rstrip('/')}/model.keras"
+    path = f"{run_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
     if not tf.io.gfile.exists(path):
         raise errors.MissingInput(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
     return keras.models.load_model(path, compile=False)

@@ -1,7 +1,7 @@
 """The phases of a training run, and how a restarted run resumes them where it stopped.
 
     phases = plan_phases(config)              # [train] for the CNNs; [head, fine_tune] for transfer models
-    progress = Progress(run_dir / STATE_DIR)
+    progress = Progress(run_dir / run_folder.STATE_DIR)
     for index, phase in enumerate(phases):
         if progress.finished(index):
             continue
@@ -39,8 +39,6 @@ from trainer import run_folder
 from trainer import schedule as schedule_lib
 from trainer.config import TrainConfig
 
-STATE_DIR = "state"
-STATE_FILE = "state.json"
 # Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
 UNBOUNDED_EPOCHS = 100_000
 
@@ -81,13 +79,13 @@ def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None
 
 
 def read_state(state_dir: epath.Path) -> dict | None:
-    path = state_dir / STATE_FILE
+    path = state_dir / run_folder.STATE_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_state(state_dir: epath.Path, state: dict) -> None:
     # Write-then-rename, so a kill mid-write leaves the previous state intact.
-    run_folder.atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    run_folder.atomic_write_text(state_dir / run_folder.STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,14 @@ from pcam_tfds.core.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic
 # The trainer's names for them.
 RunLock, RunFolderBusy = FolderLock, FolderBusy
 
+# What training writes first and reads to resume. The trainer's own state lives in STATE_DIR (trainer.phases).
+CONFIG_FILE = "config.json"  # the run's TrainConfig (trainer.config), written before anything trains
+DATASET_FILE = "dataset.json"  # what the run trains on: a restart on other data is refused
+STATE_DIR = "state"  # STATE_FILE and the last epoch's weights: where a killed run resumes
+STATE_FILE = "state.json"
+BEST_WEIGHTS = "best.weights.h5"  # the best validation epoch's weights
+MODEL_FILE = "model.keras"  # the finished model, what predict, evaluate, export and pcam-slide load
+
 # The files of a run folder that its evaluation writes and the other commands read. An evaluation's
 # --output_dir (pcam-evaluate) holds the same report, with PREDICTIONS instead of VAL_PREDICTIONS. These
 # names are on disk in every finished run: changing one orphans existing run folders.
@@ -39,7 +47,13 @@ EVALUATION_LOGS = "logs/evaluation"  # the evaluation's TensorBoard summaries
 
 # EpochLog is public too, but left out: a star import would load Keras.
 __all__ = [
+    "BEST_WEIGHTS",
     "CALIBRATION_FILE",
+    "CONFIG_FILE",
+    "DATASET_FILE",
+    "MODEL_FILE",
+    "STATE_DIR",
+    "STATE_FILE",
     "CLASSIFICATION_REPORT",
     "CONFUSION_MATRIX_PNG",
     "ERROR_GALLERY_PNG",

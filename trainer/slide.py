@@ -43,7 +43,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from trainer import errors
+from trainer import errors, run_folder
 
 PCAM_MPP = 0.972  # um/px of the Kaggle/PCam patches (Camelyon16 level 2 of 0.243 um/px scans)
 TOP_K = 10  # slide score: the mean of the TOP_K highest window probabilities (one window can be a fluke)
@@ -359,7 +359,7 @@ def window_tissue(mask: np.ndarray, grid: Grid, k: int) -> np.ndarray:
 
 def run_mpp(run_dir: str) -> float:
     """The um/px a run's model expects: RUN_DIR/config.json "mpp" where it records one, else PCAM_MPP."""
-    path = epath.Path(run_dir) / "config.json"
+    path = epath.Path(run_dir) / run_folder.CONFIG_FILE
     if path.exists():
         try:
             value = json.loads(path.read_text()).get("mpp")
@@ -375,9 +375,9 @@ def check_run(run_dir: str) -> None:
     folder = epath.Path(run_dir)
     if not folder.is_dir():
         raise errors.UsageError(f"--model_dir={run_dir!r} is not a folder")
-    if not (folder / "model.keras").exists():
+    if not (folder / run_folder.MODEL_FILE).exists():
         raise errors.UsageError(
-            f"{folder / 'model.keras'} does not exist: {run_dir!r} is not a finished trainer run folder"
+            f"{folder / run_folder.MODEL_FILE} does not exist: {run_dir!r} is not a finished trainer run folder"
         )
 
 

@@ -38,11 +38,7 @@ from trainer.config import TrainConfig
 from trainer.evaluation import files, report
 from trainer.models import transfer
 
-HISTORY_CSV = run_folder.HISTORY_CSV
-BEST_WEIGHTS = "best.weights.h5"
-MODEL_FILE = "model.keras"
 MONITOR = "val_auc"
-DATASET_FILE = "dataset.json"
 
 
 def dataset_identity(builder) -> dict:
@@ -58,7 +54,7 @@ def dataset_identity(builder) -> dict:
 
 def check_dataset_identity(run_dir: epath.Path, builder) -> None:
     """Records the dataset's identity in a new run; a resumed run must see the same dataset (it may have moved)."""
-    path = run_dir / DATASET_FILE
+    path = run_dir / run_folder.DATASET_FILE
     identity = dataset_identity(builder)
     if path.exists():
         recorded = json.loads(path.read_text())
@@ -316,7 +312,7 @@ def _phase_callbacks(
     return [
         schedule,
         early_stopping,
-        run_folder.EpochLog(run_dir / HISTORY_CSV),
+        run_folder.EpochLog(run_dir / run_folder.HISTORY_CSV),
         *tensorboard_callbacks(run_dir / "logs"),
         phases.StateCheckpoint(
             progress.write_dir,
@@ -332,7 +328,7 @@ def _phase_callbacks(
         *ema_callbacks(config),
         # A refit has no held-out validation to choose an epoch on: it keeps every epoch's weights, so the last.
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / BEST_WEIGHTS),
+            str(run_dir / run_folder.BEST_WEIGHTS),
             monitor=MONITOR,
             mode="max",
             save_best_only=not config.refit,
@@ -432,8 +428,8 @@ def _run(
 ) -> dict | None:
     """`run` once the strategy is made: reads the run's state from RUN_DIR and writes to `out_dir`."""
     run_dir = epath.Path(config.model_dir)
-    state_dir = run_dir / phases.STATE_DIR
-    (out_dir / phases.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    state_dir = run_dir / run_folder.STATE_DIR
+    (out_dir / run_folder.STATE_DIR).mkdir(parents=True, exist_ok=True)
     set_precision(config)
     keras.utils.set_random_seed(config.seed)
 
@@ -456,7 +452,7 @@ def _run(
     clock = determinism.EpochClock(config.seed)
     train_ds, val_ds, class_weight, fit_steps = _datasets(config, builder, strategy, task, clock.epoch)
 
-    progress = phases.Progress(state_dir, write_dir=out_dir / phases.STATE_DIR)
+    progress = phases.Progress(state_dir, write_dir=out_dir / run_folder.STATE_DIR)
     plan = phases.plan_phases(config)
     with strategy.scope():
         # Random init when resuming: the saved weights replace the pretrained ones anyway.
@@ -526,18 +522,18 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     """Best weights (a refit's last) -> model.keras; validation predictions -> metrics, report and plots."""
     run_dir = epath.Path(config.model_dir)
     final = build_model(config, weights=None)
-    best = run_dir / BEST_WEIGHTS
+    best = run_dir / run_folder.BEST_WEIGHTS
     if not best.exists():  # no epoch produced a val_auc; keep the last weights
-        state_dir = run_dir / phases.STATE_DIR
+        state_dir = run_dir / run_folder.STATE_DIR
         best = state_dir / phases.read_state(state_dir)["weights"]
     _load_weights(final, best)
-    with run_folder.atomic_path(run_dir / MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
+    with run_folder.atomic_path(run_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))
     batches = data.eval_dataset(
         data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
     )
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
-    report.write_learning_curves(run_dir, config.model, run_dir / HISTORY_CSV, fine_tune_starts)
+    report.write_learning_curves(run_dir, config.model, run_dir / run_folder.HISTORY_CSV, fine_tune_starts)
     metrics = report.write_report(
         run_dir,
         config.model,
@@ -554,7 +550,7 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
         run_dir / run_folder.EVALUATION_LOGS,
         labels,
         probs,
-        step=len(files.read_history(run_dir / HISTORY_CSV).get("epoch", [])),
+        step=len(files.read_history(run_dir / run_folder.HISTORY_CSV).get("epoch", [])),
         figures=[
             run_dir / n
             for n in (run_folder.ERROR_GALLERY_PNG, run_folder.GRADCAM_GALLERY_PNG, run_folder.RELIABILITY_PNG)
