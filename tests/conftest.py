@@ -29,7 +29,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def pcam_data(tmp_path_factory) -> dict[str, Path]:
-    """{"kaggle": Kaggle-layout folder, "tfds": TFDS data dir with pcam/full built from it}."""
+    """{"kaggle": Kaggle-layout folder, "tfds": TFDS data dir with pcam/full built from it}, built the way users
+    build it (`tfds build`, the local executor); tests/test_executors.py keeps the Beam path's dataset the same."""
     from pcam_tfds import synthetic
 
     root = tmp_path_factory.mktemp("trainer_pcam")
@@ -43,7 +44,6 @@ def pcam_data(tmp_path_factory) -> dict[str, Path]:
             f"--manual_dir={kaggle}",
             f"--data_dir={tfds_dir}",
             "--config=full",
-            "--beam_pipeline_options=direct_running_mode=in_memory",
         ],
         cwd=REPO,
         check=True,

@@ -165,3 +165,22 @@ def test_importing_the_trainer_sets_no_environment_variable():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True)
     assert proc.stdout.strip() == "None"
+
+
+def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
+    """The same name in two commands has one default and one help text (trainer.shared_flags)."""
+    from absl import flags
+
+    from trainer import gpu_check, shared_flags
+
+    assert set(shared_flags._DEFINE) == set(shared_flags.NAMES) and set(shared_flags.GPU_CHECK) <= set(
+        shared_flags.NAMES
+    )
+    train_fv, check_fv = flags.FlagValues(), flags.FlagValues()
+    shared_flags.define(train_fv)
+    gpu_check.define_flags(check_fv)
+    for name in shared_flags.GPU_CHECK:
+        a, b = train_fv[name], check_fv[name]
+        assert (a.default, a.help) == (b.default, b.help), name
+    with pytest.raises(ValueError, match="not shared flags"):
+        shared_flags.define(flags.FlagValues(), ("models",))

@@ -91,30 +91,6 @@ def test_verbosity_shows_the_log_lines(pcam_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_epochs(pcam_data, baseline_run, tmp_path, crash_after):
-    flags = {
-        "model": "baseline",
-        "data_dir": str(pcam_data["tfds"]),
-        "model_dir": str(tmp_path),
-        "epochs": 2,
-        "batch_size": 16,
-        "mixed_precision": "off",
-        "verbose": "2",
-    }
-    # The run the command below starts, killed after its first epoch. The command refuses a folder whose
-    # config.json differs from its flags, so the resume below also checks that this is that run.
-    cfg = config_lib.validate(config_lib.TrainConfig(**flags))
-    config_lib.write(cfg)
-    with pytest.raises(RuntimeError, match="simulated interruption after epoch 1"):
-        train.run(cfg, callbacks=[crash_after(1)])
-    assert _epochs(tmp_path) == [0] and not (tmp_path / "model.keras").exists()
-    resumed = run_module("trainer", *(f"--{k}={v}" for k, v in flags.items()), "--jit_compile=off")
-    assert "resuming" in resumed.stderr and "epochs 2..2" in resumed.stderr
-    assert _epochs(tmp_path) == _epochs(baseline_run) == [0, 1]
-    assert (tmp_path / "metrics.json").exists()
-
-
-@pytest.mark.slow
 def test_restart_with_other_flags_is_refused(pcam_data, baseline_run):
     proc = run_module(
         "trainer",
@@ -198,6 +174,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
         "--synthetic_records=16",
         "--shuffle_buffer=16",
         "--mixed_precision=off",
+        "--jit_compile=on",  # the trainer's auto is off on a CPU; the compiled step is what is timed here
         f"--output_json={out_json}",
     )
     out = proc.stdout
@@ -206,7 +183,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
     row = next(line for line in out.splitlines() if line.startswith("baseline"))
     assert "float32" in row and "compiled" in row and ("input-bound" in row or "step-bound" in row)
     report = json.loads(out_json.read_text())
-    assert report["mixed_precision"] == "off"
+    assert report["mixed_precision"] == "off" and report["jit_compile"] is True
     assert report["input"]["images_per_s"] > 0 and report["input"]["augment"] == "dihedral"
     assert report["input"]["dtype"] == "float32"  # the host augmentation gives floats
     (model,) = report["models"]

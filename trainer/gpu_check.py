@@ -31,17 +31,19 @@ import time
 from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import errors, models
-from trainer.config import AUGMENT_ON, AUGMENTATIONS, PRECISION_CHOICES, TrainConfig, resolve_recipe
+from trainer import errors, models, shared_flags
+from trainer.config import AUGMENT_ON, TrainConfig, resolve_recipe
 
 FLAGS = flags.FLAGS
 WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
+    """The trainer's own data, pipeline and device flags (shared_flags.GPU_CHECK; without --data_dir, synthetic
+    records), and the timing's."""
     fv = flag_values
+    shared_flags.define(fv, shared_flags.GPU_CHECK)
     flags.DEFINE_list("models", list(models.NAMES), "Registered model names to time.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Images per batch, on both sides.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps", 20, "Timed train steps per model (after the warm-up).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer(
         "input_batches", 50, "Timed input-pipeline batches (after the warm-up).", lower_bound=1, flag_values=fv
@@ -50,40 +52,15 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "image_size", PATCH_SHAPE[0], "Square image side (synthetic data only).", lower_bound=1, flag_values=fv
     )
     flags.DEFINE_enum(
-        "augment",
-        TrainConfig.augment,
-        AUGMENTATIONS,
-        "The augmentation to time, as the trainer's --augment (its default too).",
-        flag_values=fv,
-    )
-    flags.DEFINE_enum(
         "augment_on",
         TrainConfig.augment_on,
         AUGMENT_ON,
         "Where it runs, as the trainer's --augment_on: host (in the pipeline) or device (in the step).",
         flag_values=fv,
     )
-    flags.DEFINE_string(
-        "data_dir", None, "TFDS data dir of a built dataset; default: synthetic records.", flag_values=fv
-    )
-    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG[:VERSION] with --data_dir.", flag_values=fv)
     flags.DEFINE_integer(
         "synthetic_records", 1024, "Records written without --data_dir.", lower_bound=1, flag_values=fv
     )
-    flags.DEFINE_integer("shuffle_buffer", 8192, "Records in the shuffle buffer, as the trainer's.", flag_values=fv)
-    flags.DEFINE_enum(
-        "mixed_precision",
-        "auto",
-        PRECISION_CHOICES,
-        "As the trainer's --mixed_precision (the same resolution, config.resolve_recipe): float16 (on) or bfloat16 "
-        "compute; auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units, else off.",
-        flag_values=fv,
-    )
-    flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA-compile the train step.", flag_values=fv)
-    flags.DEFINE_string(
-        "steps_per_execution", "auto", "Train steps per compiled call; auto: 32 with a GPU, else 1.", flag_values=fv
-    )
-    flags.DEFINE_integer("seed", 0, "Random seed of the data and the weights.", flag_values=fv)
     flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.", flag_values=fv)
 
 
@@ -249,17 +226,21 @@ def _main(argv) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     from trainer.train import PRECISION_POLICIES
 
-    # The trainer's resolution of precision and steps per execution for this machine (XLA: --jit_compile as given).
+    # The trainer's resolution of precision, XLA and steps per execution for this machine.
     recipe = resolve_recipe(
-        "baseline", bool(gpus), mixed_precision=f.mixed_precision, steps_per_execution=f.steps_per_execution
+        "baseline",
+        bool(gpus),
+        mixed_precision=f.mixed_precision,
+        jit_compile=f.jit_compile,
+        steps_per_execution=f.steps_per_execution,
     )
-    precision, spe = recipe["mixed_precision"], recipe["steps_per_execution"]
+    precision, xla, spe = recipe["mixed_precision"], recipe["jit_compile"], recipe["steps_per_execution"]
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
     host_aug = host_augmentation(f.augment, f.augment_on)
     image_shape = (f.image_size, f.image_size, PATCH_SHAPE[2])
     print(
         f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {precision}; "
-        f"XLA requested {f.jit_compile}; batch {f.batch_size}, {f.image_size}x{f.image_size}; "
+        f"XLA {'on' if xla else 'off'} (--jit_compile={f.jit_compile}); batch {f.batch_size}, {f.image_size}x{f.image_size}; "
         f"augment {f.augment} on the {f.augment_on}; steps_per_execution {spe}",
         flush=True,
     )
@@ -287,7 +268,7 @@ def _main(argv) -> int:
             f.batch_size,
             f.steps,
             f.image_size,
-            f.jit_compile == "on",
+            xla,
             f.seed,
             image_dtype=inp["dtype"],
             device_augment=f.augment if f.augment_on == "device" else None,
@@ -307,6 +288,7 @@ def _main(argv) -> int:
         report = {
             "devices": [g.name for g in gpus],
             "mixed_precision": precision,
+            "jit_compile": xla,
             "batch_size": f.batch_size,
             "image_size": f.image_size,
             "augment": f.augment,
