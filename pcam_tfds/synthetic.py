@@ -282,12 +282,17 @@ def _stain_vector(rng: np.random.Generator, base) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def make_patch_with_info(rng: np.random.Generator, label: int) -> tuple[np.ndarray, PatchInfo]:
-    """One synthetic patch for `label` (0 or 1), plus what was drawn into it."""
+def make_patch_with_info(
+    rng: np.random.Generator, label: int, decoy_rate: float = DECOY_RATE
+) -> tuple[np.ndarray, PatchInfo]:
+    """One synthetic patch for `label` (0 or 1), plus what was drawn into it; `decoy_rate` of the negatives
+    carry a tumour cluster in the outer ring."""
     if label not in (0, 1):
         raise ValueError(f"label must be 0 or 1, got {label!r}")
+    if not 0.0 <= decoy_rate <= 1.0:
+        raise ValueError(f"decoy_rate must be in [0, 1], got {decoy_rate!r}")
     size = PATCH_SIZE
-    decoy = label == 0 and rng.random() < DECOY_RATE
+    decoy = label == 0 and rng.random() < decoy_rate  # drawn whatever the rate: the rest of the patch is the same
 
     parts = [_background_nuclei(rng)]
     # Lymphocyte aggregates land anywhere, centre included and whatever the
@@ -330,9 +335,9 @@ def make_patch_with_info(rng: np.random.Generator, label: int) -> tuple[np.ndarr
     return pixels, PatchInfo(label=label, decoy=decoy, white=white, tumour_map=tumour_map)
 
 
-def make_patch(rng: np.random.Generator, label: int) -> np.ndarray:
+def make_patch(rng: np.random.Generator, label: int, decoy_rate: float = DECOY_RATE) -> np.ndarray:
     """One synthetic (96, 96, 3) uint8 patch; label 1 means tumour in the centre 32x32."""
-    return make_patch_with_info(rng, label)[0]
+    return make_patch_with_info(rng, label, decoy_rate)[0]
 
 
 def patch_id(seed: int, split: str, index: int) -> str:
@@ -345,19 +350,21 @@ def patch_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def draw_patch(seed: int, split: str, index: int) -> tuple[np.ndarray, int]:
+def draw_patch(seed: int, split: str, index: int, decoy_rate: float = DECOY_RATE) -> tuple[np.ndarray, int]:
     """Pixels and label of patch `index` of `split`, exactly as `write_layout` writes it."""
     rng = patch_rng(seed, split, index)
     label = int(rng.random() < POSITIVE_RATE)
-    return make_patch(rng, label), label
+    return make_patch(rng, label, decoy_rate), label
 
 
-def _write_chunk(out_dir: str, seed: int, split: str, start: int, stop: int) -> list[tuple[str, int]]:
+def _write_chunk(
+    out_dir: str, seed: int, split: str, start: int, stop: int, decoy_rate: float = DECOY_RATE
+) -> list[tuple[str, int]]:
     """Write patches start..stop-1 of one split; returns (id, label) in index order."""
     rows = []
     folder = Path(out_dir) / split
     for index in range(start, stop):
-        pixels, label = draw_patch(seed, split, index)
+        pixels, label = draw_patch(seed, split, index, decoy_rate)
         ident = patch_id(seed, split, index)
         tifffile.imwrite(folder / f"{ident}.tif", pixels, photometric="rgb")
         rows.append((ident, label))
@@ -370,7 +377,9 @@ def _write_csv(path: Path, rows: list[tuple[str, int]]) -> None:
         f.writelines(f"{ident},{label}\n" for ident, label in rows)
 
 
-def write_layout(out_dir, num_train: int, num_test: int, seed: int, workers: int = 1) -> dict:
+def write_layout(
+    out_dir, num_train: int, num_test: int, seed: int, workers: int = 1, decoy_rate: float = DECOY_RATE
+) -> dict:
     """Write the Kaggle layout under out_dir; returns {"train", "test", "positives"} counts.
 
     "positives" counts train patches with label 1. Existing files with other
@@ -386,7 +395,7 @@ def write_layout(out_dir, num_train: int, num_test: int, seed: int, workers: int
     # overhead stays negligible.
     chunk = 250
     jobs = [
-        (str(out), seed, split, start, min(start + chunk, counts[split]))
+        (str(out), seed, split, start, min(start + chunk, counts[split]), decoy_rate)
         for split in SPLITS
         for start in range(0, counts[split], chunk)
     ]
@@ -411,8 +420,18 @@ def main(argv=None) -> int:
     parser.add_argument("--num_test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes; output is identical for any value")
+    parser.add_argument(
+        "--decoy_rate",
+        type=float,
+        default=DECOY_RATE,
+        help="share of negatives with a tumour cluster outside the centre (0 for the demo's easier task)",
+    )
     args = parser.parse_args(argv)
-    summary = write_layout(args.out_dir, args.num_train, args.num_test, args.seed, workers=max(1, args.workers))
+    if not 0.0 <= args.decoy_rate <= 1.0:
+        parser.error(f"--decoy_rate={args.decoy_rate}: must be in [0, 1]")
+    summary = write_layout(
+        args.out_dir, args.num_train, args.num_test, args.seed, workers=max(1, args.workers), decoy_rate=args.decoy_rate
+    )
     print(
         f"wrote {summary['train']} train ({summary['positives']} positive) and "
         f"{summary['test']} test patches to {os.fspath(args.out_dir)}"

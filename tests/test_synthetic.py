@@ -172,3 +172,30 @@ def test_some_patches_have_white_background(drawn):
     for pixels, info in zip(patches, infos):
         if info.label:
             assert (pixels[CENTRE, CENTRE].min(axis=-1) > 215).mean() < 0.5
+
+
+def test_decoy_rate_sets_the_share_of_negatives_with_a_tumour_cluster_outside_the_centre(tmp_path):
+    def negatives(rate):
+        out = []
+        for i in range(120):
+            rng = synthetic.patch_rng(3, "train", i)
+            if int(rng.random() < synthetic.POSITIVE_RATE) == 0:
+                out.append(synthetic.make_patch_with_info(rng, 0, decoy_rate=rate))
+        return out
+
+    assert not any(info.decoy for _, info in negatives(0.0))
+    assert all(info.decoy for _, info in negatives(1.0))
+    # The default rate is the module's: the same bytes as without the argument.
+    for i in range(5):
+        assert np.array_equal(synthetic.draw_patch(3, "train", i)[0], synthetic.draw_patch(3, "train", i, 0.3)[0])
+    # Labels and positives do not depend on the rate; only negatives that drew a decoy differ.
+    for i in range(20):
+        (a, la), (b, lb) = synthetic.draw_patch(3, "train", i, 0.0), synthetic.draw_patch(3, "train", i)
+        assert la == lb
+        if la:
+            assert np.array_equal(a, b)
+    assert synthetic.main([str(tmp_path / "easy"), "--num_train=4", "--num_test=1", "--decoy_rate=0"]) == 0
+    with pytest.raises(ValueError, match="decoy_rate"):
+        synthetic.make_patch(np.random.default_rng(0), 0, decoy_rate=1.5)
+    with pytest.raises(SystemExit):
+        synthetic.main([str(tmp_path / "bad"), "--decoy_rate=-1"])
