@@ -29,14 +29,15 @@ $(STAMP): setup.cfg constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
-# The whole path on the built-in demo data: generate, validate, build, train briefly, submit.
-demo: install ## the whole path on generated demo data: validate, build, train, submit
-	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0
+# The whole path on the built-in demo data: generate, validate, take statistics, build, train briefly, submit.
+demo: install ## the whole path on generated demo data: validate, statistics, build, train, submit
+	$(PY) -m pcam_tfds.synthetic $(DEMO_DIR) --num_train=2000 --num_test=500 --seed=0 --decoy_rate=0
 	$(PY) -m beam_jobs.validate --data_dir=$(DEMO_DIR) --output_dir=$(DEMO_OUT)/validate --strict
+	$(PY) -m beam_jobs.stats --manifest=$(DEMO_OUT)/validate/manifest.parquet --output_dir=$(DEMO_OUT)/stats
 	PCAM_VALIDATION_DIR=$(DEMO_OUT)/validate $(PY) -m pcam_tfds.build --manual_dir=$(DEMO_DIR) \
 		--data_dir=$(TFDS_DIR) --config=full --overwrite
 	$(PY) -m trainer --model=baseline --data_dir=$(TFDS_DIR) --model_dir=$(DEMO_OUT)/runs/baseline --epochs=8 \
-		--batch_size=64 --early_stopping_patience=8 --verbose=2
+		--batch_size=64 --early_stopping_patience=8 --channel_stats=$(DEMO_OUT)/stats/stats.json --verbose=2
 	$(PY) -m trainer.predict --model_dir=$(DEMO_OUT)/runs/baseline --data_dir=$(TFDS_DIR) --tta \
 		--output=$(DEMO_OUT)/submission.csv
 	@echo
