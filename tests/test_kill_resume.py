@@ -131,7 +131,7 @@ def _install(point: str) -> None:
     elif point == "log_row_written":
         _kill_around(run_folder.EpochLog, "on_epoch_end", lambda log, epoch, *_: epoch == 1, after=True)
     elif point == "weights_before_state":
-        _kill_around(phases, "write_state", lambda state_dir, state: state["epoch"] == 1)
+        _kill_around(phases, "write_state", lambda state_dir, state: state.epoch == 1)
     elif point == "before_best_weights":
         _kill_around(keras.callbacks.ModelCheckpoint, "on_epoch_end", lambda checkpoint, epoch, *_: epoch == 1)
     elif point == "before_metrics":

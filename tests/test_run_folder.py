@@ -133,3 +133,64 @@ def test_two_trainers_in_one_folder_one_runs_one_is_refused(pcam_data, tmp_path)
     with open(run_dir / "training_log.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
     assert json.loads((run_dir / "metrics.json").read_text())["num_examples"] > 0
+
+
+def test_the_resume_state_is_typed_and_keeps_the_file_format(tmp_path):
+    """state.json as the trainer has always written it loads into a frozen RunState and is written back the same."""
+    import dataclasses
+
+    from trainer import errors, phases
+
+    old = {
+        "phase_index": 1,
+        "phase_starts": [0, 2],
+        "epoch": 3,
+        "phase_done": False,
+        "weights": "epoch-3.weights.h5",
+        "best_auc": 0.91,
+        "early_stopping": {"wait": 1, "best": 0.9},
+        "schedule": {"kind": "budget", "peak": 0.003},
+    }
+    (tmp_path / run_folder.STATE_FILE).write_text(json.dumps(old))
+    state = phases.read_state(tmp_path)
+    assert (state.epoch, state.phase_starts, state.early_stopping_wait, state.early_stopping_best) == (
+        3,
+        (0, 2),
+        1,
+        0.9,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.epoch = 4
+    phases.write_state(tmp_path, state)
+    assert json.loads((tmp_path / run_folder.STATE_FILE).read_text()) == old
+    progress = phases.Progress(tmp_path)
+    assert progress.resumed and progress.epoch == 3 and progress.finished(0) and not progress.finished(1)
+    entry = progress.enter(1)
+    assert entry.continues and (entry.early_stopping_wait, entry.early_stopping_best, entry.best_auc) == (1, 0.9, 0.91)
+    del old["early_stopping"]
+    (tmp_path / run_folder.STATE_FILE).write_text(json.dumps(old))
+    with pytest.raises(errors.UsageError, match=r"state\.json: not a trainer run's state \(KeyError: 'early_stopping'"):
+        phases.read_state(tmp_path)
+    (tmp_path / run_folder.STATE_FILE).write_text("{")
+    with pytest.raises(errors.UsageError, match=r"state\.json: not JSON"):
+        phases.read_state(tmp_path)
+
+
+def test_the_callbacks_that_resume_depends_on_must_keep_their_order():
+    import keras
+
+    from trainer import phases, schedule, train
+    from trainer.budget import Budget, BudgetStop
+
+    sched = schedule.ScheduleCallback(schedule.Schedule.constant(1e-3, 10))
+    stopping = phases.ResumableEarlyStopping(monitor="val_auc", mode="max")
+    state = phases.StateCheckpoint(None, 0, [0], 10, stopping, None, sched, monitor="val_auc")
+    ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    best = keras.callbacks.ModelCheckpoint("best.weights.h5", save_weights_only=True)
+    stop = BudgetStop(Budget(wall_s=60))
+    log = keras.callbacks.Callback()  # anything else may sit anywhere
+    train.check_callback_order([sched, log, stopping, state, ema, best, stop, log])
+    train.check_callback_order([sched, stopping, state, best])  # without EMA or budget
+    for wrong in ([stopping, sched, state], [sched, stopping, ema, state], [sched, stopping, state, stop, best]):
+        with pytest.raises(RuntimeError, match="resume needs ScheduleCallback, ResumableEarlyStopping"):
+            train.check_callback_order(wrong)

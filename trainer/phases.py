@@ -35,7 +35,7 @@ import json
 import keras
 from etils import epath
 
-from trainer import run_folder
+from trainer import errors, run_folder
 from trainer import schedule as schedule_lib
 from trainer.config import TrainConfig
 
@@ -78,14 +78,75 @@ def make_schedule(phase: Phase, steps_per_epoch: int, stored: dict | None = None
     return schedule_lib.Schedule.constant(phase.learning_rate, steps_per_epoch)
 
 
-def read_state(state_dir: epath.Path) -> dict | None:
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """Where a run stands after its last finished epoch: RUN_DIR/state/state.json, which a restart resumes from.
+
+    The file's keys are these fields (early_stopping as {"wait", "best"}); runs written before this class
+    resume as they are.
+    """
+
+    phase_index: int  # the phase the epoch belonged to
+    phase_starts: tuple[int, ...]  # the first epoch of each phase begun so far
+    epoch: int  # the next epoch to run (0-based, over the whole run)
+    phase_done: bool  # ended by early stopping, its epochs or its schedule; a spent budget or a crash leaves it open
+    weights: str  # the file in the state folder with that epoch's weights and optimizer state
+    best_auc: float | None  # the best validation AUC over the whole run so far
+    early_stopping_wait: int  # epochs without improvement, carried into the restarted phase
+    early_stopping_best: float | None
+    schedule: dict | None  # the phase's learning-rate plan once its length is fixed (schedule.Schedule.to_dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "phase_index": self.phase_index,
+            "phase_starts": list(self.phase_starts),
+            "epoch": self.epoch,
+            "phase_done": self.phase_done,
+            "weights": self.weights,
+            "best_auc": self.best_auc,
+            "early_stopping": {"wait": self.early_stopping_wait, "best": self.early_stopping_best},
+            "schedule": self.schedule,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict, path: str = "state.json") -> RunState:
+        """The state a state.json holds; a UsageError (one line, exit 2) naming PATH and the key when it is not one."""
+        try:
+            stopping = doc["early_stopping"]
+            return cls(
+                phase_index=int(doc["phase_index"]),
+                phase_starts=tuple(int(e) for e in doc["phase_starts"]),
+                epoch=int(doc["epoch"]),
+                phase_done=bool(doc["phase_done"]),
+                weights=str(doc["weights"]),
+                best_auc=None if doc["best_auc"] is None else float(doc["best_auc"]),
+                early_stopping_wait=int(stopping["wait"]),
+                early_stopping_best=None if stopping["best"] is None else float(stopping["best"]),
+                schedule=doc.get("schedule"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise errors.UsageError(
+                f"{path}: not a trainer run's state ({type(e).__name__}: {e}); remove the run folder's "
+                "state/ to train from scratch"
+            ) from None
+
+
+def read_state(state_dir: epath.Path) -> RunState | None:
     path = state_dir / run_folder.STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise errors.UsageError(
+            f"{path}: not JSON ({e}); remove the run folder's state/ to train from scratch"
+        ) from None
+    return RunState.from_dict(doc, str(path))
 
 
-def write_state(state_dir: epath.Path, state: dict) -> None:
+def write_state(state_dir: epath.Path, state: RunState) -> None:
     # Write-then-rename, so a kill mid-write leaves the previous state intact.
-    run_folder.atomic_write_text(state_dir / run_folder.STATE_FILE, json.dumps(state, indent=2) + "\n")
+    run_folder.atomic_write_text(state_dir / run_folder.STATE_FILE, json.dumps(state.to_dict(), indent=2) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +157,8 @@ class PhaseEntry:
     initial_epoch: int  # the epoch fit() begins with
     continues: bool  # the phase an interrupted run was in: reload its weights *and* optimizer state
     weights: epath.Path | None  # saved weights to load (None: the model in memory is current)
-    early_stopping: dict  # {"wait": epochs without improvement, "best": the best val_auc so far}
+    early_stopping_wait: int  # epochs without improvement so far
+    early_stopping_best: float | None  # the best val_auc so far in this phase
     best_auc: float | None  # over the whole run, for the best-weights checkpoint
     schedule: dict | None  # the phase's schedule plan, fixed before the restart
 
@@ -111,34 +173,35 @@ class Progress:
         self.write_dir = write_dir or state_dir
         self.state = read_state(state_dir)  # as the last finished epoch (or phase) left it
         self.resumed = self.state is not None
-        self.epoch = self.state["epoch"] if self.state else 0  # the next epoch to run
-        self.phase_starts: list[int] = list(self.state["phase_starts"]) if self.state else []
+        self.epoch = self.state.epoch if self.state else 0  # the next epoch to run
+        self.phase_starts: list[int] = list(self.state.phase_starts) if self.state else []
         # A resumed run builds its model with a random init: the saved weights must be loaded once.
         self._weights_loaded = not self.resumed
 
     def finished(self, index: int) -> bool:
         """Whether phase `index` has ended: an earlier one, or this one with its end recorded."""
         s = self.state
-        return s is not None and (index < s["phase_index"] or (index == s["phase_index"] and s["phase_done"]))
+        return s is not None and (index < s.phase_index or (index == s.phase_index and s.phase_done))
 
     def enter(self, index: int) -> PhaseEntry:
         """Begins phase `index` (one that has not finished), recording its first epoch unless it continues."""
         s = self.state
-        continues = s is not None and index == s["phase_index"]
+        continues = s is not None and index == s.phase_index
         if not continues:
             self.phase_starts.append(self.epoch)
         weights = None
         if not self._weights_loaded:
-            weights = self.state_dir / s["weights"]
+            weights = self.state_dir / s.weights
             self._weights_loaded = True
         return PhaseEntry(
             start=self.phase_starts[index],
             initial_epoch=self.epoch,
             continues=continues,
             weights=weights,
-            early_stopping=s["early_stopping"] if continues else {"wait": 0, "best": None},
-            best_auc=s["best_auc"] if s else None,
-            schedule=s.get("schedule") if continues else None,
+            early_stopping_wait=s.early_stopping_wait if continues else 0,
+            early_stopping_best=s.early_stopping_best if continues else None,
+            best_auc=s.best_auc if s else None,
+            schedule=s.schedule if continues else None,
         )
 
     def end(self, index: int, name: str) -> bool:
@@ -147,16 +210,16 @@ class Progress:
         Not done means stopped early by a spent time budget: the same command continues the phase.
         """
         state = read_state(self.write_dir)
-        if state is None or state["phase_index"] != index:
+        if state is None or state.phase_index != index:
             raise RuntimeError(f"phase {name} ran no epoch (initial epoch {self.epoch}); state: {state}")
         self.state = state
-        return state["phase_done"]
+        return state.phase_done
 
     def close(self) -> None:
         """Records the phase just ended as done, so a restart goes on with the next one."""
-        self.state["phase_done"] = True
+        self.state = dataclasses.replace(self.state, phase_done=True)
         write_state(self.write_dir, self.state)
-        self.epoch = self.state["epoch"]
+        self.epoch = self.state.epoch
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -202,7 +265,7 @@ class StateCheckpoint(keras.callbacks.Callback):
         self.best_auc = best_auc
         self.schedule = schedule
         self.monitor = monitor
-        self._pending: dict | None = None  # the state of the epoch that ended, not written yet
+        self._pending: RunState | None = None  # the state of the epoch that ended, not written yet
 
     def on_epoch_end(self, epoch, logs=None):
         auc = (logs or {}).get(self.monitor)
@@ -213,23 +276,24 @@ class StateCheckpoint(keras.callbacks.Callback):
         best = self.early_stopping.best
         plan = self.schedule.schedule if self.schedule is not None else None
         plan_end = None if plan is None or plan.total_epochs is None else self.phase_starts[-1] + plan.total_epochs
-        self._pending = {
-            "phase_index": self.phase_index,
-            "phase_starts": self.phase_starts,  # first epoch of each phase begun so far
-            "epoch": epoch + 1,  # the next epoch to run
+        self._pending = RunState(
+            phase_index=self.phase_index,
+            phase_starts=tuple(self.phase_starts),
+            epoch=epoch + 1,
             # Done when early stopping ended it, its epochs ran out or its schedule ended; a spent time budget
             # (BudgetStop) or a crash leaves it open, so the same command continues it.
-            "phase_done": (
+            phase_done=(
                 self.early_stopping.stopped_epoch > 0
                 or epoch + 1 >= self.phase_end
                 or (plan_end is not None and epoch + 1 >= plan_end)
             ),
-            "weights": weights.name,
-            "best_auc": self.best_auc,
-            "early_stopping": {"wait": self.early_stopping.wait, "best": None if best is None else float(best)},
+            weights=weights.name,
+            best_auc=self.best_auc,
+            early_stopping_wait=int(self.early_stopping.wait),
+            early_stopping_best=None if best is None else float(best),
             # The phase's learning-rate schedule once its length is fixed, so a restart follows the same curve.
-            "schedule": plan.to_dict() if plan is not None and plan.planned else None,
-        }
+            schedule=plan.to_dict() if plan is not None and plan.planned else None,
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._write_pending()
@@ -242,6 +306,6 @@ class StateCheckpoint(keras.callbacks.Callback):
             return
         write_state(self.state_dir, self._pending)
         for old in self.state_dir.glob("epoch-*.weights.h5"):
-            if old.name != self._pending["weights"]:
+            if old.name != self._pending.weights:
                 old.unlink()
         self._pending = None

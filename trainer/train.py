@@ -287,6 +287,30 @@ def _prepare_phase(
         _load_weights(model, entry.weights)
 
 
+# The order the resume logic depends on (phases.StateCheckpoint says why): the schedule and early stopping decide an
+# epoch before StateCheckpoint records it; StateCheckpoint saves the raw weights before SwapEMAWeights puts the
+# average in place, which validation and ModelCheckpoint's best weights then use; BudgetStop ends fit() only
+# after the best weights of the epoch are saved. Other callbacks (the log, TensorBoard, a progress bar) may sit
+# anywhere between.
+CALLBACK_ORDER = (
+    schedule_lib.ScheduleCallback,
+    phases.ResumableEarlyStopping,
+    phases.StateCheckpoint,
+    keras.callbacks.SwapEMAWeights,
+    keras.callbacks.ModelCheckpoint,
+    BudgetStop,
+)
+
+
+def check_callback_order(callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    """RuntimeError when CALLBACKS break CALLBACK_ORDER (a bug: a resumed run would not repeat an uninterrupted one)."""
+    kinds = [next(k for k in CALLBACK_ORDER if isinstance(c, k)) for c in callbacks if isinstance(c, CALLBACK_ORDER)]
+    ranks = [CALLBACK_ORDER.index(k) for k in kinds]
+    if ranks != sorted(ranks):
+        order = ", ".join(k.__name__ for k in CALLBACK_ORDER)
+        raise RuntimeError(f"callbacks in the order {[k.__name__ for k in kinds]}; resume needs {order}")
+
+
 def _phase_callbacks(
     config: TrainConfig,
     run_dir: epath.Path,
@@ -299,8 +323,8 @@ def _phase_callbacks(
 ) -> list[keras.callbacks.Callback]:
     """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `run_dir`."""
     early_stopping = phases.ResumableEarlyStopping(
-        initial_wait=entry.early_stopping["wait"],
-        initial_best=entry.early_stopping["best"],
+        initial_wait=entry.early_stopping_wait,
+        initial_best=entry.early_stopping_best,
         monitor=MONITOR,
         mode="max",
         patience=config.early_stopping_patience or phases.UNBOUNDED_EPOCHS,
@@ -309,7 +333,7 @@ def _phase_callbacks(
     schedule = schedule_callback(phase, per_epoch, first_epoch=entry.start, stored=entry.schedule, budget=budget)
     # Last, where Keras puts its own bar (which would count to fit()'s unbounded epochs; this one to the plan).
     header = [schedule_lib.PlannedEpochProgbar(schedule)] if phase.epochs == phases.UNBOUNDED_EPOCHS else []
-    return [
+    callbacks = [
         schedule,
         early_stopping,
         run_folder.EpochLog(run_dir / run_folder.HISTORY_CSV),
@@ -338,6 +362,8 @@ def _phase_callbacks(
         *([BudgetStop(budget)] if budget else []),
         *header,
     ]
+    check_callback_order(callbacks)
+    return callbacks
 
 
 def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict | None:
@@ -460,7 +486,7 @@ def _run(
     if task.num_workers > 1:
         distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
-        print_line(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state['phase_index']].name})")
+        print_line(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state.phase_index].name})")
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
@@ -502,7 +528,7 @@ def _run(
                 "command continues the run)",
                 budget.describe(),
                 phase.name,
-                progress.state["epoch"],
+                progress.state.epoch,
             )
             break
         progress.close()
@@ -525,7 +551,7 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     best = run_dir / run_folder.BEST_WEIGHTS
     if not best.exists():  # no epoch produced a val_auc; keep the last weights
         state_dir = run_dir / run_folder.STATE_DIR
-        best = state_dir / phases.read_state(state_dir)["weights"]
+        best = state_dir / phases.read_state(state_dir).weights
     _load_weights(final, best)
     with run_folder.atomic_path(run_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))
