@@ -8,7 +8,7 @@ The local build and the Beam path of the `pcam` builder both route with these. T
 local build when it reuses a validation, read every valid file a second time to write it, and that read
 must find the patch validation passed: a file that no longer decodes, or whose pixels do not hash to the
 recorded `pixel_hash` (`check_pixels_unchanged`), fails the build with `FileChangedError` naming it. The
-local build that validates for itself reads each file once (pcam_tfds.local_steps). A reused validation (pcam_tfds.core.validated) checks sizes and modification
+local build that validates for itself reads each file once (pcam_tfds.core.local_validation). A reused validation (pcam_tfds.core.validated) checks sizes and modification
 times first, so this is how a file rewritten in place with both kept is found.
 """
 

@@ -98,11 +98,11 @@ def pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     redoing them. The parent's objects are frozen first (`gc.freeze`, as Python's documentation advises
     before a fork), so a worker's collector does not walk them and copy the parent's heap page by page."""
     gc.freeze()
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
-        yield pool
+        yield executor
     finally:
-        pool.shutdown(cancel_futures=True)
+        executor.shutdown(cancel_futures=True)
         gc.unfreeze()
 
 
@@ -155,7 +155,7 @@ def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict
 class LocalValidation:
     """Validates a Kaggle folder in worker processes; the results of beam_jobs.validate, in memory.
 
-    With `spill_dir` the pixels of every valid file are kept there (`pixels_of`), so a build reads each
+    With `spill_dir` the pixels of every valid file are kept there (`spilled`), so a build reads each
     file once.
     """
 

@@ -408,7 +408,7 @@ def read_file(path: str) -> tuple[bytes, int | None]:
             return b"".join(chunks), st.st_mtime_ns
         finally:
             os.close(fd)
-    with fileio.filesystems().open(path, compression_type="uncompressed") as f:
+    with fileio.open_read(path) as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise PatchError(TOO_LARGE, f"more than {MAX_FILE_BYTES} bytes; a patch file is far below that")
