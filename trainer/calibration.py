@@ -24,7 +24,6 @@ from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import errors, run_folder
 from trainer.evaluation import metrics
 
-CALIBRATION_FILE, METRICS_FILE = run_folder.CALIBRATION_FILE, run_folder.METRICS_FILE
 _EPS = 1e-7
 
 
@@ -68,7 +67,7 @@ def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before
         "before": before,
         "after": after,
     }
-    path = epath.Path(run_dir) / CALIBRATION_FILE
+    path = epath.Path(run_dir) / run_folder.CALIBRATION_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # over an earlier finish of a resumed run
     return record
 
@@ -93,7 +92,7 @@ def fit_and_write(run_dir, labels, probs, fitted_on: str = "validation") -> dict
 
 def read_temperature(run_dir) -> float:
     """RUN_DIR's fitted temperature; a clear error for runs trained before calibration existed."""
-    path = epath.Path(run_dir) / CALIBRATION_FILE
+    path = epath.Path(run_dir) / run_folder.CALIBRATION_FILE
     if not path.exists():
         raise errors.MissingInput(
             f"{path} does not exist: this run has no fitted temperature (runs fit one on validation when "
@@ -112,7 +111,7 @@ def validation_thresholds(run_dir) -> dict[str, float]:
     {} where the run recorded none (no metrics.json: it has not finished; older runs). NotHeldOut for a
     --refit run: its validation patches were training patches, so thresholds chosen on them flatter it.
     """
-    path = epath.Path(run_dir) / METRICS_FILE
+    path = epath.Path(run_dir) / run_folder.METRICS_FILE
     if not path.exists():
         return {}
     metrics = json.loads(path.read_text())

@@ -25,8 +25,6 @@ from etils import epath
 from trainer import errors, run_folder
 from trainer.evaluation import files, metrics
 
-PREDICTION_FILES = run_folder.PREDICTION_FILES
-
 
 class NotARun(errors.UsageError):
     """The folder has no metrics.json with predictions beside it."""
@@ -35,9 +33,9 @@ class NotARun(errors.UsageError):
 def load_run(run_dir: str) -> tuple[str, dict, tuple]:
     """(label, metrics, (ids, labels, scores)) of one run; the label is the model name plus the folder name."""
     root = epath.Path(run_dir)
-    predictions = next((root / n for n in PREDICTION_FILES if (root / n).exists()), None)
+    predictions = next((root / n for n in run_folder.PREDICTION_FILES if (root / n).exists()), None)
     if not (root / run_folder.METRICS_FILE).exists() or predictions is None:
-        raise NotARun(f"{run_dir}: no {run_folder.METRICS_FILE} with {' or '.join(PREDICTION_FILES)}")
+        raise NotARun(f"{run_dir}: no {run_folder.METRICS_FILE} with {' or '.join(run_folder.PREDICTION_FILES)}")
     recorded = json.loads((root / run_folder.METRICS_FILE).read_text())
     ids, labels, scores = files.read_predictions(predictions)
     label = recorded.get("model", root.name)

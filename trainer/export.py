@@ -19,7 +19,7 @@ import json
 
 from absl import flags, logging
 
-from trainer import errors
+from trainer import errors, run_folder
 
 FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
@@ -38,7 +38,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     model = inference.load_model(model_dir)
     height, width, channels = model.input_shape[1:]
     temperature = None
-    if calibrate and (epath.Path(model_dir) / calibration.CALIBRATION_FILE).exists():
+    if calibrate and (epath.Path(model_dir) / run_folder.CALIBRATION_FILE).exists():
         temperature = calibration.read_temperature(model_dir)
 
     class Serving(tf.Module):

@@ -27,7 +27,7 @@ import sys
 from absl import flags
 from etils import epath
 
-from trainer import errors, patch_folder
+from trainer import errors, patch_folder, run_folder
 
 HARD_LABEL_NAMES = ("youden", "f1")
 
@@ -142,7 +142,7 @@ def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
         ) from None
     if choice not in thresholds:
         raise errors.UsageError(
-            f"{epath.Path(run_dir) / calibration.METRICS_FILE} has no {choice} threshold "
+            f"{epath.Path(run_dir) / run_folder.METRICS_FILE} has no {choice} threshold "
             "(runs record one when they finish; older runs do not)"
         )
     threshold = thresholds[choice]

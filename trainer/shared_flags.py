@@ -16,22 +16,6 @@ from absl import flags
 
 from trainer import config as config_lib
 
-NAMES = (
-    "data_dir",
-    "dataset",
-    "batch_size",
-    "seed",
-    "augment",
-    "sample_fraction",
-    "steps_per_epoch",
-    "shuffle_buffer",
-    "mixed_precision",
-    "jit_compile",
-    "steps_per_execution",
-    "ema",
-    "label_smoothing",
-    "verbose",
-)
 # What pcam-gpu-check times a training step with: the data, the pipeline's batch and shuffle, and the devices,
 # resolved as the trainer resolves them (config.resolve_recipe).
 GPU_CHECK = (
@@ -47,8 +31,9 @@ GPU_CHECK = (
 )
 
 
-def define(fv: flags.FlagValues, names: tuple[str, ...] = NAMES) -> None:
+def define(fv: flags.FlagValues, names: tuple[str, ...] | None = None) -> None:
     """Defines the shared flags NAMES (all of them by default) on `fv`."""
+    names = NAMES if names is None else names
     unknown = set(names) - set(NAMES)
     if unknown:
         raise ValueError(f"not shared flags: {sorted(unknown)}; shared: {', '.join(NAMES)}")
@@ -143,4 +128,5 @@ def _definitions() -> dict:
     return table
 
 
-_DEFINE = _definitions()  # tests/test_console_scripts.py checks that it defines exactly NAMES
+_DEFINE = _definitions()
+NAMES = tuple(_DEFINE)  # every shared flag, in the order they are defined (and shown by --helpfull)
