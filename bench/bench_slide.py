@@ -3,13 +3,19 @@
     python bench/bench_slide.py --part=readers --work_dir=/tmp/bench_slide
     python bench/bench_slide.py --part=throughput --work_dir=/tmp/bench_slide
     python bench/bench_slide.py --part=large --work_dir=/tmp/bench_slide
+    python bench/bench_slide.py --part=agreement --work_dir=/tmp/bench_slide --run=RUN_DIR --patches=KAGGLE/train
 
 Slides are made here (trainer.slide.write_pyramid) from synthetic patches (pcam_tfds.synthetic) tiled
 at 10x with no gaps, upsampled to a 40x (0.243 um/px) level 0, levels 1, 4, 16 (and 64 for the large one).
 The model is a random-init baseline: speed does not depend on the weights.
 readers: the same level-1 regions (2112 x 2112, one pcam-slide tile) through OpenSlide and tifffile.
-throughput: pcam-slide on a small slide against pcam-predict on the same tissue windows written as
-  96x96 TIFF files, both in this process (each loads its model once), alternating, back to back.
+throughput: pcam-slide on a small slide, per window and dense (--inference=windows, dense), against
+  pcam-predict on the same tissue windows written as 96x96 TIFF files, all in this process (each loads its
+  model once), alternating, back to back.
+agreement: a trained run's validation patches (RUN/val_predictions.csv, read from --patches) laid edge to
+  edge on a slide; the heatmaps of --inference=windows and dense compared over every window, and the ROC AUC
+  of each at the patch centres against the patches' labels (dense inference sees the neighbouring patches
+  where a window alone sees zero padding: this measures what that costs on real tissue and a trained model).
 large: pcam-slide (a subprocess, peak RSS over it sampled by bench/measure.py) on a 50,000 x 50,000 px
   level-0 slide (90% tissue), and on the small slide, time per window compared.
 """
@@ -132,22 +138,66 @@ def bench_throughput(work: Path, repeats: int) -> dict:
     n_files = len(list(files.iterdir()))
     rows = []
     for rep in range(repeats):
-        start = time.perf_counter()
-        summary = slide.run([f"--model_dir={run}", f"--slide={path}", f"--output_dir={work / f'out{rep}'}"])
-        slide_s = time.perf_counter() - start
+        row = {}
+        for mode in ("windows", "dense"):
+            start = time.perf_counter()
+            out = work / f"out_{mode}{rep}"
+            summary = slide.run([f"--model_dir={run}", f"--slide={path}", f"--output_dir={out}", f"--inference={mode}"])
+            row[f"slide_{mode}_windows_per_s"] = round(summary["windows"] / (time.perf_counter() - start), 1)
         start = time.perf_counter()
         predict.run([f"--model_dir={run}", f"--input_dir={files}", f"--output={work / f'pred{rep}.csv'}"])
-        predict_s = time.perf_counter() - start
-        rows.append(
-            {
-                "slide_windows_per_s": round(summary["windows"] / slide_s, 1),
-                "predict_windows_per_s": round(n_files / predict_s, 1),
-                "ratio": round((summary["windows"] / slide_s) / (n_files / predict_s), 2),
-                "windows": summary["windows"],
-                "files": n_files,
-            }
-        )
+        row["predict_windows_per_s"] = round(n_files / (time.perf_counter() - start), 1)
+        for mode in ("windows", "dense"):
+            row[f"ratio_{mode}"] = round(row[f"slide_{mode}_windows_per_s"] / row["predict_windows_per_s"], 2)
+        row.update(windows=summary["windows"], files=n_files)
+        rows.append(row)
     return {"rows": rows, "load_average": os.getloadavg()}
+
+
+def bench_agreement(work: Path, run: Path, patches: Path, side: int) -> dict:
+    import csv
+
+    from pcam_tfds.core.patches import read_patch
+    from trainer import slide
+    from trainer.evaluation import metrics
+
+    with open(run / "val_predictions.csv") as f:
+        rows = list(csv.DictReader(f))[: side * side]
+    side = int(len(rows) ** 0.5)
+    rows = rows[: side * side]
+    canvas = np.empty((side * 96, side * 96, 3), np.uint8)
+    for n, row in enumerate(rows):
+        r, c = divmod(n, side)
+        canvas[r * 96 : (r + 1) * 96, c * 96 : (c + 1) * 96] = read_patch(str(patches / f"{row['id']}.tif"))
+    level0 = np.repeat(np.repeat(canvas, UP, 0), UP, 1)
+
+    def tile_fn(ds, y, x, h, w):
+        block = level0[y * ds : (y + h) * ds, x * ds : (x + w) * ds].astype(np.float32)
+        return (block.reshape(h, ds, w, ds, 3).mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+
+    path = work / f"agreement_{side}.tif"
+    slide.write_pyramid(path, level0.shape[:2], 0.243, (1, 4, 16), tile_fn)
+    labels = np.array([int(r["label"]) for r in rows])
+    out, maps = {"patches": len(rows), "run": str(run)}, {}
+    for mode in ("windows", "dense"):
+        folder = work / f"agreement_{mode}"
+        summary = slide.run(
+            [f"--model_dir={run}", f"--slide={path}", f"--output_dir={folder}", f"--inference={mode}", "--min_tissue=0"]
+        )
+        maps[mode] = np.load(folder / "heatmap.npy")
+        out[mode] = {"seconds": summary["seconds"], "windows": summary["windows"]}
+    # Window 3a is centred on patch a (pitch 96, stride 32); patches without tissue have no prediction.
+    centres = {mode: m[::3, ::3][:side, :side].ravel() for mode, m in maps.items()}
+    scored = np.isfinite(centres["windows"]) & np.isfinite(centres["dense"])
+    out["patches_scored"] = int(scored.sum())
+    for mode, values in centres.items():
+        out[mode]["centre_auc"] = round(metrics.compute_metrics(labels[scored], values[scored], seed=0)["roc_auc"], 4)
+    diff = np.abs(maps["windows"] - maps["dense"])
+    centre = diff[::3, ::3][:side, :side]
+    out["abs_diff_all_windows"] = {"max": float(np.nanmax(diff)), "mean": float(np.nanmean(diff))}
+    out["abs_diff_patch_centres"] = {"max": float(np.nanmax(centre)), "mean": float(np.nanmean(centre))}
+    out["share_of_windows_over_tolerance"] = float(np.nanmean(diff > slide.DENSE_TOLERANCE))
+    return out
 
 
 def bench_large(work: Path, size: int) -> dict:
@@ -184,10 +234,13 @@ def bench_large(work: Path, size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["readers", "throughput", "large"], required=True)
+    parser.add_argument("--part", choices=["readers", "throughput", "large", "agreement"], required=True)
     parser.add_argument("--work_dir", default="/tmp/bench_slide")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--size", type=int, default=50_000, help="level-0 side of the large slide")
+    parser.add_argument("--run", help="agreement: a trained run folder (with val_predictions.csv)")
+    parser.add_argument("--patches", help="agreement: the folder of the run's patches as <id>.tif")
+    parser.add_argument("--side", type=int, default=40, help="agreement: patches per side of the slide")
     args = parser.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -195,6 +248,8 @@ def main() -> None:
         result = bench_readers(work, args.repeats)
     elif args.part == "throughput":
         result = bench_throughput(work, args.repeats)
+    elif args.part == "agreement":
+        result = bench_agreement(work, Path(args.run), Path(args.patches), args.side)
     else:
         result = bench_large(work, args.size)
     import measure

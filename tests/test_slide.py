@@ -92,7 +92,14 @@ def _check_heatmap_matches_files(run_dir, files, tmp_path, reader, downsamples):
     write_slide(path, _canvas(pixels), downsamples)
     out = tmp_path / "out"
     summary = slide.run(
-        [f"--model_dir={run_dir}", f"--slide={path}", f"--output_dir={out}", f"--reader={reader}"], emit=lambda s: None
+        [
+            f"--model_dir={run_dir}",
+            f"--slide={path}",
+            f"--output_dir={out}",
+            f"--reader={reader}",
+            "--inference=windows",
+        ],
+        emit=lambda s: None,
     )
     heatmap = np.load(out / "heatmap.npy")
     assert heatmap.dtype == np.float32 and list(heatmap.shape) == summary["heatmap"]["shape"]
@@ -247,6 +254,7 @@ def test_resume_after_interruption_gives_the_same_heatmap(run_dir, tmp_path, mon
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=1e-6)
     assert resumed["windows"] == whole["windows"]
+    assert resumed["inference"] == whole["inference"] and resumed["dense_check"] == whole["dense_check"]
 
 
 def test_reads_stay_tile_sized_on_a_slide_larger_than_a_tile(run_dir, tmp_path, monkeypatch):
@@ -267,6 +275,80 @@ def test_reads_stay_tile_sized_on_a_slide_larger_than_a_tile(run_dir, tmp_path, 
     level1 = 8 * 96 * 10 * 96  # the model-resolution level's area
     assert max(largest) <= (256 + 32) ** 2 < level1 / 8
     assert summary["windows"] > 100
+
+
+@pytest.fixture(scope="module")
+def strided_run(tmp_path_factory):
+    """A run folder whose model runs densely exactly (2x2 stride-2 convolutions: no padding; tests/test_dense.py)."""
+    import keras
+    from test_dense import _spread_head, _strided
+
+    keras.utils.set_random_seed(3)
+    model = _strided()
+    rng = np.random.default_rng(0)
+    _spread_head(model, rng.integers(40, 230, (32, 96, 96, 3)).astype(np.float32))
+    folder = tmp_path_factory.mktemp("strided_run") / "run"
+    folder.mkdir()
+    model.save(str(folder / "model.keras"))
+    return folder
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_dense_heatmap_equals_the_per_window_heatmap(strided_run, tmp_path, monkeypatch, tta):
+    """Coordinates across tiles and dense regions: several tiles, each split into regions of 3x3 windows and
+    cropped to their tissue; a model without padding gives the per-window heatmap to rounding."""
+    from trainer import slide
+
+    monkeypatch.setattr(slide, "TILE_PIXELS", 384)
+    monkeypatch.setattr(slide, "DENSE_BLOCK", 3)
+    path = _striped_slide(tmp_path)
+    args = [f"--model_dir={strided_run}", f"--slide={path}", *(["--tta"] if tta else [])]
+    runs = {}
+    for mode in ("windows", "dense"):
+        summary = slide.run([*args, f"--output_dir={tmp_path / mode}", f"--inference={mode}"], emit=lambda s: None)
+        assert summary["inference"] == mode and summary["inference_reason"] == f"--inference={mode}"
+        runs[mode] = np.load(tmp_path / mode / "heatmap.npy")
+    a, b = runs["windows"], runs["dense"]
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    assert np.isfinite(a).sum() > 200 and np.nanstd(a) > 0.05
+    np.testing.assert_allclose(b[np.isfinite(b)], a[np.isfinite(a)], atol=1e-5)
+
+
+def test_auto_inference_uses_dense_only_within_the_tolerance(run_dir, tmp_path):
+    """The random baseline pads each window with zeros: dense differs by a little, measured on the first tile."""
+    from trainer import slide
+
+    path = _striped_slide(tmp_path)
+    args = [f"--model_dir={run_dir}", f"--slide={path}"]
+    lines = []
+    strict = slide.run([*args, f"--output_dir={tmp_path / 'strict'}", "--dense_tolerance=0"], emit=lines.append)
+    check = strict["dense_check"]
+    assert strict["inference"] == "windows" and 0 < check["max_abs_diff"] and check["tolerance"] == 0
+    assert 0 < check["mean_abs_diff"] <= check["max_abs_diff"] and check["windows"] == slide.DENSE_CHECK
+    assert any("over --dense_tolerance=0.0: windows inference" in line for line in lines), lines
+    windows = slide.run([*args, f"--output_dir={tmp_path / 'windows'}", "--inference=windows"])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "strict" / "heatmap.npy"), np.load(tmp_path / "windows" / "heatmap.npy")
+    )
+    assert windows["dense_check"] is None
+    loose = slide.run([*args, f"--output_dir={tmp_path / 'loose'}", "--dense_tolerance=1"], emit=lambda s: None)
+    assert loose["inference"] == "dense" and loose["dense_check"]["max_abs_diff"] == check["max_abs_diff"]
+    # The check measured what the heatmap got: the checked windows are among the slide's, so the whole
+    # heatmap differs at least as much.
+    a, b = np.load(tmp_path / "strict" / "heatmap.npy"), np.load(tmp_path / "loose" / "heatmap.npy")
+    assert np.nanmax(np.abs(a - b)) >= check["max_abs_diff"] - 1e-5
+
+
+def test_models_or_strides_dense_cannot_serve(run_dir, tmp_path):
+    from trainer import slide
+
+    path = _small_slide(tmp_path)
+    args = [f"--model_dir={run_dir}", f"--slide={path}", "--stride=20"]
+    with pytest.raises(ValueError, match="--inference=dense: stride 20 is not a multiple of baseline's reduction 8"):
+        slide.run([*args, f"--output_dir={tmp_path / 'o'}", "--inference=dense"], emit=lambda s: None)
+    assert not (tmp_path / "o").exists()
+    summary = slide.run([*args, f"--output_dir={tmp_path / 'o'}"], emit=lambda s: None)
+    assert summary["inference"] == "windows" and "stride 20 is not a multiple" in summary["inference_reason"]
 
 
 def test_region_polygons_trace_the_windows_above_threshold():

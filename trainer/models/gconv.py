@@ -175,7 +175,9 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(input_shape[-1])})
 
     def call(self, inputs, training=None, mask=None):
-        _, h, w, channels = inputs.shape  # static spatial sizes: the models take fixed-size patches
+        channels = inputs.shape[-1]
+        # Spatial sizes may be unknown (dense inference over regions of any size, trainer.dense).
+        h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
         c = channels // ORDER
         # Fold the orientations into a spatial axis: (B, H, W, C, 8) -> (B, H, W * 8, C), one channel each.
         x = ops.reshape(inputs, (-1, h, w, c, ORDER))

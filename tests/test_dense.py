@@ -1,0 +1,138 @@
+"""Dense inference (trainer.dense): the window probabilities pooled from one pass over a region equal the
+model run on each window, exactly where no convolution pads (1x1 kernels), for the CNN family and the P4M
+models (group batch norm included), with and without the 8-view TTA; models it cannot run are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import dense, models
+from trainer.models.cnn import cnn
+from trainer.models.p4m import p4m
+
+PATCH, STRIDE = 96, 32
+ROWS, COLS = 3, 5  # windows of the region: not square, so a transposed map fails
+
+
+def _region(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = (ROWS - 1) * STRIDE + PATCH, (COLS - 1) * STRIDE + PATCH
+    # Smooth blobs plus noise: windows differ from each other, so a window off by one stride is caught.
+    coarse = rng.uniform(0, 255, (h // 16 + 1, w // 16 + 1, 3))
+    smooth = np.repeat(np.repeat(coarse, 16, 0), 16, 1)[:h, :w]
+    return np.clip(smooth + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.float32)
+
+
+def _windows(region: np.ndarray) -> np.ndarray:
+    return np.stack(
+        [
+            region[i * STRIDE : i * STRIDE + PATCH, j * STRIDE : j * STRIDE + PATCH]
+            for i in range(ROWS)
+            for j in range(COLS)
+        ]
+    )
+
+
+def _spread_head(model, images: np.ndarray) -> None:
+    """Rescale a random model's last layer so its logits on `images` have std 2 (else all are near 0.5)."""
+    import keras
+
+    head = model.layers[-1]
+    kernel, _ = head.get_weights()
+    logits = keras.Model(model.inputs, model.layers[-2].output).predict(images, verbose=0) @ kernel
+    scale = 2.0 / max(float(logits.std()), 1e-12)
+    head.set_weights([kernel * scale, -np.full(1, float(logits.mean()) * scale, np.float32)])
+
+
+def _per_window(model, windows: np.ndarray, tta: bool) -> np.ndarray:
+    from trainer import inference
+
+    return inference.make_predict_fn([model], tta)(windows).numpy().reshape(ROWS, COLS)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: cnn(kernel_size=1, batch_norm=True, name="k1"),
+        lambda: p4m(kernel_size=1, batch_norm=True, name="p4m_k1"),
+    ],
+    ids=["cnn", "p4m"],
+)
+@pytest.mark.parametrize("tta", [False, True])
+def test_dense_equals_per_window_without_padding(build, tta):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build()
+    region = _region()
+    windows = _windows(region)
+    _spread_head(model, windows)
+    want = _per_window(model, windows, tta)
+    assert want.std() > 0.05, want  # the windows' probabilities differ: a misplaced window would show
+    got = dense.make_dense_fn([dense.DenseModel.of(model, PATCH, STRIDE)], STRIDE, tta)(region).numpy()
+    assert got.shape == (ROWS, COLS)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _strided(name: str = "strided"):
+    """Convolutions that tile their input (2x2, stride 2, no padding): exact densely, and not invariant to
+    flips and rotations, unlike 1x1 convolutions before global pooling."""
+    import keras
+
+    inputs = x = keras.Input((PATCH, PATCH, 3))
+    x = keras.layers.Rescaling(1 / 255)(x)
+    for width in (8, 16, 16):
+        x = keras.layers.Conv2D(width, 2, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x), name=name)
+
+
+def test_dense_tta_turns_each_view_back():
+    """TTA of a model that is not invariant: the 8 views' maps, each turned back, average to per-window TTA."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = _strided()
+    region = _region(1)
+    windows = _windows(region)
+    _spread_head(model, windows)
+    plain, tta = _per_window(model, windows, False), _per_window(model, windows, True)
+    assert np.abs(plain - tta).max() > 1e-2  # the views really differ, so turning a map wrongly would show
+    for views, want in ((False, plain), (True, tta)):
+        got = dense.make_dense_fn([dense.DenseModel.of(model, PATCH, STRIDE)], STRIDE, views)(region).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_baseline_runs_densely_close_to_per_window():
+    """3x3 convolutions pad each window with zeros where the region has neighbours: close, not equal."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = models.build("baseline")
+    region = _region(2)
+    d = dense.DenseModel.of(model, PATCH, STRIDE)
+    assert d.reduction == 8
+    got = dense.make_dense_fn([d], STRIDE, False)(region).numpy()
+    want = _per_window(model, _windows(region), False)
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.05
+
+
+def test_models_that_cannot_run_densely_are_named():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    stain = models.build("baseline", stain_norm="reinhard")
+    with pytest.raises(dense.NotDense, match="'stain_norm' \\(ReinhardNormalization\\) is not a local"):
+        dense.DenseModel.of(stain, PATCH, STRIDE)
+    with pytest.raises(dense.NotDense, match="stride 20 is not a multiple of baseline's reduction 8"):
+        dense.DenseModel.of(models.build("baseline"), PATCH, 20)
+    inputs = keras.Input((PATCH, PATCH, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    y = keras.layers.Add()([x, keras.layers.Conv2D(4, 3, padding="same")(x)])  # a residual: not a chain
+    out = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(y))
+    with pytest.raises(dense.NotDense, match="\\(Add\\) is not a local"):
+        dense.DenseModel.of(keras.Model(inputs, out, name="residual"), PATCH, STRIDE)
+    flat = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)), name="flat")
+    with pytest.raises(dense.NotDense, match="0 GlobalAveragePooling2D layers"):
+        dense.DenseModel.of(flat, PATCH, STRIDE)
