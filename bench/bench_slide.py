@@ -200,7 +200,7 @@ def bench_agreement(work: Path, run: Path, patches: Path, side: int) -> dict:
     return out
 
 
-def bench_large(work: Path, size: int) -> dict:
+def bench_large(work: Path, size: int, inference: str) -> dict:
     import measure
 
     run = baseline_run(work / "run")
@@ -214,13 +214,22 @@ def bench_large(work: Path, size: int) -> dict:
     out = {}
     for name, path in (("small", small), ("large", large)):
         folder = work / f"out_{name}_measured"
-        cmd = [sys.executable, "-m", "trainer.slide", f"--model_dir={run}", f"--slide={path}", f"--output_dir={folder}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainer.slide",
+            f"--model_dir={run}",
+            f"--slide={path}",
+            f"--output_dir={folder}",
+            f"--inference={inference}",
+        ]
         m = measure.run_measured(cmd)
         summary = json.loads((folder / "summary.json").read_text())
         out[name] = {
             "level0": summary["heatmap"]["shape"],
             "windows": summary["windows"],
             "heatmap_seconds": summary["seconds"],
+            "inference": summary["inference"],
             "ms_per_window": round(1000 * summary["seconds"] / max(summary["windows"], 1), 3),
             "wall_s": m["wall_s"],
             "peak_rss_mib": m["peak_rss_mib"],
@@ -238,6 +247,7 @@ def main() -> None:
     parser.add_argument("--work_dir", default="/tmp/bench_slide")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--size", type=int, default=50_000, help="level-0 side of the large slide")
+    parser.add_argument("--inference", default="auto", help="large: pcam-slide's --inference")
     parser.add_argument("--run", help="agreement: a trained run folder (with val_predictions.csv)")
     parser.add_argument("--patches", help="agreement: the folder of the run's patches as <id>.tif")
     parser.add_argument("--side", type=int, default=40, help="agreement: patches per side of the slide")
@@ -251,7 +261,7 @@ def main() -> None:
     elif args.part == "agreement":
         result = bench_agreement(work, Path(args.run), Path(args.patches), args.side)
     else:
-        result = bench_large(work, args.size)
+        result = bench_large(work, args.size, args.inference)
     import measure
 
     result["machine"] = measure.machine()

@@ -9,9 +9,15 @@ else PCAM_MPP = 0.972 um/px, the Kaggle/PCam patches' 10x), moved by --stride mo
 the label covers the centre 32x32, so stride-32 windows tile the slide with label regions that do not
 overlap). The slide's level nearest that resolution (never coarser) is read in large tiles and resampled;
 the level-0 microns per pixel come from the slide's metadata or --mpp. Windows without tissue (Otsu on
-the saturation of a low-resolution thumbnail, `tissue_mask`) are never predicted. The windows of a tile
-go through `trainer.inference.make_predict_fn`, the function `pcam-predict` uses, so a window predicts
-what the same pixels as a patch file would.
+the saturation of a low-resolution thumbnail, `tissue_mask`) are never predicted. How windows are predicted
+(--inference):
+  windows  each window through `trainer.inference.make_predict_fn`, the function `pcam-predict` uses, so a
+           window predicts what the same pixels as a patch file would;
+  dense    `trainer.dense`: the model's convolutions once over regions of up to DENSE_BLOCK^2 windows, each
+           window's global pooling taken from the region's feature map. Several times faster at stride 32,
+           where windows overlap, but a window's edges see its neighbours instead of zero padding;
+  auto     (default) dense where the models allow it and DENSE_CHECK windows spread over the slide, predicted
+           both ways first, differ by at most --dense_tolerance; else windows. summary.json says which and why.
 
 OUT gets, each written atomically, summary.json last:
   heatmap.npy      float32 [rows, cols]; NaN where there is no tissue; [i, j] is the window centred at
@@ -22,7 +28,8 @@ OUT gets, each written atomically, summary.json last:
                    threshold: --threshold, else the run's validation Youden threshold, else 0.5
   summary.json     slide_score (`slide_score`: the mean of the TOP_K highest window probabilities),
                    tumour_area_mm2 (label area of the windows at or above the threshold), windows,
-                   seconds, mpp, model_dirs, threshold
+                   seconds, mpp, model_dirs, threshold, inference (windows or dense), inference_reason,
+                   dense_check (--inference=auto's measured differences)
 OUT is locked while the command runs (pcam_tfds.core.folder_lock); progress is saved to OUT/.partial after
 every tile, so the same command run again after an interruption continues where it stopped. A user's
 mistake (a file that is not a slide, a truncated one, a folder that is not a run, no resolution) is one
