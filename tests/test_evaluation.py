@@ -5,6 +5,7 @@ on a folder, on a TFDS split and as an ensemble, and compare. The metrics agains
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -327,7 +328,10 @@ def test_an_ensemble_averages_the_runs_and_writes_metrics_json_once(baseline_run
     monkeypatch.setattr(
         report, "atomic_write_text", lambda path, text: (writes.append(path.name), real_write(path, text))
     )
-    m = evaluate.evaluate_runs(runs, str(tmp_path / "eval"), data_dir=str(pcam_data["tfds"]), batch_size=64)
+    config = evaluate.EvaluateConfig(
+        tuple(runs), str(tmp_path / "eval"), data_dir=str(pcam_data["tfds"]), batch_size=64
+    )
+    m = evaluate.evaluate_runs(config)
     assert writes.count("metrics.json") == 1
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(m))
     assert m["model"] == "ensemble of 2" and m["model_dirs"] == runs
@@ -344,4 +348,19 @@ def test_an_ensemble_averages_the_runs_and_writes_metrics_json_once(baseline_run
     _, _, ensemble = files.read_predictions(tmp_path / "eval" / "predictions.csv")
     np.testing.assert_allclose(ensemble, (alone[0][2] + alone[1][2]) / 2, atol=2e-6)
     with pytest.raises(ValueError, match="split 'test' of pcam/full is unlabelled"):
-        evaluate.evaluate_runs(runs, str(tmp_path / "test"), data_dir=str(pcam_data["tfds"]), split="test")
+        evaluate.evaluate_runs(dataclasses.replace(config, output_dir=str(tmp_path / "test"), split="test"))
+
+
+def test_evaluate_config_refuses_impossible_combinations():
+    good = evaluate.EvaluateConfig(("runs/a",), "out", data_dir="tfds")
+    assert good.check() is good
+    cases = [
+        (dataclasses.replace(good, model_dirs=()), "--model_dir: give at least one"),
+        (dataclasses.replace(good, input_dir="patches", labels_csv="l.csv"), "give either --input_dir"),
+        (dataclasses.replace(good, data_dir=None), "give either --input_dir"),
+        (dataclasses.replace(good, data_dir=None, input_dir="patches"), "--input_dir needs --labels"),
+        (dataclasses.replace(good, batch_size=0), "--batch_size=0 must be > 0"),
+    ]
+    for config, message in cases:
+        with pytest.raises(ValueError, match=message):
+            config.check()

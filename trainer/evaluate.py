@@ -17,6 +17,7 @@ predictions are val_predictions.csv).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -25,7 +26,7 @@ from etils import epath
 from trainer import errors, run_folder
 
 
-def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
+def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
     """One run's validation thresholds, to apply here; none for ensembles and for --refit runs."""
     from trainer import calibration
 
@@ -37,7 +38,7 @@ def _run_thresholds(model_dirs: list[str]) -> dict[str, float]:
         return {}
 
 
-def _trained_splits(model_dirs: list[str]) -> set[str]:
+def _trained_splits(model_dirs: tuple[str, ...]) -> set[str]:
     """The splits the runs trained on (TrainConfig.train_splits of their config.json; train where it is missing)."""
     from trainer import config as config_lib
 
@@ -48,51 +49,69 @@ def _trained_splits(model_dirs: list[str]) -> set[str]:
     return splits
 
 
-def evaluate_runs(
-    model_dirs: list[str],
-    output_dir: str,
-    *,
-    input_dir: str | None = None,
-    labels_csv: str | None = None,
-    data_dir: str | None = None,
-    dataset: str = "pcam/full",
-    split: str = "validation",
-    tta: bool = False,
-    calibrate: bool = False,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> dict:
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What one evaluation does: the runs (several: their ensemble), the labelled set (a folder with its labels
+    CSV, or a split of a built dataset) and how to predict it; `check` rejects impossible combinations."""
+
+    model_dirs: tuple[str, ...]
+    output_dir: str
+    input_dir: str | None = None
+    labels_csv: str | None = None
+    data_dir: str | None = None
+    dataset: str = "pcam/full"
+    split: str = "validation"
+    tta: bool = False
+    calibrate: bool = False
+    batch_size: int = 256
+    seed: int = 0  # of the bootstrap intervals
+
+    def check(self) -> EvaluateConfig:
+        """Raises UsageError naming the flag of an impossible combination; returns self."""
+        if not self.model_dirs:
+            raise errors.UsageError("--model_dir: give at least one trainer run folder")
+        if (self.input_dir is None) == (self.data_dir is None):
+            raise errors.UsageError("give either --input_dir with --labels, or --data_dir (with --split)")
+        if self.input_dir is not None and not self.labels_csv:
+            raise errors.UsageError("--input_dir needs --labels=CSV (id,label) for the patches in it")
+        if self.batch_size <= 0:
+            raise errors.UsageError(f"--batch_size={self.batch_size} must be > 0")
+        return self
+
+
+def evaluate_runs(config: EvaluateConfig) -> dict:
     """Predicts the set with the runs (averaged), then writes the report into output_dir; returns its metrics."""
     from trainer import calibration, explain, inference
     from trainer.evaluation import report
 
-    if (input_dir is None) == (data_dir is None):
-        raise errors.UsageError("give either --input_dir with --labels, or --data_dir (with --split)")
-    if input_dir is not None and not labels_csv:
-        raise errors.UsageError("--input_dir needs --labels=CSV (id,label) for the patches in it")
-    out = epath.Path(output_dir)
+    c = config.check()
+    out = epath.Path(c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(str(out), os.W_OK):
-        raise errors.UsageError(f"--output_dir={output_dir!r} is not writable")
-    models = [inference.load_model(d) for d in model_dirs]
-    temperatures = [calibration.read_temperature(d) for d in model_dirs] if calibrate else None
-    if input_dir is not None:
-        ids, labels, probs, images_for = _predict_folder(models, input_dir, labels_csv, batch_size, tta, temperatures)
-        set_name = f"{input_dir} (labels {labels_csv})"
+        raise errors.UsageError(f"--output_dir={c.output_dir!r} is not writable")
+    models = [inference.load_model(d) for d in c.model_dirs]
+    temperatures = [calibration.read_temperature(d) for d in c.model_dirs] if c.calibrate else None
+    if c.input_dir is not None:
+        ids, labels, probs, images_for = _predict_folder(
+            models, c.input_dir, c.labels_csv, c.batch_size, c.tta, temperatures
+        )
+        set_name = f"{c.input_dir} (labels {c.labels_csv})"
     else:
-        ids, labels, probs, images_for = _predict_split(models, data_dir, dataset, split, batch_size, tta, temperatures)
-        set_name = f"{dataset}:{split} ({data_dir})"
-    held_out = input_dir is not None or split not in _trained_splits(model_dirs)
+        ids, labels, probs, images_for = _predict_split(
+            models, c.data_dir, c.dataset, c.split, c.batch_size, c.tta, temperatures
+        )
+        set_name = f"{c.dataset}:{c.split} ({c.data_dir})"
+    held_out = c.input_dir is not None or c.split not in _trained_splits(c.model_dirs)
     return report.write_report(
         out,
         models[0].name if len(models) == 1 else f"ensemble of {len(models)}",
         report.ScoredSet(set_name, ids, labels, probs, held_out=held_out),
         predictions_file=run_folder.PREDICTIONS,
-        seed=seed,
-        thresholds=_run_thresholds(model_dirs),
+        seed=c.seed,
+        thresholds=_run_thresholds(c.model_dirs),
         images_for=images_for,
         gradcam=explain.GradCam(models[0]) if len(models) == 1 else None,
-        record={"model_dirs": list(model_dirs), "tta": tta, "calibrated": calibrate},
+        record={"model_dirs": list(c.model_dirs), "tta": c.tta, "calibrated": c.calibrate},
     )
 
 
@@ -167,14 +186,11 @@ def define_flags(flag_values) -> None:
     flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
 
 
-def _main(argv) -> int:
-    from absl import flags
-
-    f = flags.FLAGS
-    errors.no_arguments(argv)
-    m = evaluate_runs(
-        f.model_dir,
-        f.output_dir,
+def config_from_flags(f) -> EvaluateConfig:
+    """The command's flags as an EvaluateConfig (checked by evaluate_runs)."""
+    return EvaluateConfig(
+        model_dirs=tuple(f.model_dir),
+        output_dir=f.output_dir,
         input_dir=f.input_dir,
         labels_csv=f.labels,
         data_dir=f.data_dir,
@@ -184,6 +200,14 @@ def _main(argv) -> int:
         calibrate=f.calibrate,
         batch_size=f.batch_size,
     )
+
+
+def _main(argv) -> int:
+    from absl import flags
+
+    f = flags.FLAGS
+    errors.no_arguments(argv)
+    m = evaluate_runs(config_from_flags(f))
     lo, hi = m["roc_auc_ci95"]
     print(
         f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
