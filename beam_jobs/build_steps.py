@@ -16,6 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+# isort: split
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 
+from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+# isort: split
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue

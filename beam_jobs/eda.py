@@ -40,6 +40,10 @@ import json
 import logging
 
 import numpy as np
+
+from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+# isort: split
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import cli, stats, validate

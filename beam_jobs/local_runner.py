@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import sys
 
+from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+# isort: split
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner

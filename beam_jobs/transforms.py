@@ -13,6 +13,9 @@ Used by `beam_jobs.validate`, `beam_jobs.stats` and the `pcam` builder's Beam pa
 
 from __future__ import annotations
 
+from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+# isort: split
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics

@@ -40,11 +40,7 @@ import os
 import shutil
 import sys
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
 from beam_jobs import cli, pipeline_options
-from beam_jobs.transforms import ValidateKaggleLayout, WriteValidationOutputs
 from pcam_tfds.core import fileio, layout, outputs, records
 from pcam_tfds.core.progress import Progress
 from pcam_tfds.core.summary import AccountingError
@@ -117,6 +113,15 @@ def _run_local(args) -> dict:
 
 
 def _run_beam(args, beam_args, save_main_session) -> dict:
+    # Beam only here: the local path above never loads it (about 1 s of imports; tests/test_no_beam.py).
+    from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
+
+    # isort: split
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from beam_jobs.transforms import ValidateKaggleLayout, WriteValidationOutputs
+
     options = PipelineOptions(
         pipeline_options.with_local_defaults(beam_args, args.log_level), save_main_session=save_main_session
     )

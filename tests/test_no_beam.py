@@ -76,3 +76,16 @@ OUT = {{"total": doc["total"], "rows": len(rows), "copied_total": copied["total"
 """
     out = run_without_beam(body, tmp_path)
     assert out == {"refused": [], "beam_loaded": False, "total": 15, "rows": 15, "copied_total": 15}
+
+
+def test_pcam_validate_on_this_machine_imports_no_beam(tmp_path):
+    """The command's local path, as `python -m beam_jobs.validate` runs it: the package and the job module load no
+    Beam (importing it cost about 1 s of every validation)."""
+    kaggle = make_clean(tmp_path / "kaggle", num_train=12, num_test=3, seed=2)
+    body = f"""
+from beam_jobs import validate
+summary = validate.run(["--data_dir={kaggle}", "--output_dir={tmp_path / "out"}"])
+OUT = {{"total": summary["total"]}}
+"""
+    out = run_without_beam(body, tmp_path)
+    assert out == {"refused": [], "beam_loaded": False, "total": 15}
