@@ -100,7 +100,7 @@ def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data,
     gc.collect()
     graphs_before = _func_graphs()
     before = memory.custom_gradient_names()
-    records = search.run_search(tune_config.validate(tune_config.TuneConfig(tuner_dir=str(tmp_path / "a"), **common)))
+    records = search.run_search(tune_config.validate(tune_config.TuneConfig.of(str(tmp_path / "a"), **common)))
     assert [r["status"] for r in records] == ["COMPLETED"] * 3
     # TensorFlow registers a custom gradient per traced train step and would keep each trial's graph.
     assert memory.custom_gradient_names() == before
@@ -115,6 +115,6 @@ def test_search_stops_at_its_budget_and_trials_leave_no_graphs_behind(pcam_data,
             return self.checks > 1
 
     monkeypatch.setattr(Budget, "from_minutes", lambda wall, cpu: SpentAfterFirstCheck(wall_s=60 * wall))
-    budgeted = tune_config.validate(tune_config.TuneConfig(tuner_dir=str(tmp_path / "b"), max_minutes=60, **common))
+    budgeted = tune_config.validate(tune_config.TuneConfig.of(str(tmp_path / "b"), max_minutes=60, **common))
     [trial] = search.run_search(budgeted)
     assert trial["status"] == "COMPLETED" and trial["epochs"] == 1  # stopped after a batch, validated, no 2nd trial

@@ -184,3 +184,23 @@ def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
         assert (a.default, a.help) == (b.default, b.help), name
     with pytest.raises(ValueError, match="not shared flags"):
         shared_flags.define(flags.FlagValues(), ("models",))
+
+
+def test_each_shared_flag_sets_the_train_config_field_of_its_name():
+    """So train and tune pass them on without a mapping line each (shared_flags.fields), and a new shared option
+    is a TrainConfig field and one flag; the resolved ones are fields too, set by config.resolve_recipe."""
+    import dataclasses
+
+    from absl import flags
+
+    from trainer import config as config_lib
+    from trainer import shared_flags
+
+    names = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
+    assert set(shared_flags.NAMES) <= names and set(shared_flags.RESOLVED) <= set(shared_flags.NAMES)
+    fv = flags.FlagValues()
+    shared_flags.define(fv)
+    fv(["prog", "--batch_size=32", "--augment=none", "--ema=0.5"])
+    values = shared_flags.fields(fv)
+    assert values["batch_size"] == 32 and values["augment"] == "none" and "ema" not in values
+    assert set(values) == set(shared_flags.NAMES) - set(shared_flags.RESOLVED)

@@ -49,9 +49,9 @@ def test_each_epoch_is_a_function_of_seed_and_epoch(pcam_data, repeat):
 def test_two_identical_searches_give_identical_trial_scores(pcam_data, tmp_path):
     def search_in(folder):
         cfg = tune_config.validate(
-            tune_config.TuneConfig(
-                data_dir=str(pcam_data["tfds"]),
-                tuner_dir=str(folder),
+            tune_config.TuneConfig.of(
+                str(folder),
+                str(pcam_data["tfds"]),
                 space="wide",
                 max_trials=2,
                 epochs=2,

@@ -146,13 +146,13 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
 
 
 def test_restart_with_other_settings_is_refused(tmp_path):
-    cfg = tune_config.validate(tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path), space="seed"))
+    cfg = tune_config.validate(tune_config.TuneConfig.of(str(tmp_path), "d", space="seed"))
     tune_config.check_and_write_config(cfg)
-    tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "max_trials": 20, "data_dir": "e"}))
+    tune_config.check_and_write_config(cfg.replace(max_trials=20, data_dir="e"))
     with pytest.raises(ValueError, match="space: 'seed' -> 'wide'"):
-        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "space": "wide"}))
+        tune_config.check_and_write_config(cfg.replace(space="wide"))
     with pytest.raises(ValueError, match="--executions_per_trial=0 must be >= 1"):
-        tune_config.validate(tune_config.TuneConfig(**{**cfg.__dict__, "executions_per_trial": 0}))
+        tune_config.validate(cfg.replace(executions_per_trial=0))
 
 
 @pytest.mark.parametrize(
@@ -171,10 +171,10 @@ def test_restart_with_other_settings_is_refused(tmp_path):
     ],
 )
 def test_search_settings_are_validated_with_the_trainers_rules(change, message, tmp_path):
-    cfg = tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path))
+    cfg = tune_config.TuneConfig.of(str(tmp_path), "d")
     assert tune_config.validate(cfg) is cfg
     with pytest.raises(ValueError) as info:
-        tune_config.validate(tune_config.TuneConfig(**{**cfg.__dict__, **change}))
+        tune_config.validate(cfg.replace(**change))
     assert message in str(info.value)
 
 
@@ -189,13 +189,13 @@ def test_restart_with_other_channel_statistics_is_refused(tmp_path):
         stats_file("b.json", [200.0, 150.0, 200.0]),
         stats_file("c.json", [180.0, 140.0, 190.0]),
     )
-    cfg = tune_config.TuneConfig(data_dir="d", tuner_dir=str(tmp_path / "tune"), space="seed", channel_stats=a)
+    cfg = tune_config.TuneConfig.of(str(tmp_path / "tune"), "d", space="seed", channel_stats=a)
     tune_config.check_and_write_config(cfg)
-    tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": same_values}))
+    tune_config.check_and_write_config(cfg.replace(channel_stats=same_values))
     with pytest.raises(ValueError, match="channel statistics"):
-        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": other}))
+        tune_config.check_and_write_config(cfg.replace(channel_stats=other))
     with pytest.raises(ValueError, match="channel statistics"):
-        tune_config.check_and_write_config(tune_config.TuneConfig(**{**cfg.__dict__, "channel_stats": None}))
+        tune_config.check_and_write_config(cfg.replace(channel_stats=None))
     recorded = json.loads((tmp_path / "tune" / tune_config.TUNE_CONFIG_FILE).read_text())
     assert recorded["channel_stats_values"] == [[200.0, 150.0, 200.0], [50.0, 50.0, 50.0]]
 
@@ -207,9 +207,9 @@ def _trials(tuner_dir) -> list[dict]:
 @pytest.mark.slow
 def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):
     cfg = tune_config.validate(
-        tune_config.TuneConfig(
-            data_dir=str(pcam_data["tfds"]),
-            tuner_dir=str(tmp_path),
+        tune_config.TuneConfig.of(
+            str(tmp_path),
+            str(pcam_data["tfds"]),
             space="wide",
             max_trials=1,
             epochs=1,

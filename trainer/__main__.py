@@ -206,22 +206,15 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
     _refuse_flags_the_model_ignores(f)
     values = {
+        **shared_flags.fields(f),
         "model": f.model,
-        "data_dir": f.data_dir,
         "model_dir": f.model_dir,
-        "dataset": f.dataset,
-        "batch_size": f.batch_size,
         "optimizer": f.optimizer,
         "weight_decay": f.weight_decay,
         "class_weights": _class_weights(f.class_weights, f.model),
         "max_minutes": f.max_minutes,
         "max_cpu_minutes": f.max_cpu_minutes,
-        "seed": f.seed,
-        "augment": f.augment,
         "augment_on": f.augment_on,
-        "sample_fraction": f.sample_fraction,
-        "steps_per_epoch": f.steps_per_epoch,
-        "shuffle_buffer": f.shuffle_buffer,
         "refit": f.refit,
         "strategy": f.strategy,
         "filters": filters,
@@ -235,7 +228,6 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
         "unfreeze_layers": f.unfreeze_layers,
         "fine_tune_learning_rate": f.fine_tune_learning_rate,
         "full_fine_tune": f.full_fine_tune,
-        "verbose": f.verbose,
         **recipe,
     }
     if f.hparams:

@@ -65,7 +65,7 @@ _MAX_BLOCKS = {"seed": DEFAULTS["num_blocks"], "wide": 4}
 class CNNHyperModel(keras_tuner.HyperModel):
     """The `tuned` CNN over a search space; builds and fits each trial the way pcam-train trains.
 
-    trial_config: what every trial trains with (`TuneConfig.trial_config`: precision, XLA, steps per execution,
+    trial_config: what every trial trains with (`TuneConfig.trial`: precision, XLA, steps per execution,
     schedule, weight average, smoothing, input normalisation); a trial's hyperparameters replace its fields
     (`trial`). `build` makes the model with `train.build_model` and compiles it with `train.compile_for`, and
     `fit` adds the trainer's schedule and weight-average callbacks (`train.schedule_callback`,

@@ -1,7 +1,7 @@
 """Hyperparameter search for the CNN family: runs (or continues) the search that a `TuneConfig` describes.
 
     from trainer import search, tune_config
-    config = tune_config.validate(tune_config.TuneConfig(data_dir=..., tuner_dir=..., space="seed", max_trials=5))
+    config = tune_config.validate(tune_config.TuneConfig.of(TUNER_DIR, DATA_DIR, space="seed", max_trials=5))
     search.run_search(config)          # `python -m trainer.tune` is the command-line form
 
 The parts: `trainer.tune_config` (the settings and the restart check), `trainer.hypermodel` (the search
@@ -42,46 +42,47 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
     if role not in ROLES:
         raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
     tune_config.check_and_write_config(config, write=role != "worker")
-    trial_config = config.trial_config()
+    trial_config = config.trial
     train.set_precision(trial_config)
-    determinism.seed_everything(config.seed)
+    determinism.seed_everything(trial_config.seed)
 
     train_files = val_files = num_train = None
     if role != "chief":  # the chief serves the oracle and trains nothing, so it needs no data
-        builder = data.load_builder(config.data_dir, config.dataset)
+        builder = data.load_builder(trial_config.data_dir, trial_config.dataset)
         train_files, val_files = data.split_files(builder, "train"), data.split_files(builder, "validation")
         num_train, num_val = data.num_examples(builder, "train"), data.num_examples(builder, "validation")
 
     def datasets(epoch):
+        c = trial_config
         train_ds = data.train_dataset(
             train_files,
-            config.batch_size,
-            config.seed,
-            config.augment,
-            config.shuffle_buffer,
-            config.sample_fraction,
-            repeat=config.steps_per_epoch is not None,
+            c.batch_size,
+            c.seed,
+            c.augment,
+            c.shuffle_buffer,
+            c.sample_fraction,
+            repeat=c.steps_per_epoch is not None,
             num_examples=num_train,
             epoch=epoch,  # the trial's determinism.EpochClock: each epoch's data come from (seed, epoch)
-            steps_per_epoch=config.steps_per_epoch,
+            steps_per_epoch=c.steps_per_epoch,
         )
-        return train_ds, data.eval_dataset(val_files, config.batch_size, config.sample_fraction, num_examples=num_val)
+        return train_ds, data.eval_dataset(val_files, c.batch_size, c.sample_fraction, num_examples=num_val)
 
     per_epoch = train.steps_per_epoch(trial_config, num_train) if num_train is not None else None
     model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, trial_config, per_epoch)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: tune_reports.write_reports(tuner, config)) if role == "standalone" else None
     # The chief runs no trial, so a budget would never be checked there; it ends when the workers do.
-    budget = Budget.from_minutes(config.max_minutes, config.max_cpu_minutes) if role != "chief" else None
+    budget = Budget.from_minutes(trial_config.max_minutes, trial_config.max_cpu_minutes) if role != "chief" else None
     tuner = tuners.make_tuner(config, model, datasets, after_trial, budget)
     try:
         # keras-tuner gives each trial its own TensorBoard folder and logs its hyperparameters (the hparams
         # dashboard) when a TensorBoard callback is passed.
         tuner.search(
-            epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch,
+            epochs=trial_config.epochs,
+            steps_per_epoch=trial_config.steps_per_epoch,
             shuffle=False,  # tf.data shuffles
-            verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+            verbose=trial_config.verbose if trial_config.verbose == "auto" else int(trial_config.verbose),
             callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
         )
     except tuners.BudgetSpent as e:

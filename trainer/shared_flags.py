@@ -6,8 +6,9 @@
 
 The data, the input pipeline, the budget recipe's weight average and smoothing, and the devices mean the same
 for a run and for every trial, and both commands resolve them with `config.resolve_recipe`; so their flags
-are one definition, with one default and one help text. Adding such an option: a TrainConfig field, one flag
-here, and its line in the resolution or mapping.
+are one definition, with one default and one help text. Each is named as the TrainConfig field it sets:
+`fields(fv)` gives the values of those the commands pass on as they are, so adding such an option is a
+TrainConfig field and one flag here; the others (RESOLVED) are resolved by `config.resolve_recipe`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ GPU_CHECK = (
     "jit_compile",
     "steps_per_execution",
 )
+
+
+# Shared flags whose value is not the field's: "auto" or an unset recipe default, resolved by config.resolve_recipe.
+RESOLVED = ("mixed_precision", "jit_compile", "steps_per_execution", "ema", "label_smoothing")
+
+
+def fields(fv: flags.FlagValues) -> dict:
+    """{name: value} of the shared flags defined on `fv` that set their TrainConfig field as they are."""
+    return {name: fv[name].value for name in NAMES if name not in RESOLVED and name in fv}
 
 
 def define(fv: flags.FlagValues, names: tuple[str, ...] | None = None) -> None:

@@ -114,31 +114,13 @@ def config_from_flags(flag_values, gpu: bool):
         jit_compile=f.jit_compile,
         steps_per_execution=f.steps_per_execution,
     )
-    return tune_config.validate(
-        tune_config.TuneConfig(
-            model=f.model,
-            data_dir=f.data_dir,
-            tuner_dir=f.tuner_dir,
-            dataset=f.dataset,
-            tuner=f.tuner,
-            space=f.space,
-            max_trials=f.max_trials,
-            executions_per_trial=f.executions_per_trial,
-            epochs=f.epochs,
-            max_minutes=f.max_minutes,
-            max_cpu_minutes=f.max_cpu_minutes,
-            hyperband_factor=f.hyperband_factor,
-            batch_size=f.batch_size,
-            seed=f.seed,
-            augment=f.augment,
-            sample_fraction=f.sample_fraction,
-            steps_per_epoch=f.steps_per_epoch,
-            shuffle_buffer=f.shuffle_buffer,
-            channel_stats=f.channel_stats,
-            **{k: recipe[k] for k in tune_config.RECIPE_FIELDS},
-            verbose=f.verbose,
-        )
-    )
+    trial = {**shared_flags.fields(f), **{k: recipe[k] for k in tune_config.RECIPE_FIELDS}}
+    for name in ("model", "epochs", "max_minutes", "max_cpu_minutes", "channel_stats"):  # this command's own flags
+        trial[name] = f[name].value
+    search = {
+        name: f[name].value for name in ("tuner", "space", "max_trials", "executions_per_trial", "hyperband_factor")
+    }
+    return tune_config.validate(tune_config.TuneConfig.of(f.tuner_dir, **trial, **search))
 
 
 def _main(argv):

@@ -1,13 +1,14 @@
 """The settings of one hyperparameter search, their validation, and the check that a restart keeps them.
 
     from trainer import tune_config
-    config = tune_config.validate(tune_config.TuneConfig(data_dir=..., tuner_dir=..., space="seed", max_trials=5))
+    config = tune_config.validate(tune_config.TuneConfig.of(TUNER_DIR, DATA_DIR, space="seed", max_trials=5))
 
-`python -m trainer.tune` turns its flags into a `TuneConfig`. The settings every trial trains with (data,
-epochs, batch size, input, budget, devices) are validated by `trainer.config.validate`, as a
-`TrainConfig` (`TuneConfig.trial_config`), so a search accepts exactly what `python -m trainer` does;
-only the search's own settings are checked here. TUNER_DIR/tune_config.json records the settings
-(with the channel statistics' values); a search restarted with other settings is refused.
+`python -m trainer.tune` turns its flags into a `TuneConfig`: the `TrainConfig` every trial trains with
+(`TuneConfig.trial`: data, epochs, batch size, input, recipe, budget, devices; built from the same shared
+flags as pcam-train's, trainer.shared_flags) and the search's own settings. The trial's config is validated
+by `trainer.config.validate`, so a search accepts exactly what `python -m trainer` does; only the search's
+own settings are checked here. TUNER_DIR/tune_config.json records the settings, flat (with the channel
+statistics' values); a search restarted with other settings is refused, naming them.
 """
 
 from __future__ import annotations
@@ -31,69 +32,50 @@ RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_c
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:
-    """One search; `python -m trainer.tune --helpfull` documents each field."""
+    """One search: what every trial trains with, and the search's own settings.
 
-    data_dir: str
-    tuner_dir: str
-    model: str = "tuned"
-    dataset: str = "pcam/full"
+    `trial` is the `TrainConfig` of `python -m trainer --model=tuned` with the same flags (its model_dir is
+    the search folder, TUNER_DIR), so a trial trains as pcam-train would, validated by the trainer's rules;
+    the trial's own hyperparameters (learning rate, widths, ...) come from the search space instead.
+    `python -m trainer.tune --helpfull` documents each setting. Library callers build one with `of`.
+    """
+
+    trial: config_lib.TrainConfig
     tuner: str = "random"
     space: str = "wide"
     max_trials: int = 10
     executions_per_trial: int = 1
-    epochs: int = 5
-    max_minutes: float | None = None
-    max_cpu_minutes: float | None = None
     hyperband_factor: int = 3
-    batch_size: int = 64
-    seed: int = 42
-    augment: str = "dihedral"
-    sample_fraction: float = 1.0
-    steps_per_epoch: int | None = None
-    shuffle_buffer: int = 8192
-    channel_stats: str | None = None
-    # The recipe and hardware of every trial, resolved by config.resolve_recipe as for pcam-train.
-    schedule: str = "constant"  # constant or cosine over the trial's epochs
-    ema: float = 0.0
-    label_smoothing: float = 0.0
-    mixed_precision: str = "off"  # off, float16 or bfloat16
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    verbose: str = "auto"
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+    @classmethod
+    def of(cls, tuner_dir: str, data_dir: str, **settings) -> TuneConfig:
+        """A search from flat settings, as the command's flags give them: the search's own (`tuner`, `space`, ...)
+        and any `TrainConfig` field for the trials (model "tuned", epochs 5, no early stopping by default)."""
+        own = {k: settings.pop(k) for k in list(settings) if k in _SEARCH_FIELDS}
+        trial = {"model": "tuned", "epochs": 5, **settings}
+        # A trial keeps its best epoch's score: early stopping would only shorten it.
+        trial = config_lib.TrainConfig(data_dir=data_dir, model_dir=tuner_dir, early_stopping_patience=0, **trial)
+        return cls(trial=trial, **own)
 
-    def trial_config(self) -> config_lib.TrainConfig:
-        """What every trial trains with, as the `TrainConfig` of `python -m trainer --model=tuned` with these flags.
+    def replace(self, **changes) -> TuneConfig:
+        """A copy with flat settings changed (search fields, `tuner_dir`, or the trials' TrainConfig fields)."""
+        own = {k: changes.pop(k) for k in list(changes) if k in _SEARCH_FIELDS}
+        if "tuner_dir" in changes:
+            changes["model_dir"] = changes.pop("tuner_dir")
+        return dataclasses.replace(self, trial=dataclasses.replace(self.trial, **changes), **own)
 
-        The trial's own hyperparameters (learning rate, widths, ...) come from the search space instead.
-        """
-        return config_lib.TrainConfig(
-            model=self.model,
-            data_dir=self.data_dir,
-            model_dir=self.tuner_dir,
-            dataset=self.dataset,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            augment=self.augment,
-            sample_fraction=self.sample_fraction,
-            steps_per_epoch=self.steps_per_epoch,
-            shuffle_buffer=self.shuffle_buffer,
-            channel_stats=self.channel_stats,
-            schedule=self.schedule,
-            ema=self.ema,
-            label_smoothing=self.label_smoothing,
-            # A trial keeps its best epoch's score: early stopping would only shorten it.
-            early_stopping_patience=0,
-            mixed_precision=self.mixed_precision,
-            jit_compile=self.jit_compile,
-            steps_per_execution=self.steps_per_execution,
-            max_minutes=self.max_minutes,
-            max_cpu_minutes=self.max_cpu_minutes,
-            verbose=self.verbose,
-        )
+    @property
+    def tuner_dir(self) -> str:
+        return self.trial.model_dir
+
+    def record(self) -> dict:
+        """The settings as TUNER_DIR/tune_config.json holds them: flat, the search folder as "tuner_dir"."""
+        trial = {k: v for k, v in dataclasses.asdict(self.trial).items() if k != "model_dir"}
+        own = {f: getattr(self, f) for f in _SEARCH_FIELDS}
+        return json.loads(json.dumps({**trial, **own, "tuner_dir": self.tuner_dir}))
+
+
+_SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(TuneConfig) if f.name != "trial")
 
 
 # May differ on a restart, or between the chief and workers of one search (paths and devices are per machine).
@@ -112,22 +94,25 @@ _RESTART_FREE_FIELDS = (
 
 # What searches recorded before these fields existed trained with (constant rate, no average, no smoothing),
 # so such a search continues when the flags resolve to the same, and is refused, naming the field, when not.
+# Other fields an older record lacks held values that no flag of pcam-tune could change then; they are not compared.
 _RECORDED_BEFORE = {"schedule": "constant", "ema": 0.0, "label_smoothing": 0.0}
 
 
 def validate(config: TuneConfig) -> TuneConfig:
     """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    config_lib.check_choice("model", config.model, MODELS)
+    config_lib.check_choice("model", config.trial.model, MODELS)
     config_lib.check_choice("tuner", config.tuner, TUNERS)
     config_lib.check_choice("space", config.space, SPACES)
     if not config.tuner_dir:
         raise UsageError("--tuner_dir is required: the folder for the search state and its results")
-    if config.schedule == "budget":
+    if config.trial.schedule == "budget":
         raise UsageError(
             "--schedule=budget sizes a run to its time budget, but a trial trains --epochs; tune with "
             "--schedule=cosine (the budget schedule's warm-up and decay over the trial's epochs) or constant"
         )
-    config_lib.validate(config.trial_config())
+    if config.trial.early_stopping_patience != 0:
+        raise UsageError("a trial keeps its best epoch's score: its early_stopping_patience must be 0")
+    config_lib.validate(config.trial)
     for flag in ("max_trials", "executions_per_trial"):
         if getattr(config, flag) < 1:
             raise UsageError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
@@ -147,15 +132,18 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
     # the values are recorded and compared, so trials never mix input normalisations.
     from trainer.train import load_channel_stats  # TensorFlow: only once a search starts
 
-    stats = load_channel_stats(config.channel_stats) if config.channel_stats else None
-    record = {**json.loads(config.to_json()), "channel_stats_values": stats and [list(stats[0]), list(stats[1])]}
+    channel_stats = config.trial.channel_stats
+    stats = load_channel_stats(channel_stats) if channel_stats else None
+    settings = config.record()
+    record = {**settings, "channel_stats_values": stats and [list(stats[0]), list(stats[1])]}
     if path.exists():
         old = json.loads(path.read_text())
         differ = [
-            f"{f.name}: {old.get(f.name)!r} -> {getattr(config, f.name)!r}"
-            for f in dataclasses.fields(TuneConfig)
-            if f.name not in _RESTART_FREE_FIELDS
-            and old.get(f.name, _RECORDED_BEFORE.get(f.name)) != getattr(config, f.name)
+            f"{name}: {old.get(name, _RECORDED_BEFORE.get(name))!r} -> {value!r}"
+            for name, value in settings.items()
+            if name not in _RESTART_FREE_FIELDS
+            and (name in old or name in _RECORDED_BEFORE)
+            and old.get(name, _RECORDED_BEFORE.get(name)) != value
         ]
         if old.get("channel_stats_values") != record["channel_stats_values"]:
             differ.append(

@@ -123,7 +123,7 @@ def write_reports(tuner: keras_tuner.Tuner, config: tune_config.TuneConfig) -> l
     atomic_write_text(out / TRIALS_MD, _markdown(records, tuned + extra, best))
     if best_trials:
         atomic_write_text(
-            out / BEST_HPARAMS, json.dumps(best_hparams(best_trials[0], config.batch_size), indent=2) + "\n"
+            out / BEST_HPARAMS, json.dumps(best_hparams(best_trials[0], config.trial.batch_size), indent=2) + "\n"
         )
     else:
         logging.warning("no trial has completed yet: no %s", out / BEST_HPARAMS)

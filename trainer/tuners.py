@@ -1,7 +1,7 @@
 """The keras-tuner tuners of a search, with per-trial data, seeds, memory release and a record of each trial.
 
     tuner = make_tuner(config, CNNHyperModel(space=config.space), datasets, budget=budget)
-    tuner.search(epochs=config.epochs, ...)
+    tuner.search(epochs=config.trial.epochs, ...)
 
 `RandomSearch`, `Hyperband` and `BayesianOptimization` are keras-tuner's, with the mixin `_TrackedTuner`:
 each trial gets freshly built datasets and the same seed, and leaves TUNER_DIR/keras_tuner/trial_*/run_info.json
@@ -154,7 +154,7 @@ def make_tuner(
     common = {
         "hypermodel": hypermodel,
         "objective": OBJECTIVE,
-        "seed": config.seed,
+        "seed": config.trial.seed,
         "executions_per_trial": config.executions_per_trial,
         "directory": config.tuner_dir,
         "project_name": PROJECT,
@@ -168,5 +168,5 @@ def make_tuner(
     if config.tuner == "bayesian":
         return BayesianOptimization(max_trials=config.max_trials, **common)
     if config.tuner == "hyperband":
-        return Hyperband(max_epochs=config.epochs, factor=config.hyperband_factor, **common)
+        return Hyperband(max_epochs=config.trial.epochs, factor=config.hyperband_factor, **common)
     raise ValueError(f"--tuner={config.tuner!r} is unknown; choose one of {', '.join(tune_config.TUNERS)}")
