@@ -356,3 +356,38 @@ def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(p
     assert trial["recipe"] == {k: train_config[k] for k in tune_config.RECIPE_FIELDS}
     assert trial["recipe"]["schedule"] == "cosine" and trial["recipe"]["ema"] == 0.99
     assert trial["status"] == "COMPLETED" and trial["epochs"] == 2
+
+
+def test_a_search_recorded_before_trials_held_a_train_config_continues(tmp_path):
+    """tune_config.json as the flat TuneConfig of earlier versions wrote it: the same flags continue the search."""
+    cfg = tune_config.validate(tune_config.TuneConfig.of(str(tmp_path), "d", space="seed"))
+    old = {
+        "augment": "dihedral",
+        "batch_size": 64,
+        "channel_stats": None,
+        "channel_stats_values": None,
+        "data_dir": "d",
+        "dataset": "pcam/full",
+        "epochs": 5,
+        "executions_per_trial": 1,
+        "hyperband_factor": 3,
+        "max_cpu_minutes": None,
+        "max_minutes": None,
+        "max_trials": 10,
+        "model": "tuned",
+        "sample_fraction": 1.0,
+        "seed": 42,
+        "shuffle_buffer": 8192,
+        "space": "seed",
+        "steps_per_epoch": None,
+        "tuner": "random",
+        "tuner_dir": str(tmp_path),
+        "verbose": "auto",
+    }  # before the recipe fields too: schedule, ema and label_smoothing count as constant, 0, 0
+    path = tmp_path / tune_config.TUNE_CONFIG_FILE
+    path.write_text(json.dumps(old))
+    tune_config.check_and_write_config(cfg, write=False)
+    with pytest.raises(ValueError, match="epochs: 5 -> 9"):
+        tune_config.check_and_write_config(cfg.replace(epochs=9), write=False)
+    with pytest.raises(ValueError, match="ema: 0.0 -> 0.999"):
+        tune_config.check_and_write_config(cfg.replace(ema=0.999), write=False)
