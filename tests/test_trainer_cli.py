@@ -226,3 +226,44 @@ def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path,
     train.run(cfg)
     assert _epochs(tmp_path) == [0, 1, 2]
     assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()
+
+
+_FLAG_PER_FIELD = """
+import dataclasses, json, sys
+from absl import flags
+import trainer.__main__ as main
+from trainer.config import TrainConfig
+flags.FLAGS(sys.argv)
+missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in flags.FLAGS]
+config = main.config_from_flags(flags.FLAGS, gpu=False)
+print(json.dumps({"missing": missing, "config": json.loads(config.to_json())}))
+"""
+
+
+def test_every_train_config_field_is_set_by_the_flag_of_its_name():
+    """config_from_flags passes each flag on by name (adding an option is a field and its flag): every field has a
+    flag, and flags given on the command line reach the config, plain or parsed."""
+    import subprocess
+    import sys
+
+    from cli_runs import REPO
+
+    argv = [
+        "--model=tuned",
+        "--data_dir=d",
+        "--model_dir=m",
+        "--shuffle_buffer=128",
+        "--head_epochs=4",
+        "--stain_norm=reinhard",
+        "--filters=8,16",
+        "--class_weights=1,2",
+        "--epochs=3",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _FLAG_PER_FIELD, *argv], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["missing"] == []
+    c = out["config"]
+    assert (c["shuffle_buffer"], c["head_epochs"], c["stain_norm"], c["epochs"]) == (128, 4, "reinhard", 3)
+    assert c["filters"] == [8, 16] and c["class_weights"] == [1.0, 2.0] and c["model_dir"] == "m"

@@ -7,12 +7,14 @@
     python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
 
 Restarting an interrupted run with the same command continues where it stopped. Flags are defined
-here and, those shared with pcam-tune, in `trainer.shared_flags`; they become one validated, frozen `trainer.config.TrainConfig` that is written
-to RUN_DIR/config.json before training.
+here and, those shared with pcam-tune, in `trainer.shared_flags`, each named as the field of
+`trainer.config.TrainConfig` it sets; they become one validated, frozen TrainConfig that is written to
+RUN_DIR/config.json before training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -179,6 +181,11 @@ def _refuse_flags_the_model_ignores(f) -> None:
         )
 
 
+# TrainConfig fields whose flag is parsed here rather than passed on (the recipe's are resolved by resolve_recipe).
+_PARSED = ("filters", "class_weights")
+_FIELDS = tuple(f.name for f in dataclasses.fields(config_lib.TrainConfig))
+
+
 def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read)."""
     f = flag_values
@@ -205,31 +212,10 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     except ValueError:
         raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
     _refuse_flags_the_model_ignores(f)
-    values = {
-        **shared_flags.fields(f),
-        "model": f.model,
-        "model_dir": f.model_dir,
-        "optimizer": f.optimizer,
-        "weight_decay": f.weight_decay,
-        "class_weights": _class_weights(f.class_weights, f.model),
-        "max_minutes": f.max_minutes,
-        "max_cpu_minutes": f.max_cpu_minutes,
-        "augment_on": f.augment_on,
-        "refit": f.refit,
-        "strategy": f.strategy,
-        "filters": filters,
-        "dense": f.dense,
-        "batch_norm": f.batch_norm,
-        "hparams": f.hparams,
-        "channel_stats": f.channel_stats,
-        "stain_norm": f.stain_norm,
-        "weights": f.weights,
-        "head_epochs": f.head_epochs,
-        "unfreeze_layers": f.unfreeze_layers,
-        "fine_tune_learning_rate": f.fine_tune_learning_rate,
-        "full_fine_tune": f.full_fine_tune,
-        **recipe,
-    }
+    # Every other TrainConfig field is set by the flag of its name as it is (tests/test_trainer_cli.py checks
+    # that each field has one), so adding an option is a field and its flag.
+    values = {name: f[name].value for name in _FIELDS if name not in recipe and name not in _PARSED}
+    values.update(recipe, filters=filters, class_weights=_class_weights(f.class_weights, f.model))
     if f.hparams:
         if f.model != "tuned":
             raise errors.UsageError(f"--hparams is for --model=tuned, not --model={f.model}")

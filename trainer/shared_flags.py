@@ -6,9 +6,10 @@
 
 The data, the input pipeline, the budget recipe's weight average and smoothing, and the devices mean the same
 for a run and for every trial, and both commands resolve them with `config.resolve_recipe`; so their flags
-are one definition, with one default and one help text. Each is named as the TrainConfig field it sets:
-`fields(fv)` gives the values of those the commands pass on as they are, so adding such an option is a
-TrainConfig field and one flag here; the others (RESOLVED) are resolved by `config.resolve_recipe`.
+are one definition, with one default and one help text. Each is named as the TrainConfig field it sets
+(pcam-train sets every field from the flag of its name; pcam-tune passes on `fields(fv)`, the values of
+those that are not resolved by `config.resolve_recipe`), so adding such an option is a TrainConfig field and
+one flag here.
 """
 
 from __future__ import annotations
