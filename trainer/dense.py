@@ -110,13 +110,11 @@ class DenseModel:
         return tf.reshape(tf.cast(probs, tf.float32), [rows, cols])
 
 
-def transform(a: tf.Tensor, g: int) -> tf.Tensor:
-    """Dihedral element g = 4 m + r on the first two axes of `a`: mirror the second axis if m, then rotate r
-    quarter turns (trainer.models.gconv.transform, in TensorFlow)."""
+def transform(region: tf.Tensor, g: int) -> tf.Tensor:
+    """Dihedral element g = 4 m + r on an (H, W, C) region: mirror its width if m, then rotate r quarter turns
+    (trainer.models.gconv.transform, in TensorFlow)."""
     m, r = divmod(g, 4)
-    if m:
-        a = tf.reverse(a, axis=[1])
-    return tf.image.rot90(a, r) if a.shape.rank == 3 else tf.image.rot90(a[..., None], r)[..., 0]
+    return tf.image.rot90(tf.reverse(region, axis=[1]) if m else region, r)
 
 
 def untransform(a: tf.Tensor, g: int) -> tf.Tensor:
