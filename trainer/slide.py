@@ -2,6 +2,7 @@
 
     pcam-slide --model_dir=runs/baseline --slide=tumor_001.tif --output_dir=slides/tumor_001
     pcam-slide --model_dir runs/a runs/b --tta --slide=x.svs --output_dir=OUT --stride=32 --mpp=0.25
+    pcam-slide --model_dir=runs/baseline --slide=x.svs --output_dir=OUT --inference=dense   # see --inference
     python -m trainer.slide ...        # the same command
 
 A window is the model's input (96x96 for PCam runs) at the model's resolution (RUN_DIR/config.json "mpp",
