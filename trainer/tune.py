@@ -117,9 +117,7 @@ def config_from_flags(flag_values, gpu: bool):
     trial = {**shared_flags.fields(f), **{k: recipe[k] for k in tune_config.RECIPE_FIELDS}}
     for name in ("model", "epochs", "max_minutes", "max_cpu_minutes", "channel_stats"):  # this command's own flags
         trial[name] = f[name].value
-    search = {
-        name: f[name].value for name in ("tuner", "space", "max_trials", "executions_per_trial", "hyperband_factor")
-    }
+    search = {name: f[name].value for name in tune_config.SEARCH_FIELDS}  # the search's own settings
     return tune_config.validate(tune_config.TuneConfig.of(f.tuner_dir, **trial, **search))
 
 

@@ -51,7 +51,7 @@ class TuneConfig:
     def of(cls, tuner_dir: str, data_dir: str, **settings) -> TuneConfig:
         """A search from flat settings, as the command's flags give them: the search's own (`tuner`, `space`, ...)
         and any `TrainConfig` field for the trials (model "tuned", epochs 5, no early stopping by default)."""
-        own = {k: settings.pop(k) for k in list(settings) if k in _SEARCH_FIELDS}
+        own = {k: settings.pop(k) for k in list(settings) if k in SEARCH_FIELDS}
         trial = {"model": "tuned", "epochs": 5, **settings}
         # A trial keeps its best epoch's score: early stopping would only shorten it.
         trial = config_lib.TrainConfig(data_dir=data_dir, model_dir=tuner_dir, early_stopping_patience=0, **trial)
@@ -59,7 +59,7 @@ class TuneConfig:
 
     def replace(self, **changes) -> TuneConfig:
         """A copy with flat settings changed (search fields, `tuner_dir`, or the trials' TrainConfig fields)."""
-        own = {k: changes.pop(k) for k in list(changes) if k in _SEARCH_FIELDS}
+        own = {k: changes.pop(k) for k in list(changes) if k in SEARCH_FIELDS}
         if "tuner_dir" in changes:
             changes["model_dir"] = changes.pop("tuner_dir")
         return dataclasses.replace(self, trial=dataclasses.replace(self.trial, **changes), **own)
@@ -71,11 +71,11 @@ class TuneConfig:
     def record(self) -> dict:
         """The settings as TUNER_DIR/tune_config.json holds them: flat, the search folder as "tuner_dir"."""
         trial = {k: v for k, v in dataclasses.asdict(self.trial).items() if k != "model_dir"}
-        own = {f: getattr(self, f) for f in _SEARCH_FIELDS}
+        own = {f: getattr(self, f) for f in SEARCH_FIELDS}
         return json.loads(json.dumps({**trial, **own, "tuner_dir": self.tuner_dir}))
 
 
-_SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(TuneConfig) if f.name != "trial")
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(TuneConfig) if f.name != "trial")
 
 
 # May differ on a restart, or between the chief and workers of one search (paths and devices are per machine).
