@@ -11,10 +11,14 @@ chunk into a temporary folder) and finalize (putting every example in TFDS' shar
 local_steps.in_writer_order, done once per split). It prints microseconds per file and each stage's
 share of their sum.
 
-Part 2 measures, in the same run, the read floor (bench/read_floor.py: list and read every file in 2
-threads) and the whole local validation (pcam_tfds.core.local_validation.LocalValidation, reading each file once
-and keeping its pixels for the build) with each number of worker processes, as seconds, us per file,
-multiples of the floor and the scaling efficiency against one worker.
+Part 2 measures, in the same run, two floors and the whole local validation
+(pcam_tfds.core.local_validation.LocalValidation: what `pcam-validate` and the build's first pass run) with
+each number of worker processes, as seconds, us per file, multiples of each floor and the scaling
+efficiency against one worker. The floors: reading every file (bench/read_floor.py: list and read, 2
+threads), and reading every file and hashing its pixel bytes with BLAKE2b as the manifest's pixel_hash
+does (2 threads; hashlib releases the GIL), the least any validation that writes this manifest can cost.
+`--spill` validates the way the one-pass build does (PCAM_READ_ONCE=1: each valid file's pixels also
+written to a spill folder).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def main(argv=None):
     ap.add_argument("data_dir")
     ap.add_argument("--max_files", type=int, default=None, help="profile only the first N files (part 1)")
     ap.add_argument("--workers", default="1,2", help="worker counts for part 2")
+    ap.add_argument("--spill", action="store_true", help="part 2 keeps the pixels, as PCAM_READ_ONCE=1 does")
     a = ap.parse_args(argv)
     n, seconds = profile_stages(a.data_dir, a.max_files)
     total = sum(seconds.values())
@@ -99,19 +104,35 @@ def main(argv=None):
     from pcam_tfds.core import local_validation
 
     num, floor_s = read_floor.floor(a.data_dir, 2)
-    print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file")
-    print("| validation (one pass, pixels kept) | s | us per file | x floor | efficiency |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    _, hash_s = read_floor.floor(a.data_dir, 2, hash_pixels=True)
+    print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file;")
+    print(f"read + BLAKE2b floor (2 threads) {hash_s:.2f} s, {hash_s / num * 1e6:.1f} us per file")
+    what = "validation, pixels spilled" if a.spill else "validation"
+    print(f"| {what} | s | CPU s | us per file | x read floor | x hash floor | efficiency |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = None
     for w in (int(x) for x in a.workers.split(",")):
         with tempfile.TemporaryDirectory() as spill:
+            cpu = _cpu_seconds()
             t = time.perf_counter()
-            local_validation.LocalValidation(a.data_dir, workers=w, spill_dir=spill)
+            local_validation.LocalValidation(a.data_dir, workers=w, spill_dir=spill if a.spill else None)
             s = time.perf_counter() - t
+            cpu = _cpu_seconds() - cpu
         base = base or s * w
-        print(f"| {w} worker(s) | {s:.2f} | {s / num * 1e6:.1f} | {s / floor_s:.2f} | {base / (s * w):.0%} |")
+        print(
+            f"| {w} worker(s) | {s:.2f} | {cpu:.1f} | {s / num * 1e6:.1f} | {s / floor_s:.2f} | {s / hash_s:.2f} "
+            f"| {base / (s * w):.0%} |"
+        )
     num, floor_s = read_floor.floor(a.data_dir, 2)
     print(f"read floor again: {floor_s:.2f} s")
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children (the pool's workers, once it is shut down)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

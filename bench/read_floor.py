@@ -1,38 +1,50 @@
 """The read floor: every file of a Kaggle folder opened and read once, nothing else, in N threads.
 
-    python bench/read_floor.py /tmp/kaggle_full [--threads=2]
+    python bench/read_floor.py /tmp/kaggle_full [--threads=2] [--hash]
 
 What the data path is measured against (bench/RESULTS.md): a build or a validation can hardly be
-faster than reading its files. Prints files, seconds, files/s.
+faster than reading its files. With --hash each file's read is followed by BLAKE2b-128 over 27,648 of
+its bytes (a patch's pixels), what the manifest's pixel hash costs: the least a validation that writes
+that manifest can take. Prints files, seconds, files/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+_PIXEL_BYTES = 96 * 96 * 3
 
-def read_all(paths: list[str]) -> int:
+
+def read_all(paths: list[str], hash_pixels: bool = False) -> int:
     total = 0
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
+            chunks = []
             while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
                 total += len(chunk)
         finally:
             os.close(fd)
+        if hash_pixels:  # the manifest's pixel hash costs BLAKE2b-128 over as many bytes as a patch's pixels
+            data = b"".join(chunks)
+            hashlib.blake2b(memoryview(data)[-_PIXEL_BYTES:], digest_size=16).hexdigest()
     return total
 
 
-def floor(data_dir: str, threads: int = 2) -> tuple[int, float]:
-    """(files, seconds) to list and read every file under DATA_DIR/train and DATA_DIR/test."""
+def floor(data_dir: str, threads: int = 2, hash_pixels: bool = False) -> tuple[int, float]:
+    """(files, seconds) to list and read every file under DATA_DIR/train and DATA_DIR/test; with HASH_PIXELS
+    also to hash each one's pixel bytes as the validation does."""
     start = time.perf_counter()
     paths = [e.path for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s))]
     chunks = [paths[i : i + 512] for i in range(0, len(paths), 512)]
     with ThreadPoolExecutor(threads) as pool:
-        sum(pool.map(read_all, chunks))
+        sum(pool.map(functools.partial(read_all, hash_pixels=hash_pixels), chunks))
     return len(paths), time.perf_counter() - start
 
 
@@ -40,9 +52,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hash", action="store_true", help="also BLAKE2b each file's pixel bytes, as the manifest does")
     a = ap.parse_args(argv)
-    n, s = floor(a.data_dir, a.threads)
-    print(f"read floor: {n} files in {s:.2f} s, {n / s:,.0f} files/s ({a.threads} threads)")
+    n, s = floor(a.data_dir, a.threads, a.hash)
+    what = "read + hash floor" if a.hash else "read floor"
+    print(f"{what}: {n} files in {s:.2f} s, {n / s:,.0f} files/s ({a.threads} threads)")
 
 
 if __name__ == "__main__":
