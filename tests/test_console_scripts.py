@@ -173,17 +173,65 @@ def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
 
     from trainer import gpu_check, shared_flags
 
-    assert set(shared_flags._DEFINE) == set(shared_flags.NAMES) and set(shared_flags.GPU_CHECK) <= set(
-        shared_flags.NAMES
-    )
+    assert set(shared_flags.GPU_CHECK) <= set(shared_flags.NAMES)
     train_fv, check_fv = flags.FlagValues(), flags.FlagValues()
     shared_flags.define(train_fv)
     gpu_check.define_flags(check_fv)
     for name in shared_flags.GPU_CHECK:
         a, b = train_fv[name], check_fv[name]
         assert (a.default, a.help) == (b.default, b.help), name
-    with pytest.raises(ValueError, match="not shared flags"):
+    with pytest.raises(ValueError, match="not TrainConfig fields"):
         shared_flags.define(flags.FlagValues(), ("models",))
+
+
+def test_every_flag_of_pcam_train_is_made_from_its_field():
+    """Help, choices and default live with the TrainConfig field (config.option); the flag is made from them."""
+    import dataclasses
+
+    from absl import flags
+
+    from trainer import config as config_lib
+    from trainer import shared_flags
+
+    fv = flags.FlagValues()
+    shared_flags.define(fv, shared_flags.TRAIN)
+    for field in dataclasses.fields(config_lib.TrainConfig):
+        flag, meta = fv[field.name], field.metadata
+        assert flag.help.endswith(meta["help"]) and len(meta["help"]) > 20, field.name  # enums prefix the choices
+        expected = None if meta["flag_default"] is dataclasses.MISSING else meta["flag_default"]
+        if field.name == "filters":
+            expected = [str(v) for v in expected]
+        assert flag.default == expected, field.name
+        if meta["choices"] is not None:
+            assert tuple(flag.parser.enum_values) == meta["choices"], field.name
+
+
+def test_a_new_option_is_one_field():
+    """A field declared with config.option becomes a flag of its kind with its help and default; a field
+    without help text is refused, so no flag goes undocumented."""
+    import dataclasses
+
+    from absl import flags
+
+    from trainer import config as config_lib
+    from trainer import shared_flags
+
+    @dataclasses.dataclass(frozen=True)
+    class WithMore:
+        warmup_epochs: int = config_lib.option(2, "Epochs of linear warm-up.")
+        mixup: float | None = config_lib.option(None, "Mixup's alpha; none = off.")
+        tags: tuple[int, ...] = config_lib.option((1, 2), "Some integers.")
+        undocumented: int = dataclasses.field(default=0)
+
+    fv = flags.FlagValues()
+    fields = {f.name: f for f in dataclasses.fields(WithMore)}
+    for name in ("warmup_epochs", "mixup", "tags"):
+        shared_flags._define(fv, fields[name])
+    fv(["prog", "--warmup_epochs=5", "--tags=3,4"])
+    assert (fv.warmup_epochs, fv.mixup, fv.tags) == (5, None, ["3", "4"])
+    assert fv["warmup_epochs"].help == "Epochs of linear warm-up." and fv["mixup"].parser.flag_type() == "float"
+    with pytest.raises(ValueError, match="no help text"):
+        shared_flags._define(fv, fields["undocumented"])
 
 
 def test_each_shared_flag_sets_the_train_config_field_of_its_name():

@@ -6,9 +6,9 @@
     python -m trainer --flagfile=runs/quick.flags          # one flag per line
     python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
 
-Restarting an interrupted run with the same command continues where it stopped. Flags are defined
-here and, those shared with pcam-tune, in `trainer.shared_flags`, each named as the field of
-`trainer.config.TrainConfig` it sets; they become one validated, frozen TrainConfig that is written to
+Restarting an interrupted run with the same command continues where it stopped. Each flag is a field of
+`trainer.config.TrainConfig`, defined from the field by `trainer.shared_flags` (its help, choices and
+default live with the field); the flags become one validated, frozen TrainConfig that is written to
 RUN_DIR/config.json before training.
 """
 
@@ -25,118 +25,10 @@ from trainer import errors, models, shared_flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("model", None, models.NAMES, "Which registered model to train.")
-shared_flags.define(FLAGS)
-flags.DEFINE_string("model_dir", None, "Run folder: config, checkpoints, logs, metrics, plots and model.keras.")
-
-flags.DEFINE_integer(
-    "epochs",
-    None,
-    "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs). Default: with a time budget "
-    "(--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.",
-)
-flags.DEFINE_float(
-    "learning_rate",
-    None,
-    "Peak learning rate (transfer models: of the frozen-base head phase). Default: "
-    f"{config_lib.BUDGET_RECIPE['learning_rate']:g} for baseline and tuned with the budget schedule (measured there), "
-    f"else {config_lib.SEED_RECIPE['learning_rate']:g}.",
-)
-flags.DEFINE_enum(
-    "schedule",
-    "auto",
-    ("auto", *config_lib.SCHEDULES),
-    "Learning-rate schedule. budget: warm-up, then cosine decay to 0 sized from the measured cost of an epoch so "
-    "that training ends when the time budget does; cosine: warm-up and cosine decay over --epochs; constant: the "
-    "seed notebook's fixed rate with early stopping. auto: budget when a time budget is given and --epochs is not, "
-    "else constant.",
-)
-flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS, "Optimizer; sgd uses Nesterov momentum 0.9.")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
-flags.DEFINE_float(
-    "dropout",
-    None,
-    f"Dropout rate before the output layer. Default: {config_lib.BUDGET_RECIPE['dropout']:g} for baseline and tuned "
-    f"with the budget schedule (measured there), else the seed notebook's {config_lib.SEED_RECIPE['dropout']:g}.",
-)
-flags.DEFINE_string(
-    "class_weights",
-    "auto",
-    "Loss weights of label 0 and label 1 as 'W0,W1' (e.g. 1,1.5), 'none', or 'auto': the seed notebook's "
-    "1,1.5 for transfer models and none for the CNNs.",
-)
-flags.DEFINE_integer(
-    "early_stopping_patience",
-    None,
-    "Epochs without a better val_auc before a phase stops; "
-    "0 = never. Default: 3 with --schedule=constant (without --refit), else 0 (a decaying schedule runs to "
-    "its end, and the best epoch is kept anyway).",
-)
-flags.DEFINE_float(
-    "max_minutes",
-    None,
-    "Time budget: stop after this many wall-clock minutes (checked after every "
-    "batch; the epoch is still validated), then evaluate the best weights. The same command continues.",
-)
-flags.DEFINE_float(
-    "max_cpu_minutes",
-    None,
-    "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when jobs share a machine.",
-)
-
-flags.DEFINE_enum(
-    "augment_on",
-    "host",
-    config_lib.AUGMENT_ON,
-    "Where --augment runs. host: in the tf.data pipeline on the CPU cores; device: inside the compiled train "
-    "step on the accelerator, so the host only parses and ships uint8 images (not with --augment=seed). "
-    "Validation and the saved model never augment.",
-)
-
-flags.DEFINE_bool(
-    "refit",
-    False,
-    "The final fit, once the recipe is chosen on validation: train on the train and validation splits together "
-    "(every labelled patch) and keep the last (averaged) weights. The validation metrics are then not held "
-    "out (metrics.json says so) and no temperature is fitted; needs --early_stopping_patience=0 (the default "
-    "with a time budget).",
-)
-flags.DEFINE_enum(
-    "strategy",
-    "auto",
-    config_lib.STRATEGIES,
-    "Distribution. auto: MirroredStrategy on >1 GPU, the one GPU (input prefetched to it) on 1, else the CPU; "
-    "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (BUILD.md); --batch_size is global.",
-)
-
-flags.DEFINE_list("filters", ["32", "64", "128"], "tuned: conv widths per block.")
-flags.DEFINE_integer("dense", 128, "tuned: units of the dense layer.")
-flags.DEFINE_bool("batch_norm", False, "tuned: batch normalisation after each conv.")
-flags.DEFINE_string(
-    "channel_stats",
-    None,
-    "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean and std "
-    "instead of scaled by 1/255.",
-)
-flags.DEFINE_enum(
-    "stain_norm",
-    "none",
-    config_lib.STAIN_NORMS,
-    "baseline/tuned: reinhard = Reinhard colour normalisation of every patch inside the model (each patch's "
-    "mean and std in l-alpha-beta set to those of typical PCam patches), in training and prediction alike.",
-)
-flags.DEFINE_string(
-    "hparams",
-    None,
-    "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(config_lib.HPARAM_KEYS) + "). "
-    "They replace the defaults; flags given explicitly on the command line win over them.",
-)
-
-flags.DEFINE_string("weights", "imagenet", "Transfer models: imagenet, none (random init) or a path to a _notop.h5.")
-flags.DEFINE_integer("head_epochs", 2, "Transfer models: epochs with the base frozen (phase 1).")
-flags.DEFINE_integer("unfreeze_layers", 30, "Transfer models: base layers unfrozen in phase 2 (BN stays frozen).")
-flags.DEFINE_float("fine_tune_learning_rate", 1e-5, "Transfer models: learning rate of phase 2.")
-flags.DEFINE_bool("full_fine_tune", False, "Transfer models: unfreeze the whole base in phase 2.")
+# A flag per TrainConfig field, made from the field (trainer.config.option: its help, choices and flag default).
+shared_flags.define(FLAGS, shared_flags.TRAIN)
+for _name in shared_flags.TRAIN:
+    flags.declare_key_flag(_name)  # listed by --help, not only --helpfull
 
 
 # Flags whose value the --hparams file supplies unless they are given on the command line.
@@ -212,8 +104,8 @@ def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
     except ValueError:
         raise errors.UsageError(f"--filters={','.join(f.filters)}: expected integers like 32,64,128") from None
     _refuse_flags_the_model_ignores(f)
-    # Every other TrainConfig field is set by the flag of its name as it is (tests/test_trainer_cli.py checks
-    # that each field has one), so adding an option is a field and its flag.
+    # Every other TrainConfig field is set by the flag of its name as it is (the flags are made from the fields),
+    # so adding an option is one field.
     values = {name: f[name].value for name in _FIELDS if name not in recipe and name not in _PARSED}
     values.update(recipe, filters=filters, class_weights=_class_weights(f.class_weights, f.model))
     if f.hparams:

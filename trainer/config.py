@@ -148,56 +148,190 @@ def resolve_recipe(
     }
 
 
+_SAME = object()  # an option's flag has the field's default
+
+
+def option(default=dataclasses.MISSING, help: str = "", *, choices=None, flag_default=_SAME, flag_type=None):
+    """A TrainConfig field together with its command-line flag: the flag's help text and choices live here.
+
+    `trainer.shared_flags.define` turns each field into its absl flag, so adding an option is this one field
+    (and, if it needs one, a check in `validate`). The flag takes the field's default and its type from the
+    annotation, unless the flag means something the field does not hold yet: FLAG_DEFAULT (e.g. None or "auto"
+    for a value that `resolve_recipe` fills in) and FLAG_TYPE ("string" or "list", for a value
+    `trainer.__main__.config_from_flags` parses). CHOICES make an enum flag.
+    """
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "flag_default": default if flag_default is _SAME else flag_default,
+        "flag_type": flag_type,
+    }
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_RECIPE_NOTE = "for baseline and tuned with the budget schedule (measured there)"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides what a training run does; see `python -m trainer --helpfull` for each field."""
+    """Everything that decides what a training run does; each field is also the pcam-train flag of its name
+    (`option`: its help, choices and flag default), described by `python -m trainer --helpfull`."""
 
-    model: str
-    data_dir: str
-    model_dir: str
-    dataset: str = "pcam/full"
+    model: str = option(help="Which registered model to train.", choices=models.NAMES, flag_default=None)
+    data_dir: str = option(
+        help="TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).", flag_default=None
+    )
+    model_dir: str = option(
+        help="Run folder: config, checkpoints, logs, metrics, plots and model.keras.", flag_default=None
+    )
+    dataset: str = option("pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
     # Optimisation.
-    epochs: int | None = 10  # None: as many as the budget schedule fits into the time budget
-    batch_size: int = 64
-    learning_rate: float = 1e-3  # the peak of the schedule
-    schedule: str = "constant"
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    ema: float = 0.0  # momentum of the weights' moving average; 0 = none
-    label_smoothing: float = 0.0
-    dropout: float = 0.5
-    class_weights: tuple[float, float] | None = None
-    early_stopping_patience: int = 3  # 0 = no early stopping
-    max_minutes: float | None = None  # wall-clock budget of this process (trainer.budget)
-    max_cpu_minutes: float | None = None  # CPU-time budget of this process
-    seed: int = 42
+    epochs: int | None = option(  # None: as many as the budget schedule fits into the time budget
+        10,
+        "Epochs to train (transfer models: epochs of fine-tuning, after --head_epochs). Default: with a time "
+        "budget (--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.",
+        flag_default=None,
+    )
+    batch_size: int = option(64, "Global batch size (split across replicas under a distribution strategy).")
+    learning_rate: float = option(  # the peak of the schedule
+        1e-3,
+        "Peak learning rate (transfer models: of the frozen-base head phase). Default: "
+        f"{BUDGET_RECIPE['learning_rate']:g} {_RECIPE_NOTE}, else {SEED_RECIPE['learning_rate']:g}.",
+        flag_default=None,
+    )
+    schedule: str = option(
+        "constant",
+        "Learning-rate schedule. budget: warm-up, then cosine decay to 0 sized from the measured cost of an "
+        "epoch so that training ends when the time budget does; cosine: warm-up and cosine decay over --epochs; "
+        "constant: the seed notebook's fixed rate with early stopping. auto: budget when a time budget is given "
+        "and --epochs is not, else constant.",
+        choices=("auto", *SCHEDULES),
+        flag_default="auto",
+    )
+    optimizer: str = option("adam", "Optimizer; sgd uses Nesterov momentum 0.9.", choices=OPTIMIZERS)
+    weight_decay: float = option(0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
+    ema: float = option(
+        0.0,
+        "Momentum of an exponential moving average of the weights, which is what is validated and saved; "
+        f"0 = off. Default: {BUDGET_RECIPE['ema']:g} with the budget schedule (where it was measured), else 0.",
+        flag_default=None,
+    )
+    label_smoothing: float = option(
+        0.0,
+        f"Label smoothing of the binary cross-entropy. Default: {BUDGET_RECIPE['label_smoothing']:g} "
+        f"{_RECIPE_NOTE}, else {SEED_RECIPE['label_smoothing']:g}.",
+        flag_default=None,
+    )
+    dropout: float = option(
+        0.5,
+        f"Dropout rate before the output layer. Default: {BUDGET_RECIPE['dropout']:g} {_RECIPE_NOTE}, else the "
+        f"seed notebook's {SEED_RECIPE['dropout']:g}.",
+        flag_default=None,
+    )
+    class_weights: tuple[float, float] | None = option(
+        None,
+        "Loss weights of label 0 and label 1 as 'W0,W1' (e.g. 1,1.5), 'none', or 'auto': the seed notebook's "
+        "1,1.5 for transfer models and none for the CNNs.",
+        flag_default="auto",
+        flag_type="string",
+    )
+    early_stopping_patience: int = option(
+        3,
+        "Epochs without a better val_auc before a phase stops; 0 = never. Default: 3 with --schedule=constant "
+        "(without --refit), else 0 (a decaying schedule runs to its end, and the best epoch is kept anyway).",
+        flag_default=None,
+    )
+    max_minutes: float | None = option(  # wall-clock budget of this process (trainer.budget)
+        None,
+        "Time budget: stop after this many wall-clock minutes (checked after every batch; the epoch is still "
+        "validated), then evaluate the best weights. The same command continues.",
+    )
+    max_cpu_minutes: float | None = option(  # CPU-time budget of this process
+        None,
+        "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when jobs share a machine.",
+    )
+    seed: int = option(42, "Seed of weights init, shuffling and augmentation.")
     # Input.
-    augment: str = "dihedral"
-    augment_on: str = "host"  # host: in the tf.data pipeline; device: inside the compiled train step
-    sample_fraction: float = 1.0
-    steps_per_epoch: int | None = None
-    shuffle_buffer: int = 8192
-    refit: bool = False  # train on train + validation (the final fit); the last weights are kept
+    augment: str = option(
+        "dihedral",
+        "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
+        "hed: the 8 flips/rotations plus H&E stain jitter in colour-deconvolved stain space (Tellez et al.); "
+        "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
+        choices=AUGMENTATIONS,
+    )
+    augment_on: str = option(
+        "host",
+        "Where --augment runs. host: in the tf.data pipeline on the CPU cores; device: inside the compiled train "
+        "step on the accelerator, so the host only parses and ships uint8 images (not with --augment=seed). "
+        "Validation and the saved model never augment.",
+        choices=AUGMENT_ON,
+    )
+    sample_fraction: float = option(1.0, "Train and validate on this fraction of each split (quick runs).")
+    steps_per_epoch: int | None = option(None, "Batches per epoch (quick runs); default: one pass over the data.")
+    shuffle_buffer: int = option(8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
+    refit: bool = option(
+        False,
+        "The final fit, once the recipe is chosen on validation: train on the train and validation splits "
+        "together (every labelled patch) and keep the last (averaged) weights. The validation metrics are then "
+        "not held out (metrics.json says so) and no temperature is fitted; needs --early_stopping_patience=0 "
+        "(the default with a time budget).",
+    )
     # Devices.
-    mixed_precision: str = "off"  # off, float16 or bfloat16
-    jit_compile: bool = False
-    strategy: str = "auto"
-    steps_per_execution: int = 1  # train steps per call into the compiled function
+    mixed_precision: str = option(
+        "off",
+        "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = "
+        "float16. auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), "
+        "else off.",
+        choices=PRECISION_CHOICES,
+        flag_default="auto",
+    )
+    jit_compile: bool = option(
+        False, "XLA-compile the train step; auto = on with a GPU.", choices=AUTO_ON_OFF, flag_default="auto"
+    )
+    strategy: str = option(
+        "auto",
+        "Distribution. auto: MirroredStrategy on >1 GPU, the one GPU (input prefetched to it) on 1, else the "
+        "CPU; multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (BUILD.md); --batch_size "
+        "is global.",
+        choices=STRATEGIES,
+    )
+    steps_per_execution: int = option(
+        1,
+        "Train steps per call into the compiled function (fewer host round trips; the time budget and the "
+        "learning-rate schedule are then applied every N steps). auto: 32 with a GPU, else 1 (and 1 with "
+        "--strategy=multi_worker).",
+        flag_default="auto",
+        flag_type="string",
+    )
     # The CNN family (baseline uses the seed's values; tuned reads these, possibly from --hparams).
-    filters: tuple[int, ...] = (32, 64, 128)
-    dense: int = 128
-    batch_norm: bool = False
-    hparams: str | None = None
-    channel_stats: str | None = None
-    stain_norm: str = "none"
+    filters: tuple[int, ...] = option((32, 64, 128), "tuned: conv widths per block.", flag_type="list")
+    dense: int = option(128, "tuned: units of the dense layer.")
+    batch_norm: bool = option(False, "tuned: batch normalisation after each conv.")
+    hparams: str | None = option(
+        None,
+        "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(HPARAM_KEYS) + "). They replace the "
+        "defaults; flags given explicitly on the command line win over them.",
+    )
+    channel_stats: str | None = option(
+        None,
+        "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean "
+        "and std instead of scaled by 1/255.",
+    )
+    stain_norm: str = option(
+        "none",
+        "baseline/tuned: reinhard = Reinhard colour normalisation of every patch inside the model (each "
+        "patch's mean and std in l-alpha-beta set to those of typical PCam patches), in training and prediction "
+        "alike.",
+        choices=STAIN_NORMS,
+    )
     # Transfer models.
-    weights: str = "imagenet"
-    head_epochs: int = 2
-    unfreeze_layers: int = 30
-    fine_tune_learning_rate: float = 1e-5
-    full_fine_tune: bool = False
+    weights: str = option("imagenet", "Transfer models: imagenet, none (random init) or a path to a _notop.h5.")
+    head_epochs: int = option(2, "Transfer models: epochs with the base frozen (phase 1).")
+    unfreeze_layers: int = option(30, "Transfer models: base layers unfrozen in phase 2 (BN stays frozen).")
+    fine_tune_learning_rate: float = option(1e-5, "Transfer models: learning rate of phase 2.")
+    full_fine_tune: bool = option(False, "Transfer models: unfreeze the whole base in phase 2.")
     # Logging.
-    verbose: str = "auto"
+    verbose: str = option("auto", "Keras progress: 1 = bar, 2 = a line per epoch.", choices=("auto", "0", "1", "2"))
 
     @property
     def is_transfer(self) -> bool:

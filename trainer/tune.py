@@ -20,8 +20,8 @@ folder all of them see, e.g. NFS or gs://):
     KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
     KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
 
-with the same flags everywhere (--data_dir may differ per machine). Flags are defined here and, those shared
-with pcam-train, in trainer.shared_flags.
+with the same flags everywhere (--data_dir may differ per machine). The search's own flags are defined here;
+those shared with pcam-train are made from their TrainConfig fields by trainer.shared_flags.
 """
 
 from __future__ import annotations
