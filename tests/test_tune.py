@@ -358,6 +358,35 @@ def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(p
     assert trial["status"] == "COMPLETED" and trial["epochs"] == 2
 
 
+_TUNE_CONFIG = """
+import sys
+from absl import flags
+import trainer.tune as tune
+flags.FLAGS(sys.argv)
+print(json.dumps(tune.config_from_flags(flags.FLAGS, gpu=False).record()))
+"""
+
+
+@pytest.mark.parametrize(
+    "args, recipe",
+    [
+        ([], ("cosine", 0.999, 0.1)),  # pcam-train's default recipe: a time budget's
+        (["--ema=0", "--label_smoothing=0.05"], ("cosine", 0.0, 0.05)),
+        (["--schedule=cosine"], ("cosine", 0.0, 0.0)),  # as pcam-train resolves --schedule=cosine
+        (["--schedule=constant"], ("constant", 0.0, 0.0)),
+    ],
+)
+def test_trials_train_with_pcam_trains_default_recipe_unless_told_otherwise(args, recipe):
+    """A search's trials by default train as pcam-train does by default (the budget recipe), so the learning rate
+    it picks was measured under the schedule, average and smoothing it will be used with."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json" + _TUNE_CONFIG, "--tuner_dir=t", "--data_dir=d", *args],
+        capture_output=True, text=True, check=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (record["schedule"], record["ema"], record["label_smoothing"]) == recipe
+
+
 def test_a_search_recorded_before_trials_held_a_train_config_continues(tmp_path):
     """tune_config.json as the flat TuneConfig of earlier versions wrote it: the same flags continue the search."""
     cfg = tune_config.validate(tune_config.TuneConfig.of(str(tmp_path), "d", space="seed"))

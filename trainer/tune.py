@@ -79,8 +79,11 @@ flags.DEFINE_enum(
     "schedule",
     "auto",
     ("auto", "cosine", "constant"),
-    "Learning-rate schedule of every trial, as in pcam-train: cosine: warm-up and cosine decay over --epochs; "
-    "constant; auto: what pcam-train resolves for these flags (constant, as --epochs is given).",
+    "Learning-rate schedule of every trial. auto: as pcam-train trains by default (with a time budget), so that "
+    "the search measures the training its result gets: cosine (the budget schedule's warm-up and decay, over the "
+    "trial's epochs) with the budget recipe's weight average (--ema "
+    f"{config_lib.BUDGET_RECIPE['ema']:g}) and label smoothing ({config_lib.BUDGET_RECIPE['label_smoothing']:g}) "
+    "unless those flags are given; cosine or constant: what pcam-train resolves for them (no average, no smoothing).",
 )
 
 
@@ -100,16 +103,21 @@ def role_from_env(environ=os.environ) -> str:
 def config_from_flags(flag_values, gpu: bool):
     """Turns parsed flags into a validated TuneConfig (the only place flags are read)."""
     f = flag_values
+    schedule, ema, label_smoothing = f.schedule, f.ema, f.label_smoothing
+    if schedule == "auto":  # pcam-train's default recipe, for a trial's fixed epochs (tune_config.TRIAL_RECIPE)
+        schedule = tune_config.TRIAL_RECIPE["schedule"]
+        ema = tune_config.TRIAL_RECIPE["ema"] if ema is None else ema
+        label_smoothing = tune_config.TRIAL_RECIPE["label_smoothing"] if label_smoothing is None else label_smoothing
     # The same resolution as pcam-train's, from the flags both commands have; the rate and dropout are the trial's.
     recipe = config_lib.resolve_recipe(
         f.model,
         gpu,
-        schedule=f.schedule,
+        schedule=schedule,
         epochs=f.epochs,
         max_minutes=f.max_minutes,
         max_cpu_minutes=f.max_cpu_minutes,
-        ema=f.ema,
-        label_smoothing=f.label_smoothing,
+        ema=ema,
+        label_smoothing=label_smoothing,
         mixed_precision=f.mixed_precision,
         jit_compile=f.jit_compile,
         steps_per_execution=f.steps_per_execution,

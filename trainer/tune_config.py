@@ -29,6 +29,16 @@ MODELS = ("tuned",)  # the model family searched: the CNN of --model=tuned
 # The fields of config.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
 RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_compile", "steps_per_execution")
 
+# What pcam-tune's trials train with by default (--schedule=auto): pcam-train's default recipe, the budget recipe
+# of a run with a time budget, for a trial that trains a fixed number of epochs: the budget schedule's warm-up and
+# decay over those epochs (cosine), its weight average and its label smoothing. So the search measures the
+# training its result gets; the learning rate and dropout are the trial's own, from the search space.
+TRIAL_RECIPE = {
+    "schedule": "cosine",
+    "ema": config_lib.BUDGET_RECIPE["ema"],
+    "label_smoothing": config_lib.BUDGET_RECIPE["label_smoothing"],
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:
