@@ -226,12 +226,12 @@ def test_a_new_option_is_one_field():
     fv = flags.FlagValues()
     fields = {f.name: f for f in dataclasses.fields(WithMore)}
     for name in ("warmup_epochs", "mixup", "tags"):
-        shared_flags._define(fv, fields[name])
+        shared_flags.define_field(fv, fields[name])
     fv(["prog", "--warmup_epochs=5", "--tags=3,4"])
     assert (fv.warmup_epochs, fv.mixup, fv.tags) == (5, None, ["3", "4"])
     assert fv["warmup_epochs"].help == "Epochs of linear warm-up." and fv["mixup"].parser.flag_type() == "float"
     with pytest.raises(ValueError, match="no help text"):
-        shared_flags._define(fv, fields["undocumented"])
+        shared_flags.define_field(fv, fields["undocumented"])
 
 
 def test_each_shared_flag_sets_the_train_config_field_of_its_name():
@@ -252,3 +252,21 @@ def test_each_shared_flag_sets_the_train_config_field_of_its_name():
     values = shared_flags.fields(fv)
     assert values["batch_size"] == 32 and values["augment"] == "none" and "ema" not in values
     assert set(values) == set(shared_flags.NAMES) - set(shared_flags.RESOLVED)
+
+
+def test_the_search_settings_flags_are_made_from_tune_config_fields():
+    """pcam-tune's own settings (tuner, space, ...) are TuneConfig fields with their help and choices; a search
+    built from their flags' defaults equals one built with the library's defaults."""
+    from absl import flags
+
+    from trainer import shared_flags, tune_config
+
+    fv = flags.FlagValues()
+    for field in tune_config.search_fields():
+        shared_flags.define_field(fv, field)
+    fv(["prog", "--tuner=hyperband"])
+    assert {f.name for f in tune_config.search_fields()} == set(tune_config.SEARCH_FIELDS)
+    settings = {name: fv[name].value for name in tune_config.SEARCH_FIELDS}
+    made = tune_config.TuneConfig.of("t", "d", **settings)
+    assert made == tune_config.TuneConfig.of("t", "d", tuner="hyperband")
+    assert fv["space"].help.endswith(tune_config.search_fields()[1].metadata["help"])

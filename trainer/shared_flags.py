@@ -74,13 +74,14 @@ def define(fv: flags.FlagValues, names: tuple[str, ...] | None = None) -> None:
     if unknown:
         raise ValueError(f"not TrainConfig fields: {unknown}; a flag of these commands is a field of it")
     for name in names:
-        _define(fv, _FIELDS[name])
+        define_field(fv, _FIELDS[name])
 
 
-def _define(fv: flags.FlagValues, field: dataclasses.Field) -> None:
+def define_field(fv: flags.FlagValues, field: dataclasses.Field) -> None:
+    """Defines on `fv` the flag of one field declared with `config.option` (a TrainConfig's, or a TuneConfig's)."""
     meta = field.metadata
     if not meta.get("help"):
-        raise ValueError(f"TrainConfig.{field.name} has no help text: declare it with config.option(..., help)")
+        raise ValueError(f"the field {field.name} has no help text: declare it with config.option(..., help)")
     name, default, help_ = field.name, meta["flag_default"], meta["help"]
     if default is dataclasses.MISSING:
         default = None

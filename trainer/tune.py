@@ -42,21 +42,8 @@ flags.DEFINE_string(
     "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
 )
 
-flags.DEFINE_enum(
-    "tuner",
-    "random",
-    tune_config.TUNERS,
-    "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.",
-)
-flags.DEFINE_enum(
-    "space",
-    "wide",
-    tune_config.SPACES,
-    "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
-    "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
-)
-flags.DEFINE_integer("max_trials", 10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
-flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial, their best val_auc averaged (seed: 5).")
+for _field in tune_config.search_fields():  # the search's own settings, each flag made from its TuneConfig field
+    shared_flags.define_field(FLAGS, _field)
 flags.DEFINE_integer("epochs", 5, "Epochs per trial; for Hyperband the most epochs any model trains (max_epochs).")
 flags.DEFINE_float(
     "max_minutes",
@@ -69,7 +56,6 @@ flags.DEFINE_float(
     None,
     "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when searches share a machine.",
 )
-flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor between rounds.")
 flags.DEFINE_string(
     "channel_stats",
     None,

@@ -51,11 +51,19 @@ class TuneConfig:
     """
 
     trial: config_lib.TrainConfig
-    tuner: str = "random"
-    space: str = "wide"
-    max_trials: int = 10
-    executions_per_trial: int = 1
-    hyperband_factor: int = 3
+    # The search's own settings: each is also the pcam-tune flag of its name, made from the field (config.option).
+    tuner: str = config_lib.option(
+        "random", "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.", choices=TUNERS
+    )
+    space: str = config_lib.option(
+        "wide",
+        "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
+        "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
+        choices=SPACES,
+    )
+    max_trials: int = config_lib.option(10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
+    executions_per_trial: int = config_lib.option(1, "Trainings per trial, their best val_auc averaged (seed: 5).")
+    hyperband_factor: int = config_lib.option(3, "Hyperband's reduction factor between rounds.")
 
     @classmethod
     def of(cls, tuner_dir: str, data_dir: str, **settings) -> TuneConfig:
@@ -86,6 +94,11 @@ class TuneConfig:
 
 
 SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(TuneConfig) if f.name != "trial")
+
+
+def search_fields() -> list[dataclasses.Field]:
+    """The fields of the search's own settings (SEARCH_FIELDS), from which pcam-tune makes their flags."""
+    return [f for f in dataclasses.fields(TuneConfig) if f.name in SEARCH_FIELDS]
 
 
 # May differ on a restart, or between the chief and workers of one search (paths and devices are per machine).
