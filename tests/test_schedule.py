@@ -397,3 +397,32 @@ def test_model_flags_reach_the_models_that_take_them(parse_flags):
     cfg = parse_flags("--model=tuned", "--filters=16,32", "--dense=64", "--batch_norm")
     assert (cfg.filters, cfg.dense, cfg.batch_norm) == ((16, 32), 64, True)
     assert parse_flags("--model=resnet50", "--weights=none").weights == "none"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_cpu_minutes": 30},
+        {"epochs": 3, "schedule": "cosine", "augment": "hed"},
+        {"model": "tuned", "filters": (8, 16), "dense": 32, "refit": True, "max_minutes": 5},
+        {"model": "resnet50", "weights": "none", "head_epochs": 0},
+    ],
+)
+def test_a_library_caller_gets_the_config_pcam_train_makes_from_the_same_flags(parse_flags, options):
+    """config.resolved is the command's own resolution: the same options as flags give the same TrainConfig."""
+    options = {"model": "baseline", "data_dir": "/d", "model_dir": "/m", **options}
+
+    def as_flag(name, value):
+        if isinstance(value, bool):
+            return f"--{name}" if value else f"--no{name}"
+        return f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+
+    from_flags = parse_flags(*(as_flag(k, v) for k, v in options.items()))
+    assert config_lib.resolved(False, **options) == from_flags
+
+
+def test_resolved_names_an_unknown_option_and_a_model_that_ignores_one():
+    with pytest.raises(ValueError, match=r"unknown options \['epoch'\]"):
+        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
+    with pytest.raises(ValueError, match="--dense does not apply to --model=baseline"):
+        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)

@@ -8,6 +8,7 @@ config (or plain arguments taken from it) and never reads flags.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from typing import Any
 
@@ -360,6 +361,90 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         return cls.from_dict(json.loads(text))
+
+
+# Options that only reach the model through its builder's keyword arguments (train.build_model passes a builder
+# only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
+_BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "weights")
+# Options whose value a --hparams file supplies unless they are given.
+_HPARAM_OPTIONS = (
+    "learning_rate",
+    "dropout",
+    "dense",
+    "batch_norm",
+    "optimizer",
+    "weight_decay",
+    "batch_size",
+    "filters",
+)
+# What resolve_recipe takes besides the model and the machine.
+_RECIPE_OPTIONS = tuple(
+    name for name, p in inspect.signature(resolve_recipe).parameters.items() if p.kind is p.KEYWORD_ONLY
+)
+
+
+def resolved(gpu: bool, **given) -> TrainConfig:
+    """The validated TrainConfig pcam-train makes when given these options as flags, on a machine with or
+    without a GPU: every other field at its flag's default (`option`), the schedule's recipe, precision, XLA
+    and steps per execution resolved (`resolve_recipe`), filters and class weights parsed, and a --hparams
+    file applied under the options given. The one resolution of the command and of library callers:
+
+        config = resolved(gpu=False, model="baseline", data_dir=TFDS_DIR, model_dir=RUN, max_cpu_minutes=30)
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise UsageError(f"unknown options {unknown}; the options are TrainConfig's fields: {sorted(fields)}")
+    values = {name: f.metadata["flag_default"] for name, f in fields.items()}
+    values = {name: None if v is dataclasses.MISSING else v for name, v in values.items()}
+    values.update(given)
+    model = values["model"]
+    _refuse_options_the_model_ignores(model, given)
+    recipe = resolve_recipe(model, gpu, **{name: values[name] for name in _RECIPE_OPTIONS})
+    values.update(
+        recipe, filters=_filters(values["filters"]), class_weights=_class_weights(values["class_weights"], model)
+    )
+    if values["hparams"]:
+        if model != "tuned":
+            raise UsageError(f"--hparams is for --model=tuned, not --model={model}")
+        from_file = hparams_to_fields(read_hparams(values["hparams"]))
+        values.update({k: v for k, v in from_file.items() if not (k in _HPARAM_OPTIONS and k in given)})
+    return validate(TrainConfig(**values))
+
+
+def _filters(value) -> tuple[int, ...]:
+    """--filters as the flag gives it (strings) or as a library caller does (integers)."""
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--filters={','.join(map(str, value))}: expected integers like 32,64,128") from None
+
+
+def _class_weights(value, model: str) -> tuple[float, float] | None:
+    """--class_weights: 'auto', 'none' or 'W0,W1' (the flag), or already a pair or None (a library caller)."""
+    if value is None or isinstance(value, (tuple, list)):
+        return tuple(float(v) for v in value) if value is not None else None
+    if value == "auto":
+        return SEED_TRANSFER_CLASS_WEIGHTS if model in models.TRANSFER else None
+    if value == "none":
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"--class_weights={value!r}: expected 'auto', 'none' or two numbers like 1,1.5") from None
+
+
+def _refuse_options_the_model_ignores(model: str | None, given: dict) -> None:
+    if model not in models.NAMES:
+        return  # validate names the model and the choices
+    takes = models.arguments(model)
+    ignored = [name for name in _BUILDER_OPTIONS if name in given and name not in takes]
+    if ignored:
+        uses = "the seed's 32,64,128 widths and dense 128; --model=tuned takes them" if model == "baseline" else ""
+        raise UsageError(
+            f"{', '.join('--' + n for n in ignored)} does not apply to --model={model}, which would ignore it"
+            + (f" ({uses})" if uses else "")
+        )
 
 
 def check_choice(flag: str, value, allowed) -> None:
