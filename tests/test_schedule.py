@@ -424,5 +424,7 @@ def test_a_library_caller_gets_the_config_pcam_train_makes_from_the_same_flags(p
 def test_resolved_names_an_unknown_option_and_a_model_that_ignores_one():
     with pytest.raises(ValueError, match=r"unknown options \['epoch'\]"):
         config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
+    with pytest.raises(ValueError, match="--filters=32: expected integers like 32,64,128"):
+        config_lib.resolved(False, model="tuned", data_dir="/d", model_dir="/m", filters=32)
     with pytest.raises(ValueError, match="--dense does not apply to --model=baseline"):
         config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)

@@ -417,7 +417,8 @@ def _filters(value) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise UsageError(f"--filters={','.join(map(str, value))}: expected integers like 32,64,128") from None
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else repr(value)
+        raise UsageError(f"--filters={shown}: expected integers like 32,64,128") from None
 
 
 def _class_weights(value, model: str) -> tuple[float, float] | None:
