@@ -159,7 +159,7 @@ def option(default=dataclasses.MISSING, help: str = "", *, choices=None, flag_de
     (and, if it needs one, a check in `validate`). The flag takes the field's default and its type from the
     annotation, unless the flag means something the field does not hold yet: FLAG_DEFAULT (e.g. None or "auto"
     for a value that `resolve_recipe` fills in) and FLAG_TYPE ("string" or "list", for a value
-    `trainer.__main__.config_from_flags` parses). CHOICES make an enum flag.
+    `resolved` parses). CHOICES make an enum flag.
     """
     metadata = {
         "help": help,
@@ -366,17 +366,6 @@ class TrainConfig:
 # Options that only reach the model through its builder's keyword arguments (train.build_model passes a builder
 # only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
 _BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "weights")
-# Options whose value a --hparams file supplies unless they are given.
-_HPARAM_OPTIONS = (
-    "learning_rate",
-    "dropout",
-    "dense",
-    "batch_norm",
-    "optimizer",
-    "weight_decay",
-    "batch_size",
-    "filters",
-)
 # What resolve_recipe takes besides the model and the machine.
 _RECIPE_OPTIONS = tuple(
     name for name, p in inspect.signature(resolve_recipe).parameters.items() if p.kind is p.KEYWORD_ONLY
@@ -408,7 +397,7 @@ def resolved(gpu: bool, **given) -> TrainConfig:
         if model != "tuned":
             raise UsageError(f"--hparams is for --model=tuned, not --model={model}")
         from_file = hparams_to_fields(read_hparams(values["hparams"]))
-        values.update({k: v for k, v in from_file.items() if not (k in _HPARAM_OPTIONS and k in given)})
+        values.update({k: v for k, v in from_file.items() if k not in given})  # the options given win
     return validate(TrainConfig(**values))
 
 
