@@ -97,6 +97,52 @@ def test_group_batch_norm_and_group_pool_commute_with_the_group():
     np.testing.assert_allclose(pool(_act(f, 3).mean(axis=(1, 2))).numpy(), pool(vectors).numpy(), atol=1e-5)
 
 
+def test_group_batch_norm_is_batch_norm_over_each_channels_eight_planes():
+    """The same outputs, moving statistics and gradients as Keras' BatchNormalization of the map folded to
+    (B, H, W * 8, C), the definition (and the implementation before issue 25's faster one)."""
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(8)
+    f = rng.normal(1.5, 2.0, size=(4, 6, 6, 3 * 8)).astype("float32") * rng.uniform(0.5, 3, 24).astype("float32")
+
+    def fold(x):
+        return tf.reshape(tf.transpose(tf.reshape(x, (4, 6, 6, 3, 8)), (0, 1, 2, 4, 3)), (4, 6, 48, 3))
+
+    def unfold(y):
+        return tf.reshape(tf.transpose(tf.reshape(y, (4, 6, 6, 8, 3)), (0, 1, 2, 4, 3)), (4, 6, 6, 24))
+
+    group, reference = gconv.GroupBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    group.build(f.shape)
+    reference.build((4, 6, 48, 3))
+    for layer in (group, reference):  # a scale and shift away from 1 and 0, so both must be applied
+        layer.gamma.assign([0.5, 2.0, -1.0])
+        layer.beta.assign([0.1, -0.3, 2.0])
+    x = tf.constant(f)
+    weight = tf.constant(rng.normal(size=f.shape).astype("float32"))  # a loss that weighs each output differently
+    outputs, gradients = [], []
+    for layer, apply in (
+        (group, lambda x: group(x, training=True)),
+        (reference, lambda x: unfold(reference(fold(x), training=True))),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = apply(x)
+            loss = tf.reduce_sum(y * weight)
+        outputs.append(y.numpy())
+        gradients.append([g.numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta])])
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+    for mine, theirs in zip(*gradients):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-3)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(group, name).numpy(), getattr(reference, name).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        group(x, training=False).numpy(), unfold(reference(fold(x), training=False)).numpy(), atol=1e-4
+    )
+    with pytest.raises(ValueError, match="renorm"):
+        gconv.GroupBatchNormalization(renorm=True)
+
+
 def test_odd_kernels_and_even_sizes_are_required():
     with pytest.raises(ValueError, match="odd kernel"):
         gconv.P4MLift(4, 2)

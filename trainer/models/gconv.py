@@ -161,10 +161,20 @@ class P4MConv(_P4MBase):
 @keras.saving.register_keras_serializable(package="pcam")
 class GroupBatchNormalization(keras.layers.BatchNormalization):
     """Batch norm of a P4M map whose statistics, scale and shift are shared by the 8 planes of each channel
-    (per-plane statistics would differ between orientations and break the equivariance)."""
+    (per-plane statistics would differ between orientations and break the equivariance).
+
+    The same arithmetic as Keras' BatchNormalization over the map folded to (B, H, W * 8, C), without the
+    fold: the moments are taken per plane in the map's own layout (float32), pooled over each channel's 8
+    planes (equal counts, so the pooled mean of E[x] and E[x^2] is the channel's), and the normalization is
+    applied as one scale and shift per plane in the compute dtype. Two transposes of the whole map and its
+    float32 copy go: about half the cost of the folded version per training step (bench/RESULTS.md, issue 25).
+    """
 
     def __init__(self, **kwargs):
         kwargs.pop("axis", None)
+        for option in ("renorm", "synchronized"):
+            if kwargs.get(option):
+                raise ValueError(f"GroupBatchNormalization does not support {option}=True")
         super().__init__(axis=-1, **kwargs)
 
     def build(self, input_shape):
@@ -175,16 +185,30 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(input_shape[-1])})
 
     def call(self, inputs, training=None, mask=None):
-        channels = inputs.shape[-1]
-        # Spatial sizes may be unknown (dense inference over regions of any size, trainer.dense).
-        h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
-        c = channels // ORDER
-        # Fold the orientations into a spatial axis: (B, H, W, C, 8) -> (B, H, W * 8, C), one channel each.
-        x = ops.reshape(inputs, (-1, h, w, c, ORDER))
-        x = ops.reshape(ops.transpose(x, (0, 1, 2, 4, 3)), (-1, h, w * ORDER, c))
-        y = super().call(x, training=training, mask=mask)
-        y = ops.transpose(ops.reshape(y, (-1, h, w, ORDER, c)), (0, 1, 2, 4, 3))
-        return ops.reshape(y, (-1, h, w, channels))
+        if mask is not None:
+            raise ValueError("GroupBatchNormalization does not take a mask")
+        c = inputs.shape[-1] // ORDER
+        if training and self.trainable:
+            x = ops.cast(inputs, "float32")
+            # Channel c's moments are the means over its 8 planes of each plane's moments (c * 8 + g layout).
+            mean = ops.mean(ops.reshape(ops.mean(x, axis=(0, 1, 2)), (c, ORDER)), axis=-1)
+            square = ops.mean(ops.reshape(ops.mean(ops.square(x), axis=(0, 1, 2)), (c, ORDER)), axis=-1)
+            # E[x^2] - E[x]^2 with the gradient through both terms: the gradient of tf.nn.moments' variance.
+            variance = ops.maximum(square - ops.square(mean), 0.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            mean = ops.cast(self.moving_mean, "float32")
+            variance = ops.cast(self.moving_variance, "float32")
+        scale = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            scale = scale * ops.cast(self.gamma, "float32")
+        shift = -mean * scale
+        if self.center:
+            shift = shift + ops.cast(self.beta, "float32")
+        scale = ops.cast(ops.repeat(scale, ORDER), self.compute_dtype)
+        shift = ops.cast(ops.repeat(shift, ORDER), self.compute_dtype)
+        return ops.cast(inputs, self.compute_dtype) * scale + shift
 
     def compute_output_shape(self, input_shape):
         return input_shape
