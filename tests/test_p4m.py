@@ -9,7 +9,7 @@ import pytest
 from cli_runs import run_module
 
 from trainer import models
-from trainer.models import gconv
+from trainer.models import gconv, p4m
 
 SIZE = 16  # even through two 2x2 poolings (16 -> 8 -> 4)
 
@@ -194,6 +194,26 @@ def test_widths_matched_by_flops_and_by_parameters():
     assert 0.9 < conv_params(params) / conv_params(baseline) < 1.1
     assert conv_params(flops) < conv_params(baseline) / 7
     assert models.invariant("p4m") and models.invariant("p4m_params") and not models.invariant("baseline")
+
+
+def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path):
+    """--filters for p4m (and the width pcam-tune --model=p4m samples) counts planes: 8 per group channel."""
+    from trainer import config as config_lib
+    from trainer.errors import UsageError
+
+    deep = models.build("p4m", filters=(32, 64, 128, 256), dense=64, batch_norm=True)
+    assert [deep.get_layer(f"conv{i}").filters for i in range(1, 5)] == [4, 8, 16, 32]
+    assert deep.get_layer("dense").units == 64 and deep.get_layer("bn4") is not None
+    assert [models.build("p4m").get_layer(f"conv{i}").filters for i in (1, 2, 3)] == list(p4m.FLOP_MATCHED)
+    cfg = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir=str(tmp_path), filters=(32, 64, 128, 256))
+    assert config_lib.validate(cfg).filters == (32, 64, 128, 256)
+    with pytest.raises(UsageError, match=r"--filters=32,60,128: --model=p4m counts widths in feature planes.*of 8"):
+        config_lib.validate(config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m", filters=(32, 60, 128)))
+    config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", filters=(30, 60)))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        models.build("p4m", filters=(32, 12))
+    with pytest.raises(UsageError, match="--filters does not apply to --model=p4m_params"):
+        config_lib.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
 
 
 def test_mixed_precision_and_xla_keep_the_output_float32():

@@ -205,6 +205,40 @@ def _trials(tuner_dir) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_with_pcam_train(tmp_path):
+    """pcam-tune --model=p4m: the space's width counts planes (16 = 2 group channels x 8), its network is invariant,
+    and best_hyperparameters.json rebuilds the trial's network with --model=p4m."""
+    import numpy as np
+
+    from trainer.models import gconv
+
+    hp = keras_tuner.HyperParameters()
+    for name, value in {"width": 16, "num_blocks": 4, "batch_norm": True, "dropout": 0.0}.items():
+        hp.Fixed(name, value)
+    trial = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m")
+    model = hypermodel.CNNHyperModel(SMALL, "wide", trial_config=trial).build(hp)
+    assert model.name == "p4m"
+    assert [model.get_layer(f"conv{i}").filters for i in range(1, 5)] == [2, 4, 8, 16]
+    x = np.random.default_rng(0).uniform(0, 255, (2, *SMALL)).astype("float32")
+    np.testing.assert_allclose(
+        model.predict(np.ascontiguousarray(gconv.transform(x, 5, axes=(1, 2))), verbose=0),
+        model.predict(x, verbose=0),
+        atol=1e-5,
+    )
+    path = tmp_path / tune_reports.BEST_HPARAMS
+    path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
+    cfg = config_lib.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
+    assert cfg.filters == (16, 32, 64, 128) and cfg.batch_norm
+    trained = train.build_model(cfg, input_shape=SMALL)
+    assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in model.weights]
+    assert (
+        tune_config.validate(
+            tune_config.TuneConfig.of(str(tmp_path / "tune"), "d", model="p4m", space="wide")
+        ).trial.model
+        == "p4m"
+    )
+
+
 def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_path):
     cfg = tune_config.validate(
         tune_config.TuneConfig.of(

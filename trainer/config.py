@@ -29,6 +29,8 @@ PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (
 # The seed notebook weighted the positive class 1.5 when training the transfer models.
 SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
 
+# The model families pcam-tune searches (trainer.tune_config.MODELS), whose runs take its result as --hparams.
+SEARCHED_MODELS = ("tuned", "p4m")
 # Keys a tuning result (--hparams) may hold; keras-tuner writes its best hyperparameters as such a flat JSON.
 HPARAM_KEYS = (
     "learning_rate",
@@ -304,13 +306,20 @@ class TrainConfig:
         flag_default="auto",
         flag_type="string",
     )
-    # The CNN family (baseline uses the seed's values; tuned reads these, possibly from --hparams).
-    filters: tuple[int, ...] = option((32, 64, 128), "tuned: conv widths per block.", flag_type="list")
-    dense: int = option(128, "tuned: units of the dense layer.")
-    batch_norm: bool = option(False, "tuned: batch normalisation after each conv.")
+    # The CNN family (baseline uses the seed's values; tuned and p4m read these, possibly from --hparams).
+    filters: tuple[int, ...] = option(
+        (32, 64, 128),
+        "tuned, p4m: conv widths per block (p4m: feature planes, a multiple of 8: width / 8 group channels, each "
+        "in 8 orientations, so equal widths cost about equal FLOPs in both).",
+        flag_type="list",
+    )
+    dense: int = option(128, "tuned, p4m: units of the dense layer.")
+    batch_norm: bool = option(
+        False, "tuned, p4m: batch normalisation after each conv (p4m: over each channel's 8 planes)."
+    )
     hparams: str | None = option(
         None,
-        "tuned: JSON of hyperparameters from tuning (keys: " + ", ".join(HPARAM_KEYS) + "). They replace the "
+        "tuned, p4m: JSON of hyperparameters from pcam-tune (keys: " + ", ".join(HPARAM_KEYS) + "). They replace the "
         "defaults; flags given explicitly on the command line win over them.",
     )
     channel_stats: str | None = option(
@@ -394,8 +403,10 @@ def resolved(gpu: bool, **given) -> TrainConfig:
         recipe, filters=_filters(values["filters"]), class_weights=_class_weights(values["class_weights"], model)
     )
     if values["hparams"]:
-        if model != "tuned":
-            raise UsageError(f"--hparams is for --model=tuned, not --model={model}")
+        if model not in SEARCHED_MODELS:
+            raise UsageError(
+                f"--hparams is for the models pcam-tune searches ({', '.join(SEARCHED_MODELS)}), not --model={model}"
+            )
         from_file = hparams_to_fields(read_hparams(values["hparams"]))
         values.update({k: v for k, v in from_file.items() if k not in given})  # the options given win
     return validate(TrainConfig(**values))
@@ -530,6 +541,12 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if not config.filters or min(config.filters) <= 0:
         raise UsageError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
+    multiple = models.width_multiple(config.model) if config.model in models.NAMES else 1
+    if any(f % multiple for f in config.filters):
+        raise UsageError(
+            f"--filters={','.join(map(str, config.filters))}: --model={config.model} counts widths in feature planes, "
+            f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
+        )
     _positive("dense", config.dense)
     if config.channel_stats and config.is_transfer:
         raise UsageError(

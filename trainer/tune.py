@@ -1,10 +1,11 @@
-"""Search hyperparameters of the `tuned` CNN with keras-tuner; the best go to `pcam-train --hparams`.
+"""Search hyperparameters of the `tuned` CNN (or of `p4m`) with keras-tuner; the best go to `pcam-train --hparams`.
 
     pcam-tune --model=tuned --data_dir=TFDS_DIR --tuner_dir=runs/tune_seed \\
         --tuner=random --space=seed --max_trials=5 --executions_per_trial=5 --epochs=5   # the seed notebook
     pcam-tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_hb --tuner=hyperband --space=wide --epochs=27
     pcam-tune --data_dir=TFDS_DIR --tuner_dir=runs/tune_bo --tuner=bayesian --max_trials=30
     pcam-tune ... --max_trials=2 --epochs=1 --steps_per_epoch=20 --sample_fraction=0.05  # smoke run
+    pcam-tune --model=p4m --space=wide ...   # the P4M CNN: widths in feature planes (8 per group channel)
     pcam-train --model=tuned --hparams=runs/tune_seed/best_hyperparameters.json --data_dir=TFDS_DIR \\
         --model_dir=runs/tuned
     python -m trainer.tune ...         # the same as pcam-tune
@@ -37,7 +38,13 @@ from trainer import errors, shared_flags, tune_config
 FLAGS = flags.FLAGS
 
 shared_flags.define(FLAGS)
-flags.DEFINE_enum("model", "tuned", tune_config.MODELS, "The model family searched (the CNN of --model=tuned).")
+flags.DEFINE_enum(
+    "model",
+    "tuned",
+    tune_config.MODELS,
+    "The model family searched: tuned (the CNN of --model=tuned) or p4m (its widths count feature planes, 8 per "
+    "group channel, so the same space costs about the same FLOPs); pcam-train --model=NAME --hparams=best reads it.",
+)
 flags.DEFINE_string(
     "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
 )

@@ -25,7 +25,7 @@ from trainer.errors import UsageError
 TUNE_CONFIG_FILE = "tune_config.json"
 TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuners.make_tuner
 SPACES = ("seed", "wide")  # trainer.hypermodel's search spaces
-MODELS = ("tuned",)  # the model family searched: the CNN of --model=tuned
+MODELS = config_lib.SEARCHED_MODELS  # the model families searched: the CNN of --model=tuned, and the P4M CNN
 # The fields of config.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
 RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_compile", "steps_per_execution")
 

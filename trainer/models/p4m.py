@@ -2,6 +2,7 @@
 and mirrors (a P4M G-CNN as in Veeling et al. 2018, on the baseline's scale; layers in trainer.models.gconv).
 
     model = models.build("p4m")                  # width matched by FLOPs to the baseline: 4/8/16 channels x 8
+    model = models.build("p4m", filters=(32, 64, 128, 256))   # a fourth block: 4/8/16/32 channels x 8
     model = models.build("p4m_params")           # width matched by parameters: 11/23/45 channels x 8
 
 A P4M layer with C channels holds 8C planes, so it costs what a plain layer of 8C channels costs while
@@ -9,6 +10,10 @@ learning about 1/8 of the parameters: group widths (4, 8, 16) cost the baseline'
 and (11, 23, 45) hold about its convolution parameters at 8x its FLOPs. After the last block the planes are
 averaged over space, then over each channel's 8 orientations both the mean and the max are kept (invariant),
 then come the baseline's Dense 128, dropout and sigmoid.
+
+`filters` (pcam-train's --filters, and the width the tuner samples with `pcam-tune --model=p4m`) counts the
+feature planes of each block, as for a plain CNN, so equal --filters cost about equal convolution FLOPs in
+either model: 32,64,128 (the default) is 4/8/16 group channels. Each must be a multiple of 8.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer.models.gconv import GroupBatchNormalization, GroupPool, P4MConv, P4MLift
+from trainer.models.gconv import ORDER, GroupBatchNormalization, GroupPool, P4MConv, P4MLift
 
 FLOP_MATCHED = (4, 8, 16)  # x 8 planes = the baseline's 32/64/128 channels
+WIDTH_MULTIPLE = ORDER  # --filters counts planes: each block's width is its group channels x 8
 PARAM_MATCHED = (11, 23, 45)  # about the baseline's 93k convolution weights
 INVARIANT = True  # the output is the same for the 8 rotations and mirrors of an input: TTA has nothing to average
 
@@ -60,7 +66,18 @@ def p4m(
 
 
 def build(
-    input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.1, batch_norm: bool = False
+    input_shape: tuple[int, int, int] = PATCH_SHAPE,
+    filters: tuple[int, ...] = tuple(c * ORDER for c in FLOP_MATCHED),
+    dense: int = 128,
+    dropout: float = 0.1,
+    batch_norm: bool = False,
 ) -> keras.Model:
-    """The FLOP-matched P4M model (the same cost per image as the baseline)."""
-    return p4m(input_shape, FLOP_MATCHED, dropout=dropout, batch_norm=batch_norm, name="p4m")
+    """The P4M model with `filters` feature planes per block (filters / 8 group channels); the default,
+    32,64,128, is matched by FLOPs to the baseline (the same cost per image)."""
+    odd = [f for f in filters if f % ORDER or f <= 0]
+    if odd:
+        raise ValueError(
+            f"filters={tuple(filters)}: p4m widths count feature planes, {ORDER} per group channel, so each must be "
+            f"a positive multiple of {ORDER} ({odd} is not)"
+        )
+    return p4m(input_shape, tuple(f // ORDER for f in filters), dense, dropout, batch_norm, name="p4m")
