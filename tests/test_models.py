@@ -240,3 +240,42 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
     config = config_lib.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
     assert "stain_norm" in [layer.name for layer in train.build_model(config).layers]
     assert "stain_norm" not in [layer.name for layer in train.build_model(base).layers]
+
+
+@pytest.mark.parametrize("name", ["baseline", "tuned"])
+def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
+    """--crop=64: the model's first layer keeps the centre 64x64, so pixels outside it change nothing."""
+    from trainer import config as config_lib
+    from trainer import train
+
+    config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
+    model = train.build_model(config)
+    assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64) and model.input_shape == (None, 96, 96, 3)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    outside, inside = x.copy(), x.copy()
+    outside[:, :16] = 0.0  # the top margin: outside the centre 64x64
+    inside[:, 40:56, 40:56] = 255.0
+    p = model.predict(x, verbose=0)
+    np.testing.assert_allclose(model.predict(outside, verbose=0), p, atol=1e-6)
+    assert np.abs(model.predict(inside, verbose=0) - p).max() > 1e-4
+    assert "centre_crop" not in [layer.name for layer in models.build(name).layers]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "baseline", "crop": 63}, "--crop=63: the centre crop must fit in the 96x96 patch and leave equal"),
+        ({"model": "baseline", "crop": 98}, "--crop=98"),
+        ({"model": "p4m", "crop": 36}, "--crop=36: --model=p4m halves its maps 3 times .* multiple of 8"),
+        ({"model": "p4m", "crop": 40, "filters": (32, 64, 128, 256)}, "halves its maps 4 times .* multiple of 16"),
+        ({"model": "resnet50", "crop": 64}, "--crop does not apply to --model=resnet50"),
+        ({"model": "p4m_params", "crop": 64}, "--crop does not apply to --model=p4m_params"),
+    ],
+)
+def test_crop_is_checked_before_training(options, message, tmp_path):
+    from trainer import config as config_lib
+    from trainer.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        config_lib.resolved(False, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1, **options)

@@ -216,6 +216,15 @@ def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path)
         config_lib.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
 
 
+def test_a_centre_crop_keeps_the_model_exactly_invariant():
+    model = models.build("p4m", crop=64, batch_norm=True)
+    assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64)
+    x = np.random.default_rng(9).uniform(0, 255, (3, 96, 96, 3)).astype("float32")
+    _assert_invariant(model, x)
+    with pytest.raises(ValueError, match=r"the centre crop 36x36 of input_shape=\(96, 96, 3\): p4m needs"):
+        models.build("p4m", crop=36)
+
+
 def test_mixed_precision_and_xla_keep_the_output_float32():
     import keras
 

@@ -15,6 +15,7 @@ from typing import Any
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
+from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import models, run_folder
 from trainer.errors import UsageError
 
@@ -334,6 +335,12 @@ class TrainConfig:
         "alike.",
         choices=STAIN_NORMS,
     )
+    crop: int = option(
+        0,
+        "baseline, tuned, p4m: the model's first layer keeps the centre NxN pixels of each patch, around the "
+        "centre 32x32 that decides its label (0: the whole 96x96). Saved with the model: predict, evaluate "
+        "and export crop alike. An even difference from 96 (equal margins), and for p4m a multiple of 2**blocks.",
+    )
     # Transfer models.
     weights: str = option("imagenet", "Transfer models: imagenet, none (random init) or a path to a _notop.h5.")
     head_epochs: int = option(2, "Transfer models: epochs with the base frozen (phase 1).")
@@ -374,7 +381,7 @@ class TrainConfig:
 
 # Options that only reach the model through its builder's keyword arguments (train.build_model passes a builder
 # only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
-_BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "weights")
+_BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "crop", "weights")
 # What resolve_recipe takes besides the model and the machine.
 _RECIPE_OPTIONS = tuple(
     name for name, p in inspect.signature(resolve_recipe).parameters.items() if p.kind is p.KEYWORD_ONLY
@@ -548,6 +555,18 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
         )
     _positive("dense", config.dense)
+    side = min(PATCH_SHAPE[:2])
+    if config.crop and not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
+        raise UsageError(
+            f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
+            f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
+        )
+    blocks = len(config.filters) if "filters" in models.arguments(config.model) else 3
+    if config.crop and models.invariant(config.model) and config.crop % 2**blocks:
+        raise UsageError(
+            f"--crop={config.crop}: --model={config.model} halves its maps {blocks} times and stays exactly invariant "
+            f"only if each halving is exact; give a multiple of {2**blocks}, e.g. 64"
+        )
     if config.channel_stats and config.is_transfer:
         raise UsageError(
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"

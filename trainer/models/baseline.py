@@ -12,7 +12,11 @@ from trainer.models.cnn import cnn
 
 
 def build(
-    input_shape: tuple[int, int, int] = PATCH_SHAPE, dropout: float = 0.5, channel_stats=None, stain_norm: str = "none"
+    input_shape: tuple[int, int, int] = PATCH_SHAPE,
+    dropout: float = 0.5,
+    channel_stats=None,
+    stain_norm: str = "none",
+    crop: int = 0,
 ) -> keras.Model:
     """The seed architecture; dropout and the input normalisation (see `cnn`) are configurable."""
     return cnn(
@@ -24,4 +28,5 @@ def build(
         name="baseline",
         channel_stats=channel_stats,
         stain_norm=stain_norm,
+        crop=crop,
     )

@@ -21,12 +21,14 @@ def cnn(
     name: str = "cnn",
     channel_stats: tuple[list[float], list[float]] | None = None,
     stain_norm: str = "none",
+    crop: int = 0,
 ) -> keras.Model:
     """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
     dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images:
     by 1/255, or, given `channel_stats` (per-channel mean and std on the 0..255 scale, as
     `beam_jobs.stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
-    `stain_norm="reinhard"` first normalises each patch's colour (trainer.models.stain_norm).
+    `stain_norm="reinhard"` first normalises each patch's colour (trainer.models.stain_norm). `crop` > 0 keeps
+    only the centre crop x crop pixels (`centre_crop`, the first layer).
 
     The output layer computes in float32 so its probabilities stay exact under mixed precision.
     """
@@ -35,6 +37,7 @@ def cnn(
     if stain_norm not in STAIN_NORMS:
         raise ValueError(f"stain_norm={stain_norm!r}: choose one of {', '.join(STAIN_NORMS)}")
     inputs = x = keras.Input(shape=input_shape, name="image")
+    x = centre_crop(x, crop)
     if stain_norm == "reinhard":
         from trainer.models.stain_norm import ReinhardNormalization
 
@@ -56,3 +59,18 @@ def cnn(
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def centre_crop(x, crop: int):
+    """The model's first layer for `crop` > 0 (--crop): the centre crop x crop pixels of each (H, W) image, where a
+    PCam label is decided (tumour in the centre 32x32), with equal margins so that a flip or quarter turn of the
+    image turns the crop in place (the P4M models stay exactly invariant). 0 keeps the whole image."""
+    if not crop:
+        return x
+    height, width = x.shape[1], x.shape[2]
+    if not 0 < crop <= min(height, width) or (height - crop) % 2 or (width - crop) % 2:
+        raise ValueError(
+            f"crop={crop}: a centre crop of a {height}x{width} image must fit in it and leave equal margins "
+            f"(an even number of pixels less than each side, e.g. {height - 32})"
+        )
+    return keras.layers.Cropping2D(((height - crop) // 2, (width - crop) // 2), name="centre_crop")(x)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
+from trainer.models.cnn import centre_crop
 from trainer.models.gconv import ORDER, GroupBatchNormalization, GroupPool, P4MConv, P4MLift
 
 FLOP_MATCHED = (4, 8, 16)  # x 8 planes = the baseline's 32/64/128 channels
@@ -37,16 +38,20 @@ def p4m(
     batch_norm: bool = False,
     kernel_size: int = 3,
     name: str = "p4m",
+    crop: int = 0,
 ) -> keras.Model:
     """P4M conv blocks (group conv 3x3 [+ group batch norm] + ReLU + 2x2 max-pool), then invariant pooling and the
     baseline's head. Takes 0..255 pixels. Needs square inputs whose side stays even through every pooling
-    (96 -> 48 -> 24 -> 12), else a pooling window would not map onto a window under a quarter turn."""
-    height, width, _ = input_shape
-    if height != width or height % (2 ** len(filters)):
-        raise ValueError(
-            f"input_shape={input_shape}: p4m needs square inputs divisible by 2**{len(filters)} to stay exactly invariant"
-        )
+    (96 -> 48 -> 24 -> 12), else a pooling window would not map onto a window under a quarter turn. `crop` > 0:
+    the network sees the centre crop x crop pixels (`cnn.centre_crop`), which must then meet that rule."""
     inputs = x = keras.Input(shape=input_shape, name="image")
+    x = centre_crop(x, crop)
+    height, width = x.shape[1], x.shape[2]
+    if height != width or height % (2 ** len(filters)):
+        shown = (
+            f"the centre crop {height}x{width} of input_shape={input_shape}" if crop else f"input_shape={input_shape}"
+        )
+        raise ValueError(f"{shown}: p4m needs square inputs divisible by 2**{len(filters)} to stay exactly invariant")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     for i, channels in enumerate(filters):
         layer = P4MLift if i == 0 else P4MConv
@@ -71,6 +76,7 @@ def build(
     dense: int = 128,
     dropout: float = 0.1,
     batch_norm: bool = False,
+    crop: int = 0,
 ) -> keras.Model:
     """The P4M model with `filters` feature planes per block (filters / 8 group channels); the default,
     32,64,128, is matched by FLOPs to the baseline (the same cost per image)."""
@@ -80,4 +86,4 @@ def build(
             f"filters={tuple(filters)}: p4m widths count feature planes, {ORDER} per group channel, so each must be "
             f"a positive multiple of {ORDER} ({odd} is not)"
         )
-    return p4m(input_shape, tuple(f // ORDER for f in filters), dense, dropout, batch_norm, name="p4m")
+    return p4m(input_shape, tuple(f // ORDER for f in filters), dense, dropout, batch_norm, name="p4m", crop=crop)

@@ -16,6 +16,7 @@ def build(
     batch_norm: bool = False,
     channel_stats=None,
     stain_norm: str = "none",
+    crop: int = 0,
 ) -> keras.Model:
     """The CNN with the given widths; optimizer settings (learning rate, weight decay) belong to the trainer."""
     return cnn(
@@ -27,4 +28,5 @@ def build(
         name="tuned",
         channel_stats=channel_stats,
         stain_norm=stain_norm,
+        crop=crop,
     )
