@@ -34,9 +34,9 @@ def test_registry_lists_the_six_models():
     assert set(models.TRANSFER) < set(models.NAMES)
     with pytest.raises(ValueError, match="choose one of baseline"):
         models.build("vgg16")
-    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm"}
+    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm", "crop"}
     assert models.arguments("resnet50") == {"input_shape", "weights", "dropout"}
-    assert models.arguments("p4m") == {"input_shape", "dropout", "batch_norm"}
+    assert models.arguments("p4m") == {"input_shape", "filters", "dense", "dropout", "batch_norm", "crop"}
 
 
 def test_model_names_are_read_without_importing_keras():
