@@ -167,7 +167,7 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
     fold: the moments are taken per plane in the map's own layout (float32), pooled over each channel's 8
     planes (equal counts, so the pooled mean of E[x] and E[x^2] is the channel's), and the normalization is
     applied as one scale and shift per plane in the compute dtype. Two transposes of the whole map and its
-    float32 copy go: about half the cost of the folded version per training step (bench/RESULTS.md, issue 25).
+    float32 copy go: about half the folded version's cost, forward and backward (bench/RESULTS.md, issue 25).
     """
 
     def __init__(self, **kwargs):
