@@ -249,13 +249,14 @@ def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     from trainer import train
 
     config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
+    keras.utils.set_random_seed(3)
     model = train.build_model(config)
     assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64) and model.input_shape == (None, 96, 96, 3)
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     outside, inside = x.copy(), x.copy()
     outside[:, :16] = 0.0  # the top margin: outside the centre 64x64
-    inside[:, 40:56, 40:56] = 255.0
+    inside[:, 16:80, 16:80] = 0.0  # all of the centre 64x64: a fresh network's output must move by more than noise
     p = model.predict(x, verbose=0)
     np.testing.assert_allclose(model.predict(outside, verbose=0), p, atol=1e-6)
     assert np.abs(model.predict(inside, verbose=0) - p).max() > 1e-4
