@@ -548,25 +548,27 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if not config.filters or min(config.filters) <= 0:
         raise UsageError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
-    multiple = models.width_multiple(config.model) if config.model in models.NAMES else 1
+    multiple = models.width_multiple(config.model)  # the model is a registered one: checked above
     if any(f % multiple for f in config.filters):
         raise UsageError(
             f"--filters={','.join(map(str, config.filters))}: --model={config.model} counts widths in feature planes, "
             f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
         )
     _positive("dense", config.dense)
-    side = min(PATCH_SHAPE[:2])
-    if config.crop and not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
-        raise UsageError(
-            f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
-            f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
-        )
-    blocks = len(config.filters) if "filters" in models.arguments(config.model) else 3
-    if config.crop and models.invariant(config.model) and config.crop % 2**blocks:
-        raise UsageError(
-            f"--crop={config.crop}: --model={config.model} halves its maps {blocks} times and stays exactly invariant "
-            f"only if each halving is exact; give a multiple of {2**blocks}, e.g. 64"
-        )
+    if config.crop:
+        side = min(PATCH_SHAPE[:2])
+        if not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
+            raise UsageError(
+                f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
+                f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
+            )
+        # An invariant model that crops (p4m) halves the crop once per block of --filters.
+        blocks = len(config.filters)
+        if "crop" in models.arguments(config.model) and models.invariant(config.model) and config.crop % 2**blocks:
+            raise UsageError(
+                f"--crop={config.crop}: --model={config.model} halves its maps {blocks} times and stays exactly "
+                f"invariant only if each halving is exact; give a multiple of {2**blocks}, e.g. 64"
+            )
     if config.channel_stats and config.is_transfer:
         raise UsageError(
             f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"

@@ -47,12 +47,17 @@ def build(name: str, **kwargs):
     return builder(name)(**kwargs)
 
 
+def _constant(name: str, constant: str, default):
+    """A module-level constant of the registered model `name`'s module; `default` if absent or not registered."""
+    return getattr(importlib.import_module(REGISTRY[name]), constant, default) if name in REGISTRY else default
+
+
 def width_multiple(name: str) -> int:
     """What each of --filters must be a multiple of for the registered model `name` (8 for p4m, whose widths
     count feature planes, 8 per group channel; else 1)."""
-    return int(getattr(importlib.import_module(REGISTRY[name]), "WIDTH_MULTIPLE", 1)) if name in REGISTRY else 1
+    return int(_constant(name, "WIDTH_MULTIPLE", 1))
 
 
 def invariant(name: str) -> bool:
     """Whether the registered model `name` is invariant by construction to the 8 flips and 90-degree rotations."""
-    return bool(getattr(importlib.import_module(REGISTRY[name]), "INVARIANT", False)) if name in REGISTRY else False
+    return bool(_constant(name, "INVARIANT", False))
