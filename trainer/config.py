@@ -22,6 +22,7 @@ from trainer.errors import UsageError
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
 STRATEGIES = ("auto", "mirrored", "one_device", "default", "multi_worker")
+PADDINGS = ("same", "valid")  # the CNNs' convolutions: zero padding, or none (exact dense slide inference)
 STAIN_NORMS = ("none", "reinhard")  # trainer.models.stain_norm, first layer of the CNNs
 AUGMENT_ON = ("host", "device")  # where the augmentation runs: in the tf.data pipeline or in the train step
 SCHEDULES = ("budget", "cosine", "constant")  # trainer.schedule; the flag's "auto" is resolved before this
@@ -341,6 +342,13 @@ class TrainConfig:
         "centre 32x32 that decides its label (0: the whole 96x96). Saved with the model: predict, evaluate "
         "and export crop alike. An even difference from 96 (equal margins), and for p4m a multiple of 2**blocks.",
     )
+    padding: str = option(
+        "same",
+        "baseline, tuned, p4m: same = zero padding around every convolution; valid = none, so a window's output "
+        "depends on its own pixels alone and pcam-slide's dense inference equals per-window inference exactly. "
+        "Saved with the model. p4m with valid needs a centre crop that stays even before each pooling (--crop=94).",
+        choices=PADDINGS,
+    )
     # Transfer models.
     weights: str = option("imagenet", "Transfer models: imagenet, none (random init) or a path to a _notop.h5.")
     head_epochs: int = option(2, "Transfer models: epochs with the base frozen (phase 1).")
@@ -381,7 +389,7 @@ class TrainConfig:
 
 # Options that only reach the model through its builder's keyword arguments (train.build_model passes a builder
 # only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
-_BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "crop", "weights")
+_BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "crop", "padding", "weights")
 # What resolve_recipe takes besides the model and the machine.
 _RECIPE_OPTIONS = tuple(
     name for name, p in inspect.signature(resolve_recipe).parameters.items() if p.kind is p.KEYWORD_ONLY
@@ -475,6 +483,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_choice("strategy", config.strategy, STRATEGIES)
     check_choice("augment_on", config.augment_on, AUGMENT_ON)
     check_choice("stain_norm", config.stain_norm, STAIN_NORMS)
+    check_choice("padding", config.padding, PADDINGS)
     check_choice("schedule", config.schedule, SCHEDULES)
     check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
     check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
@@ -555,19 +564,23 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
         )
     _positive("dense", config.dense)
-    if config.crop:
-        side = min(PATCH_SHAPE[:2])
-        if not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
+    side = min(PATCH_SHAPE[:2])
+    if config.crop and not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
+        raise UsageError(
+            f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
+            f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
+        )
+    if "crop" in models.arguments(config.model) and models.invariant(config.model):
+        from trainer.models.p4m import exact_sides, pools_exactly
+
+        # An invariant model (p4m) needs every map even before each of its poolings, one per block of --filters.
+        blocks, seen = len(config.filters), config.crop or side
+        if not pools_exactly(seen, blocks, config.padding):
+            sides = [n for n in exact_sides(blocks, config.padding, side) if (side - n) % 2 == 0][:3]
             raise UsageError(
-                f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
-                f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
-            )
-        # An invariant model that crops (p4m) halves the crop once per block of --filters.
-        blocks = len(config.filters)
-        if "crop" in models.arguments(config.model) and models.invariant(config.model) and config.crop % 2**blocks:
-            raise UsageError(
-                f"--crop={config.crop}: --model={config.model} halves its maps {blocks} times and stays exactly "
-                f"invariant only if each halving is exact; give a multiple of {2**blocks}, e.g. 64"
+                f"--crop={config.crop}: --model={config.model} with --padding={config.padding} halves its maps "
+                f"{blocks} times and stays exactly invariant only if each map is even before its pooling; "
+                f"give --crop={sides[0] if sides else 'N'}" + (f" (or {', '.join(map(str, sides[1:]))})" if sides[1:] else "")
             )
     if config.channel_stats and config.is_transfer:
         raise UsageError(

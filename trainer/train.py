@@ -110,6 +110,7 @@ def build_model(config: TrainConfig, input_shape=PATCH_SHAPE, weights: str | Non
         "channel_stats": load_channel_stats(config.channel_stats) if config.channel_stats else None,
         "stain_norm": config.stain_norm,
         "crop": config.crop,
+        "padding": config.padding,
         "weights": weights,
     }
     takes = models.arguments(config.model)

@@ -17,6 +17,7 @@ def build(
     channel_stats=None,
     stain_norm: str = "none",
     crop: int = 0,
+    padding: str = "same",
 ) -> keras.Model:
     """The seed architecture; dropout and the input normalisation (see `cnn`) are configurable."""
     return cnn(
@@ -29,4 +30,5 @@ def build(
         channel_stats=channel_stats,
         stain_norm=stain_norm,
         crop=crop,
+        padding=padding,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer.config import STAIN_NORMS
+from trainer.config import PADDINGS, STAIN_NORMS
 
 
 def cnn(
@@ -22,18 +22,23 @@ def cnn(
     channel_stats: tuple[list[float], list[float]] | None = None,
     stain_norm: str = "none",
     crop: int = 0,
+    padding: str = "same",
 ) -> keras.Model:
     """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
     dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images:
     by 1/255, or, given `channel_stats` (per-channel mean and std on the 0..255 scale, as
     `beam_jobs.stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
     `stain_norm="reinhard"` first normalises each patch's colour (trainer.models.stain_norm). `crop` > 0 keeps
-    only the centre crop x crop pixels (`centre_crop`, the first layer).
+    only the centre crop x crop pixels (`centre_crop`, the first layer). `padding="valid"`: no layer pads, so a
+    window's output depends on its own pixels alone and dense inference over a slide region equals per-window
+    inference (trainer.slides.dense); 96 -> 94 -> 47 -> 45 -> 22 -> 20 -> 10 for three blocks.
 
     The output layer computes in float32 so its probabilities stay exact under mixed precision.
     """
     if not filters:
         raise ValueError(f"filters={filters!r}: need at least one conv block")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r}: choose one of {', '.join(PADDINGS)}")
     if stain_norm not in STAIN_NORMS:
         raise ValueError(f"stain_norm={stain_norm!r}: choose one of {', '.join(STAIN_NORMS)}")
     inputs = x = keras.Input(shape=input_shape, name="image")
@@ -49,7 +54,7 @@ def cnn(
         x = keras.layers.Normalization(mean=list(mean), variance=[s * s for s in std], name="normalize")(x)
     for i, width in enumerate(filters):
         # Batch norm makes the conv bias redundant.
-        x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i + 1}")(x)
+        x = keras.layers.Conv2D(width, kernel_size, padding=padding, use_bias=not batch_norm, name=f"conv{i + 1}")(x)
         if batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)

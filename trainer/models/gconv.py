@@ -12,9 +12,10 @@ transforming the input by h maps output plane g to plane h^-1 g, transformed by 
 `layer(T_h x)[..., c, g] == T_h(layer(x))[..., c, ELEMENTS.product[ELEMENTS.inverse[h]][g]]`
 (tests/test_p4m.py checks it). The bias is one number per channel, shared by its 8 planes.
 
-Exactness on a pixel grid needs the transforms to map the grid onto itself: odd kernels with 'same'
-padding and stride 1 (the padding is symmetric), 2x2 max-pooling on even-sized maps (the windows of
-96 -> 48 -> 24 -> 12 map onto windows) and global pooling. Group elements g = (r, m) act on an
+Exactness on a pixel grid needs the transforms to map the grid onto itself: odd kernels with stride 1 and
+'same' padding (symmetric) or none ('valid'), 2x2 max-pooling on even-sized maps (the windows of
+96 -> 48 -> 24 -> 12, or without padding 94 -> 92 -> 46 -> 44 -> 22 -> 20 -> 10, map onto windows) and
+global pooling. Group elements g = (r, m) act on an
 array's two spatial axes as rot90^r(mirror^m(a)), index g = 4 m + r.
 """
 
@@ -65,10 +66,19 @@ def _check_kernel(kernel_size: int) -> None:
 
 class _P4MBase(keras.layers.Layer):
     def __init__(
-        self, filters: int, kernel_size: int = 3, use_bias: bool = True, kernel_initializer="he_normal", **kwargs
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        use_bias: bool = True,
+        kernel_initializer="he_normal",
+        padding: str = "same",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         _check_kernel(kernel_size)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding={padding!r}: choose same or valid")
+        self.padding = padding
         if filters < 1:
             raise ValueError(f"filters={filters}: need at least one group channel")
         self.filters = filters
@@ -78,7 +88,7 @@ class _P4MBase(keras.layers.Layer):
 
     def _conv(self, inputs, kernel):
         kernel = ops.cast(kernel, self.compute_dtype)
-        y = ops.conv(inputs, kernel, strides=1, padding="same")
+        y = ops.conv(inputs, kernel, strides=1, padding=self.padding)
         if self.use_bias:
             # One bias per channel, shared by its 8 planes (channel c * 8 + g), so it commutes with the group.
             y = y + ops.repeat(ops.cast(self.bias, self.compute_dtype), ORDER)
@@ -88,7 +98,16 @@ class _P4MBase(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.filters * ORDER)
+        if self.padding == "same":
+            return (*input_shape[:-1], self.filters * ORDER)
+        shrink = self.kernel_size - 1
+        batch, height, width = input_shape[:3]
+        return (
+            batch,
+            None if height is None else height - shrink,
+            None if width is None else width - shrink,
+            self.filters * ORDER,
+        )
 
     def get_config(self):
         return {
@@ -96,6 +115,7 @@ class _P4MBase(keras.layers.Layer):
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "use_bias": self.use_bias,
+            "padding": self.padding,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 

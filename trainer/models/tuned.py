@@ -17,6 +17,7 @@ def build(
     channel_stats=None,
     stain_norm: str = "none",
     crop: int = 0,
+    padding: str = "same",
 ) -> keras.Model:
     """The CNN with the given widths; optimizer settings (learning rate, weight decay) belong to the trainer."""
     return cnn(
@@ -29,4 +30,5 @@ def build(
         channel_stats=channel_stats,
         stain_norm=stain_norm,
         crop=crop,
+        padding=padding,
     )
