@@ -580,7 +580,8 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise UsageError(
                 f"--crop={config.crop}: --model={config.model} with --padding={config.padding} halves its maps "
                 f"{blocks} times and stays exactly invariant only if each map is even before its pooling; "
-                f"give --crop={sides[0] if sides else 'N'}" + (f" (or {', '.join(map(str, sides[1:]))})" if sides[1:] else "")
+                f"give --crop={sides[0] if sides else 'N'}"
+                + (f" (or {', '.join(map(str, sides[1:]))})" if sides[1:] else "")
             )
     if config.channel_stats and config.is_transfer:
         raise UsageError(

@@ -111,5 +111,12 @@ def build(
             f"a positive multiple of {ORDER} ({odd} is not)"
         )
     return p4m(
-        input_shape, tuple(f // ORDER for f in filters), dense, dropout, batch_norm, name="p4m", crop=crop, padding=padding
+        input_shape,
+        tuple(f // ORDER for f in filters),
+        dense,
+        dropout,
+        batch_norm,
+        name="p4m",
+        crop=crop,
+        padding=padding,
     )
