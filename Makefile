@@ -88,7 +88,7 @@ evaluate: install ## a run (RUN=runs/x) on a labelled folder (INPUT_DIR, LABELS)
 	$(PY) -m trainer.evaluate --model_dir=$(RUN) --input_dir=$(INPUT_DIR) --labels=$(LABELS) --output_dir=$(RUN)/external --tta
 
 slide: install ## a tumour heatmap of SLIDE by a run (RUN=runs/x) into SLIDE_OUT (default RUN/slides/NAME)
-	$(PY) -m trainer.slide --model_dir=$(RUN) --slide=$(SLIDE) --output_dir=$(or $(SLIDE_OUT),$(RUN)/slides/$(basename $(notdir $(SLIDE)))) --tta
+	$(PY) -m trainer.slides --model_dir=$(RUN) --slide=$(SLIDE) --output_dir=$(or $(SLIDE_OUT),$(RUN)/slides/$(basename $(notdir $(SLIDE)))) --tta
 
 gpu-check: install ## images/s, compute dtype and XLA of every model on this machine
 	$(PY) -m trainer.gpu_check

@@ -51,7 +51,7 @@ def texture(size: int, seed: int = 0) -> np.ndarray:
 
 def make_slide(path: Path, level0: int, downsamples, white_share: float = 0.0, compression="zlib") -> None:
     """A level0 x level0 slide tiling one 10x texture; the left `white_share` of it is glass (white)."""
-    from trainer import slide
+    from trainer.slides import command as slide
 
     tex10 = texture(1152)
     levels = {}
@@ -91,7 +91,7 @@ def baseline_run(folder: Path) -> Path:
 
 
 def bench_readers(work: Path, repeats: int) -> dict:
-    from trainer import slide
+    from trainer.slides import command as slide
 
     path = work / "readers.tif"
     if not path.exists():
@@ -158,7 +158,7 @@ def bench_agreement(work: Path, run: Path, patches: Path, side: int) -> dict:
     import csv
 
     from pcam_tfds.core.patches import read_patch
-    from trainer import slide
+    from trainer.slides import command as slide
     from trainer.evaluation import metrics
 
     with open(run / "val_predictions.csv") as f:

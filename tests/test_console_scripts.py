@@ -23,7 +23,7 @@ COMMANDS = {
     "pcam-tune": "trainer.tune",
     "pcam-compare": "trainer.compare",
     "pcam-export": "trainer.export",
-    "pcam-slide": "trainer.slide",
+    "pcam-slide": "trainer.slides",
     "pcam-gpu-check": "trainer.gpu_check",
 }
 BIN = Path(sys.executable).parent

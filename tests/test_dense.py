@@ -1,4 +1,4 @@
-"""Dense inference (trainer.dense): the window probabilities pooled from one pass over a region equal the
+"""Dense inference (trainer.slides.dense): the window probabilities pooled from one pass over a region equal the
 model run on each window, exactly where no convolution pads (1x1 kernels), for the CNN family and the P4M
 models (group batch norm included), with and without the 8-view TTA; models it cannot run are named."""
 
@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer import dense, models
+from trainer import models
 from trainer.models.cnn import cnn
 from trainer.models.p4m import p4m
+from trainer.slides import dense
 
 PATCH, STRIDE = 96, 32
 ROWS, COLS = 3, 5  # windows of the region: not square, so a transposed map fails

@@ -1,7 +1,7 @@
 """`pcam-slide`: a heatmap of a synthetic pyramidal slide equals `pcam-predict` on the same patches as files.
 
 The slides are made here: patches on a grid at 10x (0.972 um/px) with white between them, upsampled to a
-40x (0.243 um/px) level 0, written as a tiled pyramidal TIFF (trainer.slide.write_pyramid). The model is a
+40x (0.243 um/px) level 0, written as a tiled pyramidal TIFF (trainer.slides.pyramid.write_pyramid). The model is a
 randomly initialised baseline (no training needed: the test compares two ways of running one model).
 """
 
@@ -58,7 +58,7 @@ def _canvas(patches: list[np.ndarray]) -> np.ndarray:
 
 def write_slide(path, canvas: np.ndarray, downsamples=(1, 4, 16), mpp=MPP0) -> None:
     """canvas is at 10x; level 0 is it upsampled UP times (nearest), levels are box averages of level 0."""
-    from trainer import slide
+    from trainer.slides import pyramid
 
     level0 = np.repeat(np.repeat(canvas, UP, 0), UP, 1)
 
@@ -66,7 +66,7 @@ def write_slide(path, canvas: np.ndarray, downsamples=(1, 4, 16), mpp=MPP0) -> N
         block = level0[y * ds : (y + h) * ds, x * ds : (x + w) * ds].astype(np.float32)
         return (block.reshape(h, ds, w, ds, 3).mean(axis=(1, 3)) + 0.5).astype(np.uint8)
 
-    slide.write_pyramid(path, level0.shape[:2], mpp, downsamples, tile_fn)
+    pyramid.write_pyramid(path, level0.shape[:2], mpp, downsamples, tile_fn)
 
 
 def _predict_files(run_dir, folder, tmp_path) -> dict[str, float]:
@@ -80,7 +80,9 @@ def _predict_files(run_dir, folder, tmp_path) -> dict[str, float]:
 
 def _check_heatmap_matches_files(run_dir, files, tmp_path, reader, downsamples):
     from pcam_tfds.core import patches
-    from trainer import slide
+    from trainer.slides import command as slide
+    from trainer.slides import heatmap as heatmap_lib
+    from trainer.slides import outputs, tissue
 
     files = files[: ROWS * COLS]
     pixels = [patches.read_patch(str(f)) for f in files]
@@ -114,16 +116,16 @@ def _check_heatmap_matches_files(run_dir, files, tmp_path, reader, downsamples):
         assert j == int(j) and i == int(i), (i, j)
         got = heatmap[int(i), int(j)]
         if np.isnan(got):  # not tissue: only a pale or grey patch (Kaggle has background patches) may be skipped
-            assert slide.saturation(pixels[n]).mean() < 0.1, (n, files[n].name)
+            assert tissue.saturation(pixels[n]).mean() < 0.1, (n, files[n].name)
             continue
         assert abs(got - want) < 1e-4, (n, got, want)
         compared += 1
     assert compared >= ROWS * COLS - 3, compared
     assert summary["mpp"] == pytest.approx(MPP0) and summary["windows"] == int(np.isfinite(heatmap).sum())
     assert np.isnan(heatmap[0, 0])  # the white margin is never predicted
-    for name in slide.FILES:
+    for name in outputs.FILES:
         assert (out / name).exists(), name
-    assert not (out / slide.PARTIAL_DIR).exists() and not (out / ".lock").exists()
+    assert not (out / heatmap_lib.PARTIAL_DIR).exists() and not (out / ".lock").exists()
     regions = json.loads((out / "regions.geojson").read_text())
     assert regions["type"] == "FeatureCollection"
     return summary, heatmap
@@ -160,7 +162,7 @@ def _small_slide(tmp_path, name="s.tif", colour=(180, 60, 140), mpp=MPP0):
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(run_dir, tmp_path):
-    from trainer import slide
+    from trainer.slides import command as slide
 
     out = tmp_path / "out"
     good = _small_slide(tmp_path)
@@ -192,7 +194,7 @@ def test_command_line_error_is_one_line_exit_2(run_dir, tmp_path):
     bad = tmp_path / "x.svs"
     bad.write_bytes(b"\x00" * 100)
     proc = run_module(
-        "trainer.slide", f"--model_dir={run_dir}", f"--slide={bad}", f"--output_dir={tmp_path / 'o'}", check=False
+        "trainer.slides", f"--model_dir={run_dir}", f"--slide={bad}", f"--output_dir={tmp_path / 'o'}", check=False
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -200,7 +202,7 @@ def test_command_line_error_is_one_line_exit_2(run_dir, tmp_path):
 
 
 def test_no_tissue_gives_an_empty_heatmap(run_dir, tmp_path):
-    from trainer import slide
+    from trainer.slides import command as slide
 
     white = _small_slide(tmp_path, "white.tif", colour=(255, 255, 255))
     lines = []
@@ -227,9 +229,10 @@ def _striped_slide(tmp_path, rows=8, cols=10):
 
 
 def test_resume_after_interruption_gives_the_same_heatmap(run_dir, tmp_path, monkeypatch):
-    from trainer import slide
+    from trainer.slides import command as slide
+    from trainer.slides import geometry, heatmap
 
-    monkeypatch.setattr(slide, "TILE_PIXELS", 256)
+    monkeypatch.setattr(geometry, "TILE_PIXELS", 256)
     path = _striped_slide(tmp_path)
     args = [f"--model_dir={run_dir}", f"--slide={path}"]
     whole = slide.run([*args, f"--output_dir={tmp_path / 'whole'}"], emit=lambda s: None)
@@ -244,7 +247,7 @@ def test_resume_after_interruption_gives_the_same_heatmap(run_dir, tmp_path, mon
     out = tmp_path / "resumed"
     with pytest.raises(Killed):
         slide.run([*args, f"--output_dir={out}"], emit=lambda s: None, after_tile=kill_after_two)
-    assert not (out / "summary.json").exists() and (out / slide.PARTIAL_DIR / "state.json").exists()
+    assert not (out / "summary.json").exists() and (out / heatmap.PARTIAL_DIR / "state.json").exists()
     lines = []
     resumed = slide.run([*args, f"--output_dir={out}"], emit=lines.append)
     assert any("continuing after tile 3" in line for line in lines), lines
@@ -259,18 +262,19 @@ def test_resume_after_interruption_gives_the_same_heatmap(run_dir, tmp_path, mon
 
 def test_reads_stay_tile_sized_on_a_slide_larger_than_a_tile(run_dir, tmp_path, monkeypatch):
     """Streaming: no read larger than one tile (plus the window overlap), whatever the slide's size."""
-    from trainer import slide
+    from trainer.slides import command as slide
+    from trainer.slides import geometry, reader
 
-    monkeypatch.setattr(slide, "TILE_PIXELS", 256)
+    monkeypatch.setattr(geometry, "TILE_PIXELS", 256)
     path = _striped_slide(tmp_path)
     largest = []
-    original = slide.Slide.read
+    original = reader.Slide.read
 
     def recording_read(self, level, x, y, w, h):
         largest.append(w * h)
         return original(self, level, x, y, w, h)
 
-    monkeypatch.setattr(slide.Slide, "read", recording_read)
+    monkeypatch.setattr(reader.Slide, "read", recording_read)
     summary = slide.run([f"--model_dir={run_dir}", f"--slide={path}", f"--output_dir={tmp_path / 'o'}"])
     level1 = 8 * 96 * 10 * 96  # the model-resolution level's area
     assert max(largest) <= (256 + 32) ** 2 < level1 / 8
@@ -297,10 +301,12 @@ def strided_run(tmp_path_factory):
 def test_dense_heatmap_equals_the_per_window_heatmap(strided_run, tmp_path, monkeypatch, tta):
     """Coordinates across tiles and dense regions: several tiles, each split into regions of 3x3 windows and
     cropped to their tissue; a model without padding gives the per-window heatmap to rounding."""
-    from trainer import slide
+    from trainer.slides import command as slide
+    from trainer.slides import geometry
+    from trainer.slides import heatmap as heatmap_lib
 
-    monkeypatch.setattr(slide, "TILE_PIXELS", 384)
-    monkeypatch.setattr(slide, "DENSE_BLOCK", 3)
+    monkeypatch.setattr(geometry, "TILE_PIXELS", 384)
+    monkeypatch.setattr(heatmap_lib, "DENSE_BLOCK", 3)
     path = _striped_slide(tmp_path)
     args = [f"--model_dir={strided_run}", f"--slide={path}", *(["--tta"] if tta else [])]
     runs = {}
@@ -316,7 +322,8 @@ def test_dense_heatmap_equals_the_per_window_heatmap(strided_run, tmp_path, monk
 
 def test_auto_inference_uses_dense_only_within_the_tolerance(run_dir, tmp_path):
     """The random baseline pads each window with zeros: dense differs by a little, measured on the first tile."""
-    from trainer import slide
+    from trainer.slides import command as slide
+    from trainer.slides import heatmap
 
     path = _striped_slide(tmp_path)
     args = [f"--model_dir={run_dir}", f"--slide={path}"]
@@ -324,7 +331,7 @@ def test_auto_inference_uses_dense_only_within_the_tolerance(run_dir, tmp_path):
     strict = slide.run([*args, f"--output_dir={tmp_path / 'strict'}", "--dense_tolerance=0"], emit=lines.append)
     check = strict["dense_check"]
     assert strict["inference"] == "windows" and 0 < check["max_abs_diff"] and check["tolerance"] == 0
-    assert 0 < check["mean_abs_diff"] <= check["max_abs_diff"] and check["windows"] == slide.DENSE_CHECK
+    assert 0 < check["mean_abs_diff"] <= check["max_abs_diff"] and check["windows"] == heatmap.DENSE_CHECK
     assert any("over --dense_tolerance=0.0: windows inference" in line for line in lines), lines
     windows = slide.run([*args, f"--output_dir={tmp_path / 'windows'}", "--inference=windows"])
     np.testing.assert_array_equal(
@@ -340,7 +347,7 @@ def test_auto_inference_uses_dense_only_within_the_tolerance(run_dir, tmp_path):
 
 
 def test_models_or_strides_dense_cannot_serve(run_dir, tmp_path):
-    from trainer import slide
+    from trainer.slides import command as slide
 
     path = _small_slide(tmp_path)
     args = [f"--model_dir={run_dir}", f"--slide={path}", "--stride=20"]
@@ -352,36 +359,43 @@ def test_models_or_strides_dense_cannot_serve(run_dir, tmp_path):
 
 
 def test_region_polygons_trace_the_windows_above_threshold():
-    from trainer import slide
+    import shapely
+    from shapely.geometry import shape
 
-    grid = slide.Grid(scale=4.0, patch=96, stride=32, rows=5, cols=6)
+    from trainer.slides import geometry
+    from trainer.slides.outputs import regions
+
+    grid = geometry.Grid(scale=4.0, patch=96, stride=32, rows=5, cols=6)
     above = np.zeros((5, 6), bool)
     above[1:4, 1:4] = True
     above[2, 2] = False  # a hole
     above[4, 5] = True  # a second region, one window
-    polygons = slide.region_polygons(above, grid)
-    assert len(polygons) == 2
-    ring, hole = polygons[0]
+    above[0, 0] = True  # touches the 3x3 region at a corner only: a region of its own
+    polygons = regions.region_polygons(above, grid)
+    assert len(polygons) == 3
+    features = regions.geojson(polygons, 0.5)["features"]
+    corner, square, single = (shape(f["geometry"]) for f in features)
     s, x0 = 128.0, 192.0
-    # The 3x3 region: windows 1..3 span their label squares, from centre - s/2 to centre + s/2.
-    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
-    assert (min(xs), max(xs), min(ys), max(ys)) == (x0 + 0.5 * s, x0 + 3.5 * s, x0 + 0.5 * s, x0 + 3.5 * s)
-    assert ring[0] == ring[-1] and len(hole) == 5 and len(ring) == 5  # collinear vertices merged
-    assert slide._area(ring) * slide._area(hole) < 0  # opposite orientations
-    hole_xs = sorted({p[0] for p in hole})
-    assert hole_xs == [x0 + 1.5 * s, x0 + 2.5 * s]
-    (single,) = polygons[1]
-    assert sorted({p[0] for p in single}) == [x0 + 4.5 * s, x0 + 5.5 * s] and len(single) == 5
+    # Window (i, j)'s label square spans its centre +- s/2; the 3x3 region is windows 1..3 less the hole.
+    assert square.bounds == (x0 + 0.5 * s, x0 + 0.5 * s, x0 + 3.5 * s, x0 + 3.5 * s)
+    assert square.area == 8 * s * s and len(square.interiors) == 1
+    assert shapely.box(x0 + 1.5 * s, x0 + 1.5 * s, x0 + 2.5 * s, x0 + 2.5 * s).equals(
+        shapely.Polygon(square.interiors[0])
+    )
+    assert len(square.exterior.coords) == 5  # the corners only, closed
+    assert square.exterior.is_ccw and not square.interiors[0].is_ccw
+    assert corner.area == single.area == s * s and single.bounds[0] == x0 + 4.5 * s
+    assert all(shape(f["geometry"]).is_valid for f in features)
 
 
 def test_otsu_splits_glass_from_tissue():
-    from trainer import slide
+    from trainer.slides import tissue
 
     thumb = np.full((40, 40, 3), 245, np.uint8)
     thumb[10:30, 5:20] = (170, 80, 150)
-    mask = slide.tissue_mask(thumb)
+    mask = tissue.tissue_mask(thumb)
     assert mask[10:30, 5:20].all() and not mask[:, 25:].any()
-    assert not slide.tissue_mask(np.full((40, 40, 3), 250, np.uint8)).any()
+    assert not tissue.tissue_mask(np.full((40, 40, 3), 250, np.uint8)).any()
 
 
 def test_export_writes_a_slide_tool_config(run_dir, tmp_path):

@@ -74,7 +74,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
 def slide_config(model_dir: str, model, temperature: float | None) -> dict:
     """config.json: what a whole-slide tool needs to run the SavedModel, in the spirit of WSInfer's model config."""
     from pcam_tfds.core import record_spec
-    from trainer import slide
+    from trainer.slides import plan as slide_plan
 
     return {
         "spec_version": "1.0",
@@ -83,7 +83,7 @@ def slide_config(model_dir: str, model, temperature: float | None) -> dict:
         "class_names": list(record_spec.LABEL_NAMES),
         "output": f"{OUTPUT_NAME}: float32 [n], the probability of {record_spec.LABEL_NAMES[1]!r}",
         "patch_size_pixels": int(model.input_shape[1]),
-        "spacing_um_px": slide.run_mpp(model_dir),
+        "spacing_um_px": slide_plan.run_mpp(model_dir),
         "input_dtype": "uint8",
         "input_range": [0, 255],
         "channels": "RGB",

@@ -1,0 +1,226 @@
+"""What one slide run does (SlideConfig) and everything checked before its output folder is touched (Plan)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+from etils import epath
+
+from trainer import errors, run_folder
+from trainer.slides import geometry
+from trainer.slides import tissue as tissue_lib
+from trainer.slides.geometry import PCAM_MPP, THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue
+from trainer.slides.reader import DEFAULT_READER, READERS, Slide, SlideError, open_slide
+
+INFERENCE = ("auto", "dense", "windows")
+DENSE_TOLERANCE = 0.02  # --inference=auto uses dense inference where it moves no checked window by more
+
+
+def run_mpp(run_dir: str) -> float:
+    """The um/px a run's model expects: RUN_DIR/config.json "mpp" where it records one, else PCAM_MPP."""
+    path = epath.Path(run_dir) / run_folder.CONFIG_FILE
+    if path.exists():
+        try:
+            value = json.loads(path.read_text()).get("mpp")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise errors.UsageError(f"{path}: not a run's config ({e})") from None
+        if value is not None:
+            return float(value)
+    return PCAM_MPP
+
+
+def check_run(run_dir: str) -> None:
+    """ValueError naming the file when `run_dir` is not a finished run folder."""
+    folder = epath.Path(run_dir)
+    if not folder.is_dir():
+        raise errors.UsageError(f"--model_dir={run_dir!r} is not a folder")
+    if not (folder / run_folder.MODEL_FILE).exists():
+        raise errors.UsageError(
+            f"{folder / run_folder.MODEL_FILE} does not exist: {run_dir!r} is not a finished trainer run folder"
+        )
+
+
+def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
+    """(threshold, where it comes from): one run's validation Youden threshold, else 0.5."""
+    from trainer import calibration
+
+    if len(model_dirs) == 1:
+        try:
+            youden = calibration.validation_thresholds(model_dirs[0]).get("youden")
+        except calibration.NotHeldOut:
+            youden = None
+        if youden is not None:
+            return youden, f"validation Youden threshold of {model_dirs[0]}"
+    return 0.5, "0.5 (no single held-out run with a validation Youden threshold)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlideConfig:
+    """What one pcam-slide run does; `check` rejects impossible values, naming the flag."""
+
+    model_dirs: tuple[str, ...]
+    slide: str
+    output_dir: str
+    tta: bool = False
+    stride: int = 32
+    mpp: float | None = None
+    batch_size: int = 256
+    threshold: float | None = None
+    min_tissue: float = 0.25
+    reader: str = DEFAULT_READER
+    inference: str = "auto"
+    dense_tolerance: float = DENSE_TOLERANCE
+
+    def check(self) -> SlideConfig:
+        if not self.model_dirs:
+            raise errors.UsageError("--model_dir: give at least one trainer run folder")
+        if self.stride <= 0:
+            raise errors.UsageError(f"--stride={self.stride} must be > 0")
+        if self.batch_size <= 0:
+            raise errors.UsageError(f"--batch_size={self.batch_size} must be > 0")
+        if self.mpp is not None and not self.mpp > 0:
+            raise errors.UsageError(f"--mpp={self.mpp} must be > 0 (microns per level-0 pixel)")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise errors.UsageError(f"--threshold={self.threshold} must be in [0, 1]")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise errors.UsageError(f"--min_tissue={self.min_tissue} must be in [0, 1]")
+        if self.reader not in READERS:
+            raise errors.UsageError(f"--reader={self.reader!r}: choose one of {', '.join(READERS)}")
+        if self.inference not in INFERENCE:
+            raise errors.UsageError(f"--inference={self.inference!r}: choose one of {', '.join(INFERENCE)}")
+        if not 0.0 <= self.dense_tolerance <= 1.0:
+            raise errors.UsageError(f"--dense_tolerance={self.dense_tolerance} must be in [0, 1]")
+        return self
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything checked before OUT is touched: the open slide, the models, the grid and the tissue."""
+
+    config: SlideConfig
+    slide: Slide
+    models: list
+    mpp: float  # level 0
+    model_mpp: float
+    grid: Grid
+    level: int
+    k: int  # thumbnail pixels per stride
+    thumbnail: np.ndarray
+    mask: np.ndarray
+    tissue: np.ndarray  # bool (rows, cols): windows to predict
+    threshold: float
+    threshold_source: str
+    tile_windows: int  # windows per tile side
+    tissue_summary: dict = dataclasses.field(default_factory=dict)  # summary.json "tissue": area, how it was decided
+    dense: list | None = None  # trainer.slides.dense.DenseModel per model, where the models allow it and it is wanted
+    dense_note: str = ""  # why there is none, for --inference=auto
+
+    def identity(self) -> dict:
+        """What a checkpoint must match to be continued: the same slide file, models and settings."""
+        c = self.config
+        st = os.stat(c.slide)
+        return {
+            "slide": os.path.abspath(c.slide),
+            "slide_size": st.st_size,
+            "slide_mtime": st.st_mtime,
+            "model_dirs": [os.path.abspath(d) for d in c.model_dirs],
+            "tta": c.tta,
+            "stride": c.stride,
+            "mpp": self.mpp,
+            "min_tissue": c.min_tissue,
+            "inference": c.inference,
+            "dense_tolerance": c.dense_tolerance,
+            "shape": [self.grid.rows, self.grid.cols],
+        }
+
+    def tiles(self) -> list[tuple[int, int]]:
+        t = self.tile_windows
+        return [(r, c) for r in range(0, self.grid.rows, t) for c in range(0, self.grid.cols, t)]
+
+
+def plan(config: SlideConfig) -> Plan:
+    """Opens and checks the slide and the runs; ValueError (SlideError) naming the file for a user's mistake."""
+    from trainer import inference
+
+    for d in config.model_dirs:
+        check_run(d)
+    out = epath.Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise errors.UsageError(f"--output_dir={config.output_dir!r} is a file, not a folder")
+    model_mpps = {run_mpp(d) for d in config.model_dirs}
+    if len(model_mpps) > 1:
+        raise errors.UsageError(
+            f"the runs expect different resolutions ({sorted(model_mpps)} um/px): ensemble runs of one"
+        )
+    model_mpp = model_mpps.pop()
+    slide = open_slide(config.slide, config.reader)
+    mpp = config.mpp or slide.mpp
+    if not mpp:
+        raise SlideError(f"{config.slide}: the slide records no microns per pixel; give --mpp (level 0's um/px)")
+    models = [inference.load_model(d) for d in config.model_dirs]
+    patches = {tuple(m.input_shape[1:3]) for m in models}
+    if len(patches) > 1 or len(next(iter(patches))) != 2 or len(set(next(iter(patches)))) != 1:
+        raise errors.UsageError(f"the runs' inputs are not one square size: {sorted(patches)}")
+    patch = next(iter(patches))[0]
+    scale = model_mpp / mpp
+    grid = Grid.of(slide.level_dimensions[0], scale, patch, config.stride)
+    level = choose_level(slide, scale)
+    width_m = slide.level_dimensions[0][0] / scale
+    height_m = slide.level_dimensions[0][1] / scale
+    # k thumbnail pixels per stride: as fine as THUMB_MAX allows, 1 to 4.
+    k = int(max(1, min(4, THUMB_MAX * config.stride // max(1.0, max(width_m, height_m)))))
+    pixel = config.stride / k
+    tw, th = max(1, int(width_m / pixel)), max(1, int(height_m / pixel))
+    thumbnail = read_thumbnail(slide, scale, pixel, tw, th)
+    mask, how = tissue_lib.detect(thumbnail)
+    tissue = (
+        window_tissue(mask, grid, k) >= max(config.min_tissue, 1e-9)
+        if grid.rows and grid.cols
+        else np.zeros((grid.rows, grid.cols), bool)
+    )
+    mm_per_pixel = pixel * model_mpp / 1000.0
+    tissue_summary = {
+        "area_mm2": round(float(mask.sum()) * mm_per_pixel**2, 4),
+        "fraction": round(float(mask.mean()), 4) if mask.size else 0.0,
+        "windows": int(tissue.sum()),
+        "min_tissue": config.min_tissue,
+        "mask_pixel_um": round(pixel * model_mpp, 4),
+        **how,
+    }
+    if config.threshold is not None:
+        threshold, source = config.threshold, "--threshold"
+    else:
+        threshold, source = default_threshold(config.model_dirs)
+    tile_windows = max(1, (geometry.TILE_PIXELS - patch) // config.stride + 1)
+    dense, dense_note = None, ""
+    if config.inference != "windows":
+        from trainer.slides.dense import DenseModel, NotDense
+
+        try:
+            dense = [DenseModel.of(m, patch, config.stride) for m in models]
+        except NotDense as e:
+            if config.inference == "dense":
+                raise errors.UsageError(f"--inference=dense: {e}") from None
+            dense_note = str(e)
+    return Plan(
+        config,
+        slide,
+        models,
+        mpp,
+        model_mpp,
+        grid,
+        level,
+        k,
+        thumbnail,
+        mask,
+        tissue,
+        threshold,
+        source,
+        tile_windows,
+        tissue_summary,
+        dense,
+        dense_note,
+    )
