@@ -14,6 +14,9 @@ from trainer.slides import dense
 
 PATCH, STRIDE = 96, 32
 ROWS, COLS = 3, 5  # windows of the region: not square, so a transposed map fails
+# Dense against per-window of a padding-free model computing in bfloat16: each position's convolution reads the
+# same inputs in the same order either way; measured 0 on AVX512-BF16 CPUs (bench/RESULTS.md), bounded here.
+BF16_BOUND = 1e-3
 
 
 def _region(seed: int = 0) -> np.ndarray:
@@ -137,3 +140,59 @@ def test_models_that_cannot_run_densely_are_named():
     flat = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)), name="flat")
     with pytest.raises(dense.NotDense, match="0 GlobalAveragePooling2D layers"):
         dense.DenseModel.of(flat, PATCH, STRIDE)
+
+
+def _trained(name: str, **options):
+    """A padding-free model trained a few steps on synthetic patches, so its weights are not a fresh init."""
+    import keras
+
+    from pcam_tfds import synthetic
+
+    keras.utils.set_random_seed(4)
+    model = models.build(name, padding="valid", **options)
+    fresh = [w.copy() for w in model.get_weights()]
+    drawn = [synthetic.draw_patch(7, "train", i) for i in range(64)]
+    images = np.stack([p for p, _ in drawn]).astype(np.float32)
+    labels = np.array([label for _, label in drawn], np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
+    model.fit(images, labels, batch_size=16, epochs=3, verbose=0)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), fresh)) > 1e-3
+    return model
+
+
+@pytest.mark.parametrize("name, options", [("baseline", {}), ("p4m", {"crop": 94})], ids=["baseline", "p4m"])
+@pytest.mark.parametrize("tta", [False, True])
+def test_padding_free_models_run_densely_exactly_after_training(name, options, tta):
+    """--padding=valid: no layer pads, so a window's probability is the same alone or inside a region."""
+    model = _trained(name, **options)
+    region = _region(5)
+    windows = _windows(region)
+    _spread_head(model, windows)  # a few steps leave the probabilities close together: spread them apart
+    want = _per_window(model, windows, tta)
+    d = dense.DenseModel.of(model, PATCH, STRIDE)
+    assert d.exact and d.cells == 10 and d.margin == (PATCH - options.get("crop", PATCH)) // 2
+    got = dense.make_dense_fn([d], STRIDE, tta)(region).numpy()
+    assert want.std() > 0.05, want  # distinct windows: a misplaced one would show
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_padding_free_under_bfloat16_stays_within_its_measured_bound():
+    """A run trained with mixed bfloat16 saves bfloat16 layers: dense and per-window round differently, by at
+    most BF16_BOUND (bench/RESULTS.md), far below the 'same'-padding difference."""
+    import keras
+
+    trained = _trained("baseline")
+    _spread_head(trained, _windows(_region(6)))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build("baseline", padding="valid")
+        model.set_weights(trained.get_weights())
+        assert model.get_layer("conv1").compute_dtype == "bfloat16"
+        region = _region(6)
+        want = _per_window(model, _windows(region), False)
+        got = dense.make_dense_fn([dense.DenseModel.of(model, PATCH, STRIDE)], STRIDE, False)(region).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    diff = float(np.abs(got - want).max())
+    print(f"bfloat16: dense against per-window, max abs diff {diff:.2e}")
+    assert want.std() > 0.05 and diff <= BF16_BOUND, (want, diff)

@@ -1,59 +1,73 @@
-"""Whole-slide tumour heatmaps: a trained run (or an ensemble) over every tissue window of a slide.
+"""pcam-slide: tumour heatmaps of whole slides from a trained run (or an ensemble), one slide or a folder.
 
     pcam-slide --model_dir=runs/baseline --slide=tumor_001.tif --output_dir=slides/tumor_001
-    pcam-slide --model_dir runs/a runs/b --tta --slide=x.svs --output_dir=OUT --stride=32 --mpp=0.25
-    pcam-slide --model_dir=runs/baseline --slide=x.svs --output_dir=OUT --inference=dense   # see --inference
+    pcam-slide --model_dir=runs/baseline --slide_dir=slides/ --output_dir=heatmaps/   # OUT/<file>/ + slides.csv
+    pcam-slide --model_dir runs/a runs/b --tta --slide=x.svs --output_dir=OUT --mpp=0.25
     python -m trainer.slides ...        # the same command
 
 A window is the model's input (96x96 for PCam runs) at the model's resolution (RUN_DIR/config.json "mpp",
-else PCAM_MPP = 0.972 um/px, the Kaggle/PCam patches' 10x), moved by --stride model pixels (default 32:
-the label covers the centre 32x32, so stride-32 windows tile the slide with label regions that do not
-overlap). The slide's level nearest that resolution (never coarser) is read in large tiles and resampled;
-the level-0 microns per pixel come from the slide's metadata or --mpp. Windows without tissue (Otsu on
-the saturation of a low-resolution thumbnail, `tissue_mask`) are never predicted. How windows are predicted
-(--inference):
-  windows  each window through `trainer.inference.make_predict_fn`, the function `pcam-predict` uses, so a
-           window predicts what the same pixels as a patch file would;
-  dense    `trainer.slides.dense`: the model's convolutions once over regions of up to DENSE_BLOCK^2 windows, each
-           window's global pooling taken from the region's feature map. Several times faster at stride 32,
-           where windows overlap, but a window's edges see its neighbours instead of zero padding;
-  auto     (default) dense where the models allow it and DENSE_CHECK windows spread over the slide, predicted
-           both ways first, differ by at most --dense_tolerance; else windows. summary.json says which and why.
+else 0.972 um/px, the PCam patches' 10x), moved by --stride model pixels (default 32: the label covers the
+centre 32x32, so stride-32 windows tile the slide with label squares that do not overlap). The slide's level
+nearest that resolution (never coarser) is read in large tiles and resampled; level 0's microns per pixel
+come from the slide's metadata or --mpp. Windows with less than --min_tissue of tissue (trainer.slides.tissue)
+are never predicted. --inference: windows runs each window as pcam-predict runs a file; dense runs the
+convolutions once per region (trainer.slides.dense), exact for runs trained with --padding=valid; auto (the
+default) checks DENSE_CHECK windows both ways first and uses dense only if they agree within --dense_tolerance.
 
-OUT gets, each written atomically, summary.json last:
+OUT gets, each written atomically, summary.json last (trainer.slides.outputs):
   heatmap.npy      float32 [rows, cols]; NaN where there is no tissue; [i, j] is the window centred at
                    level-0 pixel (x0 + j*s, y0 + i*s), (x0, y0) and s in summary.json "heatmap"
-  tissue.png       the tissue mask (one pixel = THUMB_PIXEL model pixels; white = tissue)
-  overlay.png      the thumbnail with the heatmap over it
-  regions.geojson  polygons (level-0 pixels, QuPath imports them) of connected windows at or above the
+  tissue.png       the tissue mask (white = tissue); overlay.png the thumbnail with the heatmap over it
+  regions.geojson  polygons in level-0 pixels (QuPath imports them, holes included) of windows at or above the
                    threshold: --threshold, else the run's validation Youden threshold, else 0.5
-  summary.json     slide_score (`slide_score`: the mean of the TOP_K highest window probabilities),
-                   tumour_area_mm2 (label area of the windows at or above the threshold), windows,
-                   seconds, mpp, model_dirs, threshold, inference (windows or dense), inference_reason,
-                   dense_check (--inference=auto's measured differences)
-OUT is locked while the command runs (pcam_tfds.core.folder_lock); progress is saved to OUT/.partial after
-every tile, so the same command run again after an interruption continues where it stopped. A user's
-mistake (a file that is not a slide, a truncated one, a folder that is not a run, no resolution) is one
-line `error: ...` and exit status 2, before anything is written to OUT.
+  heatmap.tif      the heatmap as a pyramidal TIFF over the slide's area, with its microns per pixel
+  summary.json     slide_score (mean of the 10 highest window probabilities), tumour_area_mm2, windows, tissue
+                   (area and how the mask was decided), inference and dense_check, settings
+OUT is locked while the command runs; progress is saved to OUT/.partial, so the same command run again after
+an interruption continues where it stopped. A user's mistake (not a slide, a truncated one, a folder that is
+not a run, no resolution) is one line `error: ...` and exit status 2, before anything is written to OUT.
+
+With --slide_dir (or several --slide), each slide goes to OUT/<file name>/ and OUT/slides.csv lists every
+slide (slide, status, score, tumour area, windows, seconds, reason). A slide already done with the same
+settings is skipped, an interrupted one continues, and one that fails is listed with its one-line reason
+while the others go on; the exit status is then 1.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+import os
 import sys
 import time
 
 from absl import flags
 from etils import epath
 
-from trainer import errors
+from trainer import errors, shared_flags
 from trainer.slides import outputs
 from trainer.slides.heatmap import Checkpoint, compute_heatmap
-from trainer.slides.plan import DENSE_TOLERANCE, INFERENCE, Plan, SlideConfig, plan
-from trainer.slides.reader import DEFAULT_READER, READERS
+from trainer.slides.plan import Plan, SlideConfig, plan
+
+# Files a --slide_dir holds that are slides (OpenSlide's formats, TIFF); others are counted and named, not read.
+SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
+SLIDES_CSV = "slides.csv"
+CSV_COLUMNS = ("slide", "status", "slide_score", "tumour_area_mm2", "windows", "seconds", "output_dir", "reason")
+OPTIONS = tuple(f.name for f in dataclasses.fields(SlideConfig))[3:]  # the flags made from SlideConfig fields
+
+
+def settings(config: SlideConfig) -> dict:
+    """What a finished slide's summary.json must hold to be skipped by a folder run: the same slide and settings."""
+    values = dataclasses.asdict(config)
+    del values["output_dir"]
+    values["slide"] = os.path.abspath(config.slide)
+    values["model_dirs"] = [os.path.abspath(d) for d in config.model_dirs]
+    return values
 
 
 def run_slide(config: SlideConfig, p: Plan | None = None, emit=None, after_tile=None) -> dict:
-    """The command: plan (every check), lock OUT, heatmap (resumable), outputs; returns summary.json's contents."""
+    """One slide: plan (every check), lock OUT, heatmap (resumable), outputs; returns summary.json's contents."""
     from pcam_tfds.core.folder_lock import FolderLock
     from pcam_tfds.core.progress import print_line
 
@@ -64,7 +78,7 @@ def run_slide(config: SlideConfig, p: Plan | None = None, emit=None, after_tile=
         with FolderLock(config.output_dir, "pcam-slide " + " ".join(sys.argv[1:])):
             checkpoint = Checkpoint(epath.Path(config.output_dir), p.identity())
             heatmap, how = compute_heatmap(p, checkpoint, emit=emit, after_tile=after_tile)
-            summary = outputs.write_all(p, heatmap, how, time.monotonic() - started)
+            summary = outputs.write_all(p, heatmap, how, time.monotonic() - started, settings(config))
             checkpoint.remove()
     finally:
         p.slide.close()
@@ -73,61 +87,118 @@ def run_slide(config: SlideConfig, p: Plan | None = None, emit=None, after_tile=
     return summary
 
 
-def define_flags(flag_values: flags.FlagValues) -> None:
-    fv = flag_values
+def list_slides(slide_dir: str) -> tuple[list[str], list[str]]:
+    """(slide files, other files) of a folder, sorted; UsageError if it is not a folder."""
+    folder = epath.Path(slide_dir)
+    if not folder.is_dir():
+        raise errors.UsageError(f"--slide_dir={slide_dir!r} is not a folder")
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    slides = [f for f in files if f.lower().endswith(SLIDE_EXTENSIONS)]
+    return slides, [f for f in files if f not in slides]
+
+
+def _done(config: SlideConfig) -> dict | None:
+    """The summary of an earlier complete run of this slide with the same settings, else None."""
+    path = epath.Path(config.output_dir) / outputs.summary.NAME
+    if not path.exists() or (epath.Path(config.output_dir) / ".partial").exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("settings") == json.loads(json.dumps(settings(config))) else None
+
+
+def run_folder(configs: list[SlideConfig], output_dir: str, emit=None) -> list[dict]:
+    """Each slide into its own folder, then OUT/slides.csv; a failing slide is listed with its reason."""
+    from pcam_tfds.core.folder_lock import atomic_write_text
+    from pcam_tfds.core.progress import print_line
+
+    emit = emit or print_line
+    rows = []
+    for n, config in enumerate(configs, 1):
+        row = {"slide": config.slide, "output_dir": config.output_dir, "reason": ""}
+        started = time.monotonic()
+        summary = _done(config)
+        try:
+            if summary is not None:
+                row["status"] = "done earlier"
+            else:
+                emit(f"pcam-slide: slide {n} of {len(configs)}: {config.slide}")
+                summary = run_slide(config, emit=emit)
+                row["status"] = "done"
+        except errors.UsageError as e:  # a bad slide file: the others go on
+            row.update(status="failed", reason=str(e))
+        except Exception as e:  # noqa: BLE001 - any other failure of one slide is listed, not fatal to the folder
+            row.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+        if row["status"] == "failed":
+            emit(f"pcam-slide: {config.slide} failed: {row['reason']}")
+            row["seconds"] = round(time.monotonic() - started, 3)
+        else:
+            for key in ("slide_score", "tumour_area_mm2", "windows", "seconds"):
+                row[key] = summary[key]
+        rows.append(row)
+        atomic_write_text(epath.Path(output_dir) / SLIDES_CSV, _csv_text(rows))  # after each slide: a partial list
+    return rows
+
+
+def _csv_text(rows: list[dict]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_multi_string(
         "model_dir", None, "Trainer run folder; repeat it (or list more after it) for an ensemble.", flag_values=fv
     )
-    flags.DEFINE_string("slide", None, "Whole-slide image (any format OpenSlide reads).", flag_values=fv)
+    flags.DEFINE_multi_string(
+        "slide",
+        None,
+        "Whole-slide image (OpenSlide's formats, tiled or plain TIFF); repeat it for several.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "slide_dir", None, "A folder of slides: each one into OUT/<file name>/, and OUT/slides.csv.", flag_values=fv
+    )
     flags.DEFINE_string(
         "output_dir", None, "Folder for heatmap.npy, summary.json, ... (locked while running).", flag_values=fv
     )
-    flags.DEFINE_bool("tta", False, "Average over the 8 flips/90-degree rotations.", flag_values=fv)
-    flags.DEFINE_integer("stride", 32, "Window step in model pixels.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("mpp", None, "Level-0 microns per pixel, for slides that do not record it.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "Windows per prediction batch.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float(
-        "threshold",
-        None,
-        "Tumour threshold of regions.geojson (default: the run's validation Youden threshold, else 0.5).",
-        flag_values=fv,
-    )
-    flags.DEFINE_float("min_tissue", 0.25, "Share of tissue a window needs to be predicted.", flag_values=fv)
-    flags.DEFINE_enum("reader", DEFAULT_READER, list(READERS), "Slide reader.", flag_values=fv)
-    flags.DEFINE_enum(
-        "inference",
-        "auto",
-        list(INFERENCE),
-        "windows: each window through the model, as pcam-predict runs a file; dense: the convolutions once over "
-        "each region, the windows pooled from it (trainer.slides.dense; several times faster, not identical at window "
-        "edges); auto: dense where the models allow it and it agrees with windows within --dense_tolerance on "
-        "windows spread over the slide (summary.json: dense_check).",
-        flag_values=fv,
-    )
-    flags.DEFINE_float(
-        "dense_tolerance",
-        DENSE_TOLERANCE,
-        "--inference=auto: the largest probability difference on the checked windows that still allows dense.",
-        flag_values=fv,
-    )
-    flags.mark_flags_as_required(["model_dir", "slide", "output_dir"], flag_values=fv)
+    fields = {f.name: f for f in dataclasses.fields(SlideConfig)}
+    for name in OPTIONS:
+        shared_flags.define_field(fv, fields[name])
+    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
 
 
-def config_from_flags(f: flags.FlagValues, run_dirs: list[str]) -> SlideConfig:
-    return SlideConfig(
-        model_dirs=(*f.model_dir, *run_dirs),
-        slide=f.slide,
-        output_dir=f.output_dir,
-        tta=f.tta,
-        stride=f.stride,
-        mpp=f.mpp,
-        batch_size=f.batch_size,
-        threshold=f.threshold,
-        min_tissue=f.min_tissue,
-        reader=f.reader,
-        inference=f.inference,
-        dense_tolerance=f.dense_tolerance,
-    ).check()
+def configs_from_flags(f: flags.FlagValues, run_dirs: list[str]) -> tuple[list[SlideConfig], bool]:
+    """(one SlideConfig per slide, whether it is a folder run: --slide_dir or several --slide)."""
+    options = {name: f[name].value for name in OPTIONS}
+    model_dirs = (*f.model_dir, *run_dirs)
+    slides = list(f.slide or [])
+    if f.slide_dir:
+        found, others = list_slides(f.slide_dir)
+        if not found:
+            raise errors.UsageError(
+                f"--slide_dir={f.slide_dir!r} holds no slide files ({', '.join(SLIDE_EXTENSIONS)})"
+                + (f"; {len(others)} other files, e.g. {os.path.basename(others[0])}" if others else "")
+            )
+        slides += found
+    if not slides:
+        raise errors.UsageError("give --slide=FILE (repeat it for several) or --slide_dir=FOLDER")
+    if len(slides) == 1 and not f.slide_dir:
+        return [SlideConfig(model_dirs, slides[0], f.output_dir, **options).check()], False
+    names = [os.path.basename(s) for s in slides]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise errors.UsageError(f"two slides named {twice[0]!r}: each slide's output folder is OUT/<file name>")
+    return [
+        SlideConfig(model_dirs, s, os.path.join(f.output_dir, n), **options).check() for s, n in zip(slides, names)
+    ], True
 
 
 def _report(summary: dict, config: SlideConfig) -> None:
@@ -139,27 +210,33 @@ def _report(summary: dict, config: SlideConfig) -> None:
     )
 
 
-def run(argv: list[str], emit=None, after_tile=None) -> dict:
-    """The command in this process on its own FlagValues (tests); ValueError for a user's mistake."""
+def run(argv: list[str], emit=None, after_tile=None):
+    """The command in this process on its own FlagValues (tests): one slide's summary, or a folder's rows."""
     fv = flags.FlagValues()
     define_flags(fv)
     run_dirs = fv(["pcam-slide", *argv])[1:]
-    config = config_from_flags(fv, run_dirs)
-    return run_slide(config, emit=emit, after_tile=after_tile)
+    configs, folder = configs_from_flags(fv, run_dirs)
+    if folder:
+        return run_folder(configs, fv.output_dir, emit=emit)
+    return run_slide(configs[0], emit=emit, after_tile=after_tile)
 
 
 def _main(argv: list[str]) -> int:
-    config = config_from_flags(flags.FLAGS, argv[1:])
-    summary = run_slide(config, plan(config))
-    _report(summary, config)
-    return 0
+    configs, folder = configs_from_flags(flags.FLAGS, argv[1:])
+    if not folder:
+        summary = run_slide(configs[0], plan(configs[0]))
+        _report(summary, configs[0])
+        return 0
+    rows = run_folder(configs, flags.FLAGS.output_dir)
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(
+        f"wrote {os.path.join(flags.FLAGS.output_dir, SLIDES_CSV)}: {len(rows) - len(failed)} of {len(rows)} slides "
+        f"done" + (f", {len(failed)} failed (see their reason there)" if failed else "")
+    )
+    return 1 if failed else 0
 
 
 def main() -> None:
-    """The console script `pcam-slide` (and `python -m trainer.slide`)."""
+    """The console script `pcam-slide` (and `python -m trainer.slides`)."""
     define_flags(flags.FLAGS)
     errors.run(_main, tensorflow=True)
-
-
-if __name__ == "__main__":
-    main()

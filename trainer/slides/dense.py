@@ -4,19 +4,18 @@
     predict = make_dense_fn([dense], stride=32, tta=False)
     probs = predict(region)                                 # (H, W, 3) 0..255 -> (rows, cols) window probabilities
 
-A model qualifies when it is a chain of local, translation-equivariant layers (convolutions, pooling,
-activations, pixel-wise scaling, batch norm at inference; SPATIAL_LAYERS) that shrinks its input by a
-factor D, then GlobalAveragePooling2D, then any head. The window of the region at (i * stride, j * stride)
-then maps to a (patch/D)^2 block of the region's feature map starting at (i * stride/D, j * stride/D), so
-an average pool of that size and step stands for the global pooling of every window at once, and the head
-runs on each pooled vector. Windows at stride 32 overlap by two thirds, so each pixel is convolved once
-instead of up to nine times.
+A model qualifies when it is an optional centre crop, then a chain of local, translation-equivariant layers
+(convolutions, pooling, activations, pixel-wise scaling, batch norm at inference; SPATIAL_LAYERS) whose
+strides multiply to D, then GlobalAveragePooling2D, then any head. The window of the region at
+(i * stride, j * stride) then maps to a block of the region's feature map starting at (i * stride/D,
+j * stride/D), as large as one window's own map, so an average pool of that size and step stands for the
+global pooling of every window at once, and the head runs on each pooled vector. Windows at stride 32 overlap
+by two thirds, so each pixel is convolved once instead of up to nine times.
 
-It is not exact: a window's own convolutions see zero padding at its edges, where the region has the
-neighbouring pixels, so the outermost cells of each window's feature map differ (for the baseline, the
-ring of 44 of the 144 cells that global pooling averages). trainer.slide therefore measures the
-difference on each slide before it uses this (--inference=auto), and its tests pin the coordinates with
-a model whose 1x1 convolutions have no padding, where dense and windowed inference agree to rounding.
+It is exact (`DenseModel.exact`) when no layer pads (--padding=valid): a window's map then depends on its own
+pixels alone, and the region's map holds it unchanged (the ScanNet design). With 'same' padding a window's
+own convolutions see zeros at its edges where the region has the neighbouring pixels, so the outermost cells
+differ; trainer.slides.heatmap measures that difference on each slide before it uses dense inference.
 """
 
 from __future__ import annotations
@@ -58,8 +57,11 @@ class DenseModel:
 
     spatial: keras.Model
     head: keras.Model
-    reduction: int  # D: the spatial part's output is 1/D of its input on each side
+    reduction: int  # D: the product of the spatial layers' strides
     patch: int
+    cells: int = 0  # a window's own feature map is cells x cells
+    margin: int = 0  # the centre crop's margin: pixels the model drops on each side of a window
+    exact: bool = False  # no layer pads: dense inference equals per-window inference to float error
 
     @classmethod
     def of(cls, model: keras.Model, patch: int, stride: int) -> DenseModel:
@@ -70,8 +72,16 @@ class DenseModel:
             raise NotDense(f"{model.name}: {len(gaps)} GlobalAveragePooling2D layers, dense inference needs one")
         gap = gaps[0]
         prefix = layers[1:gap]
-        previous = layers[0].output
-        for layer in prefix:
+        crop = prefix[0] if prefix and type(prefix[0]).__name__ == "Cropping2D" else None
+        margin = 0
+        if crop is not None:
+            (top, bottom), (left, right) = crop.cropping
+            if len({top, bottom, left, right}) != 1:
+                raise NotDense(f"{model.name}: its crop {crop.cropping} is not a centre crop with equal margins")
+            margin = top
+        chain = prefix[1:] if crop is not None else prefix
+        previous = (crop if crop is not None else layers[0]).output
+        for layer in chain:
             kind = type(layer).__name__
             if kind not in SPATIAL_LAYERS:
                 raise NotDense(
@@ -82,32 +92,54 @@ class DenseModel:
             previous = layer.output
         if layers[gap].input is not previous:
             raise NotDense(f"{model.name}: the global pooling does not follow the convolutional chain")
-        image = keras.Input(shape=(None, None, model.input_shape[-1]), name="region")
+        channels = model.input_shape[-1]
+        image = keras.Input(shape=(None, None, channels), name="region")
         x = image
-        for layer in prefix:
+        for layer in chain:
             x = layer(x)
         spatial = keras.Model(image, x, name=f"{model.name}_spatial")
         head = keras.Model(layers[gap].output, model.output, name=f"{model.name}_head")
-        side = spatial.compute_output_shape((1, patch, patch, model.input_shape[-1]))[1]
-        if not side or patch % side:
-            raise NotDense(f"{model.name}: its {patch}x{patch} input becomes {side}x{side} features, not 1/D of it")
-        reduction = patch // side
+        seen = patch - 2 * margin  # what the chain sees of one window
+
+        def side(n: int) -> int:
+            return spatial.compute_output_shape((1, n, n, channels))[1] or 0
+
+        reduction = 1
+        for layer in chain:
+            strides = getattr(layer, "strides", 1)
+            reduction *= int(strides[0] if isinstance(strides, (tuple, list)) else strides)
+        cells = side(seen)
+        if cells <= 0:
+            raise NotDense(f"{model.name}: its {seen}x{seen} input leaves no features")
         if stride % reduction:
             raise NotDense(f"stride {stride} is not a multiple of {model.name}'s reduction {reduction}")
-        larger = patch + stride
-        if spatial.compute_output_shape((1, larger, larger, model.input_shape[-1]))[1] * reduction != larger:
-            raise NotDense(f"{model.name}: a {larger}-pixel region does not shrink by exactly {reduction}")
-        return cls(spatial, head, reduction, patch)
+        step = stride // reduction
+        if side(seen + stride) != cells + step or side(seen + 2 * stride) != cells + 2 * step:
+            raise NotDense(
+                f"{model.name}: a region one stride larger than a window does not grow its map by {step} cells"
+            )
+        exact = not any(_pads(layer) for layer in chain)
+        return cls(spatial, head, reduction, patch, cells, margin, exact)
 
     def windows(self, region: tf.Tensor, stride: int) -> tf.Tensor:
         """(H, W, 3) float32 -> (rows, cols) float32: the probability of each window of `region` at `stride`."""
+        if self.margin:
+            region = region[self.margin : -self.margin, self.margin : -self.margin]
         features = tf.cast(self.spatial(region[None], training=False), tf.float32)
-        cells, step = self.patch // self.reduction, stride // self.reduction
+        cells, step = self.cells, stride // self.reduction
         # The mean of each window's cells: GlobalAveragePooling2D of that window's own feature map.
         pooled = tf.nn.avg_pool2d(features, cells, step, "VALID")[0]
         rows, cols = tf.shape(pooled)[0], tf.shape(pooled)[1]
         probs = self.head(tf.reshape(pooled, [-1, pooled.shape[-1]]), training=False)
         return tf.reshape(tf.cast(probs, tf.float32), [rows, cols])
+
+
+def _pads(layer) -> bool:
+    """Whether `layer` pads its input: 'same' padding with a kernel or pool larger than one pixel."""
+    if getattr(layer, "padding", "valid") != "same":
+        return False
+    size = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None) or 1
+    return max(size if isinstance(size, (tuple, list)) else (size,)) > 1
 
 
 def transform(region: tf.Tensor, g: int) -> tf.Tensor:

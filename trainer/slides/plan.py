@@ -10,13 +10,16 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
+from trainer.config import option
 from trainer.slides import geometry
 from trainer.slides import tissue as tissue_lib
 from trainer.slides.geometry import PCAM_MPP, THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue
 from trainer.slides.reader import DEFAULT_READER, READERS, Slide, SlideError, open_slide
 
 INFERENCE = ("auto", "dense", "windows")
-DENSE_TOLERANCE = 0.02  # --inference=auto uses dense inference where it moves no checked window by more
+# --inference=auto uses dense inference where it moves no checked window by more: float error, so dense is
+# chosen for padding-free models (exact) and not for 'same'-padded ones (up to 0.05 on real tissue).
+DENSE_TOLERANCE = 1e-3
 
 
 def run_mpp(run_dir: str) -> float:
@@ -59,20 +62,37 @@ def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
 
 @dataclasses.dataclass(frozen=True)
 class SlideConfig:
-    """What one pcam-slide run does; `check` rejects impossible values, naming the flag."""
+    """What one pcam-slide run does on one slide; `check` rejects impossible values, naming the flag. Each field
+    after the first three is also the pcam-slide flag of its name (`trainer.config.option`: its help)."""
 
     model_dirs: tuple[str, ...]
     slide: str
     output_dir: str
-    tta: bool = False
-    stride: int = 32
-    mpp: float | None = None
-    batch_size: int = 256
-    threshold: float | None = None
-    min_tissue: float = 0.25
-    reader: str = DEFAULT_READER
-    inference: str = "auto"
-    dense_tolerance: float = DENSE_TOLERANCE
+    tta: bool = option(False, "Average each window over its 8 flips and 90-degree rotations.")
+    stride: int = option(32, "Window step in model pixels (32: the label squares tile the slide).")
+    mpp: float | None = option(None, "Level-0 microns per pixel, for slides that do not record it.")
+    batch_size: int = option(256, "Windows per prediction batch.")
+    threshold: float | None = option(
+        None,
+        "Tumour threshold of regions.geojson and the tumour area (default: the run's validation Youden "
+        "threshold, else 0.5).",
+    )
+    min_tissue: float = option(
+        0.25, "Share of a window's area that must be tissue (tissue.png) for it to be predicted."
+    )
+    reader: str = option(DEFAULT_READER, "Slide reader (trainer.slides.reader).", choices=READERS)
+    inference: str = option(
+        "auto",
+        "windows: each window through the model, as pcam-predict runs a file; dense: the convolutions once over "
+        "each region, each window pooled from it (exact for --padding=valid runs, close otherwise); auto: dense "
+        "where the models allow it and it agrees with windows within --dense_tolerance on windows spread over the "
+        "slide (summary.json dense_check), else windows.",
+        choices=INFERENCE,
+    )
+    dense_tolerance: float = option(
+        DENSE_TOLERANCE,
+        "--inference=auto: the largest probability difference on the checked windows that allows dense.",
+    )
 
     def check(self) -> SlideConfig:
         if not self.model_dirs:

@@ -35,7 +35,7 @@ class Result:
         return np.nan_to_num(self.heatmap, nan=-1.0) >= self.plan.threshold
 
 
-def write_all(plan, heatmap: np.ndarray, how: dict, seconds: float) -> dict:
+def write_all(plan, heatmap: np.ndarray, how: dict, seconds: float, settings: dict | None = None) -> dict:
     """Every writer's file in plan.config.output_dir, then summary.json with their entries; returns the summary."""
     from pcam_tfds.core.folder_lock import atomic_write_text
 
@@ -44,6 +44,6 @@ def write_all(plan, heatmap: np.ndarray, how: dict, seconds: float) -> dict:
     entries = {}
     for writer in WRITERS:
         entries.update(writer.write(result, out) or {})
-    values = summary.summary(result, entries)
+    values = summary.summary(result, {**entries, "settings": settings or {}})
     atomic_write_text(out / summary.NAME, json.dumps(values, indent=2) + "\n")
     return values
