@@ -43,7 +43,7 @@ demo: install ## the whole path on generated demo data: validate, statistics, bu
 	@echo
 	@echo "validation report: $(DEMO_OUT)/validate/report.md"
 	@echo "statistics:        $(DEMO_OUT)/stats/stats.json (the training normalises with them)"
-	@echo "dataset:           $(TFDS_DIR)/pcam/full/1.1.0"
+	@echo "dataset:           $(TFDS_DIR)/pcam/full/2.0.0"
 	@echo "metrics and plots: $(DEMO_OUT)/runs/baseline (metrics.json, *.png, model.keras)"
 	@echo "submission:        $(DEMO_OUT)/submission.csv"
 

@@ -3,6 +3,11 @@
 The fingerprints were recorded with the code before issue 12's refactor (commit dd3fe54); a change that
 moves any patch to another split, or adds or drops one, changes them. If a change of membership is
 intended, say so in the commit and record the new values.
+
+Issue 39 changed the pixel hash (manifest version 2: XXH3-128 instead of BLAKE2b-128; dataset 2.0.0) and the
+fingerprints stayed as recorded, on purpose: membership depends on which patches share a hash (the units of
+`core.splits`, keyed and ordered by their smallest id), never on the hash's value, so any collision-free
+hash gives the same splits. `test_the_splits_depend_on_shared_hashes_not_their_values` pins that.
 """
 
 from __future__ import annotations
@@ -60,3 +65,15 @@ def test_split_membership_matches_the_recorded_fingerprint(case, folders, tmp_pa
         slides = {id_: f"slide{i % 13}" for i, id_ in enumerate(ids)}
     lines = membership_lines(data_dir, tmp_path / "checks", validation_fraction, sample_fraction, seed, slides)
     assert fingerprint(lines) == FINGERPRINTS[case], "\n".join(lines[:5])
+
+
+def test_the_splits_depend_on_shared_hashes_not_their_values():
+    from pcam_tfds.core import splits
+
+    items = [(f"id{i:03d}", i % 2, f"h{i // 3}") for i in range(60)]  # groups of three identical patches
+    renamed = [(id_, label, hashlib.sha256(h.encode()).hexdigest()) for id_, label, h in items]
+    slides = {f"id{i:03d}": f"slide{i % 7}" for i in range(0, 60, 2)}  # and with slides: the union-find path
+    for seed, with_slides in ((0, None), (42, None), (3, slides)):
+        assert splits.assign_splits(items, 0.2, seed, slides=with_slides) == splits.assign_splits(
+            renamed, 0.2, seed, slides=with_slides
+        )

@@ -92,6 +92,21 @@ def test_a_validation_without_inputs_json_is_not_reused(checked):
         validated.load_records(str(checks), str(folder))
 
 
+def test_a_version_1_manifest_is_refused_in_one_line_naming_the_file_and_its_version(checked):
+    folder, checks, _ = checked
+    manifest = checks / outputs.MANIFEST
+    table = pq.read_table(manifest)
+    assert outputs.manifest_version(table.schema) == (2, "xxh3_128")  # Beam's writer keeps the metadata
+    pq.write_table(table.replace_schema_metadata(None), manifest)  # what version 1 wrote: no version
+    with pytest.raises(validated.ManifestVersionError) as e:
+        validated.load_records(str(checks), str(folder))
+    message = str(e.value)
+    assert message.startswith(
+        f"{manifest} is manifest version 1 (blake2b_128 pixel hashes); this build reads version 2"
+    )
+    assert "\n" not in message and f"--output_dir={checks}" in message
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("beam_args", [None, ["--direct_running_mode=in_memory"]], ids=["local", "beam"])
 def test_tfds_build_reuses_the_validation_named_by_the_environment(checked, tmp_path, monkeypatch, beam_args):

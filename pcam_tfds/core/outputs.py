@@ -1,6 +1,6 @@
 """The files a validation writes, their names and row formats; both executors write them from these.
 
-    manifest.parquet  one row per file (`manifest_row`, MANIFEST_SCHEMA)
+    manifest.parquet  one row per file (`manifest_row`, MANIFEST_SCHEMA, version MANIFEST_VERSION in its metadata)
     rejected.csv      REJECTED_HEADER, then `rejected_file_line` per rejected file and `rejected_row_line` per row
     duplicates.csv    DUPLICATES_HEADER, then `duplicate_lines` per group
     summary.json, report.md, inputs.json   `write_summary_files`
@@ -21,7 +21,7 @@ import os
 
 import pyarrow as pa
 
-from pcam_tfds.core import fileio, layout
+from pcam_tfds.core import fileio, layout, patches
 from pcam_tfds.core.summary import render_report
 
 MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS = (
@@ -33,6 +33,13 @@ MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS = (
     "inputs.json",
 )
 OUTPUT_FILES = (MANIFEST, SUMMARY, REJECTED, DUPLICATES, REPORT, INPUTS)
+
+# The manifest's version, in its Parquet metadata. Version 2 (issue 39) hashes the pixels with XXH3-128
+# (core.patches.pixel_hash); version 1, whose files carry no version, with BLAKE2b-128. The hash decides the
+# duplicate groups and so the splits: a build refuses to reuse a manifest of another version (core.validated).
+MANIFEST_VERSION = 2
+_VERSION_KEY, _HASH_KEY = b"pcam.manifest_version", b"pcam.pixel_hash"
+_HASH_OF_VERSION = {1: "blake2b_128", 2: patches.PIXEL_HASH}
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -47,7 +54,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("size_bytes", pa.int64()),
         ("mtime_ns", pa.int64()),
     ]
-    + [(f"{stat}_{c}", pa.float64()) for stat in ("mean", "std") for c in "rgb"]
+    + [(f"{stat}_{c}", pa.float64()) for stat in ("mean", "std") for c in "rgb"],
+    metadata={_VERSION_KEY: str(MANIFEST_VERSION).encode(), _HASH_KEY: patches.PIXEL_HASH.encode()},
 )
 REJECTED_HEADER = ["kind", "source", "id", "path", "reason", "detail"]
 DUPLICATES_HEADER = "pixel_hash,kind,conflicting_labels,source,id,label"
@@ -147,6 +155,14 @@ def read_manifest(path: str, columns: list[str]) -> pa.Table:
     enough that threads gain nothing (`_parquet_file` says why no Python object is handed to pyarrow)."""
     with _parquet_file(path) as parquet:
         return parquet.read(columns=columns, use_threads=False)
+
+
+def manifest_version(schema: pa.Schema) -> tuple[int, str]:
+    """(version, pixel hash) of a manifest, from the metadata of its schema (a table read by `read_manifest`
+    has it); a manifest without them is version 1 (BLAKE2b-128)."""
+    meta = schema.metadata or {}
+    version = int(meta.get(_VERSION_KEY, b"1"))
+    return version, meta.get(_HASH_KEY, _HASH_OF_VERSION.get(version, "unknown").encode()).decode()
 
 
 def manifest_rows(path: str, columns: list[str]):

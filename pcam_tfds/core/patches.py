@@ -20,15 +20,16 @@ and silently converting it would hide that.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
 import stat
 import struct
+import threading
 from typing import NamedTuple
 
 import numpy as np
+import xxhash
 
 from pcam_tfds.core import fileio
 
@@ -150,10 +151,21 @@ def check_pixels(pixels: np.ndarray, shape: tuple[int, int, int] = PATCH_SHAPE) 
     return pixels
 
 
+# The content hash of the pixels, as manifest version 2 records it (pcam_tfds.core.outputs.MANIFEST_VERSION).
+# It decides duplicate groups and so split membership: changing it is a new manifest and dataset version.
+PIXEL_HASH = "xxh3_128"
+
+
 def pixel_hash(pixels: np.ndarray) -> str:
-    """A content hash of the pixels (not the file bytes), for exact-duplicate search."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(pixels.shape).encode())
+    """A content hash of the pixels (not the file bytes), for exact-duplicate search: XXH3-128 of the shape's
+    repr and the pixel bytes, 32 hex digits.
+
+    Why XXH3-128 (manifest version 2; version 1 had BLAKE2b-128): about 0.6 us per patch against 32 us for
+    BLAKE2b, 15 for SHA-1 and 8 for BLAKE3 on the same bytes (bench/RESULTS.md), and 128 bits make an
+    accidental collision among 10**8 patches about 10**-23 likely. It is not a cryptographic hash: it finds
+    the duplicates of a data set, it does not stand against someone forging a collision.
+    """
+    h = xxhash.xxh3_128(repr(pixels.shape).encode())
     h.update(np.ascontiguousarray(pixels).data)
     return h.hexdigest()
 
@@ -162,30 +174,58 @@ _MOMENT_BLOCK = 256  # pixels per row of the float32 block matrix
 _MOMENT_ROWS = 256  # rows summed in float32 at a time: 256 * 255**2 < 2**24, so every column sum is exact
 
 
+class _MomentBuffers(threading.local):
+    """Per thread, the float32 matrices of `channel_moments` by (rows, row length, channels), allocated once:
+    a fresh 220 kB array per patch would be mapped and faulted in by the allocator every time."""
+
+    def __init__(self):
+        self.by_shape: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
+
+    def get(self, rows: int, width: int, channels: int) -> tuple[np.ndarray, ...]:
+        bufs = self.by_shape.get((rows, width, channels))
+        if bufs is None:
+            stack = np.empty((2 * rows, width), np.float32)  # the rows of x, then of x*x
+            ones = np.zeros((2, 2 * rows), np.float32)
+            ones[0, :rows] = ones[1, rows:] = 1
+            sel = np.zeros((width, channels))
+            sel[np.arange(width), np.arange(width) % channels] = 1
+            bufs = stack, ones, np.empty((2, width), np.float32), np.empty((2, width)), sel
+            self.by_shape[(rows, width, channels)] = bufs
+        return bufs
+
+
+_MOMENT_BUFFERS = _MomentBuffers()
+
+
 def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) standard deviation of one 8-bit patch, exactly rounded.
 
-    The sums of x and x*x per channel are integers. They are taken in float32, as column sums of the
-    pixels laid out in rows of 256, over at most 256 rows at a time, so that every partial sum stays
-    below 2**24 and is exact; then as Python integers. The mean s/n and the variance (n*q - s*s)/n**2 are
-    each one correctly rounded division of integers, however flat the patch: about 20 us per patch,
-    against 54 for the float32 two-pass products this replaced (which were off in the seventh digit) and
-    several times that for `ndarray.mean/std(axis=0)`, a strided reduction (bench/RESULTS.md). Dataset
-    statistics are pcam_tfds.core.channel_stats'.
+    The sums of x and x*x per channel are integers, taken with two matrix products: the pixels laid out in
+    rows of 256 (at most 256 rows at a time) are cast into a float32 matrix beside their squares, one
+    float32 product with a block of ones gives the column sums of both (each below 2**24, so exact), and
+    one float64 product with a 0/1 matrix gathers the columns of each channel (below 2**53, exact). The
+    mean s/n and the variance (n*q - s*s)/n**2 are each one correctly rounded division of integers,
+    however flat the patch. Five numpy calls on buffers this thread keeps, about half the time of the
+    column sums this replaced (bench/RESULTS.md). Dataset statistics are pcam_tfds.core.channel_stats'.
     """
     channels = pixels.shape[-1]
-    flat = pixels.reshape(-1, channels)
-    n = len(flat)
-    whole = n // _MOMENT_BLOCK * _MOMENT_BLOCK
-    x = flat[:whole].reshape(-1, _MOMENT_BLOCK * channels).astype(np.float32)
+    flat = pixels.reshape(-1)
+    n = flat.size // channels
+    width = _MOMENT_BLOCK * channels
+    whole = flat.size // width
     s, q = [0] * channels, [0] * channels
-    for start in range(0, len(x), _MOMENT_ROWS):
-        part = x[start : start + _MOMENT_ROWS]
-        s = _add(s, part.sum(axis=0).reshape(_MOMENT_BLOCK, channels).sum(axis=0, dtype=np.float64))
-        np.multiply(part, part, out=part)
-        q = _add(q, part.sum(axis=0).reshape(_MOMENT_BLOCK, channels).sum(axis=0, dtype=np.float64))
-    if whole < n:  # the pixels past the last whole row
-        tail = flat[whole:].astype(np.int64)
+    for start in range(0, whole, _MOMENT_ROWS):
+        rows = min(_MOMENT_ROWS, whole - start)
+        stack, ones, sums, sums64, sel = _MOMENT_BUFFERS.get(rows, width, channels)
+        x = stack[:rows]
+        np.copyto(x, flat[start * width : (start + rows) * width].reshape(rows, width), casting="unsafe")
+        np.multiply(x, x, out=stack[rows:])
+        np.matmul(ones, stack, out=sums)
+        np.copyto(sums64, sums)
+        ps, pq = (sums64 @ sel).tolist()
+        s, q = [a + int(b) for a, b in zip(s, ps)], [a + int(b) for a, b in zip(q, pq)]
+    if whole * width < flat.size:  # the pixels past the last whole row
+        tail = flat[whole * width :].reshape(-1, channels).astype(np.int64)
         s, q = _add(s, tail.sum(axis=0)), _add(q, (tail * tail).sum(axis=0))
     return [a / n for a in s], [math.sqrt((n * b - a * a) / (n * n)) for a, b in zip(s, q)]
 
@@ -391,21 +431,30 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_file(path: str) -> tuple[bytes, int | None]:
-    """(the whole file, as `read_bytes`; its modification time in ns from the same stat, None when remote)."""
+    """(the whole file, as `read_bytes`; its modification time in ns from the same stat, None when remote).
+
+    A local file costs four system calls: stat, open, one read, close. The read asks for one byte more than
+    the stat's size, so a file that has not grown is read whole by it (a regular file returns less than asked
+    only at its end), without the buffered-file machinery or a join of chunks; a file that changed size
+    since the stat is read on to its end.
+    """
     if "://" not in path:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             raise PatchError(NOT_A_REGULAR_FILE, f"{path} is {_kind(st.st_mode)}")
         if st.st_size > MAX_FILE_BYTES:
             raise PatchError(TOO_LARGE, f"{st.st_size} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
-        # os.read skips the buffered-file machinery: a third of the cost of a 28 KB patch. O_NONBLOCK: a
-        # file swapped for a FIFO after the stat still cannot block.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, _OPEN_FLAGS)
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks), st.st_mtime_ns
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # it changed since the stat: read on to the end, within the limit
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                    if sum(map(len, chunks)) > MAX_FILE_BYTES:
+                        raise PatchError(TOO_LARGE, f"{path} grew past {MAX_FILE_BYTES} bytes while it was read")
+                data = b"".join(chunks)
+            return data, st.st_mtime_ns
         finally:
             os.close(fd)
     with fileio.open_read(path) as f:
@@ -413,3 +462,7 @@ def read_file(path: str) -> tuple[bytes, int | None]:
     if len(data) > MAX_FILE_BYTES:
         raise PatchError(TOO_LARGE, f"more than {MAX_FILE_BYTES} bytes; a patch file is far below that")
     return data, None
+
+
+# O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block the open. O_BINARY: Windows.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)

@@ -7,6 +7,7 @@ Without the variable the build validates the folder itself. With it, the build t
 validity and pixel hashes from CHECKS/manifest.parquet and copies CHECKS' outputs beside the
 dataset (its `validate/` folder), but first proves that the folder is still what was validated:
 
+- the manifest is of this build's version (`outputs.MANIFEST_VERSION`: its pixel hash decides the splits);
 - train_labels.csv has the size and SHA-256 recorded in CHECKS/inputs.json;
 - train/ and test/ list exactly the files of the manifest, none added, none gone;
 - every local file has the size and modification time the manifest recorded.
@@ -32,6 +33,10 @@ COLUMNS = ["id", "source", "label", "path", "pixel_hash", "valid", "reason", "si
 
 class StaleValidationError(ValueError):
     """The validation folder does not describe the data folder as it is now."""
+
+
+class ManifestVersionError(StaleValidationError):
+    """The validation's manifest has another version (another pixel hash) than this build reads."""
 
 
 def from_env(environ=os.environ) -> str | None:
@@ -92,6 +97,9 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             f"--data_dir={data_dir} --output_dir={validation_dir} (inputs.json is new: validations older than it "
             "cannot be reused)"
         )
+    manifest = layout.join(validation_dir, outputs.MANIFEST)
+    table = outputs.read_manifest(manifest, COLUMNS)
+    check_version(table.schema, manifest, validation_dir, data_dir)
     with fileio.open_read(layout.join(validation_dir, outputs.INPUTS)) as f:
         recorded = json.load(f)["labels_csv"]
     now = outputs.inputs_fingerprint(data_dir)["labels_csv"]
@@ -101,7 +109,7 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
-    rows = outputs.read_manifest(layout.join(validation_dir, outputs.MANIFEST), COLUMNS).to_pylist()
+    rows = table.to_pylist()
     for source in layout.SOURCES:
         listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
         seen, changed = set(), []
@@ -128,6 +136,22 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
             if names:
                 problems.append(_describe(kind, names))
     return rows, problems
+
+
+def check_version(schema, manifest: str, validation_dir: str, data_dir: str) -> None:
+    """ManifestVersionError, in one line naming MANIFEST and its version, unless SCHEMA (its Parquet schema)
+    says MANIFEST_VERSION.
+
+    The pixel hash decides duplicate groups and split membership; hashes of another version cannot be
+    compared with the ones this build computes, so the folder is validated again, not converted.
+    """
+    version, pixel_hash = outputs.manifest_version(schema)
+    if version != outputs.MANIFEST_VERSION:
+        raise ManifestVersionError(
+            f"{manifest} is manifest version {version} ({pixel_hash} pixel hashes); this build reads version "
+            f"{outputs.MANIFEST_VERSION} ({patches.PIXEL_HASH}): validate again (python -m beam_jobs.validate "
+            f"--data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} to let the build validate"
+        )
 
 
 def load_records(validation_dir: str, data_dir: str) -> list[dict]:
