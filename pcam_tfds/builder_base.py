@@ -27,13 +27,14 @@ import functools
 import itertools
 import json
 import logging
+import os
 from typing import NamedTuple
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from pcam_tfds import features
-from pcam_tfds.core import counters, folder_lock, outputs
+from pcam_tfds.core import counters, folder_lock, outputs, tfrecord
 from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
 
@@ -222,8 +223,27 @@ def _write_shard(path, examples, *, salt: str, example_writer) -> _Shard:
             seen["bytes"] += len(serialized)
             yield hkey, serialized
 
-    record_keys = example_writer.write(path, hashed())
+    if _writes_tfrecords_itself(path, example_writer):
+        tfrecord.write_records(os.fspath(path), (serialized for _, serialized in hashed()))
+        record_keys = None
+    else:
+        record_keys = example_writer.write(path, hashed())
     return _Shard(seen["examples"], seen["bytes"], seen["first"], seen["last"], record_keys)
+
+
+def _writes_tfrecords_itself(path, example_writer) -> bool:
+    """Whether a shard is a local TFRecord file, which core.tfrecord writes: the bytes of TFDS' TFRecord writer
+    (tf.io.TFRecordWriter) with one system call per few hundred records instead of two or three per record
+    (bench/RESULTS.md). Other formats (`--file_format=array_record`), remote folders and any other writer
+    go through TFDS' ExampleWriter."""
+    from tensorflow_datasets.core import file_adapters
+    from tensorflow_datasets.core import writer as writer_lib
+
+    return (
+        type(example_writer) is writer_lib.ExampleWriter
+        and example_writer.file_format == file_adapters.FileFormat.TFRECORD
+        and "://" not in os.fspath(path)
+    )
 
 
 class PatchBuilder(tfds.core.GeneratorBasedBuilder):

@@ -60,10 +60,12 @@ _IMAGE_HEAD = _entry(record_spec.IMAGE, _bytes_feature(bytes(IMAGE_BYTES)))[:-IM
 _ORDER = tuple(sorted(record_spec.FEATURE_KEYS))
 
 
-def serialize_record(image: bytes, label: int, id_: str) -> bytes:
-    """The serialized `tf.train.Example` of one patch: its raw row-major pixels, its label, its id."""
-    if len(image) != IMAGE_BYTES:
-        raise ValueError(f"an image of {record_spec.PATCH_SHAPE} is {IMAGE_BYTES} bytes, got {len(image)}")
+def serialize_record(image, label: int, id_: str) -> bytes:
+    """The serialized `tf.train.Example` of one patch: its raw row-major pixels (bytes, or any contiguous
+    buffer, copied once, into the record), its label, its id."""
+    size = memoryview(image).nbytes
+    if size != IMAGE_BYTES:
+        raise ValueError(f"an image of {record_spec.PATCH_SHAPE} is {IMAGE_BYTES} bytes, got {size}")
     if _ORDER != (record_spec.ID, record_spec.IMAGE, record_spec.LABEL):
         raise AssertionError(f"record_spec's keys {record_spec.FEATURE_KEYS} sort differently from id, image, label")
     entries = b"".join(
