@@ -15,8 +15,9 @@ Part 2 measures, in the same run, two floors and the whole local validation
 (pcam_tfds.core.local_validation.LocalValidation: what `pcam-validate` and the build's first pass run) with
 each number of worker processes, as seconds, us per file, multiples of each floor and the scaling
 efficiency against one worker. The floors: reading every file (bench/read_floor.py: list and read, 2
-threads), and reading every file and hashing its pixel bytes with BLAKE2b as the manifest's pixel_hash
-does (2 threads; hashlib releases the GIL), the least any validation that writes this manifest can cost.
+threads), and reading every file and hashing its pixel bytes as the manifest's pixel_hash does (XXH3-128,
+manifest version 2; `--hash_floor=blake2b_128` for version 1's; 2 threads), the
+least any validation that writes this manifest can cost.
 `--spill` validates the way the one-pass build does (PCAM_READ_ONCE=1: each valid file's pixels also
 written to a spill folder).
 """
@@ -68,7 +69,7 @@ def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str,
                 patches.channel_moments(p)
             t4 = time.perf_counter()
             keys = [os.path.basename(q)[:-4] for q in chunk]
-            pairs = [(k, serialize.serialize_record(p.tobytes(), 0, k)) for p, k in zip(pixels, keys)]
+            pairs = [(k, serialize.serialize_record(p.reshape(-1).data, 0, k)) for p, k in zip(pixels, keys)]
             t5 = time.perf_counter()
             pairs.sort(key=lambda pair: hasher.hash_key(pair[0]))  # a shard's examples come in hash order
             t6 = time.perf_counter()
@@ -91,6 +92,7 @@ def main(argv=None):
     ap.add_argument("--max_files", type=int, default=None, help="profile only the first N files (part 1)")
     ap.add_argument("--workers", default="1,2", help="worker counts for part 2")
     ap.add_argument("--spill", action="store_true", help="part 2 keeps the pixels, as PCAM_READ_ONCE=1 does")
+    ap.add_argument("--hash_floor", default="xxh3_128", choices=sorted(read_floor.HASHES), help="the hash floor's hash")
     a = ap.parse_args(argv)
     n, seconds = profile_stages(a.data_dir, a.max_files)
     total = sum(seconds.values())
@@ -104,9 +106,9 @@ def main(argv=None):
     from pcam_tfds.core import local_validation
 
     num, floor_s = read_floor.floor(a.data_dir, 2)
-    _, hash_s = read_floor.floor(a.data_dir, 2, hash_pixels=True)
+    _, hash_s = read_floor.floor(a.data_dir, 2, hash_pixels=a.hash_floor)
     print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file;")
-    print(f"read + BLAKE2b floor (2 threads) {hash_s:.2f} s, {hash_s / num * 1e6:.1f} us per file")
+    print(f"read + {a.hash_floor} floor (2 threads) {hash_s:.2f} s, {hash_s / num * 1e6:.1f} us per file")
     what = "validation, pixels spilled" if a.spill else "validation"
     print(f"| {what} | s | CPU s | us per file | x read floor | x hash floor | efficiency |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")

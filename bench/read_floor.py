@@ -1,11 +1,11 @@
 """The read floor: every file of a Kaggle folder opened and read once, nothing else, in N threads.
 
-    python bench/read_floor.py /tmp/kaggle_full [--threads=2] [--hash]
+    python bench/read_floor.py /tmp/kaggle_full [--threads=2] [--hash=xxh3_128|blake2b_128]
 
 What the data path is measured against (bench/RESULTS.md): a build or a validation can hardly be
-faster than reading its files. With --hash each file's read is followed by BLAKE2b-128 over 27,648 of
-its bytes (a patch's pixels), what the manifest's pixel hash costs: the least a validation that writes
-that manifest can take. Prints files, seconds, files/s.
+faster than reading its files. With --hash each file's read is followed by that hash over 27,648 of
+its bytes (a patch's pixels): XXH3-128 is manifest version 2's pixel hash, BLAKE2b-128 version 1's, so
+this is the least a validation that writes that manifest can take. Prints files, seconds, files/s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 _PIXEL_BYTES = 96 * 96 * 3
 
 
-def read_all(paths: list[str], hash_pixels: bool = False) -> int:
+def _xxh3_128(data) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+HASHES = {"xxh3_128": _xxh3_128, "blake2b_128": lambda data: hashlib.blake2b(data, digest_size=16).hexdigest()}
+
+
+def read_all(paths: list[str], hash_pixels: str | None = None) -> int:
     total = 0
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
@@ -31,13 +40,13 @@ def read_all(paths: list[str], hash_pixels: bool = False) -> int:
                 total += len(chunk)
         finally:
             os.close(fd)
-        if hash_pixels:  # the manifest's pixel hash costs BLAKE2b-128 over as many bytes as a patch's pixels
+        if hash_pixels:  # the manifest's pixel hash over as many bytes as a patch's pixels
             data = b"".join(chunks)
-            hashlib.blake2b(memoryview(data)[-_PIXEL_BYTES:], digest_size=16).hexdigest()
+            HASHES[hash_pixels](memoryview(data)[-_PIXEL_BYTES:])
     return total
 
 
-def floor(data_dir: str, threads: int = 2, hash_pixels: bool = False) -> tuple[int, float]:
+def floor(data_dir: str, threads: int = 2, hash_pixels: str | None = None) -> tuple[int, float]:
     """(files, seconds) to list and read every file under DATA_DIR/train and DATA_DIR/test; with HASH_PIXELS
     also to hash each one's pixel bytes as the validation does."""
     start = time.perf_counter()
@@ -52,10 +61,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hash", action="store_true", help="also BLAKE2b each file's pixel bytes, as the manifest does")
+    ap.add_argument("--hash", choices=sorted(HASHES), help="also hash each file's pixel bytes, as a manifest does")
     a = ap.parse_args(argv)
     n, s = floor(a.data_dir, a.threads, a.hash)
-    what = "read + hash floor" if a.hash else "read floor"
+    what = f"read + {a.hash} floor" if a.hash else "read floor"
     print(f"{what}: {n} files in {s:.2f} s, {n / s:,.0f} files/s ({a.threads} threads)")
 
 

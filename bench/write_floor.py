@@ -1,10 +1,12 @@
 """The write floor: as many bytes as a dataset of a Kaggle folder holds, written once, nothing else, in N threads.
 
-    python bench/write_floor.py /tmp/kaggle_full --out_dir=/tmp/write_floor [--threads=2]
+    python bench/write_floor.py /tmp/kaggle_full --out_dir=/tmp/write_floor [--threads=2] [--fdatasync]
 
 What a build writes beside what it reads: the dataset's shards (about the size of the files, since the
 records are raw pixels). Writes files of 64 MiB of random bytes into OUT_DIR with os.write, as the
-shard writers do (no fsync: neither does a build), then removes them. Prints bytes, seconds, MB/s.
+shard writers do, then removes them. Prints bytes, seconds, MB/s. Without --fdatasync nothing waits for
+the disk (neither does a build: the bytes are in the page cache when it ends); with it each file is
+fdatasync'ed once written, so the time includes getting every byte to the disk (issue 39's write floor).
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ _FILE = 64 << 20
 _CHUNK = 1 << 20
 
 
-def write_files(paths: list[str], block: bytes) -> int:
+def write_files(paths: list[str], block: bytes, sync: bool = False) -> int:
     total = 0
     for path in paths:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             for _ in range(_FILE // len(block)):
                 total += os.write(fd, block)
+            if sync:
+                os.fdatasync(fd)
         finally:
             os.close(fd)
     return total
 
 
-def floor(data_dir: str, out_dir: str, threads: int = 2) -> tuple[int, float]:
+def floor(data_dir: str, out_dir: str, threads: int = 2, sync: bool = False) -> tuple[int, float]:
     """(bytes, seconds) to write as many bytes as DATA_DIR/train and DATA_DIR/test hold into OUT_DIR."""
     size = sum(e.stat().st_size for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))
     os.makedirs(out_dir, exist_ok=True)
@@ -39,7 +43,8 @@ def floor(data_dir: str, out_dir: str, threads: int = 2) -> tuple[int, float]:
     block = os.urandom(_CHUNK)
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        written = sum(pool.map(write_files, [paths[i::threads] for i in range(threads)], [block] * threads))
+        parts = [paths[i::threads] for i in range(threads)]
+        written = sum(pool.map(write_files, parts, [block] * threads, [sync] * threads))
     seconds = time.perf_counter() - start
     shutil.rmtree(out_dir)
     return written, seconds
@@ -50,9 +55,11 @@ def main(argv=None):
     ap.add_argument("data_dir")
     ap.add_argument("--out_dir", required=True, help="created, written and removed")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fdatasync", action="store_true", help="fdatasync each file once written")
     a = ap.parse_args(argv)
-    n, s = floor(a.data_dir, a.out_dir, a.threads)
-    print(f"write floor: {n:,} bytes in {s:.2f} s, {n / s / 1e6:,.0f} MB/s ({a.threads} threads)")
+    n, s = floor(a.data_dir, a.out_dir, a.threads, a.fdatasync)
+    what = "write floor with fdatasync" if a.fdatasync else "write floor"
+    print(f"{what}: {n:,} bytes in {s:.2f} s, {n / s / 1e6:,.0f} MB/s ({a.threads} threads)")
 
 
 if __name__ == "__main__":

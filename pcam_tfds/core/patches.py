@@ -166,7 +166,7 @@ def pixel_hash(pixels: np.ndarray) -> str:
     the duplicates of a data set, it does not stand against someone forging a collision.
     """
     h = xxhash.xxh3_128(repr(pixels.shape).encode())
-    h.update(np.ascontiguousarray(pixels).data)
+    h.update(pixels.data if pixels.flags.c_contiguous else np.ascontiguousarray(pixels).data)
     return h.hexdigest()
 
 
@@ -273,7 +273,7 @@ def _fast_tiff(data: bytes, cache: dict | None = None) -> np.ndarray | None:
         return None
     if end + 4 <= n and struct.unpack_from("<I", data, end)[0] != 0:
         return None  # a next image follows: tifffile counts the pages
-    size = int(np.prod(layout.shape))
+    size = math.prod(layout.shape)
     if layout.offset + size > n:
         raise PatchError(TRUNCATED, f"pixels end at byte {layout.offset + size} but the file has {n} bytes")
     return np.frombuffer(data, dtype=np.uint8, count=size, offset=layout.offset).reshape(layout.shape)
