@@ -5,8 +5,9 @@
 Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
 times each stage on its own: list (scandir of train/ and test/), read (open + read, as
 core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
-(channel_moments), serialize (core.serialize.serialize_record), write (the build's shard writer,
-builder_base._write_shard: key hash, order check and TFDS' TFRecord example writer, one shard per
+(channel_moments_batch, MOMENT_BATCH patches a call, as the validation takes them; channel_moments per patch
+for code before issue 39), serialize (core.serialize.serialize_record), write (the build's shard writer,
+builder_base._write_shard: key hash, order check and the TFRecord writer (core.tfrecord since issue 39), one shard per
 chunk into a temporary folder) and finalize (putting every example in TFDS' shard order,
 local_steps.in_writer_order, done once per split). It prints microseconds per file and each stage's
 share of their sum.
@@ -65,8 +66,12 @@ def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str,
             for p in pixels:
                 patches.pixel_hash(p)
             t3 = time.perf_counter()
-            for p in pixels:
-                patches.channel_moments(p)
+            if hasattr(patches, "channel_moments_batch"):  # as records.read_records takes them (issue 39)
+                for j in range(0, len(pixels), patches.MOMENT_BATCH):
+                    patches.channel_moments_batch(pixels[j : j + patches.MOMENT_BATCH])
+            else:  # the code before issue 39: one patch at a time
+                for p in pixels:
+                    patches.channel_moments(p)
             t4 = time.perf_counter()
             keys = [os.path.basename(q)[:-4] for q in chunk]
             pairs = [(k, serialize.serialize_record(p.reshape(-1).data, 0, k)) for p, k in zip(pixels, keys)]

@@ -94,3 +94,24 @@ def test_a_wrong_labels_header_is_named(tmp_path):
     path.write_text('"image","target"\n')
     with pytest.raises(ValueError, match="header is"):
         layout.check_labels_header(str(path))
+
+
+@pytest.mark.parametrize(
+    "files, rows",
+    [
+        ([_file()], [_row(1)]),
+        ([_file("test")], []),
+        ([_file(valid=False, reason="truncated")], [_row(0)]),
+        ([_file()], [_row(2, layout.BAD_LABEL)]),
+        ([_file("test")], [_row(1)]),
+        ([_file()], []),
+        ([_file(), _file("test")], [_row(1)]),
+    ],
+)
+def test_join_labels_joins_each_id_as_resolve_id(files, rows):
+    # records.join_labels takes a shorter path for the two common shapes (one train file and its good row,
+    # one test file and no row); the result must be resolve_id's.
+    from pcam_tfds.core import records
+
+    files = [dict(f, id="x") for f in files]
+    assert records.join_labels(files, rows) == layout.resolve_id("x", files, rows)

@@ -21,7 +21,7 @@ from kaggle_folders import make_with_problems, parse_record
 from tensorflow_datasets.core.utils import shard_utils
 
 from pcam_tfds import builder_base, local_steps
-from pcam_tfds.core import local_validation, patches, records, serialize
+from pcam_tfds.core import local_validation, patches, serialize
 from pcam_tfds.pcam.pcam_dataset_builder import Builder
 
 
@@ -167,22 +167,22 @@ def test_a_worker_killed_while_writing_fails_the_build_and_leaves_nothing(folder
 
 
 def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
-    read_record = records.read_record
+    read_file = patches.read_file
     victim = sorted((folder / "train").iterdir())[5].name
 
-    def dies_on_one_file(path, source):
+    def dies_on_one_file(path):
         if path.endswith(victim):
             os.kill(os.getpid(), signal.SIGKILL)
-        return read_record(path, source)
+        return read_file(path)
 
-    monkeypatch.setattr(records, "read_record", dies_on_one_file)
+    monkeypatch.setattr(patches, "read_file", dies_on_one_file)
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     config = tfds.download.DownloadConfig(manual_dir=str(folder))
     with pytest.raises(local_validation.WorkerDied, match="worker process of the local build died while validating"):
         builder.download_and_prepare(download_config=config)
     parent = tmp_path / "tfds" / "pcam" / "full"
     assert not builder.is_prepared() and [p.name for p in parent.iterdir()] == []
-    monkeypatch.setattr(records, "read_record", read_record)
+    monkeypatch.setattr(patches, "read_file", read_file)
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     builder.download_and_prepare(download_config=config)
     assert builder.is_prepared() and sum(s.num_examples for s in builder.info.splits.values()) == 49

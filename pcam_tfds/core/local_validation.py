@@ -4,7 +4,7 @@
     check.write_outputs(CHECKS)                  # manifest, rejected.csv, duplicates.csv, summary.json
 
 The worker that reads a file decodes it, hashes the pixels and takes the channel moments, all from that one
-read (`records.read_record`). With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
+read (`records.read_records`). With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
 appends the pixels of each valid file to its chunk's spill file (`spill_dir/NNNNNN.px`, fixed-size slots), and
 `SpilledExamples` serializes them from there with one `pread` each. Both `pcam-validate` (its default on one
 machine) and the local build (`pcam_tfds.local_steps`) use it, so it lives in the core: Beam-free and
@@ -138,8 +138,7 @@ def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict
     out, slot = [], 0
     spill = open(os.path.join(spill_dir, f"{index:06d}.px"), "wb") if spill_dir else None
     try:
-        for path in paths:
-            rec, pixels = records.read_record(path, source)
+        for rec, pixels in records.read_records(paths, source):
             if spill is not None and pixels is not None:
                 spill.write(pixels.tobytes())
                 out.append((rec, slot))
