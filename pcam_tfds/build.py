@@ -78,6 +78,10 @@ def _main(argv: list[str]) -> int:
         cli.fail(ValueError(f"unexpected arguments: {' '.join(argv[1:])}"))
     from pcam_tfds.pcam.pcam_dataset_builder import InputsChangedError
 
+    if f.dataset != "pcam" or f.beam_pipeline_options:
+        # TFDS' encoder (pcam_hdf5's dict examples) and its Beam writer use TensorFlow: loaded here, through the
+        # filter of its start-up lines. The local pcam build serializes and writes itself and never loads it.
+        cli.import_tensorflow()
     try:
         build(f.dataset, f.manual_dir, f.data_dir, f.config, f.overwrite, f.beam_pipeline_options)
     except (ValueError, FileNotFoundError, InputsChangedError) as e:
@@ -90,7 +94,7 @@ def main() -> None:
     define_flags(flags.FLAGS)
     flags.mark_flags_as_required(["manual_dir", "data_dir"])
     cli.quiet_tensorflow_by_default(sys.argv)
-    cli.run(_main, tensorflow=True)
+    cli.run(_main)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,18 @@ H*W*C bytes in row-major order. A record is unchanged byte for byte, so readers 
 TFRecords themselves (trainer/data.py: `decode_raw` per batch) read it as before.
 
 Reading a built dataset through TFDS needs this module importable (TFDS imports it by the class name in
-features.json: the `pcam` package installed); it needs no Beam.
+features.json: the `pcam` package installed); it needs no Beam. TensorFlow is imported lazily (TFDS' lazy
+module), on the first decode: the local `pcam` build, which writes serialized records itself, never loads
+it (tests/test_no_beam.py): `pcam-build` saves the import and the exit of TensorFlow (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.features import feature as feature_lib
 from tensorflow_datasets.core.proto import feature_pb2
+from tensorflow_datasets.core.utils.lazy_imports_utils import tensorflow as tf
 
 from pcam_tfds.core.record_spec import LABEL_NAMES  # noqa: F401  (re-exported: builders name the classes by it)
 

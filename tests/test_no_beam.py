@@ -1,5 +1,6 @@
 """A local build and the trainer's readers import no Apache Beam (issue 12): run in a subprocess whose first act
-is an import hook that refuses `apache_beam`, so any import of it, however deep or guarded, is recorded.
+is an import hook that refuses `apache_beam`, so any import of it, however deep or guarded, is recorded. The
+local build of `pcam` imports no TensorFlow either (issue 39).
 
 The build runs through TFDS' Python API (`download_and_prepare`), as `tfds build` does. The `tfds` command
 itself cannot be checked so: TFDS 4.9's CLI imports Beam on start-up (its convert_format_utils defines a
@@ -57,10 +58,13 @@ from pcam_tfds.pcam.pcam_dataset_builder import Builder
 builder = Builder(data_dir={str(tmp_path / "tfds")!r}, config="full")
 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(kaggle)!r}))
 OUT = {{"splits": {{name: s.num_examples for name, s in builder.info.splits.items()}}}}
+OUT["tensorflow_loaded"] = "tensorflow" in sys.modules
 """
     out = run_without_beam(body, tmp_path)
     assert out["refused"] == [] and not out["beam_loaded"]
     assert sum(out["splits"].values()) == 25 and out["splits"]["test"] == 5
+    # Nor TensorFlow (issue 39): the records are serialized and written without it, and pcam-build does not load it.
+    assert not out["tensorflow_loaded"]
 
 
 def test_reading_a_local_folder_and_its_validation_imports_no_beam(tmp_path):
