@@ -251,3 +251,29 @@ def test_read_bytes_large_and_empty(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     assert patches.read_bytes(str(tmp_path / "big")) == big
     assert patches.read_bytes(str(tmp_path / "empty")) == b""
+
+
+def test_a_file_is_read_with_one_read(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "a.tif"
+    path.write_bytes(_tiff(_rgb(3)))
+    calls = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: calls.append(n) or real_read(fd, n))
+    data, mtime = patches.read_file(str(path))
+    assert data == path.read_bytes() and mtime == path.stat().st_mtime_ns
+    assert calls == [len(data) + 1]  # one read, of the stat's size and one byte more: the end is known from it
+    # A file that grows between the stat and the read is read to its end.
+    real_stat = os.stat
+    monkeypatch.setattr(
+        os, "stat", lambda p, *a, **k: real_stat(p, *a, **k) if p != str(path) else _shrunk(real_stat(p))
+    )
+    calls.clear()
+    assert patches.read_file(str(path))[0] == path.read_bytes() and len(calls) == 3
+
+
+def _shrunk(st):
+    import os
+
+    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 100, *st[7:]))
