@@ -76,14 +76,23 @@ def read_thumbnail(slide: Slide, scale: float, pixel: float, width: int, height:
     return out
 
 
-def window_tissue(mask: np.ndarray, grid: Grid, k: int) -> np.ndarray:
-    """Share of tissue in each window, (rows, cols); the mask has k pixels per stride."""
+def window_tissue(mask: np.ndarray, grid: Grid, k: int, area: str = "window") -> np.ndarray:
+    """Share of tissue in each window's `area`, (rows, cols); the mask has k pixels per stride, from model pixel 0.
+
+    area "window": the whole patch x patch window; "label": its centre stride x stride square, the part of the
+    slide its value stands for (label squares tile the slide, so every tissue pixel lies in exactly one).
+    """
     integral = np.pad(np.cumsum(np.cumsum(mask.astype(np.float64), 0), 1), ((1, 0), (1, 0)))
-    span = max(1, round(grid.patch * k / grid.stride))
-    r0 = np.arange(grid.rows) * k
-    c0 = np.arange(grid.cols) * k
+    if area == "window":
+        offset, span = 0, max(1, round(grid.patch * k / grid.stride))
+    elif area == "label":
+        offset, span = round((grid.patch - grid.stride) / 2 * k / grid.stride), k
+    else:
+        raise ValueError(f"area={area!r}: window or label")
+    r0 = np.minimum(np.arange(grid.rows) * k + offset, mask.shape[0])
+    c0 = np.minimum(np.arange(grid.cols) * k + offset, mask.shape[1])
     r1 = np.minimum(r0 + span, mask.shape[0])
     c1 = np.minimum(c0 + span, mask.shape[1])
     total = integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0]
-    area = (r1 - r0)[:, None] * (c1 - c0)[None, :]
-    return total / np.maximum(area, 1)
+    area_px = (r1 - r0)[:, None] * (c1 - c0)[None, :]
+    return total / np.maximum(area_px, 1)
