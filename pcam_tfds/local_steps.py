@@ -81,47 +81,52 @@ def split_generators(
     workers = workers or local_validation.default_workers()
     start = time.monotonic()
     check = None
-    if validation_dir:
-        files = validated.load_records(validation_dir, data_dir)
-        doc = validated.copy_outputs(validation_dir, checks_dir)
-        verb = f"reused the validation in {validation_dir} of"
-    else:
-        check = local_validation.LocalValidation(data_dir, workers, spill_dir)
-        files, doc = check.files, check.write_outputs(checks_dir)
-        verb = "validated"
-    print_line(
-        f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
-        f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
-    )
-    if len(files) != doc["total"]:
-        raise summary.AccountingError(f"{len(files)} file records but summary.json counts {doc['total']} files")
-    valid = [f for f in files if examples.is_valid(f)]
-    for source in (layout.TRAIN, layout.TEST):
-        if not any(f["source"] == source for f in valid):
-            listed = sum(f["source"] == source for f in files)
-            raise ValueError(
-                f"{os.path.join(data_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
-                f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
-            )
-    assignment = splits.assign_splits(
-        [examples.split_key(f) for f in valid if examples.is_labelled(f)],
-        validation_fraction=validation_fraction,
-        seed=seed,
-        sample_fraction=sample_fraction,
-        slides=slides,
-    )
-    by_split = collections.defaultdict(list)
-    for f in valid:
-        by_split[examples.split_of(f, assignment)].append(f)
-    if counts is not None:
-        counts[splits.UNUSED] = len(by_split[splits.UNUSED])
-    names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
-    out = {}
-    for name in names:
-        chosen = in_writer_order(by_split[name], name)
-        source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
-        size = sum(serialize.serialized_size(f["label"], f["id"]) for f in chosen)
-        out[name] = SortedSplit(source, len(chosen), size, name, counts=counts, workers=workers)
+    with contextlib.ExitStack() as stack:
+        if validation_dir:
+            files = validated.load_records(validation_dir, data_dir)
+            doc = validated.copy_outputs(validation_dir, checks_dir)
+            verb = f"reused the validation in {validation_dir} of"
+        else:
+            check = local_validation.LocalValidation(data_dir, workers, spill_dir)
+            files, doc = check.files, check.summary()
+            # A forked process writes the outputs (manifest, CSVs, summary) while this one draws the splits.
+            written = stack.enter_context(local_validation.pool(1)).submit(check.write_outputs, checks_dir)
+            verb = "validated"
+        print_line(
+            f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
+            f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
+        )
+        if len(files) != doc["total"]:
+            raise summary.AccountingError(f"{len(files)} file records but summary.json counts {doc['total']} files")
+        valid = [f for f in files if examples.is_valid(f)]
+        for source in (layout.TRAIN, layout.TEST):
+            if not any(f["source"] == source for f in valid):
+                listed = sum(f["source"] == source for f in files)
+                raise ValueError(
+                    f"{os.path.join(data_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
+                    f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
+                )
+        assignment = splits.assign_splits(
+            [examples.split_key(f) for f in valid if examples.is_labelled(f)],
+            validation_fraction=validation_fraction,
+            seed=seed,
+            sample_fraction=sample_fraction,
+            slides=slides,
+        )
+        by_split = collections.defaultdict(list)
+        for f in valid:
+            by_split[examples.split_of(f, assignment)].append(f)
+        if counts is not None:
+            counts[splits.UNUSED] = len(by_split[splits.UNUSED])
+        names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
+        out = {}
+        for name in names:
+            chosen = in_writer_order(by_split[name], name)
+            source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
+            size = sum(serialize.serialized_size(f["label"], f["id"]) for f in chosen)
+            out[name] = SortedSplit(source, len(chosen), size, name, counts=counts, workers=workers)
+        if check is not None:
+            local_validation.result(written, f"writing the validation outputs into {checks_dir}")
     return out
 
 

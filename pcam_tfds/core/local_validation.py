@@ -129,6 +129,17 @@ def ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
         ) from None
 
 
+def result(future, what: str):
+    """FUTURE's result, or WorkerDied naming WHAT its process was doing when it died."""
+    try:
+        return future.result()
+    except BrokenProcessPool as e:
+        raise WorkerDied(
+            f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
+            "was kept: run the build again"
+        ) from None
+
+
 def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict, int | None]]:
     """A worker's task: read, check and hash a chunk's files; with a spill folder, keep their pixels there.
 
