@@ -343,8 +343,9 @@ def measure(slide: Slide, mask: np.ndarray, labels: np.ndarray, min_tissue: floa
     glass = (covered == 0) & (art < 0.25)
     artefact = (covered == 0) & (art >= 0.25)
     tissue_cells = [(i, j, idx) for i, j, idx in slide.cells if slide.tissue[i * CELL, j * CELL]]
-    missed = [labels[idx] for i, j, idx in tissue_cells if not keep[3 * i, 3 * j]]
-    blanks = [keep[3 * i, 3 * j] for i, j, idx in slide.cells if slide.blank[i * CELL, j * CELL]]
+    # The window centred on patch (i, j) is (3i + 1, 3j + 1): Grid.of starts the windows 32 pixels early.
+    missed = [labels[idx] for i, j, idx in tissue_cells if not keep[3 * i + 1, 3 * j + 1]]
+    blanks = [keep[3 * i + 1, 3 * j + 1] for i, j, idx in slide.cells if slide.blank[i * CELL, j * CELL]]
     return {
         "tissue": len(tissue_cells),
         "missed": len(missed),

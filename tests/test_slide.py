@@ -100,7 +100,6 @@ def _check_heatmap_matches_files(run_dir, files, tmp_path, reader, downsamples):
             f"--output_dir={out}",
             f"--reader={reader}",
             "--inference=windows",
-            "--min_tissue=0.2",  # the corner window holds 1/9 of a patch: over the default 0.1, under this
         ],
         emit=lambda s: None,
     )
@@ -341,10 +340,11 @@ def test_auto_inference_uses_dense_only_within_the_tolerance(run_dir, tmp_path):
     assert windows["dense_check"] is None
     loose = slide.run([*args, f"--output_dir={tmp_path / 'loose'}", "--dense_tolerance=1"], emit=lambda s: None)
     assert loose["inference"] == "dense" and loose["dense_check"]["max_abs_diff"] == check["max_abs_diff"]
-    # The check measured what the heatmap got: the checked windows are among the slide's, so the whole
-    # heatmap differs at least as much.
+    # Dense inference of a padded model differs from per-window inference over the slide too, as the check said
+    # (not by the same amount: a window at the edge of a dense region sees zeros there, as it does alone).
     a, b = np.load(tmp_path / "strict" / "heatmap.npy"), np.load(tmp_path / "loose" / "heatmap.npy")
-    assert np.nanmax(np.abs(a - b)) >= check["max_abs_diff"] - 1e-5
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    assert np.nanmax(np.abs(a - b)) > 1e-3
 
 
 def test_models_or_strides_dense_cannot_serve(run_dir, tmp_path):

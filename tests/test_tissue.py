@@ -175,7 +175,7 @@ def _slide(cells, pool, fraction, seed, n=24):
         i, j = divmod(int(flat), n)
         idx = int(rng.choice(pool))
         image[i * CELL : (i + 1) * CELL, j * CELL : (j + 1) * CELL] = cells[idx] + rng.normal(0, 0.6, (CELL, CELL, 3))
-        placed[(3 * i, 3 * j)] = idx
+        placed[(3 * i + 1, 3 * j + 1)] = idx  # the window centred on the patch (Grid.of's margin is 32)
     return image, placed
 
 

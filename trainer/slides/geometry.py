@@ -16,25 +16,36 @@ THUMB_MAX = 2048  # the thumbnail's longest side, at most, where the slide allow
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """Windows of `patch` model pixels every `stride` model pixels; a model pixel is `scale` level-0 pixels."""
+    """Windows of `patch` model pixels every `stride` model pixels; a model pixel is `scale` level-0 pixels.
+    Window (i, j)'s corner is model pixel (j * stride - margin, i * stride - margin)."""
 
     scale: float  # level-0 pixels per model pixel (model mpp / slide mpp)
     patch: int
     stride: int
     rows: int
     cols: int
+    margin: int = 0  # model pixels the first window starts before the slide's corner (outside is glass)
 
     @classmethod
     def of(cls, level0: tuple[int, int], scale: float, patch: int, stride: int) -> Grid:
+        """The windows whose label squares (the centre stride x stride of each) tile the whole slide, so tissue at
+        the slide's very edge gets a value too: the first window starts (patch - stride) / 2 before the corner."""
         # 1e-6: 0.972 / 0.243 is 4.000000000000001, and 2432 level-0 pixels are still 608 model pixels.
         width, height = (int(math.floor(d / scale + 1e-6)) for d in level0)
-        rows = (height - patch) // stride + 1 if height >= patch else 0
-        cols = (width - patch) // stride + 1 if width >= patch else 0
-        return cls(scale, patch, stride, max(rows, 0), max(cols, 0))
+        if stride >= patch:  # label squares as large as the windows: windows that fit, as they are
+            rows = (height - patch) // stride + 1 if height >= patch else 0
+            cols = (width - patch) // stride + 1 if width >= patch else 0
+            return cls(scale, patch, stride, max(rows, 0), max(cols, 0))
+        return cls(scale, patch, stride, -(-height // stride), -(-width // stride), (patch - stride) // 2)
+
+    def corner(self, index: int) -> int:
+        """The model pixel where window row or column `index` starts."""
+        return index * self.stride - self.margin
 
     @property
     def origin_level0(self) -> tuple[float, float]:
-        c = self.patch / 2 * self.scale
+        """Window (0, 0)'s centre in level-0 pixels."""
+        c = (self.patch / 2 - self.margin) * self.scale
         return (c, c)
 
     @property
@@ -83,16 +94,19 @@ def window_tissue(mask: np.ndarray, grid: Grid, k: int, area: str = "window") ->
     slide its value stands for (label squares tile the slide, so every tissue pixel lies in exactly one).
     """
     integral = np.pad(np.cumsum(np.cumsum(mask.astype(np.float64), 0), 1), ((1, 0), (1, 0)))
+    start = -round(grid.margin * k / grid.stride)  # window 0's first row in mask pixels
     if area == "window":
-        offset, span = 0, max(1, round(grid.patch * k / grid.stride))
+        span = max(1, round(grid.patch * k / grid.stride))
     elif area == "label":
-        offset, span = round((grid.patch - grid.stride) / 2 * k / grid.stride), k
+        start, span = start + round((grid.patch - grid.stride) / 2 * k / grid.stride), k
     else:
         raise ValueError(f"area={area!r}: window or label")
-    r0 = np.minimum(np.arange(grid.rows) * k + offset, mask.shape[0])
-    c0 = np.minimum(np.arange(grid.cols) * k + offset, mask.shape[1])
-    r1 = np.minimum(r0 + span, mask.shape[0])
-    c1 = np.minimum(c0 + span, mask.shape[1])
+
+    def clipped(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        first = np.arange(n) * k + start
+        return np.clip(first, 0, size), np.clip(first + span, 0, size)
+
+    r0, r1 = clipped(grid.rows, mask.shape[0])
+    c0, c1 = clipped(grid.cols, mask.shape[1])
     total = integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0]
-    area_px = (r1 - r0)[:, None] * (c1 - c0)[None, :]
-    return total / np.maximum(area_px, 1)
+    return total / float(span * span)  # beyond the slide's edge is glass

@@ -24,7 +24,7 @@ def _tile_pixels(p: Plan, tile: tuple[int, int]) -> tuple[np.ndarray, int, int]:
     r, c = tile
     nr, nc = min(t, g.rows - r), min(t, g.cols - c)
     w, h = (nc - 1) * g.stride + g.patch, (nr - 1) * g.stride + g.patch
-    pixels = read_model_pixels(p.slide, p.level, g.scale, c * g.stride, r * g.stride, w, h)
+    pixels = read_model_pixels(p.slide, p.level, g.scale, g.corner(c), g.corner(r), w, h)
     return pixels, nr, nc
 
 
@@ -81,7 +81,7 @@ def dense_check(p: Plan, windows_fn, dense_fn) -> dict:
         r0, c0 = max(i - 1, 0), max(j - 1, 0)
         r1, c1 = min(i + 2, g.rows), min(j + 2, g.cols)
         w, h = (c1 - c0 - 1) * g.stride + g.patch, (r1 - r0 - 1) * g.stride + g.patch
-        region = read_model_pixels(p.slide, p.level, g.scale, c0 * g.stride, r0 * g.stride, w, h)
+        region = read_model_pixels(p.slide, p.level, g.scale, g.corner(c0), g.corner(r0), w, h)
         amid.append(float(dense_fn(tf.constant(region, tf.float32))[i - r0, j - c0]))
         y, x = (i - r0) * g.stride, (j - c0) * g.stride
         alone.append(region[y : y + g.patch, x : x + g.patch])

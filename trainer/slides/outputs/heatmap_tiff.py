@@ -18,7 +18,7 @@ MAX_PIXEL = 8  # model pixels per heatmap pixel, at most: label squares keep sha
 
 def pixel_size(grid) -> int:
     """Model pixels per heatmap pixel: divides the stride and the label squares' offset, so squares fall on pixels."""
-    offset = round(grid.patch / 2 - grid.stride / 2)
+    offset = round(grid.patch / 2 - grid.stride / 2 - grid.margin)
     return math.gcd(grid.stride, offset, MAX_PIXEL) or 1
 
 
@@ -32,7 +32,7 @@ def heatmap_image(heatmap: np.ndarray, grid, width: int, height: int, pixel: int
     colours = (colormaps["inferno"](np.nan_to_num(heatmap, nan=0.0))[..., :3] * 255.0 + 0.5).astype(np.uint8)
     colours[~np.isfinite(heatmap)] = 255
     per = grid.stride // pixel  # heatmap pixels per window step
-    start = round(grid.patch / 2 - grid.stride / 2) // pixel
+    start = round(grid.patch / 2 - grid.stride / 2 - grid.margin) // pixel
     big = np.repeat(np.repeat(colours, per, 0), per, 1)
     h, w = min(big.shape[0], height - start), min(big.shape[1], width - start)
     if h > 0 and w > 0:

@@ -18,7 +18,7 @@ def overlay_image(thumbnail: np.ndarray, heatmap: np.ndarray, grid, k: int) -> n
     colours = np.repeat(np.repeat(colours, k, 0), k, 1)
     alpha = np.repeat(np.repeat(alpha, k, 0), k, 1)
     # Window (i, j)'s label square starts patch/2 - stride/2 model pixels after the window's corner.
-    offset = max(0, round((grid.patch / 2 - grid.stride / 2) * k / grid.stride))
+    offset = max(0, round((grid.patch / 2 - grid.stride / 2 - grid.margin) * k / grid.stride))
     out = thumbnail.astype(np.float32)
     h = max(0, min(out.shape[0] - offset, colours.shape[0]))
     w = max(0, min(out.shape[1] - offset, colours.shape[1]))
