@@ -154,3 +154,31 @@ def test_padding_free_runs_are_scanned_densely_and_exactly(valid_runs, tmp_path,
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     assert np.isfinite(a).sum() > 200 and np.nanstd(a) > 0.05
     np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=1e-4)
+
+
+def test_pale_tissue_is_predicted_and_a_black_scan_border_is_not(run_dir, tmp_path):  # noqa: F811
+    """A slide of pale tissue (loose stroma, oedema: barely darker than the glass) beside a black scan border."""
+    from test_slide import write_slide
+
+    from trainer.slides import command
+
+    rng = np.random.default_rng(0)
+    canvas = np.clip(rng.normal((240, 240, 238), 1.5, (576, 768, 3)), 0, 255)  # glass, at 10x
+    canvas[:, :64] = rng.normal(12, 3, (576, 64, 3))  # the scanner's black border along one side
+    pale = (226, 212, 222) + rng.normal(0, 4, (256, 320, 3))  # pale pink, 14-26 levels under the glass
+    canvas[160:416, 320:640] = pale
+    path = tmp_path / "pale.tif"
+    write_slide(path, np.clip(canvas, 0, 255).astype(np.uint8), (1, 4))
+    summary = command.run([f"--model_dir={run_dir}", f"--slide={path}", f"--output_dir={tmp_path / 'o'}"])
+    heatmap = np.load(tmp_path / "o" / "heatmap.npy")
+    x0, y0 = summary["heatmap"]["origin_level0"]
+    s = summary["heatmap"]["stride_level0"]
+    # Window centres in model pixels (level 0 is 4x the 10x canvas).
+    cx = (x0 + np.arange(heatmap.shape[1]) * s) / 4
+    cy = (y0 + np.arange(heatmap.shape[0]) * s) / 4
+    inside = (cy[:, None] > 160) & (cy[:, None] < 416) & (cx[None, :] > 320) & (cx[None, :] < 640)
+    assert np.isfinite(heatmap[inside]).all()  # every window centred on the pale tissue
+    assert np.isnan(heatmap[:, cx < 64]).all()  # none centred on the border
+    far = (cy[:, None] < 100) | (cy[:, None] > 480) | (cx[None, :] < 250) | (cx[None, :] > 710)
+    assert np.isnan(heatmap[far]).all()  # nor on glass a window away from the tissue
+    assert summary["tissue"]["fraction"] == pytest.approx(256 * 320 / (576 * 768), abs=0.03)
