@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from pcam_tfds.core import layout, outputs, records, serialize, summary
@@ -175,21 +175,28 @@ class LocalValidation:
         self.spill_dir = spill_dir
         paths = records.list_paths(data_dir)
         self.num_listed = sum(len(p) for p in paths.values())
-        rows = layout.read_label_rows(layout.join(data_dir, layout.LABELS_CSV))
-        self.num_rows = len(rows)
+        labels_csv = layout.join(data_dir, layout.LABELS_CSV)
+        layout.check_labels_header(labels_csv)  # a wrong header fails before any file is read
         if spill_dir:
             os.makedirs(spill_dir, exist_ok=True)
         tasks = [(i, s, p, spill_dir) for i, (s, p) in enumerate(records.batch_paths(paths, _CHUNK))]
         progress = Progress("validate", self.num_listed)
         decoded = []
         self._slots: dict[str, tuple[int, int]] = {}  # path -> (chunk, slot) of its pixels in spill_dir
-        with pool(workers or default_workers()) as executor:
+        # The label CSV is parsed in a thread of this process while the workers read the files, not before. The
+        # thread starts once the first chunk is back, so that the workers are forked before it exists.
+        label_rows = None
+        with pool(workers or default_workers()) as executor, ThreadPoolExecutor(1) as labels:
             for index, chunk in enumerate(ordered(executor, _read_chunk, tasks, "validating the files")):
+                if label_rows is None:
+                    label_rows = labels.submit(layout.read_label_rows, labels_csv)
                 for rec, slot in chunk:
                     decoded.append(rec)
                     if slot is not None:
                         self._slots[rec["path"]] = (index, slot)
                 progress.update(len(decoded))
+            rows = label_rows.result() if label_rows is not None else layout.read_label_rows(labels_csv)
+        self.num_rows = len(rows)
         self.files, self.rejected_rows = records.join_labels(decoded, rows)
         self.duplicates = records.find_duplicates(self.files)
 
