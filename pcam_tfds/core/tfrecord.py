@@ -20,7 +20,8 @@ from collections.abc import Iterable
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
-_IOV = 256 * 4  # buffers per writev: 4 per record; Linux's IOV_MAX is 1024
+_IOV = 256 * 3  # buffers per writev: 3 per record (Linux's IOV_MAX is 1024)
+_U64, _U32 = struct.Struct("<Q").pack, struct.Struct("<I").pack
 
 
 def masked_crc32c(data) -> int:
@@ -30,8 +31,8 @@ def masked_crc32c(data) -> int:
 
 def frame(record) -> tuple[bytes, bytes]:
     """(the bytes before RECORD, the bytes after it) in a TFRecord file."""
-    length = struct.pack("<Q", memoryview(record).nbytes)
-    return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(record))
+    length = _U64(len(record) if isinstance(record, bytes) else memoryview(record).nbytes)
+    return length + _U32(masked_crc32c(length)), _U32(masked_crc32c(record))
 
 
 def write_records(path: str, records: Iterable) -> tuple[int, int]:
@@ -43,8 +44,8 @@ def write_records(path: str, records: Iterable) -> tuple[int, int]:
             head, tail = frame(record)
             parts += (head, record, tail)
             count += 1
-            size += memoryview(record).nbytes
-            if len(parts) >= _IOV - 3:
+            size += len(record) if isinstance(record, bytes) else memoryview(record).nbytes
+            if len(parts) >= _IOV:
                 _write_all(fd, parts)
                 parts = []
         _write_all(fd, parts)
@@ -55,19 +56,18 @@ def write_records(path: str, records: Iterable) -> tuple[int, int]:
 
 def _write_all(fd: int, parts: list) -> None:
     """All of PARTS, in order: writev where there is one (it may write less than asked), else one join."""
-    if not parts:
-        return
     if not hasattr(os, "writev"):  # Windows
-        data = b"".join(parts)
-        view = memoryview(data)
+        view = memoryview(b"".join(parts))
         while view:
             view = view[os.write(fd, view) :]
         return
-    views, i = [memoryview(p).cast("B") for p in parts], 0
-    while i < len(views):
-        done = os.writev(fd, views[i : i + _IOV])
-        while i < len(views) and done >= views[i].nbytes:
-            done -= views[i].nbytes
-            i += 1
-        if done:
-            views[i] = views[i][done:]
+    while parts:
+        done = os.writev(fd, parts)
+        for i, part in enumerate(parts):
+            n = len(part) if isinstance(part, bytes) else memoryview(part).nbytes
+            if done < n:  # a short write: this part from where it stopped, then the rest
+                parts = [memoryview(part).cast("B")[done:], *parts[i + 1 :]]
+                break
+            done -= n
+        else:
+            return
