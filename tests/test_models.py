@@ -34,9 +34,9 @@ def test_registry_lists_the_six_models():
     assert set(models.TRANSFER) < set(models.NAMES)
     with pytest.raises(ValueError, match="choose one of baseline"):
         models.build("vgg16")
-    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm", "crop"}
+    assert models.arguments("baseline") == {"input_shape", "dropout", "channel_stats", "stain_norm", "crop", "padding"}
     assert models.arguments("resnet50") == {"input_shape", "weights", "dropout"}
-    assert models.arguments("p4m") == {"input_shape", "filters", "dense", "dropout", "batch_norm", "crop"}
+    assert models.arguments("p4m") == {"input_shape", "filters", "dense", "dropout", "batch_norm", "crop", "padding"}
 
 
 def test_model_names_are_read_without_importing_keras():
@@ -268,8 +268,11 @@ def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     [
         ({"model": "baseline", "crop": 63}, "--crop=63: the centre crop must fit in the 96x96 patch and leave equal"),
         ({"model": "baseline", "crop": 98}, "--crop=98"),
-        ({"model": "p4m", "crop": 36}, "--crop=36: --model=p4m halves its maps 3 times .* multiple of 8"),
-        ({"model": "p4m", "crop": 40, "filters": (32, 64, 128, 256)}, "halves its maps 4 times .* multiple of 16"),
+        ({"model": "p4m", "crop": 36}, r"--crop=36: --model=p4m with --padding=same halves its maps 3 times .* 88, 80"),
+        ({"model": "p4m", "crop": 40, "filters": (32, 64, 128, 256)}, r"halves its maps 4 times .* 80, 64\)"),
+        ({"model": "p4m", "padding": "valid"}, r"--crop=0: .*--padding=valid .* give --crop=94 \(or 86, 78\)"),
+        ({"model": "p4m", "padding": "valid", "crop": 96}, "give --crop=94"),
+        ({"model": "resnet50", "padding": "valid"}, "--padding does not apply to --model=resnet50"),
         ({"model": "resnet50", "crop": 64}, "--crop does not apply to --model=resnet50"),
         ({"model": "p4m_params", "crop": 64}, "--crop does not apply to --model=p4m_params"),
     ],
@@ -280,3 +283,29 @@ def test_crop_is_checked_before_training(options, message, tmp_path):
 
     with pytest.raises(UsageError, match=message):
         config_lib.resolved(False, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1, **options)
+
+
+def test_padding_valid_pads_nowhere_and_keeps_the_weights(tmp_path):
+    """--padding=valid: the same weights, maps shrinking by 2 pixels per 3x3 convolution (96 -> 94 -> 47 -> 45 ->
+    22 -> 20 -> 10); p4m needs a centre crop that stays even before each pooling, and says which."""
+    from trainer.models.p4m import exact_sides, pools_exactly
+
+    valid = models.build("baseline", padding="valid")
+    assert valid.count_params() == models.build("baseline").count_params()
+    assert [valid.get_layer(f"conv{i}").output.shape[1] for i in (1, 2, 3)] == [94, 45, 20]
+    assert valid.get_layer("pool3").output.shape[1:3] == (10, 10)
+    assert all(layer.padding == "valid" for layer in valid.layers if isinstance(layer, keras.layers.Conv2D))
+    assert pools_exactly(96, 3) and not pools_exactly(96, 3, "valid") and pools_exactly(94, 3, "valid")
+    assert exact_sides(3, "valid")[:3] == [94, 86, 78]
+    with pytest.raises(ValueError, match="sides 94, 86, 78"):
+        models.build("p4m", padding="valid")
+    p4m = models.build("p4m", padding="valid", crop=94)
+    assert p4m.get_layer("pool3").output.shape[1:3] == (10, 10)
+    with pytest.raises(ValueError, match="padding='full'"):
+        models.build("baseline", padding="full")
+    from trainer import config as config_lib
+
+    resolved = config_lib.resolved(
+        False, model="p4m", padding="valid", crop=94, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1
+    )
+    assert (resolved.padding, resolved.crop) == ("valid", 94)
