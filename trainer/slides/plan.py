@@ -82,7 +82,12 @@ class SlideConfig:
         "Share of a window's area that must be tissue (tissue.png) for it to be predicted; 0.1 keeps every window "
         "whose centre 32x32, the part a PCam label speaks for, is tissue (bench/RESULTS.md, the tissue mask).",
     )
-    reader: str = option(DEFAULT_READER, "Slide reader (trainer.slides.reader).", choices=READERS)
+    reader: str = option(
+        DEFAULT_READER,
+        "auto: OpenSlide where it reads the slide, else tifffile; openslide: OpenSlide's formats only; tifffile: "
+        "tiled pyramidal TIFF/SVS/OME-TIFF and plain TIFF (trainer.slides.reader).",
+        choices=READERS,
+    )
     inference: str = option(
         "auto",
         "windows: each window through the model, as pcam-predict runs a file; dense: the convolutions once over "
