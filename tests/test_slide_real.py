@@ -35,6 +35,7 @@ def test_a_real_slide_gets_every_output(run_dir, shared_data, tmp_path, name, fl
     assert summary == json.loads((out / "summary.json").read_text())
     heatmap = np.load(out / "heatmap.npy")
     assert summary["windows"] == np.isfinite(heatmap).sum() > 0
+    assert summary["mpp_source"] == ("--mpp" if flags else "the slide")
     assert summary["tissue"]["fraction"] >= tissue and summary["tissue"]["windows"] == summary["windows"]
     with openslide.OpenSlide(str(out / "heatmap.tif")) as tif:
         assert tif.level_dimensions[0] == tuple(summary["heatmap_tiff"]["size"])
@@ -50,3 +51,14 @@ def test_a_real_slide_without_mpp_is_refused_in_one_line(run_dir, shared_data, t
     with pytest.raises(ValueError, match="TCGA-CR-7395-01A-01-TS1.svs: the slide records no microns per pixel"):
         command.run([f"--model_dir={run_dir}", f"--slide={path}", f"--output_dir={tmp_path / 'o'}"])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.shared_data
+def test_mpp_fills_in_only_for_slides_that_record_none(run_dir, shared_data, tmp_path):  # noqa: F811
+    from trainer.slides import command
+
+    path = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    summary = command.run([f"--model_dir={run_dir}", f"--slide={path}", f"--output_dir={tmp_path / 'o'}", "--mpp=0.25"])
+    assert summary["mpp"] == pytest.approx(0.499) and summary["mpp_source"] == "the slide"

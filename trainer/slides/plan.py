@@ -70,7 +70,10 @@ class SlideConfig:
     output_dir: str
     tta: bool = option(False, "Average each window over its 8 flips and 90-degree rotations.")
     stride: int = option(32, "Window step in model pixels (32: the label squares tile the slide).")
-    mpp: float | None = option(None, "Level-0 microns per pixel, for slides that do not record it.")
+    mpp: float | None = option(
+        None,
+        "Level-0 microns per pixel for slides that do not record it (a slide's own value is used where it has one).",
+    )
     batch_size: int = option(256, "Windows per prediction batch.")
     threshold: float | None = option(
         None,
@@ -184,7 +187,8 @@ def plan(config: SlideConfig) -> Plan:
         )
     model_mpp = model_mpps.pop()
     slide = open_slide(config.slide, config.reader)
-    mpp = config.mpp or slide.mpp
+    # A slide's own resolution wins: in a folder run --mpp fills in for the slides that record none.
+    mpp = slide.mpp or config.mpp
     if not mpp:
         raise SlideError(f"{config.slide}: the slide records no microns per pixel; give --mpp (level 0's um/px)")
     models = [inference.load_model(d) for d in config.model_dirs]

@@ -37,6 +37,7 @@ def summary(result, entries: dict) -> dict:
         "tissue": p.tissue_summary,
         "seconds": round(result.seconds, 3),
         "mpp": p.mpp,
+        "mpp_source": "--mpp" if p.slide.mpp is None else "the slide",
         "model_mpp": p.model_mpp,
         "level": p.level,
         "tta": p.config.tta,
