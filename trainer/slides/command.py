@@ -47,7 +47,7 @@ from etils import epath
 
 from trainer import errors, shared_flags
 from trainer.slides import outputs
-from trainer.slides.heatmap import Checkpoint, compute_heatmap
+from trainer.slides.heatmap import PARTIAL_DIR, Checkpoint, compute_heatmap
 from trainer.slides.plan import Plan, SlideConfig, plan
 
 # Files a --slide_dir holds that are slides (OpenSlide's formats, TIFF); others are counted and named, not read.
@@ -100,7 +100,7 @@ def list_slides(slide_dir: str) -> tuple[list[str], list[str]]:
 def _done(config: SlideConfig) -> dict | None:
     """The summary of an earlier complete run of this slide with the same settings, else None."""
     path = epath.Path(config.output_dir) / outputs.summary.NAME
-    if not path.exists() or (epath.Path(config.output_dir) / ".partial").exists():
+    if not path.exists() or (epath.Path(config.output_dir) / PARTIAL_DIR).exists():
         return None
     try:
         summary = json.loads(path.read_text())
