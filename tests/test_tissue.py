@@ -56,6 +56,21 @@ def test_pale_tissue_on_glass_is_kept_and_glass_is_not():
     json.dumps(info)  # summary.json takes it as it is
 
 
+def test_greyish_violet_tissue_is_kept_though_nearly_neutral():
+    """Pale matter whose OD is nearly equal in R, G and B (chroma 0.10: mucoid or oedematous tissue) is tissue;
+    only closer to grey (a smudge, chroma near 0) is not. The grey rule's bound (NEUTRAL_CHROMA) sits between."""
+    rng = np.random.default_rng(4)
+    image = _glass((96, 144))
+    od = np.array([0.19, 0.21, 0.19])  # chroma (0.21 - 0.19) / 0.197 = 0.10
+    image[24:72, 12:60] = np.asarray(GLASS) * np.exp(-od) + rng.normal(0, 1.5, (48, 48, 3))
+    yy, xx = np.mgrid[:96, :144]
+    image -= (40 * np.exp(-((yy - 48) ** 2 + (xx - 110) ** 2) / (2 * 10.0**2)))[..., None]  # a grey smudge
+    mask, info = tissue.detect(_uint8(image))
+    assert mask[26:70, 14:58].all(), mask[24:72, 12:60].mean()
+    assert not mask[:, 80:].any(), np.argwhere(mask[:, 80:])[:5]
+    assert info["removed_pixels"]["grey"] > 100
+
+
 @pytest.mark.parametrize(
     "thumbnail",
     [
