@@ -51,25 +51,25 @@ class _CountUnused(beam.DoFn):
 
 
 def split_pcollections(
-    pipeline, data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, validation_dir=None
+    pipeline, manual_dir, checks_dir, validation_fraction, sample_fraction, seed, slides=None, validation_dir=None
 ):
     """Returns {'train', 'validation', 'test'} PCollections of (key, example) for TFDS to write.
 
     validation_dir: a beam_jobs.validate output to reuse instead of validating; it is checked
-    against DATA_DIR here, in the launching process (pcam_tfds.core.validated).
+    against MANUAL_DIR here, in the launching process (pcam_tfds.core.validated).
     """
     if validation_dir:
-        validated.check(validation_dir, data_dir)  # fails here, before any worker starts, when stale
+        validated.check(validation_dir, manual_dir)  # fails here, before any worker starts, when stale
         validated.copy_outputs(validation_dir, checks_dir)
         records = (
             pipeline
             | "ReadManifest" >> ReadManifestRows(layout.join(checks_dir, outputs.MANIFEST), validated.COLUMNS)
-            | "ToRecord" >> beam.Map(validated.record_from_row, data_dir=data_dir)
+            | "ToRecord" >> beam.Map(validated.record_from_row, manual_dir=manual_dir)
         )
     else:
-        validate = ValidateKaggleLayout(data_dir)
+        validate = ValidateKaggleLayout(manual_dir)
         results = pipeline | "Validate" >> validate
-        _ = results | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, data_dir)
+        _ = results | "WriteValidation" >> WriteValidationOutputs(checks_dir, validate.num_files, manual_dir)
         records = results["files"]
     valid = records | "Valid" >> beam.Filter(examples.is_valid)
     assignment = (

@@ -1,6 +1,6 @@
 """The Beam executor of the channel statistics: transforms that spread `pcam_tfds.core.channel_stats` over workers.
 
-    files = pipeline | SelectLabelledFiles(data_dir)            # or ReadManifestFiles(manifest)
+    files = pipeline | SelectLabelledFiles(manual_dir)            # or ReadManifestFiles(manifest)
     computed = files["valid"] | ComputeChannelStats(thresholds)
     {"stats": computed["stats"], "rejected": ...} | WriteStats(output_dir, thresholds, num_listed, source)
 
@@ -130,13 +130,13 @@ class SelectLabelledFiles(beam.PTransform):
     are not read here, only joined with their label rows (the join of beam_jobs.transforms).
     """
 
-    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
+    def __init__(self, manual_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
         super().__init__()
         self.tally = tally
-        paths = records.list_paths(data_dir)
+        paths = records.list_paths(manual_dir)
         self.num_files = sum(len(p) for p in paths.values())
         self.batches = records.batch_paths(paths, batch_size)
-        self.csv_path = layout.join(data_dir, layout.LABELS_CSV)
+        self.csv_path = layout.join(manual_dir, layout.LABELS_CSV)
         layout.check_labels_header(self.csv_path)
 
     def expand(self, pbegin):

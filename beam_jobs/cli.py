@@ -12,6 +12,10 @@ A job prints its progress (stderr, at least every 10 s) and its result (stdout),
 Beam's local workers (`--default_sdk_harness_log_level`, set by `pipeline_options.with_local_defaults`).
 Warnings and errors are always shown.
 
+The raw Kaggle-layout folder is `--manual_dir`, as in pcam-build and TFDS; `--data_dir` means a TFDS data folder
+everywhere, so the jobs that read the raw folder refuse it in one line (`refuse_data_dir`) instead of handing it
+to Beam as an option they do not know.
+
 User mistakes are the errors the jobs raise for their inputs: a missing folder or file
 (FileNotFoundError), a bad value or header (ValueError), a busy output folder (FolderBusy). Anything
 else is a bug and keeps its traceback; PCAM_TRACEBACK=1 shows it for user mistakes too.
@@ -55,6 +59,28 @@ def add_log_level(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_LOG_LEVEL,
         help="what the job and Beam log besides progress and result (default %(default)s: warnings and errors)",
     )
+
+
+class _Refused(argparse.Action):
+    """A flag whose meaning is elsewhere: giving it (with or without a value) exits with status 2 and MESSAGE."""
+
+    def __init__(self, option_strings, dest, message, **kwargs):
+        # No default: the namespace gets no attribute, so nothing can read the refused flag by mistake.
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        self.message = message
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(2, self.message + "\n")
+
+
+def refuse_data_dir(parser: argparse.ArgumentParser, command: str) -> None:
+    """Makes PARSER (a job that reads the raw Kaggle-layout folder as --manual_dir) refuse --data_dir in one line.
+
+    The jobs parse with `parse_known_args`, so without this an old `--data_dir=KAGGLE_DIR` would go to Beam
+    as an option it does not know instead of being refused.
+    """
+    message = f"{command}: --data_dir names a TFDS data folder; give the Kaggle-layout folder as --manual_dir"
+    parser.add_argument("--data_dir", action=_Refused, message=message)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

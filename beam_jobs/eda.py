@@ -3,7 +3,7 @@
 Runs `beam_jobs.validate` and then `beam_jobs.stats` on its manifest (DirectRunner by
 default; Beam options are passed to both), then draws the report:
 
-    python -m beam_jobs.eda --data_dir=data/demo --output_dir=out/eda
+    python -m beam_jobs.eda --manual_dir=data/demo --output_dir=out/eda
 
 or reuses outputs that exist already (no pipeline runs):
 
@@ -218,7 +218,7 @@ def write_report(
     for name, (png, _) in rendered.items():
         write_bytes(layout.join(output_dir, f"{name}.png"), png)
     html = page.render(
-        title=title or f"PCam exploratory data analysis: {stats_doc.get('data_dir') or validation_dir}",
+        title=title or f"PCam exploratory data analysis: {stats_doc.get('manual_dir') or validation_dir}",
         stats=stats_doc,
         summary=summary,
         rejected=read_csv_head(layout.join(validation_dir, outputs.REJECTED), TABLE_ROWS),
@@ -234,7 +234,7 @@ def write_report(
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", help="Kaggle-layout folder; the jobs run on it unless their outputs are given")
+    parser.add_argument("--manual_dir", help="Kaggle-layout folder; the jobs run on it unless their outputs are given")
     parser.add_argument("--output_dir", required=True, help="where report.html, the PNGs and the job outputs go")
     parser.add_argument("--validation_dir", help="existing output of beam_jobs.validate (skips that job)")
     parser.add_argument("--stats", help="existing stats.json of beam_jobs.stats, or its folder (skips that job)")
@@ -247,9 +247,10 @@ def parse_args(argv):
         help="valid patches read (drawn with --seed) for the gallery of flagged patches and the stain histograms",
     )
     parser.add_argument("--duplicate_pairs", type=int, default=8, help="duplicate groups drawn side by side")
+    cli.refuse_data_dir(parser, "pcam-eda")
     args, beam_args = parser.parse_known_args(argv)
-    if not args.data_dir and not (args.validation_dir and args.stats):
-        parser.error("give --data_dir, or both --validation_dir and --stats")
+    if not args.manual_dir and not (args.validation_dir and args.stats):
+        parser.error("give --manual_dir, or both --validation_dir and --stats")
     if args.num_examples < 1:
         parser.error(f"--num_examples ({args.num_examples}) must be at least 1")
     if args.scan_patches < 0 or args.duplicate_pairs < 0:
@@ -265,14 +266,14 @@ def run(argv=None) -> str:
     validation_dir = args.validation_dir
     if not validation_dir:
         validation_dir = layout.join(args.output_dir, "validate")
-        validate.run([f"--data_dir={args.data_dir}", f"--output_dir={validation_dir}", *beam_args])
+        validate.run([f"--manual_dir={args.manual_dir}", f"--output_dir={validation_dir}", *beam_args])
     stats_path = args.stats
     if not stats_path:
         stats_dir = layout.join(args.output_dir, "stats")
         manifest = layout.join(validation_dir, outputs.MANIFEST)
         stats.run([f"--manifest={manifest}", f"--output_dir={stats_dir}", *beam_args])
         stats_path = layout.join(stats_dir, channel_stats.STATS_JSON)
-    title = f"PCam exploratory data analysis: {args.data_dir}" if args.data_dir else None
+    title = f"PCam exploratory data analysis: {args.manual_dir}" if args.manual_dir else None
     path = write_report(
         args.output_dir,
         validation_dir,

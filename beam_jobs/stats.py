@@ -2,7 +2,7 @@
 
 Locally (DirectRunner, one process per core):
 
-    python -m beam_jobs.stats --data_dir=data/demo --output_dir=out/stats
+    python -m beam_jobs.stats --manual_dir=data/demo --output_dir=out/stats
 
 Reusing the labels and validity that `beam_jobs.validate` already decided (no label join):
 
@@ -10,7 +10,7 @@ Reusing the labels and validity that `beam_jobs.validate` already decided (no la
 
 On a cluster, any Beam runner, as for `beam_jobs.validate` (see BUILD.md):
 
-    python -m beam_jobs.stats --data_dir=gs://bucket/pcam --output_dir=gs://bucket/stats \\
+    python -m beam_jobs.stats --manual_dir=gs://bucket/pcam --output_dir=gs://bucket/stats \\
         --runner=PortableRunner --job_endpoint=localhost:8099 --environment_type=DOCKER
 
 Writes OUTPUT_DIR/stats.json. Patches fall into three groups: `negative`
@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--data_dir", help="Kaggle-layout folder: train/, test/, train_labels.csv")
+    where.add_argument("--manual_dir", help="Kaggle-layout folder: train/, test/, train_labels.csv")
     where.add_argument("--manifest", help="manifest.parquet of beam_jobs.validate: reuse its labels and validity")
     parser.add_argument("--output_dir", required=True, help="where stats.json goes")
     parser.add_argument("--batch_size", type=int, default=records.BATCH_SIZE, help="files read per Beam element")
@@ -94,6 +94,7 @@ def parse_args(argv):
     parser.add_argument("--dark_mean", type=float, default=defaults.dark_mean, help="dark: patch mean below this")
     parser.add_argument("--blank_std", type=float, default=defaults.blank_std, help="blank: patch std below this")
     cli.add_log_level(parser)
+    cli.refuse_data_dir(parser, "pcam-stats")
     args, beam_args = parser.parse_known_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size ({args.batch_size}) must be at least 1")
@@ -112,10 +113,10 @@ def run(argv=None, save_main_session=True) -> dict:
         select, num_listed = ReadManifestFiles(args.manifest, tally), None
         source = {"manifest": args.manifest}
     else:
-        select = SelectLabelledFiles(args.data_dir, args.batch_size, tally)
+        select = SelectLabelledFiles(args.manual_dir, args.batch_size, tally)
         num_listed = select.num_files
-        source = {"data_dir": args.data_dir}
-    logger.info("computing statistics of %d files in %s", select.num_files, args.manifest or args.data_dir)
+        source = {"manual_dir": args.manual_dir}
+    logger.info("computing statistics of %d files in %s", select.num_files, args.manifest or args.manual_dir)
     p = beam.Pipeline(options=options)
     files = p | "SelectFiles" >> select
     computed = files["valid"] | "ComputeChannelStats" >> ComputeChannelStats(thresholds, args.batch_size, tally)

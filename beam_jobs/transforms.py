@@ -1,7 +1,7 @@
 """The Beam executor of the validation: composite transforms that spread `pcam_tfds.core`'s steps over workers.
 
-    outputs = pipeline | ValidateKaggleLayout(data_dir)
-    outputs | WriteValidationOutputs(output_dir, num_listed, data_dir)
+    outputs = pipeline | ValidateKaggleLayout(manual_dir)
+    outputs | WriteValidationOutputs(output_dir, num_listed, manual_dir)
 
 `files` holds one record per file under train/ and test/ (valid or not, with
 its reason), `rejected_rows` every unusable row of train_labels.csv, `rows` every
@@ -155,13 +155,13 @@ class ValidateKaggleLayout(beam.PTransform):
     up front and the job can check that every file came out the other end.
     """
 
-    def __init__(self, data_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
+    def __init__(self, manual_dir: str, batch_size: int = records.BATCH_SIZE, tally: Tally | None = None):
         super().__init__()
-        self.data_dir = data_dir
+        self.manual_dir = manual_dir
         self.tally = tally
-        self.paths = records.list_paths(data_dir)
+        self.paths = records.list_paths(manual_dir)
         self.num_files = sum(len(p) for p in self.paths.values())
-        self.csv_path = layout.join(data_dir, layout.LABELS_CSV)
+        self.csv_path = layout.join(manual_dir, layout.LABELS_CSV)
         layout.check_labels_header(self.csv_path)
         self.batch_size = batch_size
 
@@ -178,9 +178,9 @@ def single_file(prefix: str, suffix: str) -> dict:
     return {"file_path_prefix": prefix, "file_name_suffix": suffix, "num_shards": 1, "shard_name_template": ""}
 
 
-def _write_summary(counts, num_rows, duplicate_facts, num_listed, output_dir, data_dir):
+def _write_summary(counts, num_rows, duplicate_facts, num_listed, output_dir, manual_dir):
     doc = summary.build_summary(counts, num_rows, duplicate_facts, num_listed)
-    outputs.write_summary_files(doc, output_dir, data_dir)
+    outputs.write_summary_files(doc, output_dir, manual_dir)
 
 
 def _prefix(name: str) -> tuple[str, str]:
@@ -192,9 +192,9 @@ class WriteValidationOutputs(beam.PTransform):
     """The outputs of ValidateKaggleLayout -> the files in OUTPUT_DIR (pcam_tfds.core.outputs), rows in the
     order the workers produce them."""
 
-    def __init__(self, output_dir: str, num_listed: int, data_dir: str):
+    def __init__(self, output_dir: str, num_listed: int, manual_dir: str):
         super().__init__()
-        self.output_dir, self.num_listed, self.data_dir = output_dir, num_listed, data_dir
+        self.output_dir, self.num_listed, self.manual_dir = output_dir, num_listed, manual_dir
 
     def _single_file(self, name: str) -> dict:
         stem, suffix = _prefix(name)
@@ -239,6 +239,6 @@ class WriteValidationOutputs(beam.PTransform):
                 duplicate_facts=beam.pvalue.AsList(dup_facts),
                 num_listed=self.num_listed,
                 output_dir=self.output_dir,
-                data_dir=self.data_dir,
+                manual_dir=self.manual_dir,
             )
         )

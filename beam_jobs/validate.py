@@ -2,15 +2,15 @@
 
 On this machine (no Beam option: the local executor of pcam_tfds.core.local_validation, one process per core):
 
-    python -m beam_jobs.validate --data_dir=data/demo --output_dir=out/validate
+    python -m beam_jobs.validate --manual_dir=data/demo --output_dir=out/validate
 
 On Beam's DirectRunner here (any Beam option selects Beam, e.g. `--direct_running_mode=in_memory`):
 
-    python -m beam_jobs.validate --data_dir=data/demo --output_dir=out/validate --runner=DirectRunner
+    python -m beam_jobs.validate --manual_dir=data/demo --output_dir=out/validate --runner=DirectRunner
 
 On a cluster, any Beam runner; e.g. a Flink job server (see BUILD.md):
 
-    python -m beam_jobs.validate --data_dir=gs://bucket/pcam --output_dir=gs://bucket/validate \\
+    python -m beam_jobs.validate --manual_dir=gs://bucket/pcam --output_dir=gs://bucket/validate \\
         --runner=PortableRunner --job_endpoint=localhost:8099 --environment_type=DOCKER
 
 Writes to OUTPUT_DIR:
@@ -48,11 +48,12 @@ from pcam_tfds.core.summary import AccountingError
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", required=True, help="Kaggle-layout folder: train/, test/, train_labels.csv")
+    parser.add_argument("--manual_dir", required=True, help="Kaggle-layout folder: train/, test/, train_labels.csv")
     parser.add_argument("--output_dir", required=True, help="where the manifest, summary and report go")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any file or row was rejected")
     parser.add_argument("--batch_size", type=int, default=records.BATCH_SIZE, help="files read per Beam element")
     cli.add_log_level(parser)
+    cli.refuse_data_dir(parser, "pcam-validate")
     return parser.parse_known_args(argv)
 
 
@@ -105,9 +106,9 @@ def _run_local(args) -> dict:
     from pcam_tfds.core import local_validation
 
     with _owned_output_dir(args.output_dir):
-        logging.info("validating the files under %s on this machine", args.data_dir)
+        logging.info("validating the files under %s on this machine", args.manual_dir)
         progress = Progress("validate", None)
-        check = local_validation.LocalValidation(args.data_dir)
+        check = local_validation.LocalValidation(args.manual_dir)
         progress.finish(check.num_listed)  # the closing line the Beam path prints too
         return check.write_outputs(args.output_dir)
 
@@ -126,12 +127,12 @@ def _run_beam(args, beam_args, save_main_session) -> dict:
         pipeline_options.with_local_defaults(beam_args, args.log_level), save_main_session=save_main_session
     )
     tally = cli.new_tally(options.view_as(StandardOptions).runner)
-    validate = ValidateKaggleLayout(args.data_dir, args.batch_size, tally)
-    logging.info("validating %d files under %s", validate.num_files, args.data_dir)
+    validate = ValidateKaggleLayout(args.manual_dir, args.batch_size, tally)
+    logging.info("validating %d files under %s", validate.num_files, args.manual_dir)
     with _owned_output_dir(args.output_dir):
         p = beam.Pipeline(options=options)
         validated = p | "Validate" >> validate
-        _ = validated | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.data_dir)
+        _ = validated | "Write" >> WriteValidationOutputs(args.output_dir, validate.num_files, args.manual_dir)
         cli.run_pipeline(p, Progress("validate", validate.num_files), tally)
     with fileio.open_read(layout.join(args.output_dir, outputs.SUMMARY)) as f:
         summary = json.load(f)

@@ -4,7 +4,7 @@ replaced by the broken files of the fuzz test, back to back; and every broken fi
     PCAM_SHARED_DATA=../shared/data python bench/bench_broken.py /tmp/kaggle_full --work_dir=/tmp/broken \
         [--fraction=0.01] [--rounds=2] [--seed=1]
 
-The broken folder is WORK_DIR/layout: every file of DATA_DIR hard-linked (the same inodes, so the same page
+The broken folder is WORK_DIR/layout: every file of MANUAL_DIR hard-linked (the same inodes, so the same page
 cache), except a seeded FRACTION of them, chosen over train/ and test/, whose bytes are replaced by
 tests/test_fuzz.corpus (mutated genuine Kaggle TIFFs, from PCAM_SHARED_DATA when set, and hostile PNG/JPEG
 headers). `python -m beam_jobs.validate` (the local executor) then runs on the clean folder and the broken
@@ -32,27 +32,27 @@ sys.path.insert(0, os.path.dirname(_HERE))
 import measure  # noqa: E402
 
 
-def make_broken(data_dir: str, out: str, fraction: float, seed: int) -> dict[str, str | None]:
+def make_broken(manual_dir: str, out: str, fraction: float, seed: int) -> dict[str, str | None]:
     """Writes the broken folder OUT; returns {path of a replaced file: the reason it is rejected, or None}."""
     import test_fuzz
 
     from pcam_tfds.core import patches
 
-    paths = sorted(os.path.join(s, e.name) for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))
+    paths = sorted(os.path.join(s, e.name) for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s)))
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(paths), size=max(1, round(fraction * len(paths))), replace=False).tolist())
     files = test_fuzz.corpus(len(chosen), seed=seed)
     replaced = dict(zip((paths[i] for i in chosen), files))
     for source in ("train", "test"):
         os.makedirs(os.path.join(out, source))
-    for name in os.listdir(data_dir):
-        if os.path.isfile(os.path.join(data_dir, name)):
-            shutil.copy(os.path.join(data_dir, name), os.path.join(out, name))
+    for name in os.listdir(manual_dir):
+        if os.path.isfile(os.path.join(manual_dir, name)):
+            shutil.copy(os.path.join(manual_dir, name), os.path.join(out, name))
     expected = {}
     for rel in paths:
         dst = os.path.join(out, rel)
         if rel not in replaced:
-            os.link(os.path.join(data_dir, rel), dst)
+            os.link(os.path.join(manual_dir, rel), dst)
             continue
         with open(dst, "wb") as f:
             f.write(replaced[rel])
@@ -71,7 +71,7 @@ def rejected_files(output_dir: str) -> dict[str, str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--work_dir", required=True, help="emptied first")
     ap.add_argument("--fraction", type=float, default=0.01)
     ap.add_argument("--rounds", type=int, default=2)
@@ -79,18 +79,18 @@ def main(argv=None):
     a = ap.parse_args(argv)
     shutil.rmtree(a.work_dir, ignore_errors=True)
     layout_dir = os.path.join(a.work_dir, "layout")
-    expected = make_broken(a.data_dir, layout_dir, a.fraction, a.seed)
+    expected = make_broken(a.manual_dir, layout_dir, a.fraction, a.seed)
     bad = {p: r for p, r in expected.items() if r is not None}
     print(
         f"{len(expected)} files replaced in {layout_dir}: {len(bad)} to be rejected, {len(expected) - len(bad)} decode"
     )
-    num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
+    num_files = sum(len(os.listdir(os.path.join(a.manual_dir, s))) for s in ("train", "test"))
     rows = []
     for i in range(a.rounds):
-        for name, folder in (("clean", a.data_dir), ("broken", layout_dir)):
+        for name, folder in (("clean", a.manual_dir), ("broken", layout_dir)):
             out = os.path.join(a.work_dir, f"validate_{name}")
             shutil.rmtree(out, ignore_errors=True)
-            cmd = [sys.executable, "-m", "beam_jobs.validate", f"--data_dir={folder}", f"--output_dir={out}"]
+            cmd = [sys.executable, "-m", "beam_jobs.validate", f"--manual_dir={folder}", f"--output_dir={out}"]
             r = measure.run_measured(cmd, interval=0.5)
             got = rejected_files(out)
             if name == "broken" and got != bad:

@@ -49,7 +49,7 @@ def split_sizes(dataset_dir: str) -> dict[str, int]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--work_dir", required=True, help="emptied first; outputs of every step go here")
     ap.add_argument(
         "--steps", default="floor,validate,build,beam,floor", help="comma-separated, in order; a step may repeat"
@@ -62,17 +62,17 @@ def main(argv=None):
 
     def tfds_build(name, *options):
         out = f"{a.work_dir}/tfds_{name}"
-        cmd = [os.path.join(bin_dir, "tfds"), "build", "pcam_tfds/pcam", f"--manual_dir={a.data_dir}"]
+        cmd = [os.path.join(bin_dir, "tfds"), "build", "pcam_tfds/pcam", f"--manual_dir={a.manual_dir}"]
         return cmd + [f"--data_dir={out}", "--config=full", *options], out
 
     # name: (command, the dataset folder it builds or None), and an environment where it needs one
     steps = {
-        "floor": ([py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "read_floor.py"), a.data_dir], None),
+        "floor": ([py, os.path.join(os.path.dirname(os.path.abspath(__file__)), "read_floor.py"), a.manual_dir], None),
         "write_floor": (
             [
                 py,
                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "write_floor.py"),
-                a.data_dir,
+                a.manual_dir,
                 f"--out_dir={a.work_dir}/write_floor",
             ],
             None,
@@ -81,14 +81,14 @@ def main(argv=None):
             [
                 py,
                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "write_floor.py"),
-                a.data_dir,
+                a.manual_dir,
                 f"--out_dir={a.work_dir}/write_floor",
                 "--fdatasync",
             ],
             None,
         ),
         "validate": (
-            [py, "-m", "beam_jobs.validate", f"--data_dir={a.data_dir}", f"--output_dir={a.work_dir}/validate"],
+            [py, "-m", "beam_jobs.validate", f"--manual_dir={a.manual_dir}", f"--output_dir={a.work_dir}/validate"],
             None,
         ),
         "build": tfds_build("build"),
@@ -97,7 +97,7 @@ def main(argv=None):
         "pcam_build": (
             [
                 os.path.join(bin_dir, "pcam-build"),
-                f"--manual_dir={a.data_dir}",
+                f"--manual_dir={a.manual_dir}",
                 f"--data_dir={a.work_dir}/tfds_pcam_build",
                 "--config=full",
             ],
@@ -110,7 +110,7 @@ def main(argv=None):
         "build_read_once": {**os.environ, "PCAM_READ_ONCE": "1"},
         "build_reuse": {**os.environ, "PCAM_VALIDATION_DIR": f"{a.work_dir}/validate"},
     }
-    num_files = sum(len(os.listdir(os.path.join(a.data_dir, s))) for s in ("train", "test"))
+    num_files = sum(len(os.listdir(os.path.join(a.manual_dir, s))) for s in ("train", "test"))
     results, sizes = {}, {}
     for name in a.steps.split(","):
         cmd, built = steps[name]

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import read_floor  # noqa: E402
 
 
-def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str, float]]:
+def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[str, float]]:
     import functools
 
     from tensorflow_datasets.core import file_adapters, hashing
@@ -47,7 +47,7 @@ def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str,
 
     seconds = dict.fromkeys(("list", "read", "decode", "hash", "moments", "serialize", "write", "finalize"), 0.0)
     t = time.perf_counter()
-    paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))[:max_files]
+    paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s)))[:max_files]
     seconds["list"] = time.perf_counter() - t
     hasher = hashing.Hasher("train")
     write_shard = functools.partial(
@@ -93,13 +93,13 @@ def profile_stages(data_dir: str, max_files: int | None) -> tuple[int, dict[str,
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--max_files", type=int, default=None, help="profile only the first N files (part 1)")
     ap.add_argument("--workers", default="1,2", help="worker counts for part 2")
     ap.add_argument("--spill", action="store_true", help="part 2 keeps the pixels, as PCAM_READ_ONCE=1 does")
     ap.add_argument("--hash_floor", default="xxh3_128", choices=sorted(read_floor.HASHES), help="the hash floor's hash")
     a = ap.parse_args(argv)
-    n, seconds = profile_stages(a.data_dir, a.max_files)
+    n, seconds = profile_stages(a.manual_dir, a.max_files)
     total = sum(seconds.values())
     print(f"part 1: {n:,} files, one process, each stage alone")
     print("| stage | us per file | share |")
@@ -110,8 +110,8 @@ def main(argv=None):
 
     from pcam_tfds.core import local_validation
 
-    num, floor_s = read_floor.floor(a.data_dir, 2)
-    _, hash_s = read_floor.floor(a.data_dir, 2, hash_pixels=a.hash_floor)
+    num, floor_s = read_floor.floor(a.manual_dir, 2)
+    _, hash_s = read_floor.floor(a.manual_dir, 2, hash_pixels=a.hash_floor)
     print(f"\npart 2: {num:,} files; read floor (2 threads) {floor_s:.2f} s, {floor_s / num * 1e6:.1f} us per file;")
     print(f"read + {a.hash_floor} floor (2 threads) {hash_s:.2f} s, {hash_s / num * 1e6:.1f} us per file")
     what = "validation, pixels spilled" if a.spill else "validation"
@@ -122,7 +122,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as spill:
             cpu = _cpu_seconds()
             t = time.perf_counter()
-            local_validation.LocalValidation(a.data_dir, workers=w, spill_dir=spill if a.spill else None)
+            local_validation.LocalValidation(a.manual_dir, workers=w, spill_dir=spill if a.spill else None)
             s = time.perf_counter() - t
             cpu = _cpu_seconds() - cpu
         base = base or s * w
@@ -130,7 +130,7 @@ def main(argv=None):
             f"| {w} worker(s) | {s:.2f} | {cpu:.1f} | {s / num * 1e6:.1f} | {s / floor_s:.2f} | {s / hash_s:.2f} "
             f"| {base / (s * w):.0%} |"
         )
-    num, floor_s = read_floor.floor(a.data_dir, 2)
+    num, floor_s = read_floor.floor(a.manual_dir, 2)
     print(f"read floor again: {floor_s:.2f} s")
 
 

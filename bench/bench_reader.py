@@ -30,11 +30,11 @@ def bench(fn, paths) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--num_files", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
-    train = os.path.join(a.data_dir, "train")
+    train = os.path.join(a.manual_dir, "train")
     paths = sorted(os.path.join(train, n) for n in os.listdir(train))[: a.num_files]
     for p in paths[:200]:
         np.testing.assert_array_equal(patches.read_patch(p), tifffile.imread(p), err_msg=p)

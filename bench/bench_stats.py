@@ -1,8 +1,8 @@
 """Times `beam_jobs.stats` on a Kaggle-layout folder: wall time, CPU time and peak RSS of the process tree.
 
-    python bench/bench_stats.py --data_dir=/tmp/kaggle_full
+    python bench/bench_stats.py --manual_dir=/tmp/kaggle_full
     python bench/bench_stats.py --manifest=out/validate/manifest.parquet --repeat=2
-    python bench/bench_stats.py --data_dir=/tmp/kaggle_full -- --direct_num_workers=1
+    python bench/bench_stats.py --manual_dir=/tmp/kaggle_full -- --direct_num_workers=1
 
 The full-size folder (220,025 train + 57,458 test TIFFs, ~7.7 GB) comes from
 `python /work/shared/tools/make_kaggle_layout.py /tmp/kaggle_full --scale kaggle`.
@@ -38,7 +38,7 @@ def run_once(cmd: list[str], interval: float) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--data_dir", help="Kaggle-layout folder")
+    where.add_argument("--manual_dir", help="Kaggle-layout folder")
     where.add_argument("--manifest", help="manifest.parquet of beam_jobs.validate")
     parser.add_argument("--output_dir", help="where stats.json goes (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=1, help="runs to time")
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_stats_") as tmp:
         out = args.output_dir or tmp
-        where_arg = f"--data_dir={args.data_dir}" if args.data_dir else f"--manifest={args.manifest}"
+        where_arg = f"--manual_dir={args.manual_dir}" if args.manual_dir else f"--manifest={args.manifest}"
         cmd = [sys.executable, "-m", "beam_jobs.stats", where_arg, f"--output_dir={out}", *job_args]
         for i in range(args.repeat):
             r = run_once(cmd, args.interval)

@@ -1,8 +1,8 @@
 """Input-pipeline benchmark of the trainer: images/s of the input alone and of baseline training.
 
-    python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--batch_size=64] [--epochs=2]
-    python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --input_only
-    python bench/bench_trainer_input.py --kaggle_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --reading_only
+    python bench/bench_trainer_input.py --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR [--batch_size=64] [--epochs=2]
+    python bench/bench_trainer_input.py --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --input_only
+    python bench/bench_trainer_input.py --manual_dir=KAGGLE_DIR --data_dir=TFDS_DIR --batch_size=256 --reading_only
 
 KAGGLE_DIR is a Kaggle-layout folder (train/*.tif, train_labels.csv) and TFDS_DIR the `pcam/full`
 dataset built from it, e.g.
@@ -38,9 +38,9 @@ import tifffile
 from trainer import augment, data, models, train
 
 
-def seed_per_file(kaggle_dir: str, ids: list[str], labels: list[int], batch_size: int, seed: int) -> tf.data.Dataset:
+def seed_per_file(manual_dir: str, ids: list[str], labels: list[int], batch_size: int, seed: int) -> tf.data.Dataset:
     """The notebook's pipeline: one file read per example through numpy_function."""
-    paths = [os.path.join(kaggle_dir, "train", f"{i}.tif") for i in ids]
+    paths = [os.path.join(manual_dir, "train", f"{i}.tif") for i in ids]
 
     def read(path):
         return tifffile.imread(path.decode()).astype(np.float32)
@@ -115,7 +115,7 @@ def train_rate(ds: tf.data.Dataset, n: int, epochs: int, seed: int, augment_in_m
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kaggle_dir", required=True)
+    p.add_argument("--manual_dir", required=True)
     p.add_argument("--data_dir", required=True)
     p.add_argument("--dataset", default="pcam/full")
     p.add_argument("--batch_size", type=int, default=64)
@@ -133,11 +133,11 @@ def main(argv=None) -> None:
     for batch in data.eval_dataset(files, 1024, with_ids=True).as_numpy_iterator():
         ids += [i.decode() for i in batch["id"]]
         labels += [int(y) for y in batch["label"].ravel()]
-    with open(os.path.join(args.kaggle_dir, "train_labels.csv")) as f:
+    with open(os.path.join(args.manual_dir, "train_labels.csv")) as f:
         known = {row["id"] for row in csv.DictReader(f)}
     missing = [i for i in ids if i not in known]
     if missing:
-        raise SystemExit(f"{len(missing)} train ids of the dataset are not in {args.kaggle_dir}, e.g. {missing[0]}")
+        raise SystemExit(f"{len(missing)} train ids of the dataset are not in {args.manual_dir}, e.g. {missing[0]}")
 
     def mine(aug):
         return data.train_dataset(files, args.batch_size, args.seed, aug, num_examples=n)
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
             "input only",
             "seed_per_file",
             "none",
-            lambda: input_only(seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), args.epochs),
+            lambda: input_only(seed_per_file(args.manual_dir, ids, labels, args.batch_size, args.seed), args.epochs),
         ),
         (
             "input only",
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
             "seed_per_file",
             "none",
             lambda: train_rate(
-                seed_per_file(args.kaggle_dir, ids, labels, args.batch_size, args.seed), n, args.epochs, args.seed
+                seed_per_file(args.manual_dir, ids, labels, args.batch_size, args.seed), n, args.epochs, args.seed
             ),
         ),
         ("train baseline", "trainer", "none", lambda: train_rate(mine("none"), n, args.epochs, args.seed)),

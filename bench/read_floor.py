@@ -46,11 +46,11 @@ def read_all(paths: list[str], hash_pixels: str | None = None) -> int:
     return total
 
 
-def floor(data_dir: str, threads: int = 2, hash_pixels: str | None = None) -> tuple[int, float]:
-    """(files, seconds) to list and read every file under DATA_DIR/train and DATA_DIR/test; with HASH_PIXELS
+def floor(manual_dir: str, threads: int = 2, hash_pixels: str | None = None) -> tuple[int, float]:
+    """(files, seconds) to list and read every file under MANUAL_DIR/train and MANUAL_DIR/test; with HASH_PIXELS
     also to hash each one's pixel bytes as the validation does."""
     start = time.perf_counter()
-    paths = [e.path for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s))]
+    paths = [e.path for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s))]
     chunks = [paths[i : i + 512] for i in range(0, len(paths), 512)]
     with ThreadPoolExecutor(threads) as pool:
         sum(pool.map(functools.partial(read_all, hash_pixels=hash_pixels), chunks))
@@ -59,11 +59,11 @@ def floor(data_dir: str, threads: int = 2, hash_pixels: str | None = None) -> tu
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hash", choices=sorted(HASHES), help="also hash each file's pixel bytes, as a manifest does")
     a = ap.parse_args(argv)
-    n, s = floor(a.data_dir, a.threads, a.hash)
+    n, s = floor(a.manual_dir, a.threads, a.hash)
     what = f"read + {a.hash} floor" if a.hash else "read floor"
     print(f"{what}: {n} files in {s:.2f} s, {n / s:,.0f} files/s ({a.threads} threads)")
 

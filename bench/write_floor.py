@@ -35,9 +35,9 @@ def write_files(paths: list[str], block: bytes, sync: bool = False) -> int:
     return total
 
 
-def floor(data_dir: str, out_dir: str, threads: int = 2, sync: bool = False) -> tuple[int, float]:
-    """(bytes, seconds) to write as many bytes as DATA_DIR/train and DATA_DIR/test hold into OUT_DIR."""
-    size = sum(e.stat().st_size for s in ("train", "test") for e in os.scandir(os.path.join(data_dir, s)))
+def floor(manual_dir: str, out_dir: str, threads: int = 2, sync: bool = False) -> tuple[int, float]:
+    """(bytes, seconds) to write as many bytes as MANUAL_DIR/train and MANUAL_DIR/test hold into OUT_DIR."""
+    size = sum(e.stat().st_size for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s)))
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, f"{i:05d}.bin") for i in range(max(1, size // _FILE))]
     block = os.urandom(_CHUNK)
@@ -52,12 +52,12 @@ def floor(data_dir: str, out_dir: str, threads: int = 2, sync: bool = False) -> 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir")
+    ap.add_argument("manual_dir")
     ap.add_argument("--out_dir", required=True, help="created, written and removed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fdatasync", action="store_true", help="fdatasync each file once written")
     a = ap.parse_args(argv)
-    n, s = floor(a.data_dir, a.out_dir, a.threads, a.fdatasync)
+    n, s = floor(a.manual_dir, a.out_dir, a.threads, a.fdatasync)
     what = "write floor with fdatasync" if a.fdatasync else "write floor"
     print(f"{what}: {n:,} bytes in {s:.2f} s, {n / s / 1e6:,.0f} MB/s ({a.threads} threads)")
 

@@ -59,7 +59,7 @@ class RereadExamples:
 
 @local_validation.gc_paused()
 def split_generators(
-    data_dir,
+    manual_dir,
     checks_dir,
     validation_fraction,
     sample_fraction,
@@ -83,11 +83,11 @@ def split_generators(
     check = None
     with contextlib.ExitStack() as stack:
         if validation_dir:
-            files = validated.load_records(validation_dir, data_dir)
+            files = validated.load_records(validation_dir, manual_dir)
             doc = validated.copy_outputs(validation_dir, checks_dir)
             verb = f"reused the validation in {validation_dir} of"
         else:
-            check = local_validation.LocalValidation(data_dir, workers, spill_dir)
+            check = local_validation.LocalValidation(manual_dir, workers, spill_dir)
             files, doc = check.files, check.summary()
             # A forked process writes the outputs (manifest, CSVs, summary) while this one draws the splits.
             written = stack.enter_context(local_validation.pool(1)).submit(check.write_outputs, checks_dir)
@@ -103,7 +103,7 @@ def split_generators(
             if not any(f["source"] == source for f in valid):
                 listed = sum(f["source"] == source for f in files)
                 raise ValueError(
-                    f"{os.path.join(data_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
+                    f"{os.path.join(manual_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
                     f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
                 )
         assignment = splits.assign_splits(

@@ -74,7 +74,7 @@ def test_a_version_1_validation_is_refused_in_one_line(tmp_path):
 
     kaggle = make_clean(tmp_path / "kaggle", num_train=4, num_test=2)
     checks = tmp_path / "checks"
-    assert run_module("beam_jobs.validate", f"--data_dir={kaggle}", f"--output_dir={checks}").returncode == 0
+    assert run_module("beam_jobs.validate", f"--manual_dir={kaggle}", f"--output_dir={checks}").returncode == 0
     manifest = checks / "manifest.parquet"
     pq.write_table(pq.read_table(manifest).replace_schema_metadata(None), manifest)  # as version 1 wrote it
     os.environ["PCAM_VALIDATION_DIR"] = str(checks)

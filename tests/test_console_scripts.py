@@ -91,6 +91,26 @@ def test_a_user_mistake_is_one_line_and_status_2(args, named):
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
 
 
+@pytest.mark.parametrize("command", ["pcam-validate", "pcam-stats", "pcam-eda"])
+def test_the_kaggle_folder_is_manual_dir_and_data_dir_is_refused_in_one_line(command, tmp_path, capsys):
+    """--data_dir is the TFDS data folder in every command; the jobs that read the Kaggle-layout folder take it as
+    --manual_dir, as pcam-build does, and refuse --data_dir (not hand it to Beam as an unknown option)."""
+    import importlib
+
+    refused = f"{command}: --data_dir names a TFDS data folder; give the Kaggle-layout folder as --manual_dir"
+    out = tmp_path / "out"
+    proc = _run(_script(command), f"--data_dir={tmp_path}", f"--output_dir={out}")
+    assert (proc.returncode, proc.stderr.strip().splitlines(), proc.stdout) == (2, [refused], ""), proc.stderr[-2000:]
+    assert not out.exists()
+    parse_args = importlib.import_module(COMMANDS[command]).parse_args
+    for args in (["--data_dir", str(tmp_path)], [f"--manual_dir={tmp_path}", "--data_dir"], ["--data=x"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args([*args, f"--output_dir={out}"])
+        assert (e.value.code, capsys.readouterr().err) == (2, refused + "\n"), args
+    args, beam_args = parse_args([f"--manual_dir={tmp_path}", f"--output_dir={out}"])
+    assert (args.manual_dir, beam_args) == (str(tmp_path), []) and not hasattr(args, "data_dir")
+
+
 def test_pcam_traceback_shows_the_traceback_of_a_user_mistake():
     proc = _run(_script("pcam-compare"), "--output_dir=out", env={**ENV, "PCAM_TRACEBACK": "1"})
     assert proc.returncode == 1 and "Traceback" in proc.stderr

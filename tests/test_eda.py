@@ -50,7 +50,7 @@ def _stats_doc() -> dict:
         (g, stats.PatchStats().add(rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8), t))
         for g, n in (("negative", 5), ("positive", 3), ("test", 2))
     ]
-    return stats.build_stats(accs, [("truncated", 1)], t, 11, {"data_dir": "<b>demo</b> & co"})
+    return stats.build_stats(accs, [("truncated", 1)], t, 11, {"manual_dir": "<b>demo</b> & co"})
 
 
 def _cut_off_texts(fig) -> list[str]:
@@ -320,7 +320,7 @@ def test_new_report_figures_show_the_patches_they_are_given(tmp_path):
 def test_cli_needs_data_or_both_outputs(capsys):
     with pytest.raises(SystemExit):
         eda.parse_args(["--output_dir=x", "--validation_dir=v"])
-    assert "give --data_dir, or both --validation_dir and --stats" in capsys.readouterr().err
+    assert "give --manual_dir, or both --validation_dir and --stats" in capsys.readouterr().err
 
 
 def test_browser_check_reports_broken_images_and_console_errors(tmp_path, chromium):
@@ -344,7 +344,7 @@ def test_report_from_demo_data_opens_in_chromium_after_moving(tmp_path, chromium
     data.mkdir()
     expected = make_with_problems(data)
     out = tmp_path / "eda"
-    path = eda.run([f"--data_dir={data}", f"--output_dir={out}", "--num_examples=4", *IN_MEMORY])
+    path = eda.run([f"--manual_dir={data}", f"--output_dir={out}", "--num_examples=4", *IN_MEMORY])
     assert path == str(out / "report.html")
     for name in FIGURES:
         assert Image.open(out / f"{name}.png").size[0] > 300, name

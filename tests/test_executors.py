@@ -51,10 +51,10 @@ def folder(tmp_path_factory) -> tuple[Path, dict]:
 def local_run(folder, tmp_path_factory):
     from pcam_tfds import local_steps
 
-    data_dir, _ = folder
+    manual_dir, _ = folder
     checks = tmp_path_factory.mktemp("local") / "validate"
     counts = {}
-    generators = local_steps.split_generators(str(data_dir), str(checks), counts=counts, **SPLIT_ARGS)
+    generators = local_steps.split_generators(str(manual_dir), str(checks), counts=counts, **SPLIT_ARGS)
     members = sorted(_member(split, key, parse_record(ex)) for split, gen in generators.items() for key, ex in gen)
     return checks, members, counts
 
@@ -63,13 +63,13 @@ def local_run(folder, tmp_path_factory):
 def test_local_and_beam_give_identical_outputs_and_splits(folder, local_run, tmp_path):
     from beam_jobs import build_steps
 
-    data_dir, expected = folder
+    manual_dir, expected = folder
     local_checks, local_members, counts = local_run
     assert counts["unused"] > 0 and {m[1] for m in local_members} == {"train", "validation", "test"}
     beam_checks = tmp_path / "validate"
     options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
     with beam.Pipeline(options=options) as p:
-        pcolls = build_steps.split_pcollections(p, str(data_dir), str(beam_checks), **SPLIT_ARGS)
+        pcolls = build_steps.split_pcollections(p, str(manual_dir), str(beam_checks), **SPLIT_ARGS)
         members = [
             pcoll | f"Member_{split}" >> beam.MapTuple(lambda key, ex, split=split: _member(split, key, ex))
             for split, pcoll in pcolls.items()
@@ -109,10 +109,10 @@ def test_validate_runs_the_local_executor_by_default_with_the_outputs_of_beam(fo
     """beam_jobs.validate without Beam options runs pcam_tfds.local_steps; with them, Beam. Same outputs."""
     from beam_jobs import validate
 
-    data_dir, expected = folder
-    local = validate.run([f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'local'}"])
+    manual_dir, expected = folder
+    local = validate.run([f"--manual_dir={manual_dir}", f"--output_dir={tmp_path / 'local'}"])
     on_beam = validate.run(
-        [f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'beam'}", "--direct_running_mode=in_memory"]
+        [f"--manual_dir={manual_dir}", f"--output_dir={tmp_path / 'beam'}", "--direct_running_mode=in_memory"]
     )
     assert local == on_beam == expected
     for name in (outputs.SUMMARY, outputs.REPORT, outputs.INPUTS):

@@ -88,7 +88,7 @@ def test_pcam_validate_on_this_machine_imports_no_beam(tmp_path):
     kaggle = make_clean(tmp_path / "kaggle", num_train=12, num_test=3, seed=2)
     body = f"""
 from beam_jobs import validate
-summary = validate.run(["--data_dir={kaggle}", "--output_dir={tmp_path / "out"}"])
+summary = validate.run(["--manual_dir={kaggle}", "--output_dir={tmp_path / "out"}"])
 OUT = {{"total": summary["total"]}}
 """
     out = run_without_beam(body, tmp_path)

@@ -21,7 +21,7 @@ def lines_of(proc) -> list[str]:
 
 def test_a_clean_validate_prints_progress_and_result_only(tmp_path):
     kaggle = make_clean(tmp_path / "kaggle", num_train=20, num_test=5, seed=0)
-    proc = run_module("beam_jobs.validate", f"--data_dir={kaggle}", f"--output_dir={tmp_path / 'out'}")
+    proc = run_module("beam_jobs.validate", f"--manual_dir={kaggle}", f"--output_dir={tmp_path / 'out'}")
     lines = lines_of(proc)
     assert len(lines) <= 10, "\n".join(lines)
     assert proc.stdout.splitlines() == [
@@ -35,7 +35,7 @@ def test_log_level_info_shows_the_log_lines_too(tmp_path):
     kaggle = make_clean(tmp_path / "kaggle", num_train=20, num_test=5, seed=0)
     args = (
         "beam_jobs.validate",
-        f"--data_dir={kaggle}",
+        f"--manual_dir={kaggle}",
         f"--output_dir={tmp_path / 'out'}",
         "--log_level=INFO",
         "--runner=DirectRunner",  # Beam's worker processes (without a Beam option the local executor runs)
@@ -48,7 +48,7 @@ def test_log_level_info_shows_the_log_lines_too(tmp_path):
 
 def test_rejected_files_and_rows_are_counted_in_the_result_line(tmp_path):
     want = make_with_problems(tmp_path / "kaggle")
-    proc = run_module("beam_jobs.validate", f"--data_dir={tmp_path / 'kaggle'}", f"--output_dir={tmp_path / 'out'}")
+    proc = run_module("beam_jobs.validate", f"--manual_dir={tmp_path / 'kaggle'}", f"--output_dir={tmp_path / 'out'}")
     assert proc.stdout.splitlines() == [
         f"{want['total']} files: {want['valid']} valid, {want['rejected']} rejected {want['rejected_by_reason']}; "
         f"label rows rejected: {want['label_rows']['rejected']}; report: {tmp_path / 'out' / 'report.md'}"

@@ -34,10 +34,10 @@ FINGERPRINTS = {
 }
 
 
-def membership_lines(data_dir, checks_dir, validation_fraction, sample_fraction, seed, slides) -> list[str]:
+def membership_lines(manual_dir, checks_dir, validation_fraction, sample_fraction, seed, slides) -> list[str]:
     counts = {}
     generators = local_steps.split_generators(
-        str(data_dir), str(checks_dir), validation_fraction, sample_fraction, seed, slides=slides, counts=counts
+        str(manual_dir), str(checks_dir), validation_fraction, sample_fraction, seed, slides=slides, counts=counts
     )
     lines = sorted(f"{key},{split}" for split, gen in generators.items() for key, _ in gen)
     return lines + [f"unused,{counts.get('unused', 0)}"]
@@ -58,12 +58,12 @@ def folders(tmp_path_factory):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_split_membership_matches_the_recorded_fingerprint(case, folders, tmp_path):
     folder, validation_fraction, sample_fraction, seed, with_slides = CASES[case]
-    data_dir = folders / folder
+    manual_dir = folders / folder
     slides = None
     if with_slides:  # 13 slides, assigned by the sorted order of the train ids
-        ids = sorted(p.stem for p in (data_dir / "train").iterdir())
+        ids = sorted(p.stem for p in (manual_dir / "train").iterdir())
         slides = {id_: f"slide{i % 13}" for i, id_ in enumerate(ids)}
-    lines = membership_lines(data_dir, tmp_path / "checks", validation_fraction, sample_fraction, seed, slides)
+    lines = membership_lines(manual_dir, tmp_path / "checks", validation_fraction, sample_fraction, seed, slides)
     assert fingerprint(lines) == FINGERPRINTS[case], "\n".join(lines[:5])
 
 

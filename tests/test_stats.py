@@ -186,14 +186,14 @@ def test_full_run_with_injected_problems_matches_validate_and_numpy(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     expected = make_with_problems(data)
-    s = stats.run([f"--data_dir={data}", f"--output_dir={tmp_path / 'stats'}", *IN_MEMORY])
+    s = stats.run([f"--manual_dir={data}", f"--output_dir={tmp_path / 'stats'}", *IN_MEMORY])
     assert s == json.loads((tmp_path / "stats" / "stats.json").read_text())
     assert s["files"] == {k: expected[k] for k in ("total", "valid", "rejected", "rejected_by_reason")}
     assert s["label_counts"] == expected["train_labels"]
     assert s["test_files"] == expected["by_source"]["test"]["valid"]
 
     # The same valid set through validate's manifest, and the same numbers as numpy over those pixels.
-    validate.run([f"--data_dir={data}", f"--output_dir={tmp_path / 'validate'}", *IN_MEMORY])
+    validate.run([f"--manual_dir={data}", f"--output_dir={tmp_path / 'validate'}", *IN_MEMORY])
     manifest = tmp_path / "validate" / "manifest.parquet"
     from_manifest = stats.run([f"--manifest={manifest}", f"--output_dir={tmp_path / 'stats2'}", *IN_MEMORY])
     assert from_manifest["groups"] == s["groups"] and from_manifest["files"] == s["files"]
@@ -244,7 +244,7 @@ def test_module_entry_point_multi_processing(tmp_path):
             sys.executable,
             "-m",
             "beam_jobs.stats",
-            f"--data_dir={tmp_path / 'data'}",
+            f"--manual_dir={tmp_path / 'data'}",
             f"--output_dir={out}",
             "--direct_num_workers=2",
             "--batch_size=8",
@@ -263,6 +263,6 @@ def test_module_entry_point_multi_processing(tmp_path):
 def test_portable_runner_with_external_workers(tmp_path):
     make_clean(tmp_path / "data", 12, 4, seed=2)
     with portable_runner_options(tmp_path) as options:
-        s = stats.run([f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}", *options])
+        s = stats.run([f"--manual_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}", *options])
     assert s["files"] == {"total": 16, "valid": 16, "rejected": 0, "rejected_by_reason": {}}
     assert s["groups"]["train"]["patches"] == 12

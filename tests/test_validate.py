@@ -74,7 +74,7 @@ def test_read_patch_files_transform(tmp_path):
 
 
 def _run(folder, out, *extra):
-    return validate.run([f"--data_dir={folder}", f"--output_dir={out}", *extra])
+    return validate.run([f"--manual_dir={folder}", f"--output_dir={out}", *extra])
 
 
 @pytest.mark.slow
@@ -181,7 +181,7 @@ def test_a_missing_folder_is_one_line_and_exit_2(tmp_path):
             sys.executable,
             "-m",
             "beam_jobs.validate",
-            f"--data_dir={tmp_path / 'nope'}",
+            f"--manual_dir={tmp_path / 'nope'}",
             f"--output_dir={tmp_path / 'out'}",
         ],
         capture_output=True,

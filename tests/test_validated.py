@@ -24,7 +24,7 @@ def checked(tmp_path):
     """(folder with every injected problem, its validation folder, the expected summary)."""
     folder = tmp_path / "d"
     expected = make_with_problems(folder)
-    validate.run([f"--data_dir={folder}", f"--output_dir={tmp_path / 'checks'}", "--direct_running_mode=in_memory"])
+    validate.run([f"--manual_dir={folder}", f"--output_dir={tmp_path / 'checks'}", "--direct_running_mode=in_memory"])
     return folder, tmp_path / "checks", expected
 
 
@@ -169,7 +169,7 @@ def test_a_file_changed_in_place_with_size_and_mtime_kept_fails_the_build_naming
         assert f"validation recorded {row['pixel_hash']}" in message
     else:
         assert "no longer decodes (not_an_image: unknown signature b'XXXX'" in message
-    assert f"python -m beam_jobs.validate --data_dir={folder}" in message and validated.ENV_VAR in message
+    assert f"python -m beam_jobs.validate --manual_dir={folder}" in message and validated.ENV_VAR in message
     assert not builder.is_prepared()
 
 

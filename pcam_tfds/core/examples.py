@@ -43,11 +43,11 @@ class FileChangedError(ValueError):
 
 
 def _changed(f: dict, what: str) -> FileChangedError:
-    data_dir = f["path"].replace("\\", "/").rsplit("/", 2)[0]  # records keep DATA_DIR/SOURCE/NAME
+    manual_dir = f["path"].replace("\\", "/").rsplit("/", 2)[0]  # records keep MANUAL_DIR/SOURCE/NAME
     return FileChangedError(
         f"{f['path']} (id {f['id']}) changed after it was validated: {what}. Build again; when the build reuses "
         f"a validation (PCAM_VALIDATION_DIR), first validate again (python -m beam_jobs.validate "
-        f"--data_dir={data_dir} --output_dir=THAT_FOLDER) or unset PCAM_VALIDATION_DIR to let the build validate"
+        f"--manual_dir={manual_dir} --output_dir=THAT_FOLDER) or unset PCAM_VALIDATION_DIR to let the build validate"
     )
 
 

@@ -1,6 +1,6 @@
 """File access for local and remote paths: plain `os` and `open` for local ones, Beam's FileSystems for the rest.
 
-    fileio.join(data_dir, "train")          os.path.join, or FileSystems.join for gs://, s3://
+    fileio.join(manual_dir, "train")          os.path.join, or FileSystems.join for gs://, s3://
     fileio.exists(path)
     with fileio.open_read(path) as f: ...   a binary file object
     fileio.write_bytes(path, data)          creating the parent folders, as FileSystems.create does

@@ -58,8 +58,8 @@ def join(base: str, *parts: str) -> str:
     return fileio.join(base, *parts)
 
 
-def _source_folder(data_dir: str, source: str) -> str:
-    folder = join(data_dir, source)
+def _source_folder(manual_dir: str, source: str) -> str:
+    folder = join(manual_dir, source)
     if not fileio.exists(folder):
         raise FileNotFoundError(f"{folder}: no such folder; expected the Kaggle layout {source}/<id>.tif")
     return folder
@@ -70,9 +70,9 @@ def _matched_files(folder: str) -> list:
     return [m for m in fileio.filesystems().match([join(folder, "*")])[0].metadata_list if not m.path.endswith("/")]
 
 
-def list_files(data_dir: str, source: str) -> list[str]:
-    """Every entry directly under DATA_DIR/SOURCE, sorted (the order never matters downstream)."""
-    folder = _source_folder(data_dir, source)
+def list_files(manual_dir: str, source: str) -> list[str]:
+    """Every entry directly under MANUAL_DIR/SOURCE, sorted (the order never matters downstream)."""
+    folder = _source_folder(manual_dir, source)
     if "://" not in folder:
         # os.scandir reads file types from the directory itself; FileSystems.match stats every
         # file three times, which is 277k x 3 system calls on a Kaggle-size folder.
@@ -83,10 +83,10 @@ def list_files(data_dir: str, source: str) -> list[str]:
     return sorted(m.path for m in _matched_files(folder))
 
 
-def list_file_stats(data_dir: str, source: str) -> dict[str, tuple[int, int | None]]:
-    """{path: (size in bytes, modification time in ns)} of the files under DATA_DIR/SOURCE, as
+def list_file_stats(manual_dir: str, source: str) -> dict[str, tuple[int, int | None]]:
+    """{path: (size in bytes, modification time in ns)} of the files under MANUAL_DIR/SOURCE, as
     `list_files` lists them; remote filesystems give no modification time here (None)."""
-    folder = _source_folder(data_dir, source)
+    folder = _source_folder(manual_dir, source)
     if "://" not in folder:
         stats = {}
         with os.scandir(folder) as entries:

@@ -170,12 +170,12 @@ class LocalValidation:
     """
 
     @gc_paused()
-    def __init__(self, data_dir: str, workers: int | None = None, spill_dir: str | None = None):
-        self.data_dir = data_dir
+    def __init__(self, manual_dir: str, workers: int | None = None, spill_dir: str | None = None):
+        self.manual_dir = manual_dir
         self.spill_dir = spill_dir
-        paths = records.list_paths(data_dir)
+        paths = records.list_paths(manual_dir)
         self.num_listed = sum(len(p) for p in paths.values())
-        labels_csv = layout.join(data_dir, layout.LABELS_CSV)
+        labels_csv = layout.join(manual_dir, layout.LABELS_CSV)
         layout.check_labels_header(labels_csv)  # a wrong header fails before any file is read
         if spill_dir:
             os.makedirs(spill_dir, exist_ok=True)
@@ -207,7 +207,7 @@ class LocalValidation:
     def write_outputs(self, output_dir: str) -> dict:
         """The files beam_jobs.validate writes, from this validation."""
         doc = self.summary()
-        outputs.write_validation(output_dir, self.data_dir, self.files, self.rejected_rows, self.duplicates, doc)
+        outputs.write_validation(output_dir, self.manual_dir, self.files, self.rejected_rows, self.duplicates, doc)
         return doc
 
     def spilled(self, chosen: list[dict]) -> SpilledExamples:

@@ -116,16 +116,19 @@ def write_lines(path: str, lines: list[str]) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def inputs_fingerprint(data_dir: str) -> dict:
+def inputs_fingerprint(manual_dir: str) -> dict:
     """What the validation saw of train_labels.csv (inputs.json); the files' own sizes and mtimes are in the manifest."""
-    data = fileio.read_bytes(layout.join(data_dir, layout.LABELS_CSV))
-    return {"data_dir": data_dir, "labels_csv": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    data = fileio.read_bytes(layout.join(manual_dir, layout.LABELS_CSV))
+    return {
+        "manual_dir": manual_dir,
+        "labels_csv": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+    }
 
 
-def write_summary_files(summary: dict, output_dir: str, data_dir: str) -> None:
-    write_text(layout.join(output_dir, INPUTS), json.dumps(inputs_fingerprint(data_dir), indent=2) + "\n")
+def write_summary_files(summary: dict, output_dir: str, manual_dir: str) -> None:
+    write_text(layout.join(output_dir, INPUTS), json.dumps(inputs_fingerprint(manual_dir), indent=2) + "\n")
     write_text(layout.join(output_dir, SUMMARY), json.dumps(summary, indent=2) + "\n")
-    write_text(layout.join(output_dir, REPORT), render_report(summary, data_dir))
+    write_text(layout.join(output_dir, REPORT), render_report(summary, manual_dir))
 
 
 def _parquet_file(path: str):
@@ -180,7 +183,12 @@ def count_manifest_rows(path: str) -> int:
 
 
 def write_validation(
-    output_dir: str, data_dir: str, files: list[dict], rejected_rows: list[dict], duplicates: list[dict], summary: dict
+    output_dir: str,
+    manual_dir: str,
+    files: list[dict],
+    rejected_rows: list[dict],
+    duplicates: list[dict],
+    summary: dict,
 ) -> None:
     """Every output of a validation held in memory, into the local folder OUTPUT_DIR."""
     import pyarrow.parquet as pq
@@ -194,4 +202,4 @@ def write_validation(
     write_lines(
         os.path.join(output_dir, DUPLICATES), [DUPLICATES_HEADER] + [x for g in duplicates for x in duplicate_lines(g)]
     )
-    write_summary_files(summary, output_dir, data_dir)
+    write_summary_files(summary, output_dir, manual_dir)

@@ -28,9 +28,9 @@ WITHIN_TRAIN, WITHIN_TEST, ACROSS_TRAIN_TEST = "within_train", "within_test", "a
 DUPLICATE_KINDS = (WITHIN_TRAIN, WITHIN_TEST, ACROSS_TRAIN_TEST)
 
 
-def list_paths(data_dir: str) -> dict[str, list[str]]:
-    """{source: every path under DATA_DIR/source, sorted} for train/ and test/."""
-    return {source: layout.list_files(data_dir, source) for source in layout.SOURCES}
+def list_paths(manual_dir: str) -> dict[str, list[str]]:
+    """{source: every path under MANUAL_DIR/source, sorted} for train/ and test/."""
+    return {source: layout.list_files(manual_dir, source) for source in layout.SOURCES}
 
 
 def batch_paths(paths_by_source: dict[str, list[str]], batch_size: int = BATCH_SIZE) -> list[tuple[str, list[str]]]:

@@ -95,11 +95,11 @@ def summarize(
     return build_summary(list(counts.items()), num_rows, [duplicate_fact(g) for g in duplicates], num_listed)
 
 
-def render_report(summary: dict, data_dir: str) -> str:
+def render_report(summary: dict, manual_dir: str) -> str:
     """summary.json as Markdown."""
     s = summary
     lines = [
-        f"# Validation of `{data_dir}`",
+        f"# Validation of `{manual_dir}`",
         "",
         f"**{s['total']:,} files: {s['valid']:,} valid, {s['rejected']:,} rejected.**",
         "",

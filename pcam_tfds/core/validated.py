@@ -1,6 +1,6 @@
 """Reusing a `beam_jobs.validate` run in the build, so every file is read once to check it, not twice.
 
-    python -m beam_jobs.validate --data_dir=KAGGLE_DIR --output_dir=CHECKS
+    python -m beam_jobs.validate --manual_dir=KAGGLE_DIR --output_dir=CHECKS
     PCAM_VALIDATION_DIR=CHECKS tfds build pcam_tfds/pcam --manual_dir=KAGGLE_DIR --config=full
 
 Without the variable the build validates the folder itself. With it, the build takes ids, labels,
@@ -44,17 +44,17 @@ def from_env(environ=os.environ) -> str | None:
     return environ.get(ENV_VAR) or None
 
 
-def _folder(data_dir: str, source: str) -> str:
-    return layout.join(data_dir, source).rstrip("/")
+def _folder(manual_dir: str, source: str) -> str:
+    return layout.join(manual_dir, source).rstrip("/")
 
 
 def _file_name(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def record_from_row(row: dict, data_dir: str, folder: str | None = None) -> dict:
-    """A manifest row -> the file record the build uses, its path under DATA_DIR (which may have moved)."""
-    folder = folder or _folder(data_dir, row["source"])
+def record_from_row(row: dict, manual_dir: str, folder: str | None = None) -> dict:
+    """A manifest row -> the file record the build uses, its path under MANUAL_DIR (which may have moved)."""
+    folder = folder or _folder(manual_dir, row["source"])
     return {
         "id": row["id"],
         "source": row["source"],
@@ -70,23 +70,23 @@ def _describe(kind: str, names: list[str]) -> str:
     return f"{len(names)} {kind} ({shown})"
 
 
-def check(validation_dir: str, data_dir: str) -> list[dict]:
-    """The manifest's rows (COLUMNS), after checking that they still describe DATA_DIR.
+def check(validation_dir: str, manual_dir: str) -> list[dict]:
+    """The manifest's rows (COLUMNS), after checking that they still describe MANUAL_DIR.
 
     Raises StaleValidationError naming what differs, FileNotFoundError when an output is missing.
     """
-    rows, problems = compare(validation_dir, data_dir)
+    rows, problems = compare(validation_dir, manual_dir)
     if problems:
         raise StaleValidationError(
-            f"{ENV_VAR}={validation_dir} does not describe {data_dir} any more: {'; '.join(problems)}. Validate again "
-            f"(python -m beam_jobs.validate --data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
+            f"{ENV_VAR}={validation_dir} does not describe {manual_dir} any more: {'; '.join(problems)}. Validate again "
+            f"(python -m beam_jobs.validate --manual_dir={manual_dir} --output_dir={validation_dir}) or unset {ENV_VAR} "
             "to let the build validate"
         )
     return rows
 
 
-def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
-    """(the manifest's rows, what differs between the validation and DATA_DIR as it is now, one line per kind).
+def compare(validation_dir: str, manual_dir: str) -> tuple[list[dict], list[str]]:
+    """(the manifest's rows, what differs between the validation and MANUAL_DIR as it is now, one line per kind).
 
     FileNotFoundError when an output of the validation is missing.
     """
@@ -94,24 +94,24 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
     if missing:
         raise FileNotFoundError(
             f"{ENV_VAR}={validation_dir}: {', '.join(missing)} missing; run python -m beam_jobs.validate "
-            f"--data_dir={data_dir} --output_dir={validation_dir} (inputs.json is new: validations older than it "
+            f"--manual_dir={manual_dir} --output_dir={validation_dir} (inputs.json is new: validations older than it "
             "cannot be reused)"
         )
     manifest = layout.join(validation_dir, outputs.MANIFEST)
     table = outputs.read_manifest(manifest, COLUMNS)
-    check_version(table.schema, manifest, validation_dir, data_dir)
+    check_version(table.schema, manifest, validation_dir, manual_dir)
     with fileio.open_read(layout.join(validation_dir, outputs.INPUTS)) as f:
         recorded = json.load(f)["labels_csv"]
-    now = outputs.inputs_fingerprint(data_dir)["labels_csv"]
+    now = outputs.inputs_fingerprint(manual_dir)["labels_csv"]
     problems = []
     if now != recorded:
         problems.append(
-            f"{layout.join(data_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
+            f"{layout.join(manual_dir, layout.LABELS_CSV)} changed (validated: {recorded['size_bytes']} bytes, "
             f"sha256 {recorded['sha256'][:12]}...; now {now['size_bytes']} bytes, sha256 {now['sha256'][:12]}...)"
         )
     rows = table.to_pylist()
     for source in layout.SOURCES:
-        listed = {_file_name(path): stat for path, stat in layout.list_file_stats(data_dir, source).items()}
+        listed = {_file_name(path): stat for path, stat in layout.list_file_stats(manual_dir, source).items()}
         seen, changed = set(), []
         for row in rows:
             if row["source"] != source:
@@ -138,7 +138,7 @@ def compare(validation_dir: str, data_dir: str) -> tuple[list[dict], list[str]]:
     return rows, problems
 
 
-def check_version(schema, manifest: str, validation_dir: str, data_dir: str) -> None:
+def check_version(schema, manifest: str, validation_dir: str, manual_dir: str) -> None:
     """ManifestVersionError, in one line naming MANIFEST and its version, unless SCHEMA (its Parquet schema)
     says MANIFEST_VERSION.
 
@@ -150,14 +150,14 @@ def check_version(schema, manifest: str, validation_dir: str, data_dir: str) -> 
         raise ManifestVersionError(
             f"{manifest} is manifest version {version} ({pixel_hash} pixel hashes); this build reads version "
             f"{outputs.MANIFEST_VERSION} ({patches.PIXEL_HASH}): validate again (python -m beam_jobs.validate "
-            f"--data_dir={data_dir} --output_dir={validation_dir}) or unset {ENV_VAR} to let the build validate"
+            f"--manual_dir={manual_dir} --output_dir={validation_dir}) or unset {ENV_VAR} to let the build validate"
         )
 
 
-def load_records(validation_dir: str, data_dir: str) -> list[dict]:
-    """The file records of a checked validation (`check`), with paths under DATA_DIR, sorted by id."""
-    folders = {source: _folder(data_dir, source) for source in layout.SOURCES}
-    records = [record_from_row(row, data_dir, folders[row["source"]]) for row in check(validation_dir, data_dir)]
+def load_records(validation_dir: str, manual_dir: str) -> list[dict]:
+    """The file records of a checked validation (`check`), with paths under MANUAL_DIR, sorted by id."""
+    folders = {source: _folder(manual_dir, source) for source in layout.SOURCES}
+    records = [record_from_row(row, manual_dir, folders[row["source"]]) for row in check(validation_dir, manual_dir)]
     # The manifest's row order is whatever the validate job's workers produced; make it a function of the data.
     records.sort(key=lambda r: (r["id"], r["source"], r["path"]))
     return records

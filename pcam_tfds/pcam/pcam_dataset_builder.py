@@ -127,7 +127,7 @@ class Builder(builder_base.PatchBuilder):
         # part of the pipeline, added when TFDS applies the first split's PTransform (BeamSplits).
         cfg = self.builder_config
         kwargs = dict(
-            data_dir=str(dl_manager.manual_dir),
+            manual_dir=str(dl_manager.manual_dir),
             checks_dir=str(self.checks_dir()),
             validation_fraction=cfg.validation_fraction,
             sample_fraction=cfg.sample_fraction,

@@ -29,8 +29,8 @@ CHUNK = 1024  # patches read per h5py slice (27 MiB)
 BAD_LABEL = "bad_label"
 
 
-def file_path(data_dir: str, name: str, xy: str) -> str:
-    return os.path.join(data_dir, f"camelyonpatch_level_2_split_{name}_{xy}.h5")
+def file_path(manual_dir: str, name: str, xy: str) -> str:
+    return os.path.join(manual_dir, f"camelyonpatch_level_2_split_{name}_{xy}.h5")
 
 
 def _open(path: str):
@@ -48,9 +48,9 @@ def _open(path: str):
         raise ValueError(f"{path}: not a readable HDF5 file ({e})") from e
 
 
-def check_split(data_dir: str, name: str) -> int:
+def check_split(manual_dir: str, name: str) -> int:
     """The number of patches of one split, after checking both of its files' shapes and dtypes."""
-    x_path, y_path = file_path(data_dir, name, "x"), file_path(data_dir, name, "y")
+    x_path, y_path = file_path(manual_dir, name, "x"), file_path(manual_dir, name, "y")
     with _open(x_path) as fx, _open(y_path) as fy:
         for path, f, key in ((x_path, fx, "x"), (y_path, fy, "y")):
             if key not in f:
@@ -67,9 +67,9 @@ def check_split(data_dir: str, name: str) -> int:
         return int(x.shape[0])
 
 
-def read_chunk(data_dir: str, name: str, start: int, stop: int) -> list[tuple[str, np.ndarray, int]]:
+def read_chunk(manual_dir: str, name: str, start: int, stop: int) -> list[tuple[str, np.ndarray, int]]:
     """[(id, image, label)] of rows start..stop-1 of one split, in row order."""
-    with _open(file_path(data_dir, name, "x")) as fx, _open(file_path(data_dir, name, "y")) as fy:
+    with _open(file_path(manual_dir, name, "x")) as fx, _open(file_path(manual_dir, name, "y")) as fy:
         images = fx["x"][start:stop]
         labels = np.asarray(fy["y"][start:stop]).reshape(-1)
     return [(f"{name}_{start + i:06d}", images[i], int(labels[i])) for i in range(stop - start)]
@@ -79,18 +79,18 @@ def chunks(sizes: dict[str, int]) -> list[tuple[str, int, int]]:
     return [(name, s, min(s + CHUNK, n)) for name, n in sizes.items() for s in range(0, n, CHUNK)]
 
 
-def scan_labels(data_dir: str, sizes: dict[str, int]) -> list[dict]:
+def scan_labels(manual_dir: str, sizes: dict[str, int]) -> list[dict]:
     """The rejected patches (label not 0 or 1) of every split; labels are small, read whole."""
     rejected = []
     for name in sizes:
-        with _open(file_path(data_dir, name, "y")) as fy:
+        with _open(file_path(manual_dir, name, "y")) as fy:
             labels = np.asarray(fy["y"][:]).reshape(-1)
         for i in np.flatnonzero((labels != 0) & (labels != 1)):
             rejected.append(
                 {
                     "source": name,
                     "id": f"{name}_{i:06d}",
-                    "path": file_path(data_dir, name, "y"),
+                    "path": file_path(manual_dir, name, "y"),
                     "reason": BAD_LABEL,
                     "detail": f"label {int(labels[i])}, expected 0 or 1",
                 }
@@ -98,7 +98,7 @@ def scan_labels(data_dir: str, sizes: dict[str, int]) -> list[dict]:
     return rejected
 
 
-def write_validation(checks_dir: str, data_dir: str, sizes: dict[str, int], rejected: list[dict]) -> dict:
+def write_validation(checks_dir: str, manual_dir: str, sizes: dict[str, int], rejected: list[dict]) -> dict:
     """validate/summary.json, rejected.csv and report.md for the HDF5 source; returns the summary."""
     from pcam_tfds.core import outputs as validate
 
@@ -129,38 +129,38 @@ def write_validation(checks_dir: str, data_dir: str, sizes: dict[str, int], reje
     )
     validate.write_text(
         os.path.join(checks_dir, "report.md"),
-        f"# PCam HDF5 validation\n\nSource: `{data_dir}`\n\n| split | patches | valid | rejected |\n"
+        f"# PCam HDF5 validation\n\nSource: `{manual_dir}`\n\n| split | patches | valid | rejected |\n"
         f"| --- | ---: | ---: | ---: |\n{rows}\n\nRejected patches by reason: "
         f"{summary['rejected_by_reason'] or 'none'} (listed in rejected.csv).\n",
     )
     return summary
 
 
-def prepare(data_dir: str, checks_dir: str) -> tuple[dict[str, int], dict]:
+def prepare(manual_dir: str, checks_dir: str) -> tuple[dict[str, int], dict]:
     """Checks the six files, writes the validation outputs; returns ({file split: size}, summary)."""
-    sizes = {name: check_split(data_dir, name) for name in FILE_SPLITS}
-    summary = write_validation(checks_dir, data_dir, sizes, scan_labels(data_dir, sizes))
+    sizes = {name: check_split(manual_dir, name) for name in FILE_SPLITS}
+    summary = write_validation(checks_dir, manual_dir, sizes, scan_labels(manual_dir, sizes))
     return sizes, summary
 
 
-def _examples_of_chunk(chunk: tuple[str, int, int], data_dir: str):
+def _examples_of_chunk(chunk: tuple[str, int, int], manual_dir: str):
     name, start, stop = chunk
-    for id_, image, label in read_chunk(data_dir, name, start, stop):
+    for id_, image, label in read_chunk(manual_dir, name, start, stop):
         if label in (0, 1):
             yield id_, {"image": image, "label": label, "id": id_}
 
 
-def split_examples(data_dir: str, name: str, size: int, counts: dict | None = None):
+def split_examples(manual_dir: str, name: str, size: int, counts: dict | None = None):
     """(id, example) of the valid patches of file split NAME, chunk by chunk; counted into `counts`."""
     split = FILE_SPLITS[name]
     for chunk in chunks({name: size}):
-        for key, example in _examples_of_chunk(chunk, data_dir):
+        for key, example in _examples_of_chunk(chunk, manual_dir):
             if counts is not None:
                 counts[split] = counts.get(split, 0) + 1
             yield key, example
 
 
-def read_split(pbegin, data_dir: str, name: str, size: int, counter_key: tuple[str, str]):
+def read_split(pbegin, manual_dir: str, name: str, size: int, counter_key: tuple[str, str]):
     """The same on Beam (PBegin -> (id, example)): each chunk of rows is one element, read on a worker.
 
     Wrap it with `beam.ptransform_fn` to get the PTransform TFDS applies; the Beam counter
@@ -172,7 +172,7 @@ def read_split(pbegin, data_dir: str, name: str, size: int, counter_key: tuple[s
     counter = Metrics.counter(*counter_key)
 
     def examples(chunk):
-        for key, example in _examples_of_chunk(chunk, data_dir):
+        for key, example in _examples_of_chunk(chunk, manual_dir):
             counter.inc()
             yield key, example
 

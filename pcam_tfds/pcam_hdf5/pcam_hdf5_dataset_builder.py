@@ -58,20 +58,20 @@ class Builder(builder_base.PatchBuilder):
 
     def _split_generators(self, dl_manager):
         # The six files are checked and every label is scanned here, before any patch is read.
-        data_dir = str(dl_manager.manual_dir)
-        sizes, _ = hdf5_source.prepare(data_dir, str(self.checks_dir()))
+        manual_dir = str(dl_manager.manual_dir)
+        sizes, _ = hdf5_source.prepare(manual_dir, str(self.checks_dir()))
         return {
-            split: self._generate_examples(data_dir, name, sizes[name])
+            split: self._generate_examples(manual_dir, name, sizes[name])
             for name, split in hdf5_source.FILE_SPLITS.items()
         }
 
-    def _generate_examples(self, data_dir: str, name: str, size: int):
+    def _generate_examples(self, manual_dir: str, name: str, size: int):
         """The valid patches of file split NAME: a generator here, or on Beam a PTransform TFDS applies."""
         if self._on_beam:
             beam = tfds.core.lazy_imports.apache_beam
             counter = (counters.NAMESPACE, counters.examples(hdf5_source.FILE_SPLITS[name]))
-            return beam.ptransform_fn(hdf5_source.read_split)(data_dir, name, size, counter)
-        return hdf5_source.split_examples(data_dir, name, size, self._emitted)
+            return beam.ptransform_fn(hdf5_source.read_split)(manual_dir, name, size, counter)
+        return hdf5_source.split_examples(manual_dir, name, size, self._emitted)
 
     def _check_counts(self, split_infos, emitted) -> None:
         summary = json.loads((self.checks_dir() / "summary.json").read_text())
