@@ -1,6 +1,6 @@
 """The tissue mask (issue 38): tissue left without a heatmap value, glass and artefacts predicted, per method.
 
-    python bench/bench_tissue.py --data_dir=../shared/data --min_tissue=0.25,0.1 [--look_dir=/tmp/tissue_look]
+    python bench/bench_tissue.py --shared_data=../shared/data --min_tissue=0.25,0.1 [--look_dir=/tmp/tissue_look]
 
 Synthetic slide thumbnails at pcam-slide's usual scale (8 model pixels, 7.8 um, per thumbnail pixel; k=4
 pixels per 32-pixel stride) are made from real PCam patches (DATA/pcam_sample/SPLIT/*.jpg): each patch
@@ -549,7 +549,7 @@ def print_real(data_dir: Path, methods, thresholds, look) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_dir", required=True, help="the shared data folder (pcam_sample/, slides/)")
+    ap.add_argument("--shared_data", required=True, help="the shared data folder (pcam_sample/, slides/)")
     ap.add_argument("--split", default="test", help="pcam_sample split whose patches make the slides")
     ap.add_argument("--limit", type=int, default=3000, help="patches read from the split")
     ap.add_argument("--min_tissue", default="0.25", help="comma-separated window tissue shares to measure")
@@ -561,7 +561,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="", help="write every measurement here")
     ap.add_argument("--per_slide", action="store_true", help="also one row per slide and method")
     a = ap.parse_args(argv)
-    data_dir = Path(a.data_dir)
+    data_dir = Path(a.shared_data)
     look = Path(a.look_dir) if a.look_dir else None
     if look:
         look.mkdir(parents=True, exist_ok=True)
