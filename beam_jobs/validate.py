@@ -101,8 +101,8 @@ def run(argv=None, save_main_session=True) -> dict:
 
 def _run_local(args) -> dict:
     """No Beam option and a local output folder: the local executor (pcam_tfds.core.local_validation), one worker process
-    per core, reading each file once; the same outputs as on Beam (tests/test_executors.py), at about the speed
-    of reading the files (bench/RESULTS.md) instead of the DirectRunner's per-element overhead."""
+    per core, reading each file once; the same outputs as on Beam (tests/test_executors.py), without the
+    DirectRunner's per-element overhead."""
     from pcam_tfds.core import local_validation
 
     with _owned_output_dir(args.output_dir):
@@ -114,7 +114,7 @@ def _run_local(args) -> dict:
 
 
 def _run_beam(args, beam_args, save_main_session) -> dict:
-    # Beam only here: the local path above never loads it (about 1 s of imports; tests/test_no_beam.py).
+    # Beam only here: the local path above never loads it (tests/test_no_beam.py).
     from beam_jobs import quiet_beam  # noqa: F401 - Beam, loaded quietly, before the imports below
 
     # isort: split

@@ -233,8 +233,8 @@ def _write_shard(path, examples, *, salt: str, example_writer) -> _Shard:
 
 def _writes_tfrecords_itself(path, example_writer) -> bool:
     """Whether a shard is a local TFRecord file, which core.tfrecord writes: the bytes of TFDS' TFRecord writer
-    (tf.io.TFRecordWriter) with one system call per few hundred records instead of two or three per record
-    (bench/RESULTS.md). Other formats (`--file_format=array_record`), remote folders and any other writer
+    (tf.io.TFRecordWriter) with one system call per few hundred records instead of two or three per record.
+    Other formats (`--file_format=array_record`), remote folders and any other writer
     go through TFDS' ExampleWriter."""
     from tensorflow_datasets.core import file_adapters
     from tensorflow_datasets.core import writer as writer_lib
@@ -258,10 +258,9 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder):
         """Beam when Beam options or a runner are given; otherwise one process, with no Beam imported.
 
         On one machine the DirectRunner holds TFDS' shuffle of every serialized
-        example in memory: at 25k files 1.8x the time and 2.9x the memory of the
-        local path in_memory, more memory than a laptop has at Kaggle scale; and
-        its multi_processing mode dropped examples (caught by the count check;
-        bench/RESULTS.md). Both paths write the same dataset.
+        example in memory (more than a laptop has at Kaggle scale), and its
+        multi_processing mode can drop examples (the count check catches it).
+        Both paths write the same dataset.
         """
         return download_config.beam_options is not None or download_config.beam_runner is not None
 

@@ -1,8 +1,8 @@
 """The image feature of the patch datasets: a TFDS `Image` stored as raw bytes instead of PNG.
 
 TFDS draws only `tfds.features.Image` features (`tfds.show_examples` looks for one; `tfds.as_dataframe`
-shows it as a thumbnail), and `Image` stores PNG or JPEG. JPEG loses pixels, and PNG decodes several
-times slower than the raw bytes the datasets stored before (bench/RESULTS.md, "Image feature"). So
+shows it as a thumbnail), and `Image` stores PNG or JPEG. JPEG loses pixels, and PNG decodes much
+slower than raw bytes. So
 `RawImage` is an `Image` to TFDS that stores exactly what `Tensor(uint8, encoding="bytes")` stored: the
 H*W*C bytes in row-major order. A record is unchanged byte for byte, so readers that parse the
 TFRecords themselves (trainer/data.py: `decode_raw` per batch) read it as before.
@@ -10,7 +10,7 @@ TFRecords themselves (trainer/data.py: `decode_raw` per batch) read it as before
 Reading a built dataset through TFDS needs this module importable (TFDS imports it by the class name in
 features.json: the `pcam` package installed); it needs no Beam. TensorFlow is imported lazily (TFDS' lazy
 module), on the first decode: the local `pcam` build, which writes serialized records itself, never loads
-it (tests/test_no_beam.py): `pcam-build` saves the import and the exit of TensorFlow (bench/RESULTS.md).
+it (tests/test_no_beam.py), so `pcam-build` does not pay TensorFlow's import and exit.
 """
 
 from __future__ import annotations

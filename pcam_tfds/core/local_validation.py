@@ -54,10 +54,9 @@ def read_once(environ=os.environ) -> bool:
     """Whether the local build reads each file once (PCAM_READ_ONCE=1), keeping the pixels of every valid file
     in a spill folder between validation and writing, instead of reading the files again to write them.
 
-    Reading again is the default: on one machine the second read comes from the page cache, and with its
-    decode and hash check it cost less than writing and reading back the spill (7.7 GB at Kaggle scale,
-    CPU-bound kernel writes on the machines measured; bench/RESULTS.md). Reading once wins where a read costs
-    more than a local write: a network file system, a cold disk, a folder larger than the page cache.
+    Reading again is the default: on one machine the second read comes from the page cache, which costs
+    less than writing the pixels out and reading them back. Reading once wins where a read costs more than
+    a local write: a network file system, a cold disk, a folder larger than the page cache.
     """
     return environ.get(READ_ONCE_ENV, "") not in ("", "0")
 
@@ -80,8 +79,7 @@ def gc_paused():
     """The cyclic garbage collector paused while this process builds the records of every file.
 
     They are dicts, lists and strings with no reference cycles, so the collector finds nothing, but a
-    heap of millions of new objects triggers it over and over: at Kaggle scale it took about half the
-    time of the join, the duplicates and the splits (bench/RESULTS.md). Used as a decorator too.
+    heap of millions of new objects triggers it over and over. Used as a decorator too.
     """
     enabled = gc.isenabled()
     gc.disable()

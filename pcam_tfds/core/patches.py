@@ -160,10 +160,9 @@ def pixel_hash(pixels: np.ndarray) -> str:
     """A content hash of the pixels (not the file bytes), for exact-duplicate search: XXH3-128 of the shape's
     repr and the pixel bytes, 32 hex digits.
 
-    Why XXH3-128 (manifest version 2; version 1 had BLAKE2b-128): about 0.6 us per patch against 32 us for
-    BLAKE2b, 15 for SHA-1 and 8 for BLAKE3 on the same bytes (bench/RESULTS.md), and 128 bits make an
-    accidental collision among 10**8 patches about 10**-23 likely. It is not a cryptographic hash: it finds
-    the duplicates of a data set, it does not stand against someone forging a collision.
+    XXH3-128 because it hashes a patch far faster than a cryptographic hash and 128 bits make an accidental
+    collision among 10**8 patches negligible; it finds a data set's duplicates, it is not meant to stand
+    against a forged collision.
     """
     h = xxhash.xxh3_128(repr(pixels.shape).encode())
     h.update(pixels.data if pixels.flags.c_contiguous else np.ascontiguousarray(pixels).data)
@@ -205,8 +204,7 @@ def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
     float32 product with a block of ones gives the column sums of both (each below 2**24, so exact), and
     one float64 product with a 0/1 matrix gathers the columns of each channel (below 2**53, exact). The
     mean s/n and the variance (n*q - s*s)/n**2 are each one correctly rounded division of integers,
-    however flat the patch. Five numpy calls on buffers this thread keeps, about half the time of the
-    column sums this replaced (bench/RESULTS.md). Dataset statistics are pcam_tfds.core.channel_stats'.
+    however flat the patch. Dataset statistics are pcam_tfds.core.channel_stats'.
     """
     channels = pixels.shape[-1]
     flat = pixels.reshape(-1)
@@ -256,7 +254,7 @@ _BATCH_BUFFERS = _BatchBuffers()
 def channel_moments_batch(batch: list[np.ndarray]) -> list[tuple[list[float], list[float]]]:
     """`channel_moments` of each array of BATCH, the same values. PATCH_SHAPE uint8 arrays (valid patches) go
     MOMENT_BATCH at a time through the same products as in `channel_moments`, with one numpy call of each
-    for the group instead of one per patch (bench/RESULTS.md); any other array on its own."""
+    for the group instead of one per patch; any other array on its own."""
     out: list = [None] * len(batch)
     whole = [i for i, p in enumerate(batch) if p.shape == PATCH_SHAPE and p.dtype == np.uint8]
     for i in set(range(len(batch))) - set(whole):

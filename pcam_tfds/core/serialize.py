@@ -3,10 +3,8 @@
     serialize_record(image_bytes, label, id_)   the same bytes as TFDS' FeaturesDict.encode_example followed
                                                 by its ExampleSerializer (tests/test_serialize.py checks it)
 
-TFDS' own path costs about 130 us per patch in Python (encode about 40, building and serializing the
-proto about 90; bench/RESULTS.md); here the proto is laid out by hand, a few microseconds plus one copy of
-the pixels, so the reading workers of the local build can serialize and the writer only writes. The
-layout is protobuf's wire format of `Example{features: Features{feature: map<string, Feature>}}` with the
+The proto is laid out by hand, with one copy of the pixels and no TensorFlow, so that the reading workers
+of the local build can serialize and the writer only writes. The layout is protobuf's wire format of `Example{features: Features{feature: map<string, Feature>}}` with the
 map entries in TFDS' order (the keys sorted: id, image, label), a `BytesList` for the image and the id
 and a packed `Int64List` for the label (-1 on the unlabelled test split is a ten-byte varint, as
 protobuf writes any negative int64). The keys are `record_spec`'s.

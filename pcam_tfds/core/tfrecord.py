@@ -4,11 +4,10 @@
 
 A TFRecord file is, per record: the length as 8 little-endian bytes, the masked CRC-32C of those 8 bytes,
 the record, the masked CRC-32C of the record (tensorflow/core/lib/io/record_writer.cc; the mask is
-rotate right by 15 bits, plus 0xa282ead8). TensorFlow's writer makes two or three `write` calls per
-record (its stdio buffer is 4 KiB, a patch record 27.7 kB) and copies the record into C++ first; here
-the framing of up to 256 records goes to the kernel in one `writev` (about 7 MB), the records
-themselves never copied in Python (bench/RESULTS.md). CRC-32C is google-crc32c's (hardware CRC
-instructions, about 1.5 us per record). tests/test_tfrecord.py checks the bytes against TensorFlow's.
+rotate right by 15 bits, plus 0xa282ead8). The framing of up to 256 records goes to the kernel in one
+`writev`, the records themselves never copied in Python, where TensorFlow's writer makes two or three
+`write` calls per record and copies it into C++ first. CRC-32C is google-crc32c's (hardware CRC
+instructions). tests/test_tfrecord.py checks the bytes against TensorFlow's.
 """
 
 from __future__ import annotations

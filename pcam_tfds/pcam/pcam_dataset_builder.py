@@ -211,8 +211,8 @@ def _select_split(pbegin, splits_: BeamSplits, name: str):
 def check_split_counts(split_infos, emitted: dict, summary: dict) -> None:
     """Fails unless each split holds exactly the examples validation allowed into it.
 
-    The DirectRunner in multi_processing mode exits 0 having written up to 8%
-    fewer train examples than it was sent (bench/RESULTS.md); this raises inside
+    The DirectRunner in multi_processing mode can exit 0 having written fewer
+    train examples than it was sent; this raises inside
     TFDS' incomplete folder, so a short build is never left behind as finished.
     """
     written = builder_base.written_counts(split_infos, _SPLITS)
