@@ -44,9 +44,9 @@ def test_tf_config_names_the_chief():
 
 def test_output_dir_of_a_worker_is_temporary_and_removed(tmp_path):
     worker = distribute.task_from_tf_config(_tf_config(["a:1", "b:2"], index=1))
-    with distribute.output_dir(tmp_path, distribute.SINGLE) as out:
+    with distribute.write_dir(tmp_path, distribute.SINGLE) as out:
         assert out == tmp_path
-    with distribute.output_dir(tmp_path, worker) as out:
+    with distribute.write_dir(tmp_path, worker) as out:
         assert out != tmp_path
         (out / "state").mkdir()
         (out / "state" / "x").write_text("1")

@@ -667,9 +667,9 @@ def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
 
 def write(config: TrainConfig) -> None:
     """Writes RUN_DIR/config.json; a restart must use the same config as the run it continues."""
-    run_dir = epath.Path(config.model_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / run_folder.CONFIG_FILE
+    model_dir = epath.Path(config.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / run_folder.CONFIG_FILE
     if path.exists():
         old = TrainConfig.from_json(path.read_text())
         differ = [

@@ -9,7 +9,7 @@ the gradients of every step, so the workers must run the same steps in the same 
 
 - The chief (task "chief", or worker 0 when the cluster names no chief) owns the run folder: config,
   state, checkpoints, logs, model.keras and the evaluation. Every other worker runs the same callbacks
-  into a temporary folder that it deletes (`output_dir`): the usual Keras pattern, which keeps the
+  into a temporary folder that it deletes (`write_dir`): the usual Keras pattern, which keeps the
   workers' steps identical without two writers in one folder. The workers read the run's state from the
   run folder when they resume, so it must be on storage all of them can read (gs://, s3://, NFS).
 - Decisions that a process would take from its own clock (the time budget) are the chief's, sent to
@@ -87,10 +87,10 @@ def current_task(strategy: tf.distribute.Strategy) -> Task:
 
 
 @contextlib.contextmanager
-def output_dir(run_dir: epath.Path, task: Task) -> Iterator[epath.Path]:
+def write_dir(model_dir: epath.Path, task: Task) -> Iterator[epath.Path]:
     """The folder this process writes: the run folder on the chief, a temporary one (deleted after) elsewhere."""
     if task.is_chief:
-        yield run_dir
+        yield model_dir
         return
     tmp = tempfile.mkdtemp(prefix=f"pcam-{task.type}{task.index}-")
     try:

@@ -16,15 +16,15 @@ from trainer import augment, errors, run_folder
 from trainer import models as registry
 
 
-def load_model(run_dir: str) -> keras.Model:
+def load_model(model_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
     # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs),
     # the P4M group layers.
     from trainer.models import gconv, stain_norm, transfer  # noqa: F401
 
-    path = f"{run_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
+    path = f"{model_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
     if not tf.io.gfile.exists(path):
-        raise errors.MissingInput(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
+        raise errors.MissingInput(f"{path} does not exist: is {model_dir!r} a finished trainer run folder?")
     return keras.models.load_model(path, compile=False)
 
 

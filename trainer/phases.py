@@ -1,7 +1,7 @@
 """The phases of a training run, and how a restarted run resumes them where it stopped.
 
     phases = plan_phases(config)              # [train] for the CNNs; [head, fine_tune] for transfer models
-    progress = Progress(run_dir / run_folder.STATE_DIR)
+    progress = Progress(model_dir / run_folder.STATE_DIR)
     for index, phase in enumerate(phases):
         if progress.finished(index):
             continue

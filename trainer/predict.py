@@ -107,11 +107,11 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.mark_flags_as_mutual_exclusive(["data_dir", "input_dir"], required=True, flag_values=fv)
 
 
-def config_from_flags(flag_values: flags.FlagValues, run_dirs: list[str]) -> PredictConfig:
-    """The checked PredictConfig of parsed flags; `run_dirs` are the folders listed after the flags."""
+def config_from_flags(flag_values: flags.FlagValues, more_model_dirs: list[str]) -> PredictConfig:
+    """The checked PredictConfig of parsed flags; `more_model_dirs` are the folders listed after the flags."""
     f = flag_values
     return PredictConfig(
-        model_dirs=(*f.model_dir, *run_dirs),
+        model_dirs=(*f.model_dir, *more_model_dirs),
         output=f.output,
         data_dir=f.data_dir,
         input_dir=f.input_dir,
@@ -125,7 +125,7 @@ def config_from_flags(flag_values: flags.FlagValues, run_dirs: list[str]) -> Pre
     ).check()
 
 
-def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
+def hard_label_threshold(choice: str, model_dir: str, calibrated: bool) -> float:
     """The threshold for --hard_labels: a number, or the run's validation Youden/F1 threshold (metrics.json).
 
     Calibrated probabilities move, so a named threshold is mapped through the same temperature.
@@ -135,19 +135,19 @@ def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
     from trainer import calibration
 
     try:
-        thresholds = calibration.validation_thresholds(run_dir)
+        thresholds = calibration.validation_thresholds(model_dir)
     except calibration.NotHeldOut as e:
         raise errors.UsageError(
             f"{e}; give --hard_labels a number (e.g. the {choice} threshold of the run the recipe was chosen with)"
         ) from None
     if choice not in thresholds:
         raise errors.UsageError(
-            f"{epath.Path(run_dir) / run_folder.METRICS_FILE} has no {choice} threshold "
+            f"{epath.Path(model_dir) / run_folder.METRICS_FILE} has no {choice} threshold "
             "(runs record one when they finish; older runs do not)"
         )
     threshold = thresholds[choice]
     if calibrated:
-        threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(run_dir))[0])
+        threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(model_dir))[0])
     return threshold
 
 
@@ -245,8 +245,8 @@ def run(argv: list[str]) -> int:
     """The command in this process, on its own FlagValues (tests); flag errors raise flags.Error, the rest as `predict`."""
     fv = flags.FlagValues()
     define_flags(fv)
-    run_dirs = fv(["pcam-predict", *argv])[1:]
-    return predict(config_from_flags(fv, run_dirs))
+    more_model_dirs = fv(["pcam-predict", *argv])[1:]
+    return predict(config_from_flags(fv, more_model_dirs))
 
 
 def _main(argv: list[str]) -> int:

@@ -1,10 +1,10 @@
 """A run folder: the names of its files, a lock so that one process owns it at a time, and an epoch log that a
 kill cannot corrupt.
 
-    with RunLock(run_dir, "python -m trainer ..."):     # a second trainer or tuner here is refused at once
+    with RunLock(model_dir, "python -m trainer ..."):     # a second trainer or tuner here is refused at once
         ...
-    EpochLog(run_dir / HISTORY_CSV)                     # a Keras callback: one row per epoch, rewritten atomically
-    run_dir / METRICS_FILE                              # what the trainer and pcam-evaluate write, compare reads
+    EpochLog(model_dir / HISTORY_CSV)                     # a Keras callback: one row per epoch, rewritten atomically
+    model_dir / METRICS_FILE                              # what the trainer and pcam-evaluate write, compare reads
 
 The lock is pcam_tfds.core.folder_lock's (RUN_DIR/.lock, naming its holder; stale locks of dead processes
 are taken over). Importing this module loads no Keras: EpochLog (trainer.epoch_log) is imported on first use,

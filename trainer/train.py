@@ -54,16 +54,16 @@ def dataset_identity(builder) -> dict:
     }
 
 
-def check_dataset_identity(run_dir: epath.Path, builder) -> None:
+def check_dataset_identity(model_dir: epath.Path, builder) -> None:
     """Records the dataset's identity in a new run; a resumed run must see the same dataset (it may have moved)."""
-    path = run_dir / run_folder.DATASET_FILE
+    path = model_dir / run_folder.DATASET_FILE
     identity = dataset_identity(builder)
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != identity:
             differ = [k for k in identity if identity[k] != recorded.get(k)]
             raise errors.UsageError(
-                f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
+                f"{model_dir} was trained on another dataset ({', '.join(differ)} differ: "
                 f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
                 f"{identity['splits']}); choose a new --model_dir"
             )
@@ -317,7 +317,7 @@ def check_callback_order(callbacks: Sequence[keras.callbacks.Callback]) -> None:
 
 def _phase_callbacks(
     config: TrainConfig,
-    run_dir: epath.Path,
+    write_dir: epath.Path,
     phase: phases.Phase,
     index: int,
     entry: phases.PhaseEntry,
@@ -325,7 +325,7 @@ def _phase_callbacks(
     per_epoch: int,
     budget: Budget | None,
 ) -> list[keras.callbacks.Callback]:
-    """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `run_dir`."""
+    """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `write_dir`."""
     early_stopping = phases.ResumableEarlyStopping(
         initial_wait=entry.early_stopping_wait,
         initial_best=entry.early_stopping_best,
@@ -340,8 +340,8 @@ def _phase_callbacks(
     callbacks = [
         schedule,
         early_stopping,
-        run_folder.EpochLog(run_dir / run_folder.HISTORY_CSV),
-        *tensorboard_callbacks(run_dir / "logs"),
+        run_folder.EpochLog(write_dir / run_folder.HISTORY_CSV),
+        *tensorboard_callbacks(write_dir / "logs"),
         phases.StateCheckpoint(
             progress.write_dir,
             index,
@@ -356,7 +356,7 @@ def _phase_callbacks(
         *ema_callbacks(config),
         # A refit has no held-out validation to choose an epoch on: it keeps every epoch's weights, so the last.
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / run_folder.BEST_WEIGHTS),
+            str(write_dir / run_folder.BEST_WEIGHTS),
             monitor=MONITOR,
             mode="max",
             save_best_only=not config.refit,
@@ -379,8 +379,8 @@ def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ())
     # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation.
     strategy = make_strategy(config.strategy)
     task = distribute.current_task(strategy)
-    with distribute.output_dir(epath.Path(config.model_dir), task) as out_dir:
-        return _run(config, callbacks, strategy, task, out_dir)
+    with distribute.write_dir(epath.Path(config.model_dir), task) as write_dir:
+        return _run(config, callbacks, strategy, task, write_dir)
 
 
 def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epoch: tf.Variable | None = None):
@@ -454,17 +454,17 @@ def _run(
     callbacks: Sequence[keras.callbacks.Callback],
     strategy: tf.distribute.Strategy,
     task: distribute.Task,
-    out_dir: epath.Path,
+    write_dir: epath.Path,
 ) -> dict | None:
-    """`run` once the strategy is made: reads the run's state from RUN_DIR and writes to `out_dir`."""
-    run_dir = epath.Path(config.model_dir)
-    state_dir = run_dir / run_folder.STATE_DIR
-    (out_dir / run_folder.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    """`run` once the strategy is made: reads the run's state from the run folder (config.model_dir) and writes to
+    `write_dir` (the run folder itself on the chief, a temporary folder on the other workers)."""
+    model_dir = epath.Path(config.model_dir)
+    (write_dir / run_folder.STATE_DIR).mkdir(parents=True, exist_ok=True)
     set_precision(config)
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
-    check_dataset_identity(out_dir, builder)
+    check_dataset_identity(write_dir, builder)
     if task.num_workers > 1:
         if config.batch_size % strategy.num_replicas_in_sync:
             raise errors.UsageError(
@@ -477,12 +477,12 @@ def _run(
             task.index,
             task.num_workers,
             strategy.num_replicas_in_sync,
-            out_dir,
+            write_dir,
         )
     clock = determinism.EpochClock(config.seed)
     train_ds, val_ds, class_weight, fit_steps = _datasets(config, builder, strategy, task, clock.epoch)
 
-    progress = phases.Progress(state_dir, write_dir=out_dir / run_folder.STATE_DIR)
+    progress = phases.Progress(model_dir / run_folder.STATE_DIR, write_dir=write_dir / run_folder.STATE_DIR)
     plan = phases.plan_phases(config)
     with strategy.scope():
         # Random init when resuming: the saved weights replace the pretrained ones anyway.
@@ -490,7 +490,7 @@ def _run(
     if task.num_workers > 1:
         distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
-        print_line(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state.phase_index].name})")
+        print_line(f"resuming {model_dir} at epoch {progress.epoch} (phase {plan[progress.state.phase_index].name})")
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
@@ -519,7 +519,7 @@ def _run(
             class_weight=class_weight,
             callbacks=[
                 clock,
-                *_phase_callbacks(config, out_dir, phase, index, entry, progress, per_epoch, budget),
+                *_phase_callbacks(config, write_dir, phase, index, entry, progress, per_epoch, budget),
                 *callbacks,
             ],
             shuffle=False,
@@ -550,39 +550,39 @@ def _run(
 
 def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     """Best weights (a refit's last) -> model.keras; validation predictions -> metrics, report and plots."""
-    run_dir = epath.Path(config.model_dir)
+    model_dir = epath.Path(config.model_dir)
     final = build_model(config, weights=None)
-    best = run_dir / run_folder.BEST_WEIGHTS
+    best = model_dir / run_folder.BEST_WEIGHTS
     if not best.exists():  # no epoch produced a val_auc; keep the last weights
-        state_dir = run_dir / run_folder.STATE_DIR
+        state_dir = model_dir / run_folder.STATE_DIR
         best = state_dir / phases.read_state(state_dir).weights
     _load_weights(final, best)
-    with run_folder.atomic_path(run_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
+    with run_folder.atomic_path(model_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))
     batches = data.eval_dataset(
         data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
     )
     ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
-    report.write_learning_curves(run_dir, config.model, run_dir / run_folder.HISTORY_CSV, fine_tune_starts)
+    report.write_learning_curves(model_dir, config.model, model_dir / run_folder.HISTORY_CSV, fine_tune_starts)
     metrics = report.write_report(
-        run_dir,
+        model_dir,
         config.model,
         report.ScoredSet("validation", ids, labels, probs, held_out=not config.refit),
         predictions_file=run_folder.VAL_PREDICTIONS,
         seed=config.seed,
         # A refit trained on these patches: a temperature fitted on them would be too confident.
-        calibration=None if config.refit else calibration.fit_and_write(run_dir, labels, probs, "validation"),
+        calibration=None if config.refit else calibration.fit_and_write(model_dir, labels, probs, "validation"),
         images_for=lambda wanted: report.collect_images(batches.as_numpy_iterator(), wanted),
         gradcam=explain.GradCam(final),
     )
     examples = report.collect_images(batches.as_numpy_iterator(), ids[:8])
     report.write_tensorboard(
-        run_dir / run_folder.EVALUATION_LOGS,
+        model_dir / run_folder.EVALUATION_LOGS,
         labels,
         probs,
-        step=len(files.read_history(run_dir / run_folder.HISTORY_CSV).get("epoch", [])),
+        step=len(files.read_history(model_dir / run_folder.HISTORY_CSV).get("epoch", [])),
         figures=[
-            run_dir / n
+            model_dir / n
             for n in (run_folder.ERROR_GALLERY_PNG, run_folder.GRADCAM_GALLERY_PNG, run_folder.RELIABILITY_PNG)
         ],
         examples=[examples[i] for i in ids[:8]],
@@ -591,7 +591,7 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     seen = " (--refit trained on these patches: not held out)" if config.refit else ""
     print(
         f"validation ROC AUC {metrics['roc_auc']:.4f} (95% CI {low:.4f}-{high:.4f}), accuracy "
-        f"{metrics['accuracy']:.4f}{seen}; model, metrics and report in {run_dir}",
+        f"{metrics['accuracy']:.4f}{seen}; model, metrics and report in {model_dir}",
         flush=True,
     )
     return metrics

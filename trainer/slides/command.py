@@ -175,10 +175,10 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
 
 
-def configs_from_flags(f: flags.FlagValues, run_dirs: list[str]) -> tuple[list[SlideConfig], bool]:
+def configs_from_flags(f: flags.FlagValues, more_model_dirs: list[str]) -> tuple[list[SlideConfig], bool]:
     """(one SlideConfig per slide, whether it is a folder run: --slide_dir or several --slide)."""
     options = {name: f[name].value for name in OPTIONS}
-    model_dirs = (*f.model_dir, *run_dirs)
+    model_dirs = (*f.model_dir, *more_model_dirs)
     slides = list(f.slide or [])
     if f.slide_dir:
         found, others = list_slides(f.slide_dir)
@@ -214,8 +214,8 @@ def run(argv: list[str], emit=None, after_tile=None):
     """The command in this process on its own FlagValues (tests): one slide's summary, or a folder's rows."""
     fv = flags.FlagValues()
     define_flags(fv)
-    run_dirs = fv(["pcam-slide", *argv])[1:]
-    configs, folder = configs_from_flags(fv, run_dirs)
+    more_model_dirs = fv(["pcam-slide", *argv])[1:]
+    configs, folder = configs_from_flags(fv, more_model_dirs)
     if folder:
         return run_folder(configs, fv.output_dir, emit=emit)
     return run_slide(configs[0], emit=emit, after_tile=after_tile)

@@ -22,9 +22,9 @@ INFERENCE = ("auto", "dense", "windows")
 DENSE_TOLERANCE = 1e-3
 
 
-def run_mpp(run_dir: str) -> float:
+def run_mpp(model_dir: str) -> float:
     """The um/px a run's model expects: RUN_DIR/config.json "mpp" where it records one, else PCAM_MPP."""
-    path = epath.Path(run_dir) / run_folder.CONFIG_FILE
+    path = epath.Path(model_dir) / run_folder.CONFIG_FILE
     if path.exists():
         try:
             value = json.loads(path.read_text()).get("mpp")
@@ -35,14 +35,14 @@ def run_mpp(run_dir: str) -> float:
     return PCAM_MPP
 
 
-def check_run(run_dir: str) -> None:
-    """ValueError naming the file when `run_dir` is not a finished run folder."""
-    folder = epath.Path(run_dir)
+def check_run(model_dir: str) -> None:
+    """ValueError naming the file when `model_dir` is not a finished run folder."""
+    folder = epath.Path(model_dir)
     if not folder.is_dir():
-        raise errors.UsageError(f"--model_dir={run_dir!r} is not a folder")
+        raise errors.UsageError(f"--model_dir={model_dir!r} is not a folder")
     if not (folder / run_folder.MODEL_FILE).exists():
         raise errors.UsageError(
-            f"{folder / run_folder.MODEL_FILE} does not exist: {run_dir!r} is not a finished trainer run folder"
+            f"{folder / run_folder.MODEL_FILE} does not exist: {model_dir!r} is not a finished trainer run folder"
         )
 
 
