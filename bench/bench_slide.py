@@ -119,7 +119,7 @@ def bench_readers(work: Path, repeats: int) -> dict:
 def bench_throughput(work: Path, repeats: int, padding: str) -> dict:
     import tifffile
 
-    from trainer import predict
+    from trainer.inference import predict
     from trainer.slides import command, geometry
     from trainer.slides import plan as slide
 

@@ -1,4 +1,4 @@
-"""Time budgets (trainer.budget): limits, the Keras callback, and budgeted training runs and searches."""
+"""Time budgets (trainer.training.budget): limits, the Keras callback, and budgeted training runs and searches."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from trainer import config as config_lib
-from trainer import memory, run_folder, search, train, tune_config
-from trainer.budget import Budget, BudgetStop
+from trainer import run_folder
+from trainer.training import loop
+from trainer.training.budget import Budget, BudgetStop
+from trainer.tuning import memory, search, tune_config
 
 
 def _burn_cpu(seconds: float) -> None:
@@ -71,11 +73,11 @@ def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_
         )
     )
     config_lib.write(cfg)
-    train.run(cfg)
+    loop.run(cfg)
     state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (1, False)
     assert (tmp_path / "metrics.json").exists()  # evaluated with the best weights so far
-    train.run(config_lib.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
+    loop.run(config_lib.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
     state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (3, True)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,15 +20,14 @@ COMMANDS = {
     "pcam-synthetic": "pcam_tfds.synthetic",
     "pcam-build": "pcam_tfds.build",
     "pcam-train": "trainer.__main__",
-    "pcam-predict": "trainer.predict",
-    "pcam-evaluate": "trainer.evaluate",
-    "pcam-tune": "trainer.tune",
-    "pcam-compare": "trainer.compare",
-    "pcam-export": "trainer.export",
+    "pcam-predict": "trainer.inference.predict",
+    "pcam-evaluate": "trainer.inference.evaluate",
+    "pcam-tune": "trainer.tuning.tune",
+    "pcam-compare": "trainer.evaluation.compare",
+    "pcam-export": "trainer.inference.export",
     "pcam-slide": "trainer.slides",
-    "pcam-gpu-check": "trainer.gpu_check",
+    "pcam-gpu-check": "trainer.training.gpu_check",
 }
-BIN = Path(sys.executable).parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -37,11 +38,30 @@ def _declared() -> dict[str, str]:
     return dict((part.strip() for part in line.split("=")) for line in lines)
 
 
+# pip's wrapper of a console script (what `pip install -e .` writes into the environment's bin/).
+_WRAPPER = """#!{python}
+import sys
+from {module} import {function}
+if __name__ == '__main__':
+    sys.exit({function}())
+"""
+
+
+@functools.cache
+def _scripts() -> Path:
+    """The console scripts of this checkout's setup.cfg, written as pip writes them: the ones installed in bin/
+    may come from another checkout or an older install of it (pip install -e . refreshes them)."""
+    folder = Path(tempfile.mkdtemp(prefix="pcam-console-scripts-"))
+    for name, target in _declared().items():
+        module, function = target.split(":")
+        path = folder / name
+        path.write_text(_WRAPPER.format(python=sys.executable, module=module, function=function))
+        path.chmod(0o755)
+    return folder
+
+
 def _script(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.fail(f"{path} is not installed: pip install -e . (after a change to setup.cfg's entry points)")
-    return str(path)
+    return str(_scripts() / name)
 
 
 def _run(*args: str, env=ENV) -> subprocess.CompletedProcess:
@@ -100,12 +120,12 @@ def test_pcam_traceback_shows_the_traceback_of_a_user_mistake():
 # A trainer command, the function of it that the test replaces by one raising an internal ValueError, its flags.
 _INTERNAL = {
     "pcam-train": ("trainer.data", "load_builder", ["--model=baseline", "--data_dir=d", "--model_dir=RUN"]),
-    "pcam-tune": ("trainer.search", "run_search", ["--data_dir=d", "--tuner_dir=RUN"]),
-    "pcam-evaluate": ("trainer.evaluate", "evaluate_runs", ["--model_dir=r", "--output_dir=RUN"]),
-    "pcam-predict": ("trainer.predict", "prepare", ["--model_dir=r", "--output=s.csv", "--data_dir=d"]),
-    "pcam-export": ("trainer.export", "export", ["--model_dir=r", "--output_dir=RUN"]),
-    "pcam-compare": ("trainer.compare", "compare", ["r", "--output_dir=RUN"]),
-    "pcam-gpu-check": ("trainer.gpu_check", "check_flags", []),
+    "pcam-tune": ("trainer.tuning.search", "run_search", ["--data_dir=d", "--tuner_dir=RUN"]),
+    "pcam-evaluate": ("trainer.inference.evaluate", "evaluate_runs", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-predict": ("trainer.inference.predict", "prepare", ["--model_dir=r", "--output=s.csv", "--data_dir=d"]),
+    "pcam-export": ("trainer.inference.export", "export", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-compare": ("trainer.evaluation.compare", "compare", ["r", "--output_dir=RUN"]),
+    "pcam-gpu-check": ("trainer.training.gpu_check", "check_flags", []),
 }
 _RAISE = """
 import importlib, sys
@@ -171,7 +191,8 @@ def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
     """The same name in two commands has one default and one help text (trainer.shared_flags)."""
     from absl import flags
 
-    from trainer import gpu_check, shared_flags
+    from trainer import shared_flags
+    from trainer.training import gpu_check
 
     assert set(shared_flags.GPU_CHECK) <= set(shared_flags.NAMES)
     train_fv, check_fv = flags.FlagValues(), flags.FlagValues()
@@ -259,7 +280,8 @@ def test_the_search_settings_flags_are_made_from_tune_config_fields():
     built from their flags' defaults equals one built with the library's defaults."""
     from absl import flags
 
-    from trainer import shared_flags, tune_config
+    from trainer import shared_flags
+    from trainer.tuning import tune_config
 
     fv = flags.FlagValues()
     for field in tune_config.search_fields():

@@ -42,7 +42,7 @@ def test_registry_lists_the_six_models():
 def test_model_names_are_read_without_importing_keras():
     """The flags take their choices from the registry, so reading it must stay cheap (python -m trainer --help)."""
     code = (
-        "import sys; import trainer.config, trainer.models, trainer.gpu_check; "
+        "import sys; import trainer.config, trainer.models, trainer.training.gpu_check; "
         "assert not {'keras', 'tensorflow'} & set(sys.modules), sorted({'keras', 'tensorflow'} & set(sys.modules))"
     )
     proc = subprocess.run(
@@ -173,7 +173,7 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     import json
 
     from trainer import config as config_lib
-    from trainer import train
+    from trainer.training import loop
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--channel_stats='nope.json': no such file"):
@@ -183,7 +183,7 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     with pytest.raises(ValueError, match="--channel_stats is for the CNN models"):
         config_lib.validate(dataclasses.replace(base, model="resnet50", channel_stats=str(stats)))
     config = config_lib.validate(dataclasses.replace(base, channel_stats=str(stats)))
-    layer = train.build_model(config).get_layer("normalize")
+    layer = loop.build_model(config).get_layer("normalize")
     np.testing.assert_allclose(np.ravel(layer.mean), [1, 2, 3])
     np.testing.assert_allclose(np.ravel(layer.variance), [16, 25, 36])
 
@@ -201,9 +201,9 @@ def test_weights_from_a_file_load_into_the_base(tmp_path):
 
 def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_path):
     """--stain_norm=reinhard: the CNN's first layer is stains.reinhard in float32, also under bfloat16,
-    and a saved model (what trainer.predict loads) normalises the same way."""
+    and a saved model (what trainer.inference.predict loads) normalises the same way."""
     from pcam_tfds.core import stains
-    from trainer import inference
+    from trainer.inference import probabilities
     from trainer.models.stain_norm import ReinhardNormalization
 
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_pa
     normalised = keras.Model(model.input, layer.output)
     np.testing.assert_allclose(normalised(images).numpy(), expected, atol=0.05)
     model.save(tmp_path / "model.keras")
-    loaded = inference.load_model(str(tmp_path))
+    loaded = probabilities.load_model(str(tmp_path))
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
     with pytest.raises(ValueError, match="choose one of none, reinhard"):
         models.build("baseline", stain_norm="macenko")
@@ -230,7 +230,7 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
     import dataclasses
 
     from trainer import config as config_lib
-    from trainer import train
+    from trainer.training import loop
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--stain_norm is for the CNN models"):
@@ -238,19 +238,19 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
     with pytest.raises(ValueError, match="stain_norm"):
         config_lib.validate(dataclasses.replace(base, stain_norm="macenko"))
     config = config_lib.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
-    assert "stain_norm" in [layer.name for layer in train.build_model(config).layers]
-    assert "stain_norm" not in [layer.name for layer in train.build_model(base).layers]
+    assert "stain_norm" in [layer.name for layer in loop.build_model(config).layers]
+    assert "stain_norm" not in [layer.name for layer in loop.build_model(base).layers]
 
 
 @pytest.mark.parametrize("name", ["baseline", "tuned"])
 def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     """--crop=64: the model's first layer keeps the centre 64x64, so pixels outside it change nothing."""
     from trainer import config as config_lib
-    from trainer import train
+    from trainer.training import loop
 
     config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
     keras.utils.set_random_seed(3)
-    model = train.build_model(config)
+    model = loop.build_model(config)
     assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64) and model.input_shape == (None, 96, 96, 3)
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")

@@ -1,4 +1,4 @@
-"""Multi-worker training (`--strategy=multi_worker`, trainer.distribute): TF_CONFIG, sharding, the shared
+"""Multi-worker training (`--strategy=multi_worker`, trainer.training.distribute): TF_CONFIG, sharding, the shared
 budget, and two real CPU workers on loopback ports training one run."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from cli_runs import REPO
 
 from trainer import config as config_lib
-from trainer import data, distribute, run_folder
-from trainer.budget import Budget, SharedBudget
+from trainer import data, run_folder
+from trainer.training import distribute
+from trainer.training.budget import Budget, SharedBudget
 
 
 def _tf_config(workers: list[str], task_type: str = "worker", index: int = 0, chief: list[str] | None = None) -> str:

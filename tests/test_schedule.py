@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, run_folder, train
+from trainer import augment, data, run_folder
 from trainer import config as config_lib
-from trainer import schedule as schedule_lib
-from trainer.schedule import Schedule
+from trainer.training import loop
+from trainer.training import schedule as schedule_lib
+from trainer.training.schedule import Schedule
 
 # Step arithmetic.
 
@@ -124,14 +125,14 @@ def test_config_rejects_bad_schedule_settings(kw, message):
 
 
 def test_averaged_weights_warm_up_their_momentum():
-    opt = train.make_optimizer("adam", 1e-3, ema=0.999)
+    opt = loop.make_optimizer("adam", 1e-3, ema=0.999)
     var = tf.Variable(tf.zeros([2]))
     opt.build([var])
     assert float(opt.ema_momentum) == pytest.approx(1 / 10)  # step 0
     opt.iterations.assign(10_000)
     assert float(opt.ema_momentum) == pytest.approx(0.999)
     assert opt.get_config()["ema_momentum"] == 0.999
-    assert not train.make_optimizer("adam", 1e-3).use_ema
+    assert not loop.make_optimizer("adam", 1e-3).use_ema
 
 
 # Training runs.
@@ -162,13 +163,13 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
     # A generous margin, so that a slow epoch on a loaded CI machine cannot make the budget stop it first.
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
     cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
-    train.run(cfg)
+    loop.run(cfg)
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     plan = Schedule.from_dict(state["schedule"])
     rows = _log(tmp_path)
     assert plan.kind == "budget" and plan.total_epochs >= schedule_lib.CALIBRATION_EPOCHS
     assert len(rows) == plan.total_epochs and state["phase_done"] and state["epoch"] == plan.total_epochs
-    per_epoch = train.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
+    per_epoch = loop.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
     assert plan.steps_per_epoch == per_epoch and plan.total_steps == plan.total_epochs * per_epoch
     logged = [float(r["learning_rate"]) for r in rows]
     # The plan may have been refined after later epochs: rows since its last anchor follow it exactly.
@@ -181,12 +182,12 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
 
 def test_resume_mid_schedule_continues_the_same_learning_rate_curve(pcam_data, tmp_path, crash_after):
     whole = _run_config(pcam_data, tmp_path / "whole", schedule="cosine", epochs=4)
-    train.run(whole)
+    loop.run(whole)
     parted = dataclasses.replace(whole, model_dir=str(tmp_path / "parted"))
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
-        train.run(parted, callbacks=[crash_after(2)])
+        loop.run(parted, callbacks=[crash_after(2)])
     assert len(_log(tmp_path / "parted")) == 2
-    train.run(parted)
+    loop.run(parted)
     rates = [[float(r["learning_rate"]) for r in _log(tmp_path / name)] for name in ("whole", "parted")]
     assert len(rates[0]) == 4 and rates[1] == pytest.approx(rates[0])
 
@@ -195,9 +196,9 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
     cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 3"):
-        train.run(cfg, callbacks=[crash_after(3)])
+        loop.run(cfg, callbacks=[crash_after(3)])
     plan = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
-    train.run(dataclasses.replace(cfg, max_cpu_minutes=5.0))  # a new budget: same plan
+    loop.run(dataclasses.replace(cfg, max_cpu_minutes=5.0))  # a new budget: same plan
     rows = _log(tmp_path)
     assert len(rows) == plan.total_epochs
     assert [float(r["learning_rate"]) for r in rows][3:] == pytest.approx(
@@ -209,18 +210,18 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
 
 def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_data, tmp_path, capsys):
     cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=3, ema=0.0, refit=True)
-    train.run(cfg)
+    loop.run(cfg)
     builder = data.load_builder(cfg.data_dir, cfg.dataset)
     both = data.num_examples(builder, "train") + data.num_examples(builder, "validation")
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert Schedule.from_dict(state["schedule"]).steps_per_epoch == math.ceil(both / cfg.batch_size)
     # Each epoch reads every labelled patch once (the pipeline asserts its batch count).
-    ds, *_ = train._datasets(cfg, builder, tf.distribute.get_strategy(), train.distribute.SINGLE)
+    ds, *_ = loop._datasets(cfg, builder, tf.distribute.get_strategy(), loop.distribute.SINGLE)
     assert sum(len(labels) for _, labels in ds) == both
 
     def weights(path):
-        model = train.build_model(cfg, weights=None)
-        train._load_weights(model, path)
+        model = loop.build_model(cfg, weights=None)
+        loop._load_weights(model, path)
         return model.get_weights()
 
     # No epoch is chosen on validation patches it trained on: the saved model is the last epoch's.
@@ -237,11 +238,11 @@ def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_da
 def test_refit_callbacks_save_every_epoch_and_normal_runs_the_best(pcam_data, tmp_path):
     from keras.callbacks import ModelCheckpoint
 
-    progress = train.phases.Progress(tmp_path / "state")
+    progress = loop.phases.Progress(tmp_path / "state")
     for refit in (False, True):
         cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=2, refit=refit)
-        phase = train.phases.plan_phases(cfg)[0]
-        callbacks = train._phase_callbacks(cfg, tmp_path, phase, 0, progress.enter(0), progress, 5, None)
+        phase = loop.phases.plan_phases(cfg)[0]
+        callbacks = loop._phase_callbacks(cfg, tmp_path, phase, 0, progress.enter(0), progress, 5, None)
         (checkpoint,) = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
         assert checkpoint.save_best_only is not refit
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, phases
+from trainer import augment, data
 from trainer import config as config_lib
 from trainer.evaluation import metrics, plots
+from trainer.training import phases
 
 
 def _config(**kw) -> config_lib.TrainConfig:

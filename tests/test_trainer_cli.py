@@ -10,8 +10,9 @@ import pytest
 from cli_runs import run_module
 
 from trainer import config as config_lib
-from trainer import run_folder, train
+from trainer import run_folder
 from trainer.evaluation import files
+from trainer.training import loop
 
 
 def _epochs(run_dir) -> list[int]:
@@ -147,7 +148,7 @@ def test_helpfull_documents_the_flags():
 
 @pytest.mark.slow
 def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):
-    from trainer import compare
+    from trainer.evaluation import compare
 
     (tmp_path / "runs" / "tuner").mkdir(parents=True)  # not a run: skipped and named
     result = compare.compare(
@@ -165,7 +166,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
     """Both rates and a verdict, in the table and in --output_json; synthetic records through the real pipeline."""
     out_json = tmp_path / "check.json"
     proc = run_module(
-        "trainer.gpu_check",
+        "trainer.training.gpu_check",
         "--models=baseline",
         "--steps=2",
         "--batch_size=4",
@@ -195,7 +196,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
 
 
 def test_gpu_check_flag_errors_are_one_line():
-    proc = run_module("trainer.gpu_check", "--models=nope", check=False)
+    proc = run_module("trainer.training.gpu_check", "--models=nope", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --models") and "baseline" in proc.stderr
 
 
@@ -220,10 +221,10 @@ def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path,
     )
     config_lib.write(cfg)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
-        train.run(cfg, callbacks=[crash_after(2)])
+        loop.run(cfg, callbacks=[crash_after(2)])
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert (state["phase_index"], state["epoch"], state["phase_starts"]) == (1, 2, [0, 1])
-    train.run(cfg)
+    loop.run(cfg)
     assert _epochs(tmp_path) == [0, 1, 2]
     assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()
 

@@ -14,7 +14,8 @@ import pytest
 from cli_runs import REPO, run_module
 
 from trainer import config as config_lib
-from trainer import hypermodel, search, train, tune_config, tune_reports
+from trainer.training import loop
+from trainer.tuning import hypermodel, search, tune_config, tune_reports
 
 SMALL = (32, 32, 3)  # builds fast; 4 blocks still fit
 QUICK = ["--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--augment=none", "--shuffle_buffer=64", "--verbose=0"]
@@ -112,7 +113,7 @@ def test_hypermodel_checks_its_facts(kwargs, message):
 
 
 def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
-    """best_hyperparameters.json -> read_hparams -> TrainConfig -> train.build_model: the trial's network."""
+    """best_hyperparameters.json -> read_hparams -> TrainConfig -> loop.build_model: the trial's network."""
     hp = keras_tuner.HyperParameters()
     for name, value in {
         "learning_rate": 3e-4,
@@ -141,7 +142,7 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
         32,
     )
     assert (cfg.learning_rate, cfg.dropout, cfg.weight_decay) == (3e-4, 0.6, 1e-5)
-    trained = train.build_model(cfg, input_shape=SMALL)
+    trained = loop.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in trial_model.weights]
 
 
@@ -229,7 +230,7 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
     cfg = config_lib.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
     assert cfg.filters == (16, 32, 64, 128) and cfg.batch_norm
-    trained = train.build_model(cfg, input_shape=SMALL)
+    trained = loop.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in model.weights]
     assert (
         tune_config.validate(
@@ -280,7 +281,7 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
 @pytest.mark.slow
 def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):
     args = [
-        "trainer.tune",
+        "trainer.tuning.tune",
         "--model=tuned",
         f"--data_dir={pcam_data['tfds']}",
         f"--tuner_dir={tmp_path}",
@@ -313,7 +314,7 @@ def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "trainer.tune",
+        "trainer.tuning.tune",
         f"--data_dir={pcam_data['tfds']}",
         f"--tuner_dir={tmp_path}",
         "--tuner=random",
@@ -376,7 +377,7 @@ print(main.config_from_flags(flags.FLAGS, gpu=False).to_json())
 def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(pcam_data, tmp_path):
     tuner_dir = tmp_path / "search"
     run_module(
-        "trainer.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tuner_dir}", "--max_trials=1",
+        "trainer.tuning.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tuner_dir}", "--max_trials=1",
         *_SHARED_TRAIN_FLAGS, timeout=900,
     )  # fmt: skip
     [trial] = _trials(tuner_dir)
@@ -395,7 +396,7 @@ def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(p
 _TUNE_CONFIG = """
 import sys
 from absl import flags
-import trainer.tune as tune
+import trainer.tuning.tune as tune
 flags.FLAGS(sys.argv)
 print(json.dumps(tune.config_from_flags(flags.FLAGS, gpu=False).record()))
 """

@@ -42,7 +42,8 @@ def _main(argv):
     errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import data, distribute, run_folder, train
+    from trainer import data, run_folder
+    from trainer.training import distribute, loop
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     config = config_from_flags(FLAGS, gpu)
@@ -56,7 +57,7 @@ def _main(argv):
         if task.is_chief:
             config_lib.write(config)
             logging.info("config written to %s/%s", config.model_dir, run_folder.CONFIG_FILE)
-        train.run(config)
+        loop.run(config)
     finally:
         if lock is not None:
             lock.release()

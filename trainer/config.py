@@ -25,13 +25,13 @@ STRATEGIES = ("auto", "mirrored", "one_device", "default", "multi_worker")
 PADDINGS = ("same", "valid")  # the CNNs' convolutions: zero padding, or none (exact dense slide inference)
 STAIN_NORMS = ("none", "reinhard")  # trainer.models.stain_norm, first layer of the CNNs
 AUGMENT_ON = ("host", "device")  # where the augmentation runs: in the tf.data pipeline or in the train step
-SCHEDULES = ("budget", "cosine", "constant")  # trainer.schedule; the flag's "auto" is resolved before this
+SCHEDULES = ("budget", "cosine", "constant")  # trainer.training.schedule; the flag's "auto" is resolved before this
 PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (variables stay float32)
 
 # The seed notebook weighted the positive class 1.5 when training the transfer models.
 SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
 
-# The model families pcam-tune searches (trainer.tune_config.MODELS), whose runs take its result as --hparams.
+# The model families pcam-tune searches (trainer.tuning.tune_config.MODELS), whose runs take its result as --hparams.
 SEARCHED_MODELS = ("tuned", "p4m")
 # Keys a tuning result (--hparams) may hold; keras-tuner writes its best hyperparameters as such a flat JSON.
 HPARAM_KEYS = (
@@ -49,11 +49,11 @@ HPARAM_KEYS = (
 
 # Fields that may differ between an interrupted run and its restart.
 # A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget. The
-# data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.train).
+# data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.training.loop).
 # How many steps one call to the device runs changes the speed, not the result (but for when the budget is checked).
 _RESTART_FREE_FIELDS = ("verbose", "max_minutes", "max_cpu_minutes", "data_dir", "steps_per_execution")
 # Keys that config.json files of older versions hold and that mean nothing now; reading such a file drops them.
-_RETIRED_FIELDS = ("crash_after_epochs",)  # a testing aid; tests now pass a callback to trainer.train.run
+_RETIRED_FIELDS = ("crash_after_epochs",)  # a testing aid; tests now pass a callback to trainer.training.loop.run
 
 
 # Defaults that depend on the schedule (trainer/__main__.py applies them where a flag is not given).
@@ -246,7 +246,7 @@ class TrainConfig:
         "(without --refit), else 0 (a decaying schedule runs to its end, and the best epoch is kept anyway).",
         flag_default=None,
     )
-    max_minutes: float | None = option(  # wall-clock budget of this process (trainer.budget)
+    max_minutes: float | None = option(  # wall-clock budget of this process (trainer.training.budget)
         None,
         "Time budget: stop after this many wall-clock minutes (checked after every batch; the epoch is still "
         "validated), then evaluate the best weights. The same command continues.",

@@ -48,7 +48,7 @@ def check_run(model_dir: str) -> None:
 
 def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
     """(threshold, where it comes from): one run's validation Youden threshold, else 0.5."""
-    from trainer import calibration
+    from trainer.inference import calibration
 
     if len(model_dirs) == 1:
         try:
@@ -173,7 +173,7 @@ class Plan:
 
 def plan(config: SlideConfig) -> Plan:
     """Opens and checks the slide and the runs; ValueError (SlideError) naming the file for a user's mistake."""
-    from trainer import inference
+    from trainer.inference import probabilities
 
     for d in config.model_dirs:
         check_run(d)
@@ -191,7 +191,7 @@ def plan(config: SlideConfig) -> Plan:
     mpp = slide.mpp or config.mpp
     if not mpp:
         raise SlideError(f"{config.slide}: the slide records no microns per pixel; give --mpp (level 0's um/px)")
-    models = [inference.load_model(d) for d in config.model_dirs]
+    models = [probabilities.load_model(d) for d in config.model_dirs]
     patches = {tuple(m.input_shape[1:3]) for m in models}
     if len(patches) > 1 or len(next(iter(patches))) != 2 or len(set(next(iter(patches)))) != 1:
         raise errors.UsageError(f"the runs' inputs are not one square size: {sorted(patches)}")

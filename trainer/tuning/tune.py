@@ -8,7 +8,7 @@
     pcam-tune --model=p4m --space=wide ...   # the P4M CNN: widths in feature planes (8 per group channel)
     pcam-train --model=tuned --hparams=runs/tune_seed/best_hyperparameters.json --data_dir=TFDS_DIR \\
         --model_dir=runs/tuned
-    python -m trainer.tune ...         # the same as pcam-tune
+    python -m trainer.tuning.tune ...         # the same as pcam-tune
 
 The objective is the validation ROC AUC (`val_auc`, maximised). TUNER_DIR gets trials.json,
 trials.md and best_hyperparameters.json; restarting an interrupted search with the same command runs
@@ -33,7 +33,8 @@ import sys
 from absl import flags
 
 from trainer import config as config_lib
-from trainer import errors, shared_flags, tune_config
+from trainer import errors, shared_flags
+from trainer.tuning import tune_config
 
 FLAGS = flags.FLAGS
 
@@ -126,7 +127,8 @@ def _main(argv):
     errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import run_folder, search, tune_reports
+    from trainer import run_folder
+    from trainer.tuning import search, tune_reports
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     lock = None
@@ -144,7 +146,7 @@ def _main(argv):
 
 
 def main() -> None:
-    """The console script `pcam-tune` (and `python -m trainer.tune`)."""
+    """The console script `pcam-tune` (and `python -m trainer.tuning.tune`)."""
     flags.mark_flags_as_required(["data_dir", "tuner_dir"])
     errors.run(_main, tensorflow=True)
 

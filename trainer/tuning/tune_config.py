@@ -1,9 +1,9 @@
 """The settings of one hyperparameter search, their validation, and the check that a restart keeps them.
 
-    from trainer import tune_config
+    from trainer.tuning import tune_config
     config = tune_config.validate(tune_config.TuneConfig.of(TUNER_DIR, DATA_DIR, space="seed", max_trials=5))
 
-`python -m trainer.tune` turns its flags into a `TuneConfig`: the `TrainConfig` every trial trains with
+`python -m trainer.tuning.tune` turns its flags into a `TuneConfig`: the `TrainConfig` every trial trains with
 (`TuneConfig.trial`: data, epochs, batch size, input, recipe, budget, devices; built from the same shared
 flags as pcam-train's, trainer.shared_flags) and the search's own settings. The trial's config is validated
 by `trainer.config.validate`, so a search accepts exactly what `python -m trainer` does; only the search's
@@ -23,8 +23,8 @@ from trainer import config as config_lib
 from trainer.errors import UsageError
 
 TUNE_CONFIG_FILE = "tune_config.json"
-TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuners.make_tuner
-SPACES = ("seed", "wide")  # trainer.hypermodel's search spaces
+TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuning.tuners.make_tuner
+SPACES = ("seed", "wide")  # trainer.tuning.hypermodel's search spaces
 MODELS = config_lib.SEARCHED_MODELS  # the model families searched: the CNN of --model=tuned, and the P4M CNN
 # The fields of config.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
 RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_compile", "steps_per_execution")
@@ -47,7 +47,7 @@ class TuneConfig:
     `trial` is the `TrainConfig` of `python -m trainer --model=tuned` with the same flags (its model_dir is
     the search folder, TUNER_DIR), so a trial trains as pcam-train would, validated by the trainer's rules;
     the trial's own hyperparameters (learning rate, widths, ...) come from the search space instead.
-    `python -m trainer.tune --helpfull` documents each setting. Library callers build one with `of`.
+    `python -m trainer.tuning.tune --helpfull` documents each setting. Library callers build one with `of`.
     """
 
     trial: config_lib.TrainConfig
@@ -153,7 +153,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
     path = epath.Path(config.tuner_dir) / TUNE_CONFIG_FILE
     # The path of --channel_stats may differ between machines, but the normalisation it gives may not:
     # the values are recorded and compared, so trials never mix input normalisations.
-    from trainer.train import load_channel_stats  # TensorFlow: only once a search starts
+    from trainer.training.loop import load_channel_stats  # TensorFlow: only once a search starts
 
     channel_stats = config.trial.channel_stats
     stats = load_channel_stats(channel_stats) if channel_stats else None

@@ -6,7 +6,7 @@ writes (trainer.evaluation.report) into --output_dir.
     pcam-evaluate --model_dir=runs/baseline --data_dir=TFDS_DIR --split=validation --output_dir=eval/baseline
     pcam-evaluate --model_dir=runs/a --model_dir=runs/b --data_dir=TFDS_DIR --split=validation \\
         --output_dir=results/ensemble
-    python -m trainer.evaluate ...     # the same command
+    python -m trainer.inference.evaluate ...     # the same command
 
 Thresholds other than 0.5 are those chosen on the run's validation split (its metrics.json), never on
 the set evaluated; an ensemble gets only 0.5. --calibrate applies each run's temperature
@@ -28,7 +28,7 @@ from trainer import errors, run_folder
 
 def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
     """One run's validation thresholds, to apply here; none for ensembles and for --refit runs."""
-    from trainer import calibration
+    from trainer.inference import calibration
 
     if len(model_dirs) != 1:
         return {}
@@ -81,15 +81,15 @@ class EvaluateConfig:
 
 def evaluate_runs(config: EvaluateConfig) -> dict:
     """Predicts the set with the runs (averaged), then writes the report into output_dir; returns its metrics."""
-    from trainer import calibration, explain, inference
     from trainer.evaluation import report
+    from trainer.inference import calibration, explain, probabilities
 
     c = config.check()
     out = epath.Path(c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(str(out), os.W_OK):
         raise errors.UsageError(f"--output_dir={c.output_dir!r} is not writable")
-    models = [inference.load_model(d) for d in c.model_dirs]
+    models = [probabilities.load_model(d) for d in c.model_dirs]
     temperatures = [calibration.read_temperature(d) for d in c.model_dirs] if c.calibrate else None
     if c.input_dir is not None:
         ids, labels, probs, images_for = _predict_folder(
@@ -119,13 +119,13 @@ def _predict_folder(models, input_dir: str, labels_csv: str, batch_size: int, tt
     """(ids, labels, probabilities, images_for) of a folder of patch files labelled by an id,label CSV; every file
     must be readable and labelled, and every label must have its file."""
     from pcam_tfds.core import patches
-    from trainer import inference, patch_folder
     from trainer.evaluation import files as files_lib
+    from trainer.inference import patch_folder, probabilities
 
     truth = files_lib.read_labels_csv(labels_csv)
     files = patch_folder.list_patch_files(input_dir)
     rejected: list = []
-    ids, _, probs = inference.predict_batches(
+    ids, _, probs = probabilities.predict_batches(
         models, patch_folder.read_folder(files, batch_size, rejected), tta=tta, temperatures=temperatures
     )
     if rejected:
@@ -148,12 +148,15 @@ def _predict_folder(models, input_dir: str, labels_csv: str, batch_size: int, tt
 
 def _predict_split(models, data_dir: str, dataset: str, split: str, batch_size: int, tta: bool, temperatures):
     """(ids, labels, probabilities, images_for) of a labelled split of a built TFDS dataset."""
-    from trainer import data, inference
+    from trainer import data
     from trainer.evaluation import report
+    from trainer.inference import probabilities
 
     builder = data.load_builder(data_dir, dataset)
     ds = data.eval_dataset(data.split_files(builder, split), batch_size, with_ids=True)
-    ids, labels, probs = inference.predict_batches(models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures)
+    ids, labels, probs = probabilities.predict_batches(
+        models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures
+    )
     if labels is None or (labels < 0).any():
         raise errors.UsageError(f"split {split!r} of {dataset} is unlabelled (label -1); evaluate a labelled split")
 
@@ -218,7 +221,7 @@ def _main(argv) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
+    """The console script `pcam-evaluate` (and `python -m trainer.inference.evaluate`)."""
     from absl import flags
 
     define_flags(flags.FLAGS)

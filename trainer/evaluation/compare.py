@@ -2,10 +2,10 @@
 
     pcam-compare runs/* --output_dir=results
     pcam-compare runs/baseline/external runs/tuned/external --output_dir=results/external
-    python -m trainer.compare ...      # the same command
+    python -m trainer.evaluation.compare ...      # the same command
 
 A folder counts when it holds metrics.json and its predictions: a trainer run (val_predictions.csv)
-or a `trainer.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
+or a `trainer.inference.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
 skipped and named. Writes OUTPUT_DIR/results.md, results.json and roc_curves.png. Rows are sorted by ROC
 AUC, best first; each other row is tested against the best with DeLong's paired test on the examples
 both scored (the difference, its 95% interval and the p-value), or marked when they share no examples.
@@ -160,7 +160,7 @@ def _main(argv) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-compare` (and `python -m trainer.compare`)."""
+    """The console script `pcam-compare` (and `python -m trainer.evaluation.compare`)."""
     define_flags(FLAGS)
     errors.run(_main)
 

@@ -1,6 +1,6 @@
 """Probabilities from one or several trained models, optionally with 8-fold test-time augmentation.
 
-Shared by training (validation predictions for metrics.json) and trainer.predict (submissions).
+Shared by training (validation predictions for metrics.json) and trainer.inference.predict (submissions).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def load_model(model_dir: str) -> keras.Model:
 
 
 def scale_probabilities(p: tf.Tensor, temperature: float) -> tf.Tensor:
-    """sigmoid(logit(p) / T) in TensorFlow: trainer.calibration.apply_temperature inside a graph."""
+    """sigmoid(logit(p) / T) in TensorFlow: trainer.inference.calibration.apply_temperature inside a graph."""
     p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
     return tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperature)
 
@@ -38,7 +38,7 @@ def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequ
     """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views).
 
     temperatures: one per model; each model's probabilities become sigmoid(logit(p) / T) before averaging
-    (trainer.calibration).
+    (trainer.inference.calibration).
     """
     if not models:
         raise ValueError("make_predict_fn: no models given")

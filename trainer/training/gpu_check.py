@@ -3,7 +3,7 @@
     pcam-gpu-check                                     # make gpu-check: synthetic records, every registered model, batch 64
     pcam-gpu-check --data_dir=TFDS_DIR --dataset=pcam/full --augment=hed     # the built dataset's records
     pcam-gpu-check --models=baseline --steps=3 --batch_size=8 --input_batches=5   # CPU smoke test
-    python -m trainer.gpu_check ...                    # the same command
+    python -m trainer.training.gpu_check ...                    # the same command
 
 Measures both sides, each alone:
 1. input: images/s of the trainer's own tf.data pipeline (`trainer.data.train_dataset`: read, shuffle, parse,
@@ -159,8 +159,8 @@ def check_model(
     import tensorflow as tf
 
     from trainer import augment as augment_lib
-    from trainer import train
     from trainer.models import transfer
+    from trainer.training import loop
 
     keras.utils.set_random_seed(seed)
     shape = (image_size, image_size, PATCH_SHAPE[2])
@@ -179,12 +179,12 @@ def check_model(
     steps = math.ceil(steps / spe) * spe
     warmup = 2 * spe
     try:
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
+        loop.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     except tf.errors.OpError as e:  # XLA may not support an op on this device; report it, measure without
         print(f"{name}: XLA compilation failed ({type(e).__name__}: {str(e)[:200]}); retrying without XLA")
         xla = False
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
+        loop.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
@@ -224,7 +224,7 @@ def _main(argv) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    from trainer.train import PRECISION_POLICIES
+    from trainer.training.loop import PRECISION_POLICIES
 
     # The trainer's resolution of precision, XLA and steps per execution for this machine.
     recipe = resolve_recipe(
@@ -304,7 +304,7 @@ def _main(argv) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
+    """The console script `pcam-gpu-check` (and `python -m trainer.training.gpu_check`)."""
     define_flags(FLAGS)
     errors.run(_main, tensorflow=True)
 

@@ -3,7 +3,7 @@
     pcam-predict --model_dir=runs/baseline --data_dir=TFDS_DIR --output=submission.csv
     pcam-predict --model_dir runs/resnet50 runs/densenet169 --tta \\
         --input_dir=KAGGLE_DIR/test --output=submission.csv
-    python -m trainer.predict ...      # the same command
+    python -m trainer.inference.predict ...      # the same command
 
 Writes `id,label` with label = the probability (Kaggle scores ROC AUC, so probabilities beat 0/1);
 --calibrate applies each run's fitted temperature, --hard_labels=youden|f1|T writes 0/1 labels. The
@@ -27,7 +27,8 @@ import sys
 from absl import flags
 from etils import epath
 
-from trainer import errors, patch_folder, run_folder
+from trainer import errors, run_folder
+from trainer.inference import patch_folder
 
 HARD_LABEL_NAMES = ("youden", "f1")
 
@@ -132,7 +133,7 @@ def hard_label_threshold(choice: str, model_dir: str, calibrated: bool) -> float
     """
     if choice not in ("youden", "f1"):
         return float(choice)
-    from trainer import calibration
+    from trainer.inference import calibration
 
     try:
         thresholds = calibration.validation_thresholds(model_dir)
@@ -183,7 +184,8 @@ class _Inputs:
 def prepare(config: PredictConfig) -> _Inputs:
     """Checks the output folder, reads the runs and opens the input; ValueError or FileNotFoundError for a user's
     mistake, before anything is predicted."""
-    from trainer import calibration, data, inference
+    from trainer import data
+    from trainer.inference import calibration, probabilities
 
     check_writable(config.output)
     threshold = (
@@ -193,7 +195,7 @@ def prepare(config: PredictConfig) -> _Inputs:
     )
     temperatures = [calibration.read_temperature(d) for d in config.model_dirs] if config.calibrate else None
     rejected = []
-    models = [inference.load_model(d) for d in config.model_dirs]
+    models = [probabilities.load_model(d) for d in config.model_dirs]
     if config.input_dir:
         batches = patch_folder.read_folder(patch_folder.list_patch_files(config.input_dir), config.batch_size, rejected)
     else:
@@ -208,11 +210,13 @@ def predict(config: PredictConfig, inputs: _Inputs | None = None) -> int:
 
     inputs: `prepare(config)`, when the caller has already called it.
     """
-    from trainer import inference
+    from trainer.inference import probabilities
 
     inputs = inputs or prepare(config)
     models, threshold, rejected = inputs.models, inputs.threshold, inputs.rejected
-    ids, _, probs = inference.predict_batches(models, inputs.batches, tta=config.tta, temperatures=inputs.temperatures)
+    ids, _, probs = probabilities.predict_batches(
+        models, inputs.batches, tta=config.tta, temperatures=inputs.temperatures
+    )
     if rejected and not config.allow_rejected:
         for name, reason, detail in rejected:
             print(f"error: {name}: {reason}: {detail}", file=sys.stderr)
@@ -255,7 +259,7 @@ def _main(argv: list[str]) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-predict` (and `python -m trainer.predict`)."""
+    """The console script `pcam-predict` (and `python -m trainer.inference.predict`)."""
     define_flags(flags.FLAGS)
     errors.run(_main, tensorflow=True)
 

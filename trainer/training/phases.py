@@ -36,8 +36,8 @@ import keras
 from etils import epath
 
 from trainer import errors, run_folder
-from trainer import schedule as schedule_lib
 from trainer.config import TrainConfig
+from trainer.training import schedule as schedule_lib
 
 # Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
 UNBOUNDED_EPOCHS = 100_000
@@ -50,7 +50,7 @@ class Phase:
     name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
     epochs: int  # at most; a budget schedule decides the length itself
     learning_rate: float  # the peak rate of the schedule
-    schedule: str = "constant"  # budget, cosine or constant (trainer.schedule)
+    schedule: str = "constant"  # budget, cosine or constant (trainer.training.schedule)
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:

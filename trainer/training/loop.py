@@ -1,7 +1,8 @@
 """One training run from a validated `TrainConfig`: build, compile, fit in phases, resume, evaluate, save.
 
-    from trainer import config as config_lib, train
-    train.run(config_lib.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
+    from trainer import config as config_lib
+    from trainer.training import loop
+    loop.run(config_lib.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
 
 (`config.resolved` makes the config pcam-train makes from the same options: recipe and hardware resolved.)
 
@@ -10,12 +11,12 @@ RUN_DIR afterwards holds config.json, model.keras, best.weights.h5 (the best val
 rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
 classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluation.report).
 
-A run restarted with the same command continues where it stopped: `trainer.phases` plans the phases
+A run restarted with the same command continues where it stopped: `trainer.training.phases` plans the phases
 (the frozen-base head, then fine-tuning, for transfer models) and holds the state file and the rules
 that resume them.
 
 On a cluster (--strategy=multi_worker) every worker runs this same function; only the chief writes
-RUN_DIR, the others write into temporary folders (`trainer.distribute`).
+RUN_DIR, the others write into temporary folders (`trainer.training.distribute`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from etils import epath
 from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
 from trainer import augment as augment_lib
-from trainer import calibration, data, determinism, distribute, errors, explain, inference, models, phases, run_folder
-from trainer import schedule as schedule_lib
-from trainer.budget import Budget, BudgetStop, SharedBudget
+from trainer import data, determinism, errors, models, run_folder
 from trainer.config import TrainConfig
 from trainer.evaluation import files, report
+from trainer.inference import calibration, explain, probabilities
 from trainer.models import transfer
+from trainer.training import distribute, phases
+from trainer.training import schedule as schedule_lib
+from trainer.training.budget import Budget, BudgetStop, SharedBudget
+from trainer.training.epoch_log import EpochLog
 
 MONITOR = "val_auc"
 
@@ -340,7 +344,7 @@ def _phase_callbacks(
     callbacks = [
         schedule,
         early_stopping,
-        run_folder.EpochLog(write_dir / run_folder.HISTORY_CSV),
+        EpochLog(write_dir / run_folder.HISTORY_CSV),
         *tensorboard_callbacks(write_dir / "logs"),
         phases.StateCheckpoint(
             progress.write_dir,
@@ -562,7 +566,7 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     batches = data.eval_dataset(
         data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
     )
-    ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
+    ids, labels, probs = probabilities.predict_batches([final], batches.as_numpy_iterator())
     report.write_learning_curves(model_dir, config.model, model_dir / run_folder.HISTORY_CSV, fine_tune_starts)
     metrics = report.write_report(
         model_dir,

@@ -2,7 +2,7 @@
 
     pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1
     pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1 --nocalibrate
-    python -m trainer.export ...       # the same command
+    python -m trainer.inference.export ...       # the same command
 
 The `serving_default` signature takes `images`: uint8 [batch, 96, 96, 3] (RGB, as the Kaggle TIFFs
 decode) and returns `probability`: float32 [batch]. Casting and scaling happen inside, so a client
@@ -33,9 +33,9 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
     import tensorflow as tf
     from etils import epath
 
-    from trainer import calibration, inference
+    from trainer.inference import calibration, probabilities
 
-    model = inference.load_model(model_dir)
+    model = probabilities.load_model(model_dir)
     height, width, channels = model.input_shape[1:]
     temperature = None
     if calibrate and (epath.Path(model_dir) / run_folder.CALIBRATION_FILE).exists():
@@ -50,7 +50,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
         def serve(self, images):
             p = tf.cast(tf.reshape(self.model(tf.cast(images, tf.float32), training=False), [-1]), tf.float32)
             if temperature is not None:
-                p = inference.scale_probabilities(p, temperature)
+                p = probabilities.scale_probabilities(p, temperature)
             return {OUTPUT_NAME: p}
 
     module = Serving()
@@ -116,7 +116,7 @@ def _main(argv) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-export` (and `python -m trainer.export`)."""
+    """The console script `pcam-export` (and `python -m trainer.inference.export`)."""
     define_flags(FLAGS)
     errors.run(_main, tensorflow=True)
 

@@ -139,7 +139,7 @@ class MultiWorkerFit:
 
 
 def with_mixin(model: keras.Model, mixin: type) -> keras.Model:
-    """`model` with `mixin` ahead of its class (once), as trainer.train does for optimizers with an average."""
+    """`model` with `mixin` ahead of its class (once), as trainer.training.loop does for optimizers with an average."""
     if not isinstance(model, mixin):
         model.__class__ = type(f"{mixin.__name__}{type(model).__name__}", (mixin, type(model)), {})
     return model

@@ -18,7 +18,7 @@ from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import config as config_lib
-from trainer import tune_config, tuners
+from trainer.tuning import tune_config, tuners
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"

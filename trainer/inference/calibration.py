@@ -5,11 +5,11 @@
 
 Dividing the logit by T > 0 keeps the order of the scores, so ROC AUC (what Kaggle scores) is
 unchanged; only the probabilities move (Guo et al. 2017). The trainer fits T after training and stores
-it in RUN_DIR/calibration.json (`fit_and_write`); `trainer.predict --calibrate` and `trainer.evaluate
+it in RUN_DIR/calibration.json (`fit_and_write`); `trainer.inference.predict --calibrate` and `trainer.inference.evaluate
 --calibrate` apply it.
 
 The run's other choices made on validation, its Youden and F1 thresholds (RUN_DIR/metrics.json), are
-read here too, by `validation_thresholds`, for `trainer.predict --hard_labels` and `trainer.evaluate`.
+read here too, by `validation_thresholds`, for `trainer.inference.predict --hard_labels` and `trainer.inference.evaluate`.
 """
 
 from __future__ import annotations
