@@ -173,7 +173,7 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     import json
 
     from trainer import config as config_lib
-    from trainer.training import loop
+    from trainer.training import recipe
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--channel_stats='nope.json': no such file"):
@@ -183,7 +183,7 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     with pytest.raises(ValueError, match="--channel_stats is for the CNN models"):
         config_lib.validate(dataclasses.replace(base, model="resnet50", channel_stats=str(stats)))
     config = config_lib.validate(dataclasses.replace(base, channel_stats=str(stats)))
-    layer = loop.build_model(config).get_layer("normalize")
+    layer = recipe.build_model(config).get_layer("normalize")
     np.testing.assert_allclose(np.ravel(layer.mean), [1, 2, 3])
     np.testing.assert_allclose(np.ravel(layer.variance), [16, 25, 36])
 
@@ -230,7 +230,7 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
     import dataclasses
 
     from trainer import config as config_lib
-    from trainer.training import loop
+    from trainer.training import recipe
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--stain_norm is for the CNN models"):
@@ -238,19 +238,19 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
     with pytest.raises(ValueError, match="stain_norm"):
         config_lib.validate(dataclasses.replace(base, stain_norm="macenko"))
     config = config_lib.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
-    assert "stain_norm" in [layer.name for layer in loop.build_model(config).layers]
-    assert "stain_norm" not in [layer.name for layer in loop.build_model(base).layers]
+    assert "stain_norm" in [layer.name for layer in recipe.build_model(config).layers]
+    assert "stain_norm" not in [layer.name for layer in recipe.build_model(base).layers]
 
 
 @pytest.mark.parametrize("name", ["baseline", "tuned"])
 def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     """--crop=64: the model's first layer keeps the centre 64x64, so pixels outside it change nothing."""
     from trainer import config as config_lib
-    from trainer.training import loop
+    from trainer.training import recipe
 
     config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
     keras.utils.set_random_seed(3)
-    model = loop.build_model(config)
+    model = recipe.build_model(config)
     assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64) and model.input_shape == (None, 96, 96, 3)
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from trainer import augment, data, run_folder
 from trainer import config as config_lib
-from trainer.training import loop
+from trainer.training import loop, recipe
 from trainer.training import schedule as schedule_lib
 from trainer.training.schedule import Schedule
 
@@ -125,14 +125,14 @@ def test_config_rejects_bad_schedule_settings(kw, message):
 
 
 def test_averaged_weights_warm_up_their_momentum():
-    opt = loop.make_optimizer("adam", 1e-3, ema=0.999)
+    opt = recipe.make_optimizer("adam", 1e-3, ema=0.999)
     var = tf.Variable(tf.zeros([2]))
     opt.build([var])
     assert float(opt.ema_momentum) == pytest.approx(1 / 10)  # step 0
     opt.iterations.assign(10_000)
     assert float(opt.ema_momentum) == pytest.approx(0.999)
     assert opt.get_config()["ema_momentum"] == 0.999
-    assert not loop.make_optimizer("adam", 1e-3).use_ema
+    assert not recipe.make_optimizer("adam", 1e-3).use_ema
 
 
 # Training runs.
@@ -169,7 +169,7 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
     rows = _log(tmp_path)
     assert plan.kind == "budget" and plan.total_epochs >= schedule_lib.CALIBRATION_EPOCHS
     assert len(rows) == plan.total_epochs and state["phase_done"] and state["epoch"] == plan.total_epochs
-    per_epoch = loop.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
+    per_epoch = recipe.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
     assert plan.steps_per_epoch == per_epoch and plan.total_steps == plan.total_epochs * per_epoch
     logged = [float(r["learning_rate"]) for r in rows]
     # The plan may have been refined after later epochs: rows since its last anchor follow it exactly.
@@ -220,7 +220,7 @@ def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_da
     assert sum(len(labels) for _, labels in ds) == both
 
     def weights(path):
-        model = loop.build_model(cfg, weights=None)
+        model = recipe.build_model(cfg, weights=None)
         loop._load_weights(model, path)
         return model.get_weights()
 

@@ -14,7 +14,7 @@ import pytest
 from cli_runs import REPO, run_module
 
 from trainer import config as config_lib
-from trainer.training import loop
+from trainer.training import recipe
 from trainer.tuning import hypermodel, search, tune_config, tune_reports
 
 SMALL = (32, 32, 3)  # builds fast; 4 blocks still fit
@@ -113,7 +113,7 @@ def test_hypermodel_checks_its_facts(kwargs, message):
 
 
 def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
-    """best_hyperparameters.json -> read_hparams -> TrainConfig -> loop.build_model: the trial's network."""
+    """best_hyperparameters.json -> read_hparams -> TrainConfig -> recipe.build_model: the trial's network."""
     hp = keras_tuner.HyperParameters()
     for name, value in {
         "learning_rate": 3e-4,
@@ -142,7 +142,7 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
         32,
     )
     assert (cfg.learning_rate, cfg.dropout, cfg.weight_decay) == (3e-4, 0.6, 1e-5)
-    trained = loop.build_model(cfg, input_shape=SMALL)
+    trained = recipe.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in trial_model.weights]
 
 
@@ -230,7 +230,7 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
     cfg = config_lib.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
     assert cfg.filters == (16, 32, 64, 128) and cfg.batch_norm
-    trained = loop.build_model(cfg, input_shape=SMALL)
+    trained = recipe.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in model.weights]
     assert (
         tune_config.validate(

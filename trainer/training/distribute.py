@@ -1,4 +1,5 @@
-"""Multi-worker training (`--strategy=multi_worker`): who writes, how workers agree, and Keras' gaps.
+"""The distribution strategy of a run (`make_strategy`, --strategy) and multi-worker training
+(--strategy=multi_worker): who writes, how workers agree, and Keras' gaps.
 
     TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
         python -m trainer --strategy=multi_worker --model=baseline --data_dir=gs://... --model_dir=gs://...
@@ -139,7 +140,25 @@ class MultiWorkerFit:
 
 
 def with_mixin(model: keras.Model, mixin: type) -> keras.Model:
-    """`model` with `mixin` ahead of its class (once), as trainer.training.loop does for optimizers with an average."""
+    """`model` with `mixin` ahead of its class (once), as trainer.training.recipe.make_optimizer does for optimizers with an average."""
     if not isinstance(model, mixin):
         model.__class__ = type(f"{mixin.__name__}{type(model).__name__}", (mixin, type(model)), {})
     return model
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over all visible GPUs when there are several; on one GPU, OneDeviceStrategy on it,
+    whose input pipeline prefetches the next batches into the GPU's memory while a step runs; else the
+    default (the CPU). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    """
+    if name == "multi_worker":
+        task_from_tf_config(os.environ.get("TF_CONFIG"))  # a clear error before TensorFlow's
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device" or (name == "auto" and len(gpus) == 1):
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name in ("auto", "default"):
+        return tf.distribute.get_strategy()
+    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device, default or multi_worker")

@@ -160,7 +160,7 @@ def check_model(
 
     from trainer import augment as augment_lib
     from trainer.models import transfer
-    from trainer.training import loop
+    from trainer.training import recipe
 
     keras.utils.set_random_seed(seed)
     shape = (image_size, image_size, PATCH_SHAPE[2])
@@ -179,12 +179,12 @@ def check_model(
     steps = math.ceil(steps / spe) * spe
     warmup = 2 * spe
     try:
-        loop.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
+        recipe.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     except tf.errors.OpError as e:  # XLA may not support an op on this device; report it, measure without
         print(f"{name}: XLA compilation failed ({type(e).__name__}: {str(e)[:200]}); retrying without XLA")
         xla = False
-        loop.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
+        recipe.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
@@ -224,7 +224,7 @@ def _main(argv) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    from trainer.training.loop import PRECISION_POLICIES
+    from trainer.training.recipe import PRECISION_POLICIES
 
     # The trainer's resolution of precision, XLA and steps per execution for this machine.
     recipe = resolve_recipe(

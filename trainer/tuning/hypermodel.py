@@ -5,7 +5,7 @@
 
 `CNNHyperModel.build(hp)` samples named hyperparameters (the keys of `trainer.config.HPARAM_KEYS`), puts
 them into the trial's `TrainConfig` with the mapping of `config.hparams_to_fields` (as --hparams does), and
-builds and compiles with pcam-train's own `loop.build_model` and `loop.compile_for`; `fit` adds the
+builds and compiles with pcam-train's own `recipe.build_model` and `recipe.compile_for`; `fit` adds the
 trainer's schedule and weight-average callbacks. So a trial trains the same network in the same precision,
 schedule, weight average and label smoothing as `python -m trainer --model=tuned` with the same flags. Names outside the chosen space are `hp.Fixed` at the trainer's defaults, so every trial
 records the full set and `hp.Fixed` set in advance overrides any of them. `trainer.tuning.search` runs the search.
@@ -22,7 +22,7 @@ import keras_tuner
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import config as config_lib
-from trainer.training import loop, phases
+from trainer.training import phases, recipe
 from trainer.tuning.tune_config import SPACES
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
@@ -67,9 +67,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     trial_config: what every trial trains with (`TuneConfig.trial`: precision, XLA, steps per execution,
     schedule, weight average, smoothing, input normalisation); a trial's hyperparameters replace its fields
-    (`trial`). `build` makes the model with `loop.build_model` and compiles it with `loop.compile_for`, and
-    `fit` adds the trainer's schedule and weight-average callbacks (`loop.schedule_callback`,
-    `loop.ema_callbacks`): pcam-train's own functions. steps_per_epoch: batches in one trial epoch (the
+    (`trial`). `build` makes the model with `recipe.build_model` and compiles it with `recipe.compile_for`, and
+    `fit` adds the trainer's schedule and weight-average callbacks (`recipe.schedule_callback`,
+    `recipe.ema_callbacks`): pcam-train's own functions. steps_per_epoch: batches in one trial epoch (the
     schedule's unit); None: the fit's steps_per_epoch.
     """
 
@@ -110,9 +110,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         config = self.trial(hp)
-        loop.set_precision(config)
-        model = loop.build_model(config, input_shape=self.input_shape)
-        loop.compile_for(model, config, config.learning_rate)
+        recipe.set_precision(config)
+        model = recipe.build_model(config, input_shape=self.input_shape)
+        recipe.compile_for(model, config, config.learning_rate)
         return model
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, callbacks=(), **kwargs):
@@ -127,8 +127,8 @@ class CNNHyperModel(keras_tuner.HyperModel):
         # for validation, so the trial's score is that of the weights pcam-train would validate and keep.
         callbacks = [
             *callbacks[:1],
-            loop.schedule_callback(phase, per_epoch),
-            *loop.ema_callbacks(config),
+            recipe.schedule_callback(phase, per_epoch),
+            *recipe.ema_callbacks(config),
             *callbacks[1:],
         ]
         self.last_recipe = {
@@ -142,4 +142,4 @@ class CNNHyperModel(keras_tuner.HyperModel):
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
 
-_PRECISION_OF_POLICY = {policy: name for name, policy in loop.PRECISION_POLICIES.items()}
+_PRECISION_OF_POLICY = {policy: name for name, policy in recipe.PRECISION_POLICIES.items()}

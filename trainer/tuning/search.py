@@ -27,7 +27,7 @@ from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import data, determinism
-from trainer.training import loop
+from trainer.training import recipe
 from trainer.training.budget import Budget
 from trainer.tuning import hypermodel, tune_config, tune_reports, tuners
 
@@ -45,7 +45,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
     tune_config.check_and_write_config(config, write=role != "worker")
     trial_config = config.trial
-    loop.set_precision(trial_config)
+    recipe.set_precision(trial_config)
     determinism.seed_everything(trial_config.seed)
 
     train_files = val_files = num_train = None
@@ -70,7 +70,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         )
         return train_ds, data.eval_dataset(val_files, c.batch_size, c.sample_fraction, num_examples=num_val)
 
-    per_epoch = loop.steps_per_epoch(trial_config, num_train) if num_train is not None else None
+    per_epoch = recipe.steps_per_epoch(trial_config, num_train) if num_train is not None else None
     model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, trial_config, per_epoch)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: tune_reports.write_reports(tuner, config)) if role == "standalone" else None
@@ -85,7 +85,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
             steps_per_epoch=trial_config.steps_per_epoch,
             shuffle=False,  # tf.data shuffles
             verbose=trial_config.verbose if trial_config.verbose == "auto" else int(trial_config.verbose),
-            callbacks=loop.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
+            callbacks=recipe.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
         )
     except tuners.BudgetSpent as e:
         logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)

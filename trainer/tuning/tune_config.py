@@ -153,7 +153,7 @@ def check_and_write_config(config: TuneConfig, write: bool = True) -> None:
     path = epath.Path(config.tuner_dir) / TUNE_CONFIG_FILE
     # The path of --channel_stats may differ between machines, but the normalisation it gives may not:
     # the values are recorded and compared, so trials never mix input normalisations.
-    from trainer.training.loop import load_channel_stats  # TensorFlow: only once a search starts
+    from trainer.training.recipe import load_channel_stats  # TensorFlow: only once a search starts
 
     channel_stats = config.trial.channel_stats
     stats = load_channel_stats(channel_stats) if channel_stats else None
