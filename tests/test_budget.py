@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import config as config_lib
 from trainer import run_folder
+from trainer.config import train_config as config_lib
 from trainer.training import loop
 from trainer.training.budget import Budget, BudgetStop
 from trainer.tuning import memory, search, tune_config

@@ -211,8 +211,8 @@ def test_every_flag_of_pcam_train_is_made_from_its_field():
 
     from absl import flags
 
-    from trainer import config as config_lib
     from trainer import shared_flags
+    from trainer.config import train_config as config_lib
 
     fv = flags.FlagValues()
     shared_flags.define(fv, shared_flags.TRAIN)
@@ -234,8 +234,8 @@ def test_a_new_option_is_one_field():
 
     from absl import flags
 
-    from trainer import config as config_lib
     from trainer import shared_flags
+    from trainer.config import train_config as config_lib
 
     @dataclasses.dataclass(frozen=True)
     class WithMore:
@@ -262,8 +262,8 @@ def test_each_shared_flag_sets_the_train_config_field_of_its_name():
 
     from absl import flags
 
-    from trainer import config as config_lib
     from trainer import shared_flags
+    from trainer.config import train_config as config_lib
 
     names = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     assert set(shared_flags.NAMES) <= names and set(shared_flags.RESOLVED) <= set(shared_flags.NAMES)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from trainer import config as config_lib
 from trainer import data, determinism, run_folder
+from trainer.config import train_config as config_lib
 from trainer.evaluation import files as evaluation_files
 from trainer.training import loop
 from trainer.tuning import search, tune_config

@@ -13,7 +13,7 @@ import pytest
 from cli_runs import run_module
 from sklearn import metrics as skm
 
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.evaluation import compare, files, metrics
 from trainer.inference import calibration, evaluate
 

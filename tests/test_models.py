@@ -172,7 +172,7 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     import dataclasses
     import json
 
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.training import recipe
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
@@ -229,7 +229,7 @@ def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_pa
 def test_stain_norm_flag_reaches_the_model(tmp_path):
     import dataclasses
 
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.training import recipe
 
     base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
@@ -245,7 +245,7 @@ def test_stain_norm_flag_reaches_the_model(tmp_path):
 @pytest.mark.parametrize("name", ["baseline", "tuned"])
 def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     """--crop=64: the model's first layer keeps the centre 64x64, so pixels outside it change nothing."""
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.training import recipe
 
     config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
@@ -278,7 +278,7 @@ def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     ],
 )
 def test_crop_is_checked_before_training(options, message, tmp_path):
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
@@ -303,7 +303,7 @@ def test_padding_valid_pads_nowhere_and_keeps_the_weights(tmp_path):
     assert p4m.get_layer("pool3").output.shape[1:3] == (10, 10)
     with pytest.raises(ValueError, match="padding='full'"):
         models.build("baseline", padding="full")
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
 
     resolved = config_lib.resolved(
         False, model="p4m", padding="valid", crop=94, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1

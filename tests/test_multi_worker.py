@@ -12,8 +12,8 @@ import sys
 import pytest
 from cli_runs import REPO
 
-from trainer import config as config_lib
 from trainer import data, run_folder
+from trainer.config import train_config as config_lib
 from trainer.training import distribute
 from trainer.training.budget import Budget, SharedBudget
 

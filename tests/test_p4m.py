@@ -198,7 +198,7 @@ def test_widths_matched_by_flops_and_by_parameters():
 
 def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path):
     """--filters for p4m (and the width pcam-tune --model=p4m samples) counts planes: 8 per group channel."""
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.errors import UsageError
 
     deep = models.build("p4m", filters=(32, 64, 128, 256), dense=64, batch_norm=True)

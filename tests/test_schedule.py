@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import augment, data, run_folder
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.training import loop, recipe
 from trainer.training import schedule as schedule_lib
 from trainer.training.schedule import Schedule
@@ -333,7 +333,7 @@ def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
 
 
 def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_flags, tmp_path):
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
 
     budget, seed = config_lib.BUDGET_RECIPE, config_lib.SEED_RECIPE
     assert (budget["learning_rate"], budget["dropout"]) != (seed["learning_rate"], seed["dropout"])

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import augment, data
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.evaluation import metrics, plots
 from trainer.training import phases
 

@@ -9,8 +9,8 @@ import re
 import pytest
 from cli_runs import run_module
 
-from trainer import config as config_lib
 from trainer import run_folder
+from trainer.config import train_config as config_lib
 from trainer.evaluation import files
 from trainer.training import loop
 
@@ -233,7 +233,7 @@ _FLAG_PER_FIELD = """
 import dataclasses, json, sys
 from absl import flags
 import trainer.__main__ as main
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
 flags.FLAGS(sys.argv)
 missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in flags.FLAGS]
 config = main.config_from_flags(flags.FLAGS, gpu=False)

@@ -13,7 +13,7 @@ import keras_tuner
 import pytest
 from cli_runs import REPO, run_module
 
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.training import recipe
 from trainer.tuning import hypermodel, search, tune_config, tune_reports
 

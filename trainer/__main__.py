@@ -19,8 +19,8 @@ import sys
 
 from absl import flags, logging
 
-from trainer import config as config_lib
 from trainer import errors, shared_flags
+from trainer.config import train_config as config_lib
 
 FLAGS = flags.FLAGS
 

@@ -20,7 +20,7 @@ import dataclasses
 
 from absl import flags
 
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 
 _FIELDS = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
 TRAIN = tuple(_FIELDS)  # pcam-train's flags: one per TrainConfig field

@@ -40,7 +40,7 @@ def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
 
 def _trained_splits(model_dirs: tuple[str, ...]) -> set[str]:
     """The splits the runs trained on (TrainConfig.train_splits of their config.json; train where it is missing)."""
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
 
     splits = set()
     for d in model_dirs:

@@ -1,6 +1,6 @@
 """One training run from a validated `TrainConfig`: build, compile, fit in phases, resume, evaluate, save.
 
-    from trainer import config as config_lib
+    from trainer.config import train_config as config_lib
     from trainer.training import loop
     loop.run(config_lib.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
 
@@ -32,7 +32,7 @@ from etils import epath
 
 from pcam_tfds.core.progress import print_line
 from trainer import data, determinism, errors, run_folder
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
 from trainer.evaluation import files, report
 from trainer.inference import calibration, explain, probabilities
 from trainer.models import transfer

@@ -36,7 +36,7 @@ import keras
 from etils import epath
 
 from trainer import errors, run_folder
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
 from trainer.training import schedule as schedule_lib
 
 # Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).

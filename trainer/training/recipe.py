@@ -17,7 +17,7 @@ from etils import epath
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import augment as augment_lib
 from trainer import errors, models
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
 from trainer.training import phases
 from trainer.training import schedule as schedule_lib
 

@@ -21,7 +21,7 @@ import keras
 import keras_tuner
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.training import phases, recipe
 from trainer.tuning.tune_config import SPACES
 

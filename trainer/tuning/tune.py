@@ -32,8 +32,8 @@ import sys
 
 from absl import flags
 
-from trainer import config as config_lib
 from trainer import errors, shared_flags
+from trainer.config import train_config as config_lib
 from trainer.tuning import tune_config
 
 FLAGS = flags.FLAGS

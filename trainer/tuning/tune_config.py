@@ -19,7 +19,7 @@ import json
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.errors import UsageError
 
 TUNE_CONFIG_FILE = "tune_config.json"

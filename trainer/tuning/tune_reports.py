@@ -17,7 +17,7 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import config as config_lib
+from trainer.config import train_config as config_lib
 from trainer.tuning import tune_config, tuners
 
 TRIALS_JSON = "trials.json"
