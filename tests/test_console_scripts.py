@@ -212,11 +212,11 @@ def test_every_flag_of_pcam_train_is_made_from_its_field():
     from absl import flags
 
     from trainer import shared_flags
-    from trainer.config import train_config as config_lib
+    from trainer.config import train_config
 
     fv = flags.FlagValues()
     shared_flags.define(fv, shared_flags.TRAIN)
-    for field in dataclasses.fields(config_lib.TrainConfig):
+    for field in dataclasses.fields(train_config.TrainConfig):
         flag, meta = fv[field.name], field.metadata
         assert flag.help.endswith(meta["help"]) and len(meta["help"]) > 20, field.name  # enums prefix the choices
         expected = None if meta["flag_default"] is dataclasses.MISSING else meta["flag_default"]
@@ -235,13 +235,13 @@ def test_a_new_option_is_one_field():
     from absl import flags
 
     from trainer import shared_flags
-    from trainer.config import train_config as config_lib
+    from trainer.config import options
 
     @dataclasses.dataclass(frozen=True)
     class WithMore:
-        warmup_epochs: int = config_lib.option(2, "Epochs of linear warm-up.")
-        mixup: float | None = config_lib.option(None, "Mixup's alpha; none = off.")
-        tags: tuple[int, ...] = config_lib.option((1, 2), "Some integers.")
+        warmup_epochs: int = options.option(2, "Epochs of linear warm-up.")
+        mixup: float | None = options.option(None, "Mixup's alpha; none = off.")
+        tags: tuple[int, ...] = options.option((1, 2), "Some integers.")
         undocumented: int = dataclasses.field(default=0)
 
     fv = flags.FlagValues()
@@ -263,9 +263,9 @@ def test_each_shared_flag_sets_the_train_config_field_of_its_name():
     from absl import flags
 
     from trainer import shared_flags
-    from trainer.config import train_config as config_lib
+    from trainer.config import train_config
 
-    names = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
+    names = {f.name for f in dataclasses.fields(train_config.TrainConfig)}
     assert set(shared_flags.NAMES) <= names and set(shared_flags.RESOLVED) <= set(shared_flags.NAMES)
     fv = flags.FlagValues()
     shared_flags.define(fv)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainer import data, determinism, run_folder
-from trainer.config import train_config as config_lib
+from trainer.config import train_config, validation
 from trainer.evaluation import files as evaluation_files
 from trainer.training import loop
 from trainer.tuning import search, tune_config
@@ -78,8 +78,8 @@ def _without_paths(metrics: dict) -> dict:
 @pytest.mark.slow
 def test_a_run_killed_after_epoch_one_and_resumed_ends_as_an_uninterrupted_one(pcam_data, tmp_path, crash_after):
     def config(folder):
-        return config_lib.validate(
-            config_lib.TrainConfig(
+        return validation.validate(
+            train_config.TrainConfig(
                 model="baseline",
                 data_dir=str(pcam_data["tfds"]),
                 model_dir=str(folder),

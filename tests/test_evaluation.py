@@ -13,7 +13,7 @@ import pytest
 from cli_runs import run_module
 from sklearn import metrics as skm
 
-from trainer.config import train_config as config_lib
+from trainer.config import train_config
 from trainer.evaluation import compare, files, metrics
 from trainer.inference import calibration, evaluate
 
@@ -71,7 +71,7 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
         calibration.read_temperature(tmp_path)
     # Evaluating on a split one of the runs trained on says so (metrics.json held_out, the titles).
-    refit = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir=str(tmp_path), refit=True)
+    refit = train_config.TrainConfig(model="baseline", data_dir="/d", model_dir=str(tmp_path), refit=True)
     (tmp_path / "config.json").write_text(refit.to_json())
     (tmp_path / "other").mkdir()
     assert evaluate._trained_splits([str(tmp_path / "other")]) == {"train"}

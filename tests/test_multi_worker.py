@@ -13,7 +13,7 @@ import pytest
 from cli_runs import REPO
 
 from trainer import data, run_folder
-from trainer.config import train_config as config_lib
+from trainer.config import train_config, validation
 from trainer.training import distribute
 from trainer.training.budget import Budget, SharedBudget
 
@@ -69,12 +69,12 @@ def test_shared_budget_follows_the_agreed_verdict():
 
 def test_multi_worker_config_refusals(tmp_path):
     base = dict(model="baseline", data_dir=str(tmp_path), model_dir=str(tmp_path), strategy="multi_worker")
-    config_lib.validate(config_lib.TrainConfig(**base))
+    validation.validate(train_config.TrainConfig(**base))
     with pytest.raises(ValueError, match="one step per execution"):
-        config_lib.validate(config_lib.TrainConfig(**base, steps_per_execution=4))
+        validation.validate(train_config.TrainConfig(**base, steps_per_execution=4))
     with pytest.raises(ValueError, match="budget schedule plans from this process"):
-        config_lib.validate(
-            config_lib.TrainConfig(**base, schedule="budget", epochs=None, max_minutes=1.0, early_stopping_patience=0)
+        validation.validate(
+            train_config.TrainConfig(**base, schedule="budget", epochs=None, max_minutes=1.0, early_stopping_patience=0)
         )
 
 
@@ -190,7 +190,7 @@ def test_two_workers_train_one_run_stop_together_and_resume(pcam_data, baseline_
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) == set(json.loads((baseline_run / "metrics.json").read_text()))
     assert 0 < metrics["num_examples"] < 24  # half of the validation split
-    config = config_lib.TrainConfig.from_json((run_dir / "config.json").read_text())
+    config = train_config.TrainConfig.from_json((run_dir / "config.json").read_text())
     assert (config.strategy, config.steps_per_execution) == ("multi_worker", 1)
     for name in ("budget", "resume"):
         assert list((tmp_path / f"{name}-tmp1").iterdir()) == [], "worker 1 left files behind"

@@ -198,22 +198,22 @@ def test_widths_matched_by_flops_and_by_parameters():
 
 def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path):
     """--filters for p4m (and the width pcam-tune --model=p4m samples) counts planes: 8 per group channel."""
-    from trainer.config import train_config as config_lib
+    from trainer.config import train_config, validation
     from trainer.errors import UsageError
 
     deep = models.build("p4m", filters=(32, 64, 128, 256), dense=64, batch_norm=True)
     assert [deep.get_layer(f"conv{i}").filters for i in range(1, 5)] == [4, 8, 16, 32]
     assert deep.get_layer("dense").units == 64 and deep.get_layer("bn4") is not None
     assert [models.build("p4m").get_layer(f"conv{i}").filters for i in (1, 2, 3)] == list(p4m.FLOP_MATCHED)
-    cfg = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir=str(tmp_path), filters=(32, 64, 128, 256))
-    assert config_lib.validate(cfg).filters == (32, 64, 128, 256)
+    cfg = train_config.TrainConfig(model="p4m", data_dir="d", model_dir=str(tmp_path), filters=(32, 64, 128, 256))
+    assert validation.validate(cfg).filters == (32, 64, 128, 256)
     with pytest.raises(UsageError, match=r"--filters=32,60,128: --model=p4m counts widths in feature planes.*of 8"):
-        config_lib.validate(config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m", filters=(32, 60, 128)))
-    config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", filters=(30, 60)))
+        validation.validate(train_config.TrainConfig(model="p4m", data_dir="d", model_dir="m", filters=(32, 60, 128)))
+    validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", filters=(30, 60)))
     with pytest.raises(ValueError, match="multiple of 8"):
         models.build("p4m", filters=(32, 12))
     with pytest.raises(UsageError, match="--filters does not apply to --model=p4m_params"):
-        config_lib.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
+        train_config.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
 
 
 def test_a_centre_crop_keeps_the_model_exactly_invariant():

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import augment, data, run_folder
-from trainer.config import train_config as config_lib
+from trainer.config import defaults, train_config, validation
 from trainer.training import loop, recipe
 from trainer.training import schedule as schedule_lib
 from trainer.training.schedule import Schedule
@@ -118,9 +118,9 @@ def test_a_refined_plan_keeps_the_rate_continuous_and_ends_at_zero():
     ],
 )
 def test_config_rejects_bad_schedule_settings(kw, message):
-    cfg = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir="/m", **kw)
+    cfg = train_config.TrainConfig(model="baseline", data_dir="/d", model_dir="/m", **kw)
     with pytest.raises(ValueError) as info:
-        config_lib.validate(cfg)
+        validation.validate(cfg)
     assert message in str(info.value)
 
 
@@ -138,7 +138,7 @@ def test_averaged_weights_warm_up_their_momentum():
 # Training runs.
 
 
-def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
+def _run_config(pcam_data, run_dir, **kw) -> train_config.TrainConfig:
     values = dict(
         model="baseline",
         data_dir=str(pcam_data["tfds"]),
@@ -151,7 +151,7 @@ def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
         ema=0.99,
     )
     values.update(kw)
-    return config_lib.validate(config_lib.TrainConfig(**values))
+    return validation.validate(train_config.TrainConfig(**values))
 
 
 def _log(run_dir) -> list[dict]:
@@ -333,9 +333,9 @@ def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
 
 
 def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_flags, tmp_path):
-    from trainer.config import train_config as config_lib
+    from trainer.config import defaults
 
-    budget, seed = config_lib.BUDGET_RECIPE, config_lib.SEED_RECIPE
+    budget, seed = defaults.BUDGET_RECIPE, defaults.SEED_RECIPE
     assert (budget["learning_rate"], budget["dropout"]) != (seed["learning_rate"], seed["dropout"])
     cfg = parse_flags("--max_cpu_minutes=30")
     assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (budget["learning_rate"], budget["dropout"], budget["ema"])
@@ -367,15 +367,15 @@ def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_fl
 def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
-    assert config_lib.cpu_has_bfloat16(str(cpuinfo))
+    assert defaults.cpu_has_bfloat16(str(cpuinfo))
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
-    assert not config_lib.cpu_has_bfloat16(str(cpuinfo))
-    assert not config_lib.cpu_has_bfloat16(str(tmp_path / "missing"))
-    monkeypatch.setattr(config_lib, "cpu_has_bfloat16", lambda: False)
-    assert config_lib._precision("auto", gpu=False) == "off"
-    assert config_lib._precision("auto", gpu=True) == "float16"
-    assert config_lib._precision("on", gpu=False) == "float16"
-    assert config_lib._precision("bfloat16", gpu=False) == "bfloat16"
+    assert not defaults.cpu_has_bfloat16(str(cpuinfo))
+    assert not defaults.cpu_has_bfloat16(str(tmp_path / "missing"))
+    monkeypatch.setattr(defaults, "cpu_has_bfloat16", lambda: False)
+    assert defaults._precision("auto", gpu=False) == "off"
+    assert defaults._precision("auto", gpu=True) == "float16"
+    assert defaults._precision("on", gpu=False) == "float16"
+    assert defaults._precision("bfloat16", gpu=False) == "bfloat16"
 
 
 @pytest.mark.parametrize(
@@ -419,13 +419,13 @@ def test_a_library_caller_gets_the_config_pcam_train_makes_from_the_same_flags(p
         return f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
 
     from_flags = parse_flags(*(as_flag(k, v) for k, v in options.items()))
-    assert config_lib.resolved(False, **options) == from_flags
+    assert train_config.resolved(False, **options) == from_flags
 
 
 def test_resolved_names_an_unknown_option_and_a_model_that_ignores_one():
     with pytest.raises(ValueError, match=r"unknown options \['epoch'\]"):
-        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
+        train_config.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
     with pytest.raises(ValueError, match="--filters=32: expected integers like 32,64,128"):
-        config_lib.resolved(False, model="tuned", data_dir="/d", model_dir="/m", filters=32)
+        train_config.resolved(False, model="tuned", data_dir="/d", model_dir="/m", filters=32)
     with pytest.raises(ValueError, match="--dense does not apply to --model=baseline"):
-        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)
+        train_config.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)

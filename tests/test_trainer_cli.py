@@ -10,7 +10,7 @@ import pytest
 from cli_runs import run_module
 
 from trainer import run_folder
-from trainer.config import train_config as config_lib
+from trainer.config import restart, train_config, validation
 from trainer.evaluation import files
 from trainer.training import loop
 
@@ -47,7 +47,7 @@ def test_training_writes_every_output(baseline_run):
     evaluation = b"".join(p.read_bytes() for p in (baseline_run / "logs" / "evaluation").rglob("events.out.tfevents.*"))
     for tag in (b"validation/pr_curve", b"validation/error_gallery", b"validation/example_patches"):
         assert tag in evaluation, tag
-    cfg = config_lib.TrainConfig.from_json((baseline_run / "config.json").read_text())
+    cfg = train_config.TrainConfig.from_json((baseline_run / "config.json").read_text())
     assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.schedule, cfg.ema) == ("baseline", 2, None, "constant", 0.0)
     assert cfg.mixed_precision in ("off", "bfloat16")  # auto on a CPU: bfloat16 where the CPU has it natively
     m = json.loads((baseline_run / "metrics.json").read_text())
@@ -203,8 +203,8 @@ def test_gpu_check_flag_errors_are_one_line():
 @pytest.mark.slow
 def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path, crash_after):
     """Interrupted after the first fine-tuning epoch, the restart skips the head phase and finishes phase 2."""
-    cfg = config_lib.validate(
-        config_lib.TrainConfig(
+    cfg = validation.validate(
+        train_config.TrainConfig(
             model="resnet50",
             data_dir=str(pcam_data["tfds"]),
             model_dir=str(tmp_path),
@@ -219,7 +219,7 @@ def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path,
             verbose="0",
         )
     )
-    config_lib.write(cfg)
+    restart.write_config(cfg)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
         loop.run(cfg, callbacks=[crash_after(2)])
     state = json.loads((tmp_path / "state" / "state.json").read_text())

@@ -13,7 +13,7 @@ import keras_tuner
 import pytest
 from cli_runs import REPO, run_module
 
-from trainer.config import train_config as config_lib
+from trainer.config import hparams, train_config, validation
 from trainer.training import recipe
 from trainer.tuning import hypermodel, search, tune_config, tune_reports
 
@@ -96,7 +96,7 @@ def test_seed_space_is_the_notebooks_and_wide_space_tunes_seven_names():
         "weight_decay",
     ]
     assert {p.name: p for p in hp.space}["learning_rate"].sampling == "log"
-    assert set(hp.values) <= set(config_lib.HPARAM_KEYS)
+    assert set(hp.values) <= set(hparams.KEYS)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +132,8 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
     assert json.loads(path.read_text())["dropout"] == 0.6
 
-    fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
-    cfg = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    fields = hparams.to_fields(hparams.read(str(path)))
+    cfg = validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
     assert (cfg.filters, cfg.batch_norm, cfg.dense, cfg.optimizer, cfg.batch_size) == (
         (16, 32, 64, 128),
         True,
@@ -216,7 +216,7 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     hp = keras_tuner.HyperParameters()
     for name, value in {"width": 16, "num_blocks": 4, "batch_norm": True, "dropout": 0.0}.items():
         hp.Fixed(name, value)
-    trial = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m")
+    trial = train_config.TrainConfig(model="p4m", data_dir="d", model_dir="m")
     model = hypermodel.CNNHyperModel(SMALL, "wide", trial_config=trial).build(hp)
     assert model.name == "p4m"
     assert [model.get_layer(f"conv{i}").filters for i in range(1, 5)] == [2, 4, 8, 16]
@@ -228,7 +228,7 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     )
     path = tmp_path / tune_reports.BEST_HPARAMS
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
-    cfg = config_lib.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
+    cfg = train_config.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
     assert cfg.filters == (16, 32, 64, 128) and cfg.batch_norm
     trained = recipe.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in model.weights]
@@ -268,10 +268,10 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
         in table
     )
 
-    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
+    best = hparams.read(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best == {**{k: trial["hyperparameters"][k] for k in hypermodel.DEFAULTS}, "batch_size": 8}
-    fields = config_lib.hparams_to_fields(best)
-    cfg_train = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    fields = hparams.to_fields(best)
+    cfg_train = validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
     assert len(cfg_train.filters) == best["num_blocks"] and cfg_train.filters[0] == best["width"]
     # Each trial logs to TensorBoard, with its hyperparameters for the hparams dashboard.
     events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
@@ -298,7 +298,7 @@ def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_pat
     assert second[:2] == first  # the finished trials were reloaded, not rerun
     assert second[2]["pid"] != first[0]["pid"] == first[1]["pid"]
     # The notebook's space as the best result: the file python -m trainer --hparams reads.
-    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
+    best = hparams.read(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best["learning_rate"] in (1e-4, 3e-4, 1e-3) and best["dropout"] in (0.3, 0.4, 0.5, 0.6, 0.7)
 
 

@@ -20,7 +20,7 @@ import sys
 from absl import flags, logging
 
 from trainer import errors, shared_flags
-from trainer.config import train_config as config_lib
+from trainer.config import restart, train_config
 
 FLAGS = flags.FLAGS
 
@@ -30,12 +30,12 @@ for _name in shared_flags.TRAIN:
     flags.declare_key_flag(_name)  # listed by --help, not only --helpfull
 
 
-def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
+def config_from_flags(flag_values, gpu: bool) -> train_config.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read): the flags given on the
     command line (or in a --flagfile) go to `config.resolved`, which fills in the rest as the flags' defaults
     would (they are made from the same fields), so a library caller of `resolved` gets what this command does."""
     given = {name: flag_values[name].value for name in shared_flags.TRAIN if flag_values[name].present}
-    return config_lib.resolved(gpu, **given)
+    return train_config.resolved(gpu, **given)
 
 
 def _main(argv):
@@ -55,7 +55,7 @@ def _main(argv):
     lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
     try:
         if task.is_chief:
-            config_lib.write(config)
+            restart.write_config(config)
             logging.info("config written to %s/%s", config.model_dir, run_folder.CONFIG_FILE)
         loop.run(config)
     finally:

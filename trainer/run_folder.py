@@ -17,7 +17,7 @@ from pcam_tfds.core.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic
 RunLock, RunFolderBusy = FolderLock, FolderBusy
 
 # What training writes first and reads to resume. The trainer's own state lives in STATE_DIR (trainer.training.phases).
-CONFIG_FILE = "config.json"  # the run's TrainConfig (trainer.config), written before anything trains
+CONFIG_FILE = "config.json"  # the run's TrainConfig (trainer.config.restart), written before anything trains
 DATASET_FILE = "dataset.json"  # what the run trains on: a restart on other data is refused
 STATE_DIR = "state"  # STATE_FILE and the last epoch's weights: where a killed run resumes
 STATE_FILE = "state.json"

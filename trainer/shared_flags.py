@@ -20,9 +20,9 @@ import dataclasses
 
 from absl import flags
 
-from trainer.config import train_config as config_lib
+from trainer.config import train_config
 
-_FIELDS = {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)}
+_FIELDS = {f.name: f for f in dataclasses.fields(train_config.TrainConfig)}
 TRAIN = tuple(_FIELDS)  # pcam-train's flags: one per TrainConfig field
 
 # The flags pcam-train, pcam-tune and pcam-gpu-check share (pcam-tune defines the search's own).

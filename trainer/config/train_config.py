@@ -1,8 +1,9 @@
-"""The typed, frozen configuration of one training run, its validation and its JSON form.
+"""TrainConfig: the typed, frozen configuration of one training run, and `resolved`, which makes it from the options
+a user gave, as pcam-train does.
 
-`trainer/__main__.py` turns the command-line flags into one `TrainConfig`, calls `validate`,
-and writes it to `RUN_DIR/config.json` before anything trains; library code receives the
-config (or plain arguments taken from it) and never reads flags.
+`trainer/__main__.py` turns the command-line flags into one TrainConfig (`resolved`: the recipe and hardware
+defaults resolved, --hparams applied, validated) and writes it to RUN_DIR/config.json before anything trains;
+library code receives the config (or plain arguments taken from it) and never reads flags.
 """
 
 from __future__ import annotations
@@ -12,166 +13,30 @@ import inspect
 import json
 from typing import Any
 
-from etils import epath
-
-from pcam_tfds.core.folder_lock import atomic_write_text
-from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import models, run_folder
+from trainer import models
+from trainer.config import hparams
+from trainer.config.defaults import BUDGET_RECIPE, SEED_RECIPE, resolve_recipe
+from trainer.config.options import (
+    AUGMENT_ON,
+    AUGMENTATIONS,
+    AUTO_ON_OFF,
+    OPTIMIZERS,
+    PADDINGS,
+    PRECISION_CHOICES,
+    SCHEDULES,
+    STAIN_NORMS,
+    STRATEGIES,
+    VERBOSITIES,
+    option,
+)
+from trainer.config.validation import validate
 from trainer.errors import UsageError
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-AUGMENTATIONS = ("hed", "dihedral", "seed", "none")  # trainer.augment
-STRATEGIES = ("auto", "mirrored", "one_device", "default", "multi_worker")
-PADDINGS = ("same", "valid")  # the CNNs' convolutions: zero padding, or none (exact dense slide inference)
-STAIN_NORMS = ("none", "reinhard")  # trainer.models.stain_norm, first layer of the CNNs
-AUGMENT_ON = ("host", "device")  # where the augmentation runs: in the tf.data pipeline or in the train step
-SCHEDULES = ("budget", "cosine", "constant")  # trainer.training.schedule; the flag's "auto" is resolved before this
-PRECISIONS = ("off", "float16", "bfloat16")  # mixed precision's compute dtype (variables stay float32)
 
 # The seed notebook weighted the positive class 1.5 when training the transfer models.
 SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
 
-# The model families pcam-tune searches (trainer.tuning.tune_config.MODELS), whose runs take its result as --hparams.
-SEARCHED_MODELS = ("tuned", "p4m")
-# Keys a tuning result (--hparams) may hold; keras-tuner writes its best hyperparameters as such a flat JSON.
-HPARAM_KEYS = (
-    "learning_rate",
-    "dropout",
-    "filters",
-    "width",
-    "num_blocks",
-    "dense",
-    "batch_norm",
-    "optimizer",
-    "weight_decay",
-    "batch_size",
-)
-
-# Fields that may differ between an interrupted run and its restart.
-# A budget schedule's length is fixed once, in the run's state, so a restart may bring another budget. The
-# data may move: the run's identity is the dataset itself (RUN_DIR/dataset.json, checked by trainer.training.loop).
-# How many steps one call to the device runs changes the speed, not the result (but for when the budget is checked).
-_RESTART_FREE_FIELDS = ("verbose", "max_minutes", "max_cpu_minutes", "data_dir", "steps_per_execution")
 # Keys that config.json files of older versions hold and that mean nothing now; reading such a file drops them.
-_RETIRED_FIELDS = ("crash_after_epochs",)  # a testing aid; tests now pass a callback to trainer.training.loop.run
-
-
-# Defaults that depend on the schedule (trainer/__main__.py applies them where a flag is not given).
-# SEED_RECIPE: the seed notebook's values, kept without a time budget, where short fixed-epoch runs were
-# measured (the demo). BUDGET_RECIPE: the budget schedule's, measured on the real sample under 30 CPU-minutes
-# (bench/RESULTS.md, "Default recipe on slides the model has never seen"); learning rate, dropout and label
-# smoothing apply to
-# the CNNs (baseline, tuned), the weight average to every model.
-SEED_RECIPE = {"learning_rate": 1e-3, "dropout": 0.5, "ema": 0.0, "label_smoothing": 0.0}
-BUDGET_RECIPE = {"learning_rate": 3e-3, "dropout": 0.1, "ema": 0.999, "label_smoothing": 0.1}
-
-
-# The flag values of precision, XLA and steps per execution that mean "choose for this machine".
-PRECISION_CHOICES = ("auto", "on", "off", *PRECISIONS[1:])
-AUTO_ON_OFF = ("auto", "on", "off")
-
-
-def _auto(value: str, gpu: bool) -> bool:
-    return gpu if value == "auto" else value == "on"
-
-
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bfloat16 natively (oneDNN then runs bfloat16 convolutions faster per CPU-second
-    than float32: bench/RESULTS.md, "Throughput: bfloat16 and the augmentations"); elsewhere bfloat16 is
-    emulated and slower."""
-    try:
-        with open(cpuinfo) as f:
-            flags_line = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags_line.split()))
-
-
-def _precision(value: str, gpu: bool) -> str:
-    if value == "auto":
-        return "float16" if gpu else ("bfloat16" if cpu_has_bfloat16() else "off")
-    return "float16" if value == "on" else value
-
-
-def _steps_per_execution(value: str, gpu: bool, strategy: str) -> int:
-    if value == "auto":
-        return 32 if gpu and strategy != "multi_worker" else 1
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"--steps_per_execution={value!r}: expected 'auto' or a positive integer") from None
-
-
-def resolve_recipe(
-    model: str,
-    gpu: bool,
-    *,
-    schedule: str = "auto",
-    epochs: int | None = None,
-    max_minutes: float | None = None,
-    max_cpu_minutes: float | None = None,
-    refit: bool = False,
-    learning_rate: float | None = None,
-    dropout: float | None = None,
-    ema: float | None = None,
-    label_smoothing: float | None = None,
-    early_stopping_patience: int | None = None,
-    mixed_precision: str = "auto",
-    jit_compile: str = "auto",
-    steps_per_execution: str = "auto",
-    strategy: str = "auto",
-) -> dict[str, Any]:
-    """The recipe and hardware fields of a `TrainConfig` from the values a user gave (None / "auto": not given).
-
-    The one resolution of pcam-train, of every pcam-tune trial and of pcam-gpu-check's precision: the schedule
-    (auto: budget with a time budget and no --epochs, else constant), the schedule's recipe of learning rate,
-    dropout, weight average and label smoothing where they are not given, the epochs and the patience, and
-    precision, XLA and steps per execution for this machine (`gpu`).
-    """
-    budget = max_minutes is not None or max_cpu_minutes is not None
-    # Without a budget the old constant rate stays the default: on short fixed-epoch runs (the demo) the
-    # cosine decay and the weight average slowed the escape from the initial plateau (bench/RESULTS.md).
-    if schedule == "auto":
-        schedule = "budget" if budget and epochs is None else "constant"
-    # The budget recipe was chosen on validation AUC with 30 CPU-minutes and confirmed on other slides
-    # (bench/RESULTS.md, "Default recipe on slides the model has never seen"); elsewhere the seed's values stay.
-    recipe = BUDGET_RECIPE if schedule == "budget" else SEED_RECIPE
-    cnn_recipe = recipe if model not in models.TRANSFER else SEED_RECIPE
-    if early_stopping_patience is None:  # a refit trains on the validation split: nothing held out to stop on
-        early_stopping_patience = 3 if schedule == "constant" and not refit else 0
-    return {
-        "schedule": schedule,
-        "epochs": epochs if epochs is not None or schedule == "budget" else 10,
-        "learning_rate": learning_rate if learning_rate is not None else cnn_recipe["learning_rate"],
-        "dropout": dropout if dropout is not None else cnn_recipe["dropout"],
-        "ema": ema if ema is not None else recipe["ema"],
-        "label_smoothing": label_smoothing if label_smoothing is not None else cnn_recipe["label_smoothing"],
-        "early_stopping_patience": early_stopping_patience,
-        "mixed_precision": _precision(mixed_precision, gpu),
-        "jit_compile": _auto(jit_compile, gpu),
-        "steps_per_execution": _steps_per_execution(steps_per_execution, gpu, strategy),
-    }
-
-
-_SAME = object()  # an option's flag has the field's default
-
-
-def option(default=dataclasses.MISSING, help: str = "", *, choices=None, flag_default=_SAME, flag_type=None):
-    """A TrainConfig field together with its command-line flag: the flag's help text and choices live here.
-
-    `trainer.shared_flags.define` turns each field into its absl flag, so adding an option is this one field
-    (and, if it needs one, a check in `validate`). The flag takes the field's default and its type from the
-    annotation, unless the flag means something the field does not hold yet: FLAG_DEFAULT (e.g. None or "auto"
-    for a value that `resolve_recipe` fills in) and FLAG_TYPE ("string" or "list", for a value
-    `resolved` parses). CHOICES make an enum flag.
-    """
-    metadata = {
-        "help": help,
-        "choices": tuple(choices) if choices is not None else None,
-        "flag_default": default if flag_default is _SAME else flag_default,
-        "flag_type": flag_type,
-    }
-    return dataclasses.field(default=default, metadata=metadata)
+_RETIRED_FIELDS = ("crash_after_epochs",)
 
 
 _RECIPE_NOTE = "for baseline and tuned with the budget schedule (measured there)"
@@ -321,7 +186,7 @@ class TrainConfig:
     )
     hparams: str | None = option(
         None,
-        "tuned, p4m: JSON of hyperparameters from pcam-tune (keys: " + ", ".join(HPARAM_KEYS) + "). They replace the "
+        "tuned, p4m: JSON of hyperparameters from pcam-tune (keys: " + ", ".join(hparams.KEYS) + "). They replace the "
         "defaults; flags given explicitly on the command line win over them.",
     )
     channel_stats: str | None = option(
@@ -356,7 +221,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = option(1e-5, "Transfer models: learning rate of phase 2.")
     full_fine_tune: bool = option(False, "Transfer models: unfreeze the whole base in phase 2.")
     # Logging.
-    verbose: str = option("auto", "Keras progress: 1 = bar, 2 = a line per epoch.", choices=("auto", "0", "1", "2"))
+    verbose: str = option("auto", "Keras progress: 1 = bar, 2 = a line per epoch.", choices=VERBOSITIES)
 
     @property
     def is_transfer(self) -> bool:
@@ -387,7 +252,7 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
 
-# Options that only reach the model through its builder's keyword arguments (train.build_model passes a builder
+# Options that only reach the model through its builder's keyword arguments (recipe.build_model passes a builder
 # only the arguments it takes); given to a model whose builder takes none of them, they would change nothing.
 _BUILDER_OPTIONS = ("filters", "dense", "batch_norm", "crop", "padding", "weights")
 # What resolve_recipe takes besides the model and the machine.
@@ -418,11 +283,11 @@ def resolved(gpu: bool, **given) -> TrainConfig:
         recipe, filters=_filters(values["filters"]), class_weights=_class_weights(values["class_weights"], model)
     )
     if values["hparams"]:
-        if model not in SEARCHED_MODELS:
+        if model not in hparams.MODELS:
             raise UsageError(
-                f"--hparams is for the models pcam-tune searches ({', '.join(SEARCHED_MODELS)}), not --model={model}"
+                f"--hparams is for the models pcam-tune searches ({', '.join(hparams.MODELS)}), not --model={model}"
             )
-        from_file = hparams_to_fields(read_hparams(values["hparams"]))
+        from_file = hparams.to_fields(hparams.read(values["hparams"]))
         values.update({k: v for k, v in from_file.items() if k not in given})  # the options given win
     return validate(TrainConfig(**values))
 
@@ -461,225 +326,3 @@ def _refuse_options_the_model_ignores(model: str | None, given: dict) -> None:
             f"{', '.join('--' + n for n in ignored)} does not apply to --model={model}, which would ignore it"
             + (f" ({uses})" if uses else "")
         )
-
-
-def check_choice(flag: str, value, allowed) -> None:
-    """Raises ValueError naming the flag, its value and the allowed values unless `value` is one of them."""
-    if value not in allowed:
-        raise UsageError(f"--{flag}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-
-
-def _positive(flag: str, value, allow_zero: bool = False) -> None:
-    if value is None or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise UsageError(f"--{flag}={value!r} must be {bound}")
-
-
-def validate(config: TrainConfig) -> TrainConfig:
-    """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    check_choice("model", config.model, models.NAMES)
-    check_choice("optimizer", config.optimizer, OPTIMIZERS)
-    check_choice("augment", config.augment, AUGMENTATIONS)
-    check_choice("strategy", config.strategy, STRATEGIES)
-    check_choice("augment_on", config.augment_on, AUGMENT_ON)
-    check_choice("stain_norm", config.stain_norm, STAIN_NORMS)
-    check_choice("padding", config.padding, PADDINGS)
-    check_choice("schedule", config.schedule, SCHEDULES)
-    check_choice("mixed_precision", config.mixed_precision, PRECISIONS)
-    check_choice("verbose", config.verbose, ("auto", "0", "1", "2"))
-    if not config.data_dir:
-        raise UsageError("--data_dir is required: the TFDS data dir holding the built pcam dataset")
-    if not config.model_dir:
-        raise UsageError("--model_dir is required: the run folder for checkpoints, logs and results")
-    if "/" not in config.dataset:
-        raise UsageError(f"--dataset={config.dataset!r} must be NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25")
-    if config.epochs is None:
-        if config.schedule != "budget":
-            raise UsageError(
-                f"--epochs is required with --schedule={config.schedule} (only a budget schedule sizes itself)"
-            )
-    else:
-        _positive("epochs", config.epochs, allow_zero=config.is_transfer)
-    if config.schedule == "budget" and config.max_minutes is None and config.max_cpu_minutes is None:
-        raise UsageError("--schedule=budget needs a time budget: --max_minutes or --max_cpu_minutes")
-    if not (config.ema == 0.0 or 0.0 < config.ema < 1.0):
-        raise UsageError(f"--ema={config.ema!r} must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
-    if not 0.0 <= config.label_smoothing < 0.5:
-        raise UsageError(f"--label_smoothing={config.label_smoothing!r} must be in [0, 0.5)")
-    _positive("batch_size", config.batch_size)
-    _positive("learning_rate", config.learning_rate)
-    _positive("fine_tune_learning_rate", config.fine_tune_learning_rate)
-    _positive("weight_decay", config.weight_decay, allow_zero=True)
-    _positive("early_stopping_patience", config.early_stopping_patience, allow_zero=True)
-    if config.refit and config.early_stopping_patience:
-        raise UsageError(
-            f"--refit with --early_stopping_patience={config.early_stopping_patience}: a refit trains on the "
-            "validation split, so stopping on it would choose on patches it has seen; give a time budget or "
-            "--epochs with --early_stopping_patience=0"
-        )
-    _positive("shuffle_buffer", config.shuffle_buffer)
-    _positive("head_epochs", config.head_epochs, allow_zero=True)
-    _positive("unfreeze_layers", config.unfreeze_layers, allow_zero=True)
-    for flag in ("max_minutes", "max_cpu_minutes"):
-        if getattr(config, flag) is not None:
-            _positive(flag, getattr(config, flag))
-    if config.is_transfer and config.head_epochs + (config.epochs if config.epochs is not None else 1) == 0:
-        raise UsageError("--head_epochs and --epochs are both 0: nothing would train")
-    _positive("steps_per_execution", config.steps_per_execution)
-    if config.augment_on == "device" and config.augment == "seed":
-        raise UsageError(
-            "--augment=seed runs Keras random layers, which keep their own state; on the device use "
-            "--augment=dihedral, hed or none, or --augment_on=host"
-        )
-    if config.strategy == "multi_worker":
-        if config.steps_per_execution != 1:
-            # Keras 3.15 fails to run collectives inside its multi-step loop under MultiWorkerMirroredStrategy.
-            raise UsageError(
-                f"--steps_per_execution={config.steps_per_execution} with --strategy=multi_worker: "
-                "multi-worker training runs one step per execution (1)"
-            )
-        if config.schedule == "budget":
-            raise UsageError(
-                "--schedule=budget with --strategy=multi_worker: the budget schedule plans from this "
-                "process's clock; give --epochs (with --schedule=cosine or constant), the time budget still "
-                "stops every worker at the same step"
-            )
-    if not 0.0 <= config.dropout < 1.0:
-        raise UsageError(f"--dropout={config.dropout!r} must be in [0, 1)")
-    if not 0.0 < config.sample_fraction <= 1.0:
-        raise UsageError(f"--sample_fraction={config.sample_fraction!r} must be in (0, 1]")
-    if config.steps_per_epoch is not None:
-        _positive("steps_per_epoch", config.steps_per_epoch)
-    if config.class_weights is not None and (len(config.class_weights) != 2 or min(config.class_weights) <= 0):
-        raise UsageError(
-            f"--class_weights={','.join(map(str, config.class_weights))} must be two positive numbers "
-            "(weight of label 0, weight of label 1), e.g. 1,1.5; or 'auto' or 'none'"
-        )
-    if not config.filters or min(config.filters) <= 0:
-        raise UsageError(f"--filters={config.filters!r} must be one or more positive integers, e.g. 32,64,128")
-    multiple = models.width_multiple(config.model)  # the model is a registered one: checked above
-    if any(f % multiple for f in config.filters):
-        raise UsageError(
-            f"--filters={','.join(map(str, config.filters))}: --model={config.model} counts widths in feature planes, "
-            f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
-        )
-    _positive("dense", config.dense)
-    side = min(PATCH_SHAPE[:2])
-    if config.crop and not (0 < config.crop <= side and (side - config.crop) % 2 == 0):
-        raise UsageError(
-            f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
-            f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
-        )
-    if "crop" in models.arguments(config.model) and models.invariant(config.model):
-        from trainer.models.p4m import exact_sides, pools_exactly
-
-        # An invariant model (p4m) needs every map even before each of its poolings, one per block of --filters.
-        blocks, seen = len(config.filters), config.crop or side
-        if not pools_exactly(seen, blocks, config.padding):
-            sides = [n for n in exact_sides(blocks, config.padding, side) if (side - n) % 2 == 0][:3]
-            raise UsageError(
-                f"--crop={config.crop}: --model={config.model} with --padding={config.padding} halves its maps "
-                f"{blocks} times and stays exactly invariant only if each map is even before its pooling; "
-                f"give --crop={sides[0] if sides else 'N'}"
-                + (f" (or {', '.join(map(str, sides[1:]))})" if sides[1:] else "")
-            )
-    if config.channel_stats and config.is_transfer:
-        raise UsageError(
-            f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
-        )
-    if config.stain_norm != "none" and config.is_transfer:
-        raise UsageError(
-            f"--stain_norm is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
-        )
-    if config.channel_stats and not epath.Path(config.channel_stats).exists():
-        raise UsageError(
-            f"--channel_stats={config.channel_stats!r}: no such file; make one with python -m beam_jobs.stats"
-        )
-    if config.is_transfer and config.weights not in ("imagenet", "none") and not epath.Path(config.weights).exists():
-        raise UsageError(f"--weights={config.weights!r}: no such file; choose imagenet, none or a path to a .h5 file")
-    return config
-
-
-def read_hparams(path: str) -> dict[str, Any]:
-    """A tuning result: a flat JSON object {hyperparameter name: value} with keys from HPARAM_KEYS."""
-    try:
-        values = json.loads(epath.Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"--hparams={path!r}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--hparams={path!r} is not valid JSON: {e}") from None
-    if not isinstance(values, dict):
-        raise UsageError(f"--hparams={path!r} must hold a JSON object of name -> value, got {type(values).__name__}")
-    unknown = sorted(set(values) - set(HPARAM_KEYS))
-    if unknown:
-        raise UsageError(f"--hparams={path!r} has unknown keys {unknown}; allowed keys are {', '.join(HPARAM_KEYS)}")
-    for key, value in values.items():
-        kind = _HPARAM_TYPES[key]
-        ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
-            key == "filters" and isinstance(value, list) and value and all(isinstance(v, int) for v in value)
-        )
-        if not ok:
-            names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
-            expected = names[kind[0] if isinstance(kind, tuple) else kind]
-            raise UsageError(
-                f"--hparams={path!r}: {key}={value!r} must be {expected}"
-                + (" or a list of integers" if key == "filters" else "")
-            )
-    return values
-
-
-_HPARAM_TYPES = {
-    "learning_rate": (float, int),
-    "dropout": (float, int),
-    "filters": int,
-    "width": int,
-    "num_blocks": int,
-    "dense": int,
-    "batch_norm": bool,
-    "optimizer": str,
-    "weight_decay": (float, int),
-    "batch_size": int,
-}
-
-
-def hparams_to_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Maps tuning hyperparameters onto TrainConfig fields.
-
-    `filters` may be a list (the widths of the blocks) or one number; a number, like `width`, is the
-    first block's width, doubled in each of `num_blocks` blocks (default 3), as in the seed CNN.
-    """
-    fields: dict[str, Any] = {}
-    for key in ("learning_rate", "dropout", "dense", "batch_norm", "optimizer", "weight_decay", "batch_size"):
-        if key in values:
-            fields[key] = values[key]
-    width = values.get("filters", values.get("width"))
-    if isinstance(width, (list, tuple)):
-        if "num_blocks" in values and values["num_blocks"] != len(width):
-            raise UsageError(
-                f"hparams: filters {list(width)} has {len(width)} blocks but num_blocks={values['num_blocks']}"
-            )
-        fields["filters"] = tuple(int(w) for w in width)
-    elif width is not None or "num_blocks" in values:
-        width = int(width if width is not None else 32)
-        fields["filters"] = tuple(width * 2**i for i in range(int(values.get("num_blocks", 3))))
-    return fields
-
-
-def write(config: TrainConfig) -> None:
-    """Writes RUN_DIR/config.json; a restart must use the same config as the run it continues."""
-    model_dir = epath.Path(config.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / run_folder.CONFIG_FILE
-    if path.exists():
-        old = TrainConfig.from_json(path.read_text())
-        differ = [
-            f"{f.name}: {getattr(old, f.name)!r} -> {getattr(config, f.name)!r}"
-            for f in dataclasses.fields(TrainConfig)
-            if f.name not in _RESTART_FREE_FIELDS and getattr(old, f.name) != getattr(config, f.name)
-        ]
-        if differ:
-            raise UsageError(
-                f"{path} belongs to a run with a different config ({'; '.join(differ)}); "
-                "restart with the same flags to resume it, or choose a new --model_dir"
-            )
-    atomic_write_text(path, config.to_json())

@@ -40,12 +40,14 @@ def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
 
 def _trained_splits(model_dirs: tuple[str, ...]) -> set[str]:
     """The splits the runs trained on (TrainConfig.train_splits of their config.json; train where it is missing)."""
-    from trainer.config import train_config as config_lib
+    from trainer.config import train_config
 
     splits = set()
     for d in model_dirs:
         path = epath.Path(d) / run_folder.CONFIG_FILE
-        splits.update(config_lib.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",))
+        splits.update(
+            train_config.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",)
+        )
     return splits
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
-from trainer.config.train_config import option
+from trainer.config.options import option
 from trainer.slides import geometry
 from trainer.slides import tissue as tissue_lib
 from trainer.slides.geometry import PCAM_MPP, THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue

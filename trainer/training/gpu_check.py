@@ -32,7 +32,9 @@ from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import errors, models, shared_flags
-from trainer.config.train_config import AUGMENT_ON, TrainConfig, resolve_recipe
+from trainer.config.defaults import resolve_recipe
+from trainer.config.options import AUGMENT_ON
+from trainer.config.train_config import TrainConfig
 
 FLAGS = flags.FLAGS
 WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill

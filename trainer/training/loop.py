@@ -1,10 +1,10 @@
 """One training run from a validated `TrainConfig`: build, compile, fit in phases, resume, evaluate, save.
 
-    from trainer.config import train_config as config_lib
+    from trainer.config import train_config
     from trainer.training import loop
-    loop.run(config_lib.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
+    loop.run(train_config.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
 
-(`config.resolved` makes the config pcam-train makes from the same options: recipe and hardware resolved.)
+(`train_config.resolved` makes the config pcam-train makes from the same options: recipe and hardware resolved.)
 
 RUN_DIR afterwards holds config.json, model.keras, best.weights.h5 (the best validation epoch's weights; with
 --refit, which trains on the validation split too, the last epoch's), training_log.csv (with the learning

@@ -33,7 +33,7 @@ import sys
 from absl import flags
 
 from trainer import errors, shared_flags
-from trainer.config import train_config as config_lib
+from trainer.config import defaults
 from trainer.tuning import tune_config
 
 FLAGS = flags.FLAGS
@@ -76,7 +76,7 @@ flags.DEFINE_enum(
     "Learning-rate schedule of every trial. auto: as pcam-train trains by default (with a time budget), so that "
     "the search measures the training its result gets: cosine (the budget schedule's warm-up and decay, over the "
     "trial's epochs) with the budget recipe's weight average (--ema "
-    f"{config_lib.BUDGET_RECIPE['ema']:g}) and label smoothing ({config_lib.BUDGET_RECIPE['label_smoothing']:g}) "
+    f"{defaults.BUDGET_RECIPE['ema']:g}) and label smoothing ({defaults.BUDGET_RECIPE['label_smoothing']:g}) "
     "unless those flags are given; cosine or constant: what pcam-train resolves for them (no average, no smoothing).",
 )
 
@@ -103,7 +103,7 @@ def config_from_flags(flag_values, gpu: bool):
         ema = tune_config.TRIAL_RECIPE["ema"] if ema is None else ema
         label_smoothing = tune_config.TRIAL_RECIPE["label_smoothing"] if label_smoothing is None else label_smoothing
     # The same resolution as pcam-train's, from the flags both commands have; the rate and dropout are the trial's.
-    recipe = config_lib.resolve_recipe(
+    recipe = defaults.resolve_recipe(
         f.model,
         gpu,
         schedule=schedule,

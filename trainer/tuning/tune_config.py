@@ -6,7 +6,7 @@
 `python -m trainer.tuning.tune` turns its flags into a `TuneConfig`: the `TrainConfig` every trial trains with
 (`TuneConfig.trial`: data, epochs, batch size, input, recipe, budget, devices; built from the same shared
 flags as pcam-train's, trainer.shared_flags) and the search's own settings. The trial's config is validated
-by `trainer.config.validate`, so a search accepts exactly what `python -m trainer` does; only the search's
+by `trainer.config.validation.validate`, so a search accepts exactly what `python -m trainer` does; only the search's
 own settings are checked here. TUNER_DIR/tune_config.json records the settings, flat (with the channel
 statistics' values); a search restarted with other settings is refused, naming them.
 """
@@ -19,14 +19,14 @@ import json
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer.config import train_config as config_lib
+from trainer.config import defaults, hparams, options, train_config, validation
 from trainer.errors import UsageError
 
 TUNE_CONFIG_FILE = "tune_config.json"
 TUNERS = ("random", "hyperband", "bayesian")  # trainer.tuning.tuners.make_tuner
 SPACES = ("seed", "wide")  # trainer.tuning.hypermodel's search spaces
-MODELS = config_lib.SEARCHED_MODELS  # the model families searched: the CNN of --model=tuned, and the P4M CNN
-# The fields of config.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
+MODELS = hparams.MODELS  # the model families searched: the CNN of --model=tuned, and the P4M CNN
+# The fields of trainer.config.defaults.resolve_recipe that a search holds; the trial's rate and dropout come from its hyperparameters.
 RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_compile", "steps_per_execution")
 
 # What pcam-tune's trials train with by default (--schedule=auto): pcam-train's default recipe, the budget recipe
@@ -35,8 +35,8 @@ RECIPE_FIELDS = ("schedule", "ema", "label_smoothing", "mixed_precision", "jit_c
 # training its result gets; the learning rate and dropout are the trial's own, from the search space.
 TRIAL_RECIPE = {
     "schedule": "cosine",
-    "ema": config_lib.BUDGET_RECIPE["ema"],
-    "label_smoothing": config_lib.BUDGET_RECIPE["label_smoothing"],
+    "ema": defaults.BUDGET_RECIPE["ema"],
+    "label_smoothing": defaults.BUDGET_RECIPE["label_smoothing"],
 }
 
 
@@ -50,20 +50,20 @@ class TuneConfig:
     `python -m trainer.tuning.tune --helpfull` documents each setting. Library callers build one with `of`.
     """
 
-    trial: config_lib.TrainConfig
+    trial: train_config.TrainConfig
     # The search's own settings: each is also the pcam-tune flag of its name, made from the field (config.option).
-    tuner: str = config_lib.option(
+    tuner: str = options.option(
         "random", "keras-tuner algorithm: RandomSearch, Hyperband or BayesianOptimization.", choices=TUNERS
     )
-    space: str = config_lib.option(
+    space: str = options.option(
         "wide",
         "seed: the notebook's learning rate {1e-4, 3e-4, 1e-3} x dropout {0.3..0.7}; wide: learning rate (log), "
         "dropout, width of the first block, conv blocks, batch norm, optimizer and weight decay.",
         choices=SPACES,
     )
-    max_trials: int = config_lib.option(10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
-    executions_per_trial: int = config_lib.option(1, "Trainings per trial, their best val_auc averaged (seed: 5).")
-    hyperband_factor: int = config_lib.option(3, "Hyperband's reduction factor between rounds.")
+    max_trials: int = options.option(10, "Trials in all (random, bayesian); a restart may raise it to add trials.")
+    executions_per_trial: int = options.option(1, "Trainings per trial, their best val_auc averaged (seed: 5).")
+    hyperband_factor: int = options.option(3, "Hyperband's reduction factor between rounds.")
 
     @classmethod
     def of(cls, tuner_dir: str, data_dir: str, **settings) -> TuneConfig:
@@ -72,7 +72,7 @@ class TuneConfig:
         own = {k: settings.pop(k) for k in list(settings) if k in SEARCH_FIELDS}
         trial = {"model": "tuned", "epochs": 5, **settings}
         # A trial keeps its best epoch's score: early stopping would only shorten it.
-        trial = config_lib.TrainConfig(data_dir=data_dir, model_dir=tuner_dir, early_stopping_patience=0, **trial)
+        trial = train_config.TrainConfig(data_dir=data_dir, model_dir=tuner_dir, early_stopping_patience=0, **trial)
         return cls(trial=trial, **own)
 
     def replace(self, **changes) -> TuneConfig:
@@ -123,9 +123,9 @@ _RECORDED_BEFORE = {"schedule": "constant", "ema": 0.0, "label_smoothing": 0.0}
 
 def validate(config: TuneConfig) -> TuneConfig:
     """Returns `config` unchanged, or raises ValueError naming the flag, its value and what is allowed."""
-    config_lib.check_choice("model", config.trial.model, MODELS)
-    config_lib.check_choice("tuner", config.tuner, TUNERS)
-    config_lib.check_choice("space", config.space, SPACES)
+    validation.check_choice("model", config.trial.model, MODELS)
+    validation.check_choice("tuner", config.tuner, TUNERS)
+    validation.check_choice("space", config.space, SPACES)
     if not config.tuner_dir:
         raise UsageError("--tuner_dir is required: the folder for the search state and its results")
     if config.trial.schedule == "budget":
@@ -135,7 +135,7 @@ def validate(config: TuneConfig) -> TuneConfig:
         )
     if config.trial.early_stopping_patience != 0:
         raise UsageError("a trial keeps its best epoch's score: its early_stopping_patience must be 0")
-    config_lib.validate(config.trial)
+    validation.validate(config.trial)
     for flag in ("max_trials", "executions_per_trial"):
         if getattr(config, flag) < 1:
             raise UsageError(f"--{flag}={getattr(config, flag)!r} must be >= 1")
