@@ -188,10 +188,10 @@ def test_importing_the_trainer_sets_no_environment_variable():
 
 
 def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
-    """The same name in two commands has one default and one help text (trainer.shared_flags)."""
+    """The same name in two commands has one default and one help text (trainer.config.cli)."""
     from absl import flags
 
-    from trainer import shared_flags
+    from trainer.config import cli as shared_flags
     from trainer.training import gpu_check
 
     assert set(shared_flags.GPU_CHECK) <= set(shared_flags.NAMES)
@@ -211,7 +211,7 @@ def test_every_flag_of_pcam_train_is_made_from_its_field():
 
     from absl import flags
 
-    from trainer import shared_flags
+    from trainer.config import cli as shared_flags
     from trainer.config import train_config
 
     fv = flags.FlagValues()
@@ -234,7 +234,7 @@ def test_a_new_option_is_one_field():
 
     from absl import flags
 
-    from trainer import shared_flags
+    from trainer.config import cli as shared_flags
     from trainer.config import options
 
     @dataclasses.dataclass(frozen=True)
@@ -262,7 +262,7 @@ def test_each_shared_flag_sets_the_train_config_field_of_its_name():
 
     from absl import flags
 
-    from trainer import shared_flags
+    from trainer.config import cli as shared_flags
     from trainer.config import train_config
 
     names = {f.name for f in dataclasses.fields(train_config.TrainConfig)}
@@ -280,7 +280,7 @@ def test_the_search_settings_flags_are_made_from_tune_config_fields():
     built from their flags' defaults equals one built with the library's defaults."""
     from absl import flags
 
-    from trainer import shared_flags
+    from trainer.config import cli as shared_flags
     from trainer.tuning import tune_config
 
     fv = flags.FlagValues()

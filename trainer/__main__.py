@@ -7,7 +7,7 @@
     python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
 
 Restarting an interrupted run with the same command continues where it stopped. Each flag is a field of
-`trainer.config.TrainConfig`, defined from the field by `trainer.shared_flags` (its help, choices and
+`trainer.config.TrainConfig`, defined from the field by `trainer.config.cli` (its help, choices and
 default live with the field); the flags become one validated, frozen TrainConfig that is written to
 RUN_DIR/config.json before training.
 """
@@ -19,7 +19,8 @@ import sys
 
 from absl import flags, logging
 
-from trainer import errors, shared_flags
+from trainer import errors
+from trainer.config import cli as shared_flags
 from trainer.config import restart, train_config
 
 FLAGS = flags.FLAGS

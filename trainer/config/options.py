@@ -4,7 +4,7 @@
     class TrainConfig:
         optimizer: str = option("adam", "Optimizer; sgd uses Nesterov momentum 0.9.", choices=OPTIMIZERS)
 
-`trainer.shared_flags` makes each such field's absl flag from what `option` records. The choice lists live
+`trainer.config.cli` makes each such field's absl flag from what `option` records. The choice lists live
 here, apart from the configs, so that the models (trainer.models.cnn) and the configs import them without
 importing each other.
 """
@@ -33,7 +33,7 @@ _SAME = object()  # an option's flag has the field's default
 def option(default=dataclasses.MISSING, help: str = "", *, choices=None, flag_default=_SAME, flag_type=None):
     """A config field together with its command-line flag: the flag's help text and choices live here.
 
-    `trainer.shared_flags` turns each field into its absl flag, so adding an option is this one field (and, if
+    `trainer.config.cli` turns each field into its absl flag, so adding an option is this one field (and, if
     it needs one, a check in the config's validation). The flag takes the field's default and its type from the
     annotation, unless the flag means something the field does not hold yet: FLAG_DEFAULT (e.g. None or "auto"
     for a value that `trainer.config.defaults.resolve_recipe` fills in) and FLAG_TYPE ("string" or "list", for

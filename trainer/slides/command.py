@@ -45,7 +45,8 @@ import time
 from absl import flags
 from etils import epath
 
-from trainer import errors, shared_flags
+from trainer import errors
+from trainer.config import cli as shared_flags
 from trainer.slides import outputs
 from trainer.slides.heatmap import PARTIAL_DIR, Checkpoint, compute_heatmap
 from trainer.slides.plan import Plan, SlideConfig, plan

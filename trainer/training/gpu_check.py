@@ -31,7 +31,8 @@ import time
 from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import errors, models, shared_flags
+from trainer import errors, models
+from trainer.config import cli as shared_flags
 from trainer.config.defaults import resolve_recipe
 from trainer.config.options import AUGMENT_ON
 from trainer.config.train_config import TrainConfig

@@ -22,7 +22,7 @@ folder all of them see, e.g. NFS or gs://):
     KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
 
 with the same flags everywhere (--data_dir may differ per machine). The search's own flags are defined here;
-those shared with pcam-train are made from their TrainConfig fields by trainer.shared_flags.
+those shared with pcam-train are made from their TrainConfig fields by trainer.config.cli.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import sys
 
 from absl import flags
 
-from trainer import errors, shared_flags
+from trainer import errors
+from trainer.config import cli as shared_flags
 from trainer.config import defaults
 from trainer.tuning import tune_config
 

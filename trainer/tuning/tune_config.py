@@ -5,7 +5,7 @@
 
 `python -m trainer.tuning.tune` turns its flags into a `TuneConfig`: the `TrainConfig` every trial trains with
 (`TuneConfig.trial`: data, epochs, batch size, input, recipe, budget, devices; built from the same shared
-flags as pcam-train's, trainer.shared_flags) and the search's own settings. The trial's config is validated
+flags as pcam-train's, trainer.config.cli) and the search's own settings. The trial's config is validated
 by `trainer.config.validation.validate`, so a search accepts exactly what `python -m trainer` does; only the search's
 own settings are checked here. TUNER_DIR/tune_config.json records the settings, flat (with the channel
 statistics' values); a search restarted with other settings is refused, naming them.
