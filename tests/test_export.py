@@ -14,7 +14,9 @@ from cli_runs import run_module
 @pytest.mark.slow
 def test_saved_model_agrees_with_model_keras(baseline_run, tmp_path):
     out = tmp_path / "export" / "1"
-    proc = run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--nocalibrate")
+    proc = run_module(
+        "trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}"
+    )  # raw: the default
     assert "serving_default" in proc.stdout
     # Loaded in a fresh interpreter with TensorFlow alone (no project code on the path).
     script = f"""
@@ -50,7 +52,7 @@ def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):
     from trainer.inference import calibration, probabilities
 
     out = tmp_path / "calibrated"
-    run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}")
+    run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--calibrate")
     temperature = calibration.read_temperature(str(baseline_run))
     images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
     served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["probability"]

@@ -291,7 +291,7 @@ def test_trainer_export_and_predict(pcam_data, tmp_path):
     assert np.abs(turned - _transform(heat[..., None], 5)[..., 0]).mean() < 0.02
 
     out = tmp_path / "export"
-    run_module("trainer.inference.export", f"--model_dir={run_dir}", f"--output_dir={out}", "--nocalibrate")
+    run_module("trainer.inference.export", f"--model_dir={run_dir}", f"--output_dir={out}")
     served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["probability"]
     np.testing.assert_allclose(served.numpy().ravel(), expected, atol=1e-5)
 

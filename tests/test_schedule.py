@@ -311,12 +311,12 @@ def parse_flags():
     import trainer.__main__ as main_module
 
     def parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["trainer", "--model=baseline", "--data_dir=/d", "--model_dir=/m", *args])
-        return main_module.config_from_flags(flags.FLAGS, gpu=False)
+        fv = flags.FlagValues()
+        main_module.define_flags(fv)
+        fv(["trainer", "--model=baseline", "--data_dir=/d", "--model_dir=/m", *args])
+        return main_module.config_from_flags(fv, gpu=False)
 
-    yield parse
-    flags.FLAGS.unparse_flags()
+    return parse
 
 
 def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):

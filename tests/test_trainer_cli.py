@@ -234,6 +234,7 @@ import dataclasses, json, sys
 from absl import flags
 import trainer.__main__ as main
 from trainer.config.train_config import TrainConfig
+main.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in flags.FLAGS]
 config = main.config_from_flags(flags.FLAGS, gpu=False)

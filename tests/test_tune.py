@@ -368,6 +368,7 @@ _PCAM_TRAIN_CONFIG = """
 import sys
 from absl import flags
 import trainer.__main__ as main
+main.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 print(main.config_from_flags(flags.FLAGS, gpu=False).to_json())
 """
@@ -397,6 +398,7 @@ _TUNE_CONFIG = """
 import sys
 from absl import flags
 import trainer.tuning.tune as tune
+tune.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 print(json.dumps(tune.config_from_flags(flags.FLAGS, gpu=False).record()))
 """

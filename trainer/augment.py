@@ -29,7 +29,7 @@ import tensorflow as tf
 # Ruifrok & Johnston's stain vectors and the optical-density reference, shared with the EDA report.
 from pcam_tfds.core.stains import OD_REFERENCE as _OD_REFERENCE
 from pcam_tfds.core.stains import RGB_FROM_HED as _RGB_FROM_HED
-from trainer.config.options import AUGMENTATIONS
+from trainer.config.choices import AUGMENTATIONS
 
 
 def _per_image(seed, batch: int, salt: int) -> tf.Tensor:

@@ -14,21 +14,11 @@ import json
 from typing import Any
 
 from trainer import models
-from trainer.config import hparams
+from trainer.config import hparams as hparams_lib
+from trainer.config import options
+from trainer.config.choices import OPTIMIZERS, PADDINGS, SCHEDULES, STAIN_NORMS, STRATEGIES
 from trainer.config.defaults import BUDGET_RECIPE, SEED_RECIPE, resolve_recipe
-from trainer.config.options import (
-    AUGMENT_ON,
-    AUGMENTATIONS,
-    AUTO_ON_OFF,
-    OPTIMIZERS,
-    PADDINGS,
-    PRECISION_CHOICES,
-    SCHEDULES,
-    STAIN_NORMS,
-    STRATEGIES,
-    VERBOSITIES,
-    option,
-)
+from trainer.config.options import option
 from trainer.config.validation import validate
 from trainer.errors import UsageError
 
@@ -39,22 +29,17 @@ SEED_TRANSFER_CLASS_WEIGHTS = (1.0, 1.5)
 _RETIRED_FIELDS = ("crash_after_epochs",)
 
 
-_RECIPE_NOTE = "for baseline and tuned with the budget schedule (measured there)"
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what a training run does; each field is also the pcam-train flag of its name
     (`option`: its help, choices and flag default), described by `python -m trainer --helpfull`."""
 
-    model: str = option(help="Which registered model to train.", choices=models.NAMES, flag_default=None)
-    data_dir: str = option(
-        help="TFDS data dir holding the built dataset (TFDS_DIR/pcam/<config>/<version>).", flag_default=None
-    )
+    model: str = option(help="Which registered model to train.", choices=models.NAMES, flag_default=None, required=True)
+    data_dir: str = options.data_dir(required=True)
     model_dir: str = option(
-        help="Run folder: config, checkpoints, logs, metrics, plots and model.keras.", flag_default=None
+        help="Run folder: config, checkpoints, logs, metrics, plots and model.keras.", flag_default=None, required=True
     )
-    dataset: str = option("pcam/full", "TFDS dataset NAME/CONFIG[:VERSION], e.g. pcam/full or pcam/sample25.")
+    dataset: str = options.dataset()
     # Optimisation.
     epochs: int | None = option(  # None: as many as the budget schedule fits into the time budget
         10,
@@ -62,11 +47,11 @@ class TrainConfig:
         "budget (--max_minutes/--max_cpu_minutes), as many as the budget schedule fits into it; without one, 10.",
         flag_default=None,
     )
-    batch_size: int = option(64, "Global batch size (split across replicas under a distribution strategy).")
+    batch_size: int = options.batch_size()
     learning_rate: float = option(  # the peak of the schedule
         1e-3,
         "Peak learning rate (transfer models: of the frozen-base head phase). Default: "
-        f"{BUDGET_RECIPE['learning_rate']:g} {_RECIPE_NOTE}, else {SEED_RECIPE['learning_rate']:g}.",
+        f"{BUDGET_RECIPE['learning_rate']:g} {options.RECIPE_NOTE}, else {SEED_RECIPE['learning_rate']:g}.",
         flag_default=None,
     )
     schedule: str = option(
@@ -80,21 +65,11 @@ class TrainConfig:
     )
     optimizer: str = option("adam", "Optimizer; sgd uses Nesterov momentum 0.9.", choices=OPTIMIZERS)
     weight_decay: float = option(0.0, "Decoupled weight decay (0 = none; adamw defaults to 1e-4 when 0).")
-    ema: float = option(
-        0.0,
-        "Momentum of an exponential moving average of the weights, which is what is validated and saved; "
-        f"0 = off. Default: {BUDGET_RECIPE['ema']:g} with the budget schedule (where it was measured), else 0.",
-        flag_default=None,
-    )
-    label_smoothing: float = option(
-        0.0,
-        f"Label smoothing of the binary cross-entropy. Default: {BUDGET_RECIPE['label_smoothing']:g} "
-        f"{_RECIPE_NOTE}, else {SEED_RECIPE['label_smoothing']:g}.",
-        flag_default=None,
-    )
+    ema: float = options.ema()
+    label_smoothing: float = options.label_smoothing()
     dropout: float = option(
         0.5,
-        f"Dropout rate before the output layer. Default: {BUDGET_RECIPE['dropout']:g} {_RECIPE_NOTE}, else the "
+        f"Dropout rate before the output layer. Default: {BUDGET_RECIPE['dropout']:g} {options.RECIPE_NOTE}, else the "
         f"seed notebook's {SEED_RECIPE['dropout']:g}.",
         flag_default=None,
     )
@@ -111,34 +86,15 @@ class TrainConfig:
         "(without --refit), else 0 (a decaying schedule runs to its end, and the best epoch is kept anyway).",
         flag_default=None,
     )
-    max_minutes: float | None = option(  # wall-clock budget of this process (trainer.training.budget)
-        None,
-        "Time budget: stop after this many wall-clock minutes (checked after every batch; the epoch is still "
-        "validated), then evaluate the best weights. The same command continues.",
-    )
-    max_cpu_minutes: float | None = option(  # CPU-time budget of this process
-        None,
-        "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when jobs share a machine.",
-    )
-    seed: int = option(42, "Seed of weights init, shuffling and augmentation.")
+    max_minutes: float | None = options.max_minutes()
+    max_cpu_minutes: float | None = options.max_cpu_minutes()
+    seed: int = options.seed()
     # Input.
-    augment: str = option(
-        "dihedral",
-        "dihedral: the 8 flips/90-degree rotations plus brightness, contrast, saturation and hue (stain) jitter; "
-        "hed: the 8 flips/rotations plus H&E stain jitter in colour-deconvolved stain space (Tellez et al.); "
-        "seed: the notebook's flip, rotation 0.1, zoom 0.1, contrast 0.1; none.",
-        choices=AUGMENTATIONS,
-    )
-    augment_on: str = option(
-        "host",
-        "Where --augment runs. host: in the tf.data pipeline on the CPU cores; device: inside the compiled train "
-        "step on the accelerator, so the host only parses and ships uint8 images (not with --augment=seed). "
-        "Validation and the saved model never augment.",
-        choices=AUGMENT_ON,
-    )
-    sample_fraction: float = option(1.0, "Train and validate on this fraction of each split (quick runs).")
-    steps_per_epoch: int | None = option(None, "Batches per epoch (quick runs); default: one pass over the data.")
-    shuffle_buffer: int = option(8192, "Records in the shuffle buffer (serialized, about 27 kB each).")
+    augment: str = options.augment()
+    augment_on: str = options.augment_on()
+    sample_fraction: float = options.sample_fraction()
+    steps_per_epoch: int | None = options.steps_per_epoch()
+    shuffle_buffer: int = options.shuffle_buffer()
     refit: bool = option(
         False,
         "The final fit, once the recipe is chosen on validation: train on the train and validation splits "
@@ -147,17 +103,8 @@ class TrainConfig:
         "(the default with a time budget).",
     )
     # Devices.
-    mixed_precision: str = option(
-        "off",
-        "Mixed precision (float32 variables, 16-bit compute). float16 (with loss scaling) or bfloat16; on = "
-        "float16. auto: float16 with a GPU, bfloat16 on a CPU with native bfloat16 units (AMX or AVX512_BF16), "
-        "else off.",
-        choices=PRECISION_CHOICES,
-        flag_default="auto",
-    )
-    jit_compile: bool = option(
-        False, "XLA-compile the train step; auto = on with a GPU.", choices=AUTO_ON_OFF, flag_default="auto"
-    )
+    mixed_precision: str = options.mixed_precision()
+    jit_compile: bool = options.jit_compile()
     strategy: str = option(
         "auto",
         "Distribution. auto: MirroredStrategy on >1 GPU, the one GPU (input prefetched to it) on 1, else the "
@@ -165,14 +112,7 @@ class TrainConfig:
         "is global.",
         choices=STRATEGIES,
     )
-    steps_per_execution: int = option(
-        1,
-        "Train steps per call into the compiled function (fewer host round trips; the time budget and the "
-        "learning-rate schedule are then applied every N steps). auto: 32 with a GPU, else 1 (and 1 with "
-        "--strategy=multi_worker).",
-        flag_default="auto",
-        flag_type="string",
-    )
+    steps_per_execution: int = options.steps_per_execution()
     # The CNN family (baseline uses the seed's values; tuned and p4m read these, possibly from --hparams).
     filters: tuple[int, ...] = option(
         (32, 64, 128),
@@ -186,14 +126,12 @@ class TrainConfig:
     )
     hparams: str | None = option(
         None,
-        "tuned, p4m: JSON of hyperparameters from pcam-tune (keys: " + ", ".join(hparams.KEYS) + "). They replace the "
+        "tuned, p4m: JSON of hyperparameters from pcam-tune (keys: "
+        + ", ".join(hparams_lib.KEYS)
+        + "). They replace the "
         "defaults; flags given explicitly on the command line win over them.",
     )
-    channel_stats: str | None = option(
-        None,
-        "baseline/tuned: stats.json of beam_jobs.stats; inputs are normalised per channel with its train mean "
-        "and std instead of scaled by 1/255.",
-    )
+    channel_stats: str | None = options.channel_stats()
     stain_norm: str = option(
         "none",
         "baseline/tuned: reinhard = Reinhard colour normalisation of every patch inside the model (each "
@@ -221,7 +159,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = option(1e-5, "Transfer models: learning rate of phase 2.")
     full_fine_tune: bool = option(False, "Transfer models: unfreeze the whole base in phase 2.")
     # Logging.
-    verbose: str = option("auto", "Keras progress: 1 = bar, 2 = a line per epoch.", choices=VERBOSITIES)
+    verbose: str = options.verbose()
 
     @property
     def is_transfer(self) -> bool:
@@ -283,11 +221,11 @@ def resolved(gpu: bool, **given) -> TrainConfig:
         recipe, filters=_filters(values["filters"]), class_weights=_class_weights(values["class_weights"], model)
     )
     if values["hparams"]:
-        if model not in hparams.MODELS:
+        if model not in hparams_lib.MODELS:
             raise UsageError(
-                f"--hparams is for the models pcam-tune searches ({', '.join(hparams.MODELS)}), not --model={model}"
+                f"--hparams is for the models pcam-tune searches ({', '.join(hparams_lib.MODELS)}), not --model={model}"
             )
-        from_file = hparams.to_fields(hparams.read(values["hparams"]))
+        from_file = hparams_lib.to_fields(hparams_lib.read(values["hparams"]))
         values.update({k: v for k, v in from_file.items() if k not in given})  # the options given win
     return validate(TrainConfig(**values))
 

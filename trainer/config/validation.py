@@ -11,7 +11,7 @@ from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
 from trainer import models
-from trainer.config.options import (
+from trainer.config.choices import (
     AUGMENT_ON,
     AUGMENTATIONS,
     OPTIMIZERS,

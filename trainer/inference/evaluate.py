@@ -24,6 +24,11 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
+from trainer.config import cli, options
+from trainer.config.options import option
+
+# The seed of the bootstrap intervals of the metrics (the training's report uses the run's own seed).
+BOOTSTRAP_SEED = 0
 
 
 def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
@@ -54,19 +59,19 @@ def _trained_splits(model_dirs: tuple[str, ...]) -> set[str]:
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """What one evaluation does: the runs (several: their ensemble), the labelled set (a folder with its labels
-    CSV, or a split of a built dataset) and how to predict it; `check` rejects impossible combinations."""
+    CSV, or a split of a built dataset) and how to predict it; each field is also the pcam-evaluate flag of its
+    name (--model_dir for model_dirs, --labels for labels_csv), and `check` rejects impossible combinations."""
 
-    model_dirs: tuple[str, ...]
-    output_dir: str
-    input_dir: str | None = None
-    labels_csv: str | None = None
-    data_dir: str | None = None
-    dataset: str = "pcam/full"
-    split: str = "validation"
-    tta: bool = False
-    calibrate: bool = False
-    batch_size: int = 256
-    seed: int = 0  # of the bootstrap intervals
+    model_dirs: tuple[str, ...] = options.model_dirs()
+    output_dir: str = options.output_dir("metrics.json, predictions.csv and the figures")
+    input_dir: str | None = options.input_dir()
+    labels_csv: str | None = option(None, "id,label CSV of the patches in --input_dir.", flag_name="labels")
+    data_dir: str | None = options.data_dir()
+    dataset: str = options.dataset()
+    split: str = options.split("validation")
+    tta: bool = options.tta()
+    calibrate: bool = options.calibrate()
+    batch_size: int = options.prediction_batch_size()
 
     def check(self) -> EvaluateConfig:
         """Raises UsageError naming the flag of an impossible combination; returns self."""
@@ -109,7 +114,7 @@ def evaluate_runs(config: EvaluateConfig) -> dict:
         models[0].name if len(models) == 1 else f"ensemble of {len(models)}",
         report.ScoredSet(set_name, ids, labels, probs, held_out=held_out),
         predictions_file=run_folder.PREDICTIONS,
-        seed=c.seed,
+        seed=BOOTSTRAP_SEED,
         thresholds=_run_thresholds(c.model_dirs),
         images_for=images_for,
         gradcam=explain.GradCam(models[0]) if len(models) == 1 else None,
@@ -169,55 +174,19 @@ def _predict_split(models, data_dir: str, dataset: str, split: str, batch_size: 
 
 
 def define_flags(flag_values) -> None:
-    from absl import flags
-
-    fv = flag_values
-    flags.DEFINE_multi_string(
-        "model_dir", None, "Trainer run folder; several = their ensemble (mean probability).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "input_dir", None, "Folder of patch files (.tif, .png, .jpg) to evaluate; needs --labels.", flag_values=fv
-    )
-    flags.DEFINE_string("labels", None, "id,label CSV of the patches in --input_dir.", flag_values=fv)
-    flags.DEFINE_string(
-        "data_dir", None, "TFDS data dir holding a built pcam dataset (instead of --input_dir).", flag_values=fv
-    )
-    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.", flag_values=fv)
-    flags.DEFINE_string("split", "validation", "Labelled split to evaluate with --data_dir.", flag_values=fv)
-    flags.DEFINE_string("output_dir", None, "Where metrics.json, predictions.csv and the figures go.", flag_values=fv)
-    flags.DEFINE_bool("tta", False, "Average the 8 flips and 90-degree rotations.", flag_values=fv)
-    flags.DEFINE_bool("calibrate", False, "Apply each run's fitted temperature (calibration.json).", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.", lower_bound=1, flag_values=fv)
-    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
-
-
-def config_from_flags(f) -> EvaluateConfig:
-    """The command's flags as an EvaluateConfig (checked by evaluate_runs)."""
-    return EvaluateConfig(
-        model_dirs=tuple(f.model_dir),
-        output_dir=f.output_dir,
-        input_dir=f.input_dir,
-        labels_csv=f.labels,
-        data_dir=f.data_dir,
-        dataset=f.dataset,
-        split=f.split,
-        tta=f.tta,
-        calibrate=f.calibrate,
-        batch_size=f.batch_size,
-    )
+    cli.define(flag_values, EvaluateConfig)
 
 
 def _main(argv) -> int:
     from absl import flags
 
-    f = flags.FLAGS
-    errors.no_arguments(argv)
-    m = evaluate_runs(config_from_flags(f))
+    config = cli.make(flags.FLAGS, EvaluateConfig, argv[1:])
+    m = evaluate_runs(config)
     lo, hi = m["roc_auc_ci95"]
     print(
         f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
         f"AP {m['average_precision']:.4f}, accuracy at 0.5 {m['accuracy']:.4f}; wrote "
-        f"{f.output_dir}/{run_folder.METRICS_FILE}"
+        f"{config.output_dir}/{run_folder.METRICS_FILE}"
     )
     return 0
 

@@ -10,6 +10,7 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
+from trainer.config import options
 from trainer.config.options import option
 from trainer.slides import geometry
 from trainer.slides import tissue as tissue_lib
@@ -61,20 +62,16 @@ def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class SlideConfig:
-    """What one pcam-slide run does on one slide; `check` rejects impossible values, naming the flag. Each field
-    after the first three is also the pcam-slide flag of its name (`trainer.config.option`: its help)."""
+class SlideOptions:
+    """How every slide of a pcam-slide run is computed; each field is also the pcam-slide flag of its name."""
 
-    model_dirs: tuple[str, ...]
-    slide: str
-    output_dir: str
-    tta: bool = option(False, "Average each window over its 8 flips and 90-degree rotations.")
+    tta: bool = options.tta()
     stride: int = option(32, "Window step in model pixels (32: the label squares tile the slide).")
     mpp: float | None = option(
         None,
         "Level-0 microns per pixel for slides that do not record it (a slide's own value is used where it has one).",
     )
-    batch_size: int = option(256, "Windows per prediction batch.")
+    batch_size: int = options.prediction_batch_size()
     threshold: float | None = option(
         None,
         "Tumour threshold of regions.geojson and the tumour area (default: the run's validation Youden "
@@ -103,6 +100,16 @@ class SlideConfig:
         DENSE_TOLERANCE,
         "--inference=auto: the largest probability difference on the checked windows that allows dense.",
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlideConfig(SlideOptions):
+    """What one pcam-slide run does on one slide: the runs, the slide, its output folder and the options;
+    `check` rejects impossible values, naming the flag."""
+
+    model_dirs: tuple[str, ...]
+    slide: str
+    output_dir: str
 
     def check(self) -> SlideConfig:
         if not self.model_dirs:

@@ -21,7 +21,7 @@ import keras
 import keras_tuner
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer.config import hparams, options, train_config
+from trainer.config import choices, hparams, train_config
 from trainer.training import phases, recipe
 from trainer.tuning.tune_config import SPACES
 
@@ -53,7 +53,7 @@ _SAMPLERS: dict[str, dict[str, Callable[[keras_tuner.HyperParameters, Any], Any]
         "width": lambda hp, d: hp.Choice("width", [16, 32, 64], default=d),
         "num_blocks": lambda hp, d: hp.Int("num_blocks", 2, 4, default=d),
         "batch_norm": lambda hp, d: hp.Boolean("batch_norm", default=d),
-        "optimizer": lambda hp, d: hp.Choice("optimizer", list(options.OPTIMIZERS), default=d),
+        "optimizer": lambda hp, d: hp.Choice("optimizer", list(choices.OPTIMIZERS), default=d),
         "weight_decay": lambda hp, d: hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=d),
     },
 }

@@ -21,8 +21,8 @@ folder all of them see, e.g. NFS or gs://):
     KERASTUNER_TUNER_ID=tuner0   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
     KERASTUNER_TUNER_ID=tuner1   KERASTUNER_ORACLE_IP=CHIEF_IP KERASTUNER_ORACLE_PORT=8000 pcam-tune ...
 
-with the same flags everywhere (--data_dir may differ per machine). The search's own flags are defined here;
-those shared with pcam-train are made from their TrainConfig fields by trainer.config.cli.
+with the same flags everywhere (--data_dir may differ per machine). The flags are the fields of
+`tune_config.TuneOptions`; those shared with pcam-train are declared once, in trainer.config.options.
 """
 
 from __future__ import annotations
@@ -33,53 +33,15 @@ import sys
 from absl import flags
 
 from trainer import errors
-from trainer.config import cli as shared_flags
-from trainer.config import defaults
+from trainer.config import cli
 from trainer.tuning import tune_config
 
 FLAGS = flags.FLAGS
 
-shared_flags.define(FLAGS)
-flags.DEFINE_enum(
-    "model",
-    "tuned",
-    tune_config.MODELS,
-    "The model family searched: tuned (the CNN of --model=tuned) or p4m (its widths count feature planes, 8 per "
-    "group channel, so the same space costs about the same FLOPs); pcam-train --model=NAME --hparams=best reads it.",
-)
-flags.DEFINE_string(
-    "tuner_dir", None, "Search folder: keras-tuner state, trials.json, trials.md, best_hyperparameters.json."
-)
 
-for _field in tune_config.search_fields():  # the search's own settings, each flag made from its TuneConfig field
-    shared_flags.define_field(FLAGS, _field)
-flags.DEFINE_integer("epochs", 5, "Epochs per trial; for Hyperband the most epochs any model trains (max_epochs).")
-flags.DEFINE_float(
-    "max_minutes",
-    None,
-    "Time budget of this process in wall-clock minutes: the running trial stops "
-    "at the next batch end (its epoch is still validated) and no trial starts after it.",
-)
-flags.DEFINE_float(
-    "max_cpu_minutes",
-    None,
-    "Time budget in CPU minutes of this process (all threads), as --max_minutes; fair when searches share a machine.",
-)
-flags.DEFINE_string(
-    "channel_stats",
-    None,
-    "stats.json of beam_jobs.stats: normalise inputs per channel (pass it to python -m trainer too).",
-)
-flags.DEFINE_enum(
-    "schedule",
-    "auto",
-    ("auto", "cosine", "constant"),
-    "Learning-rate schedule of every trial. auto: as pcam-train trains by default (with a time budget), so that "
-    "the search measures the training its result gets: cosine (the budget schedule's warm-up and decay, over the "
-    "trial's epochs) with the budget recipe's weight average (--ema "
-    f"{defaults.BUDGET_RECIPE['ema']:g}) and label smoothing ({defaults.BUDGET_RECIPE['label_smoothing']:g}) "
-    "unless those flags are given; cosine or constant: what pcam-train resolves for them (no average, no smoothing).",
-)
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """A flag per TuneOptions field."""
+    cli.define(flag_values, tune_config.TuneOptions)
 
 
 def role_from_env(environ=os.environ) -> str:
@@ -95,33 +57,9 @@ def role_from_env(environ=os.environ) -> str:
     return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
-def config_from_flags(flag_values, gpu: bool):
+def config_from_flags(flag_values, gpu: bool) -> tune_config.TuneConfig:
     """Turns parsed flags into a validated TuneConfig (the only place flags are read)."""
-    f = flag_values
-    schedule, ema, label_smoothing = f.schedule, f.ema, f.label_smoothing
-    if schedule == "auto":  # pcam-train's default recipe, for a trial's fixed epochs (tune_config.TRIAL_RECIPE)
-        schedule = tune_config.TRIAL_RECIPE["schedule"]
-        ema = tune_config.TRIAL_RECIPE["ema"] if ema is None else ema
-        label_smoothing = tune_config.TRIAL_RECIPE["label_smoothing"] if label_smoothing is None else label_smoothing
-    # The same resolution as pcam-train's, from the flags both commands have; the rate and dropout are the trial's.
-    recipe = defaults.resolve_recipe(
-        f.model,
-        gpu,
-        schedule=schedule,
-        epochs=f.epochs,
-        max_minutes=f.max_minutes,
-        max_cpu_minutes=f.max_cpu_minutes,
-        ema=ema,
-        label_smoothing=label_smoothing,
-        mixed_precision=f.mixed_precision,
-        jit_compile=f.jit_compile,
-        steps_per_execution=f.steps_per_execution,
-    )
-    trial = {**shared_flags.fields(f), **{k: recipe[k] for k in tune_config.RECIPE_FIELDS}}
-    for name in ("model", "epochs", "max_minutes", "max_cpu_minutes", "channel_stats"):  # this command's own flags
-        trial[name] = f[name].value
-    search = {name: f[name].value for name in tune_config.SEARCH_FIELDS}  # the search's own settings
-    return tune_config.validate(tune_config.TuneConfig.of(f.tuner_dir, **trial, **search))
+    return tune_config.resolve(cli.make(flag_values, tune_config.TuneOptions), gpu)
 
 
 def _main(argv):
@@ -148,7 +86,7 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-tune` (and `python -m trainer.tuning.tune`)."""
-    flags.mark_flags_as_required(["data_dir", "tuner_dir"])
+    define_flags(FLAGS)
     errors.run(_main, tensorflow=True)
 
 
