@@ -12,16 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import augment, errors, run_folder
+from trainer import augment, errors, run_folder, saved_layers
 from trainer import models as registry
 
 
 def load_model(model_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
-    # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs),
-    # the P4M group layers.
-    from trainer.models import gconv, stain_norm, transfer  # noqa: F401
-
+    saved_layers.register()  # the project's layers the model may hold (P4M, stain normalisation, ImageNet preprocessing)
     path = f"{model_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
     if not tf.io.gfile.exists(path):
         raise errors.MissingInput(f"{path} does not exist: is {model_dir!r} a finished trainer run folder?")
