@@ -2,7 +2,7 @@
 classification_report.txt, the predictions, the figures and galleries; and its TensorBoard summaries.
 
     scored = ScoredSet("validation", ids, labels, probs)
-    metrics = write_report(run_dir, "baseline", scored, predictions_file=run_folder.VAL_PREDICTIONS, seed=0,
+    metrics = write_report(model_dir, "baseline", scored, predictions_file=run_folder.VAL_PREDICTIONS, seed=0,
                            calibration=record, images_for=..., gradcam=explain.GradCam(model))
 
 The trainer writes it for the validation split into the run folder (trainer.training.loop.finish), pcam-evaluate for

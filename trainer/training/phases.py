@@ -242,8 +242,8 @@ class StateCheckpoint(keras.callbacks.Callback):
     decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
     The state file, which a restart takes as the epoch being over, is written at the next epoch's start or at
     the end of fit(): after the callbacks that follow this one, ModelCheckpoint's best.weights.h5 among
-    them. Written at this epoch's end, a kill before best.weights.h5 was updated left a state whose best
-    AUC no saved weights had, and the restart evaluated an older epoch's weights.
+    them, so that a kill before best.weights.h5 is updated never leaves a state whose best AUC no saved
+    weights have.
     """
 
     def __init__(

@@ -178,7 +178,7 @@ def ema_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
 def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]:
     """The TensorBoard callback, or none with a warning when the tensorboard package is missing.
 
-    TensorFlow 2.21 no longer installs tensorboard; without it tf.summary fails at the first epoch end.
+    TensorFlow 2.21 does not install tensorboard; without it tf.summary fails at the first epoch end.
     """
     try:
         import tensorboard  # noqa: F401
