@@ -8,7 +8,7 @@
     python bench/bench_recipe.py --work_dir=/tmp/recipe --report                              # the Markdown table
 
 One arm: `python -m trainer <flags after --> --max_cpu_minutes=N` pinned to one core (taskset, so two
-arms can run side by side without sharing a core), then `trainer.predict` on the dataset's `test`
+arms can run side by side without sharing a core), then `trainer.inference.predict` on the dataset's `test`
 split with and without --tta, scored against --labels (the external set's id,label CSV: the sample's
 `test/` comes from slides that are not in its `train/`). The external labels are only read here, after
 training: nothing is chosen on them. Writes WORK_DIR/ARM/bench.json; --report prints every arm.
@@ -108,7 +108,7 @@ def run_arm(a, trainer_flags: list[str]) -> dict:
             *pin,
             sys.executable,
             "-m",
-            "trainer.predict",
+            "trainer.inference.predict",
             f"--model_dir={run_dir}/run",
             f"--data_dir={a.data_dir}",
             f"--output={out}",

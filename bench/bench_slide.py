@@ -119,7 +119,7 @@ def bench_readers(work: Path, repeats: int) -> dict:
 def bench_throughput(work: Path, repeats: int, padding: str) -> dict:
     import tifffile
 
-    from trainer import predict
+    from trainer.inference import predict
     from trainer.slides import command, geometry
     from trainer.slides import plan as slide
 
@@ -128,7 +128,7 @@ def bench_throughput(work: Path, repeats: int, padding: str) -> dict:
     if not path.exists():
         make_slide(path, 9216, (1, 4, 16))
     files = work / "windows"
-    config = slide.SlideConfig((str(run),), str(path), str(work / "out_small")).check()
+    config = slide.SlideConfig(model_dirs=(str(run),), slide=str(path), output_dir=str(work / "out_small")).check()
     p = slide.plan(config)
     if not files.exists():
         files.mkdir()

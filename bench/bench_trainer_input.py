@@ -35,7 +35,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tifffile
 
-from trainer import augment, data, models, train
+from trainer import augment, data, models
+from trainer.training import recipe
 
 
 def seed_per_file(manual_dir: str, ids: list[str], labels: list[int], batch_size: int, seed: int) -> tf.data.Dataset:
@@ -107,7 +108,7 @@ def train_rate(ds: tf.data.Dataset, n: int, epochs: int, seed: int, augment_in_m
     model = models.build("baseline")
     if augment_in_model:
         model = keras.Sequential([keras.Input((96, 96, 3)), AugmentInModel(seed), model])
-    train.compile_model(model, keras.optimizers.Adam(1e-3), jit_compile=False)
+    recipe.compile_model(model, keras.optimizers.Adam(1e-3), jit_compile=False)
     timer = _EpochTimer()
     model.fit(ds, epochs=1 + epochs, callbacks=[timer], verbose=0, shuffle=False)
     return n / float(np.mean(timer.times[1:]))

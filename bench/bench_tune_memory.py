@@ -1,4 +1,4 @@
-"""Memory over a search: the process RSS after each of N trials of `python -m trainer.tune`.
+"""Memory over a search: the process RSS after each of N trials of `python -m trainer.tuning.tune`.
 
     python bench/bench_tune_memory.py --data_dir=TFDS_DIR --work_dir=/tmp/tune_memory [--trials=10]
 
@@ -29,7 +29,7 @@ def main(argv=None):
     cmd = [
         sys.executable,
         "-m",
-        "trainer.tune",
+        "trainer.tuning.tune",
         f"--data_dir={a.data_dir}",
         f"--tuner_dir={a.work_dir}",
         "--tuner=random",

@@ -4,7 +4,7 @@
     python bench/bench_tuning_budget.py --work_dir=/tmp/hb_bench --report_only   # summarise finished runs
 
 Both run at once, each pinned to its own core (taskset; Linux), each stopped by --max_cpu_minutes:
-- hyperband: `python -m trainer.tune --tuner=hyperband --space=wide --epochs=9` (max 9 epochs a model),
+- hyperband: `python -m trainer.tuning.tune --tuner=hyperband --space=wide --epochs=9` (max 9 epochs a model),
 - seed: `python -m trainer --model=tuned --learning_rate=1e-3 --dropout=0.4` (the notebook's tuning
   result: the seed CNN 32-64-128, dense 128, Adam) for up to 200 epochs, early-stopping patience 5.
 An "epoch" is --steps_per_epoch batches of 64 in both (default 100: 6,400 patches), so both report
@@ -41,7 +41,7 @@ def commands(a) -> dict[str, list[str]]:
             "0",
             py,
             "-m",
-            "trainer.tune",
+            "trainer.tuning.tune",
             f"--tuner_dir={a.work_dir}/hyperband",
             "--tuner=hyperband",
             "--space=wide",

@@ -75,11 +75,11 @@ def baseline_run(pcam_data, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def crash_after():
-    """`crash_after(n)`: a Keras callback for `trainer.train.run(config, callbacks=[...])` that stops the run
+    """`crash_after(n)`: a Keras callback for `trainer.training.loop.run(config, callbacks=[...])` that stops the run
     like a killed process once its epoch n has ended and been saved: RuntimeError("simulated interruption ...").
 
     It raises when the next epoch begins or fit() ends, after the trainer's callbacks have written epoch n's state
-    (trainer.phases.StateCheckpoint writes it then). tests/test_kill_resume.py kills real processes."""
+    (trainer.training.phases.StateCheckpoint writes it then). tests/test_kill_resume.py kills real processes."""
     import keras
 
     class CrashAfterEpochs(keras.callbacks.Callback):

@@ -1,4 +1,4 @@
-"""Time budgets (trainer.budget): limits, the Keras callback, and budgeted training runs and searches."""
+"""Time budgets (trainer.training.budget): limits, the Keras callback, and budgeted training runs and searches."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import config as config_lib
-from trainer import memory, run_folder, search, train, tune_config
-from trainer.budget import Budget, BudgetStop
+from trainer import run_folder
+from trainer.config import restart, train_config, validation
+from trainer.training import loop
+from trainer.training.budget import Budget, BudgetStop
+from trainer.tuning import memory, search, tune_config
 
 
 def _burn_cpu(seconds: float) -> None:
@@ -57,8 +59,8 @@ def test_budget_stop_ends_fit_after_a_batch_and_still_validates():
 
 @pytest.mark.slow
 def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_data, tmp_path):
-    cfg = config_lib.validate(
-        config_lib.TrainConfig(
+    cfg = validation.validate(
+        train_config.TrainConfig(
             model="baseline",
             data_dir=str(pcam_data["tfds"]),
             model_dir=str(tmp_path),
@@ -70,12 +72,12 @@ def test_budget_stopped_run_is_evaluated_and_the_same_command_continues_it(pcam_
             verbose="0",
         )
     )
-    config_lib.write(cfg)
-    train.run(cfg)
+    restart.write_config(cfg)
+    loop.run(cfg)
     state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (1, False)
     assert (tmp_path / "metrics.json").exists()  # evaluated with the best weights so far
-    train.run(config_lib.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
+    loop.run(train_config.TrainConfig(**{**cfg.__dict__, "max_minutes": None}))
     state = json.loads((tmp_path / run_folder.STATE_DIR / run_folder.STATE_FILE).read_text())
     assert (state["epoch"], state["phase_done"]) == (3, True)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,15 +20,14 @@ COMMANDS = {
     "pcam-synthetic": "pcam_tfds.synthetic",
     "pcam-build": "pcam_tfds.build",
     "pcam-train": "trainer.__main__",
-    "pcam-predict": "trainer.predict",
-    "pcam-evaluate": "trainer.evaluate",
-    "pcam-tune": "trainer.tune",
-    "pcam-compare": "trainer.compare",
-    "pcam-export": "trainer.export",
+    "pcam-predict": "trainer.inference.predict",
+    "pcam-evaluate": "trainer.inference.evaluate",
+    "pcam-tune": "trainer.tuning.tune",
+    "pcam-compare": "trainer.evaluation.compare",
+    "pcam-export": "trainer.inference.export",
     "pcam-slide": "trainer.slides",
-    "pcam-gpu-check": "trainer.gpu_check",
+    "pcam-gpu-check": "trainer.training.gpu_check",
 }
-BIN = Path(sys.executable).parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -37,11 +38,30 @@ def _declared() -> dict[str, str]:
     return dict((part.strip() for part in line.split("=")) for line in lines)
 
 
+# pip's wrapper of a console script (what `pip install -e .` writes into the environment's bin/).
+_WRAPPER = """#!{python}
+import sys
+from {module} import {function}
+if __name__ == '__main__':
+    sys.exit({function}())
+"""
+
+
+@functools.cache
+def _scripts() -> Path:
+    """The console scripts of this checkout's setup.cfg, written as pip writes them: the ones installed in bin/
+    may come from another checkout or an older install of it (pip install -e . refreshes them)."""
+    folder = Path(tempfile.mkdtemp(prefix="pcam-console-scripts-"))
+    for name, target in _declared().items():
+        module, function = target.split(":")
+        path = folder / name
+        path.write_text(_WRAPPER.format(python=sys.executable, module=module, function=function))
+        path.chmod(0o755)
+    return folder
+
+
 def _script(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.fail(f"{path} is not installed: pip install -e . (after a change to setup.cfg's entry points)")
-    return str(path)
+    return str(_scripts() / name)
 
 
 def _run(*args: str, env=ENV) -> subprocess.CompletedProcess:
@@ -120,12 +140,12 @@ def test_pcam_traceback_shows_the_traceback_of_a_user_mistake():
 # A trainer command, the function of it that the test replaces by one raising an internal ValueError, its flags.
 _INTERNAL = {
     "pcam-train": ("trainer.data", "load_builder", ["--model=baseline", "--data_dir=d", "--model_dir=RUN"]),
-    "pcam-tune": ("trainer.search", "run_search", ["--data_dir=d", "--tuner_dir=RUN"]),
-    "pcam-evaluate": ("trainer.evaluate", "evaluate_runs", ["--model_dir=r", "--output_dir=RUN"]),
-    "pcam-predict": ("trainer.predict", "prepare", ["--model_dir=r", "--output=s.csv", "--data_dir=d"]),
-    "pcam-export": ("trainer.export", "export", ["--model_dir=r", "--output_dir=RUN"]),
-    "pcam-compare": ("trainer.compare", "compare", ["r", "--output_dir=RUN"]),
-    "pcam-gpu-check": ("trainer.gpu_check", "check_flags", []),
+    "pcam-tune": ("trainer.tuning.search", "run_search", ["--data_dir=d", "--tuner_dir=RUN"]),
+    "pcam-evaluate": ("trainer.inference.evaluate", "evaluate_runs", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-predict": ("trainer.inference.predict", "prepare", ["--model_dir=r", "--output=s.csv", "--data_dir=d"]),
+    "pcam-export": ("trainer.inference.export", "export", ["--model_dir=r", "--output_dir=RUN"]),
+    "pcam-compare": ("trainer.evaluation.compare", "compare", ["r", "--output_dir=RUN"]),
+    "pcam-gpu-check": ("trainer.training.gpu_check", "check", []),
 }
 _RAISE = """
 import importlib, sys
@@ -185,108 +205,3 @@ def test_importing_the_trainer_sets_no_environment_variable():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True)
     assert proc.stdout.strip() == "None"
-
-
-def test_train_tune_and_gpu_check_take_their_shared_flags_from_one_definition():
-    """The same name in two commands has one default and one help text (trainer.shared_flags)."""
-    from absl import flags
-
-    from trainer import gpu_check, shared_flags
-
-    assert set(shared_flags.GPU_CHECK) <= set(shared_flags.NAMES)
-    train_fv, check_fv = flags.FlagValues(), flags.FlagValues()
-    shared_flags.define(train_fv)
-    gpu_check.define_flags(check_fv)
-    for name in shared_flags.GPU_CHECK:
-        a, b = train_fv[name], check_fv[name]
-        assert (a.default, a.help) == (b.default, b.help), name
-    with pytest.raises(ValueError, match="not TrainConfig fields"):
-        shared_flags.define(flags.FlagValues(), ("models",))
-
-
-def test_every_flag_of_pcam_train_is_made_from_its_field():
-    """Help, choices and default live with the TrainConfig field (config.option); the flag is made from them."""
-    import dataclasses
-
-    from absl import flags
-
-    from trainer import config as config_lib
-    from trainer import shared_flags
-
-    fv = flags.FlagValues()
-    shared_flags.define(fv, shared_flags.TRAIN)
-    for field in dataclasses.fields(config_lib.TrainConfig):
-        flag, meta = fv[field.name], field.metadata
-        assert flag.help.endswith(meta["help"]) and len(meta["help"]) > 20, field.name  # enums prefix the choices
-        expected = None if meta["flag_default"] is dataclasses.MISSING else meta["flag_default"]
-        if field.name == "filters":
-            expected = [str(v) for v in expected]
-        assert flag.default == expected, field.name
-        if meta["choices"] is not None:
-            assert tuple(flag.parser.enum_values) == meta["choices"], field.name
-
-
-def test_a_new_option_is_one_field():
-    """A field declared with config.option becomes a flag of its kind with its help and default; a field
-    without help text is refused, so no flag goes undocumented."""
-    import dataclasses
-
-    from absl import flags
-
-    from trainer import config as config_lib
-    from trainer import shared_flags
-
-    @dataclasses.dataclass(frozen=True)
-    class WithMore:
-        warmup_epochs: int = config_lib.option(2, "Epochs of linear warm-up.")
-        mixup: float | None = config_lib.option(None, "Mixup's alpha; none = off.")
-        tags: tuple[int, ...] = config_lib.option((1, 2), "Some integers.")
-        undocumented: int = dataclasses.field(default=0)
-
-    fv = flags.FlagValues()
-    fields = {f.name: f for f in dataclasses.fields(WithMore)}
-    for name in ("warmup_epochs", "mixup", "tags"):
-        shared_flags.define_field(fv, fields[name])
-    fv(["prog", "--warmup_epochs=5", "--tags=3,4"])
-    assert (fv.warmup_epochs, fv.mixup, fv.tags) == (5, None, ["3", "4"])
-    assert fv["warmup_epochs"].help == "Epochs of linear warm-up." and fv["mixup"].parser.flag_type() == "float"
-    with pytest.raises(ValueError, match="no help text"):
-        shared_flags.define_field(fv, fields["undocumented"])
-
-
-def test_each_shared_flag_sets_the_train_config_field_of_its_name():
-    """So train and tune pass them on without a mapping line each (shared_flags.fields), and a new shared option
-    is a TrainConfig field and one flag; the resolved ones are fields too, set by config.resolve_recipe."""
-    import dataclasses
-
-    from absl import flags
-
-    from trainer import config as config_lib
-    from trainer import shared_flags
-
-    names = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
-    assert set(shared_flags.NAMES) <= names and set(shared_flags.RESOLVED) <= set(shared_flags.NAMES)
-    fv = flags.FlagValues()
-    shared_flags.define(fv)
-    fv(["prog", "--batch_size=32", "--augment=none", "--ema=0.5"])
-    values = shared_flags.fields(fv)
-    assert values["batch_size"] == 32 and values["augment"] == "none" and "ema" not in values
-    assert set(values) == set(shared_flags.NAMES) - set(shared_flags.RESOLVED)
-
-
-def test_the_search_settings_flags_are_made_from_tune_config_fields():
-    """pcam-tune's own settings (tuner, space, ...) are TuneConfig fields with their help and choices; a search
-    built from their flags' defaults equals one built with the library's defaults."""
-    from absl import flags
-
-    from trainer import shared_flags, tune_config
-
-    fv = flags.FlagValues()
-    for field in tune_config.search_fields():
-        shared_flags.define_field(fv, field)
-    fv(["prog", "--tuner=hyperband"])
-    assert {f.name for f in tune_config.search_fields()} == set(tune_config.SEARCH_FIELDS)
-    settings = {name: fv[name].value for name in tune_config.SEARCH_FIELDS}
-    made = tune_config.TuneConfig.of("t", "d", **settings)
-    assert made == tune_config.TuneConfig.of("t", "d", tuner="hyperband")
-    assert fv["space"].help.endswith(tune_config.search_fields()[1].metadata["help"])

@@ -50,9 +50,9 @@ def _spread_head(model, images: np.ndarray) -> None:
 
 
 def _per_window(model, windows: np.ndarray, tta: bool) -> np.ndarray:
-    from trainer import inference
+    from trainer.inference import probabilities
 
-    return inference.make_predict_fn([model], tta)(windows).numpy().reshape(ROWS, COLS)
+    return probabilities.make_predict_fn([model], tta)(windows).numpy().reshape(ROWS, COLS)
 
 
 @pytest.mark.parametrize(

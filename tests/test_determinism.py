@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from trainer import config as config_lib
-from trainer import data, determinism, run_folder, search, train, tune_config
+from trainer import data, determinism, run_folder
+from trainer.config import train_config, validation
 from trainer.evaluation import files as evaluation_files
+from trainer.training import loop
+from trainer.tuning import search, tune_config
 
 
 def _images(ds, batches=3) -> np.ndarray:
@@ -76,8 +78,8 @@ def _without_paths(metrics: dict) -> dict:
 @pytest.mark.slow
 def test_a_run_killed_after_epoch_one_and_resumed_ends_as_an_uninterrupted_one(pcam_data, tmp_path, crash_after):
     def config(folder):
-        return config_lib.validate(
-            config_lib.TrainConfig(
+        return validation.validate(
+            train_config.TrainConfig(
                 model="baseline",
                 data_dir=str(pcam_data["tfds"]),
                 model_dir=str(folder),
@@ -90,10 +92,10 @@ def test_a_run_killed_after_epoch_one_and_resumed_ends_as_an_uninterrupted_one(p
         )
 
     whole, resumed = config(tmp_path / "whole"), config(tmp_path / "resumed")
-    train.run(whole)
+    loop.run(whole)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 1"):
-        train.run(resumed, callbacks=[crash_after(1)])
-    train.run(resumed)
+        loop.run(resumed, callbacks=[crash_after(1)])
+    loop.run(resumed)
     a = evaluation_files.read_history(tmp_path / "whole" / run_folder.HISTORY_CSV)
     b = evaluation_files.read_history(tmp_path / "resumed" / run_folder.HISTORY_CSV)
     assert a.keys() == b.keys() and a["epoch"] == b["epoch"] == [0, 1, 2]

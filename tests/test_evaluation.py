@@ -1,5 +1,5 @@
 """Evaluation: thresholds and calibration metrics with exact values, temperature scaling, DeLong's test,
-Grad-CAM where the answer is known, the labels CSV's errors, `trainer.evaluate` against predict + scikit-learn
+Grad-CAM where the answer is known, the labels CSV's errors, `trainer.inference.evaluate` against predict + scikit-learn
 on a folder, on a TFDS split and as an ensemble, and compare. The metrics against scikit-learn: test_metrics.py."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from cli_runs import run_module
 from sklearn import metrics as skm
 
-from trainer import calibration, compare, evaluate
-from trainer import config as config_lib
-from trainer.evaluation import files, metrics
+from trainer.config import train_config
+from trainer.evaluation import compare, files, metrics
+from trainer.inference import calibration, evaluate
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 SCORES = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
@@ -48,7 +48,7 @@ def test_thresholds_and_calibration_metrics_have_exact_values():
 
 
 def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
-    from trainer import predict
+    from trainer.inference import predict
 
     m = {**metrics.compute_metrics(LABELS, SCORES), "held_out": True}
     (tmp_path / "metrics.json").write_text(json.dumps(m))
@@ -71,7 +71,7 @@ def test_a_refit_runs_validation_thresholds_are_not_reused(tmp_path):
     with pytest.raises(FileNotFoundError, match="--refit runs, which trained on validation"):
         calibration.read_temperature(tmp_path)
     # Evaluating on a split one of the runs trained on says so (metrics.json held_out, the titles).
-    refit = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir=str(tmp_path), refit=True)
+    refit = train_config.TrainConfig(model="baseline", data_dir="/d", model_dir=str(tmp_path), refit=True)
     (tmp_path / "config.json").write_text(refit.to_json())
     (tmp_path / "other").mkdir()
     assert evaluate._trained_splits([str(tmp_path / "other")]) == {"train"}
@@ -136,7 +136,7 @@ def test_compare_tests_runs_pairwise_and_skips_folders_that_are_not_runs(tmp_pat
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == result
     assert "Skipped (not runs)" in (tmp_path / "out" / "results.md").read_text()
     proc = run_module(
-        "trainer.compare",
+        "trainer.evaluation.compare",
         *(str(p) for p in sorted((tmp_path / "runs").iterdir())),
         f"--output_dir={tmp_path / 'cli'}",
         timeout=300,
@@ -149,7 +149,8 @@ def test_gradcam_looks_at_the_centre_where_the_label_is_decided():
     import keras
 
     from pcam_tfds import synthetic
-    from trainer import explain, models
+    from trainer import models
+    from trainer.inference import explain
 
     keras.utils.set_random_seed(0)
     patches = [synthetic.draw_patch(5, "train", i) for i in range(768)]
@@ -195,14 +196,17 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
     with open(labels_csv, "w") as f:
         f.write("id,label\n" + "".join(f"{r['id']},{r['label']}\n" for r in readable))
     run_module(
-        "trainer.evaluate",
+        "trainer.inference.evaluate",
         f"--model_dir={baseline_run}",
         f"--input_dir={folder}",
         f"--labels={labels_csv}",
         f"--output_dir={tmp_path / 'eval'}",
     )
     run_module(
-        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={tmp_path / 'sub.csv'}"
+        "trainer.inference.predict",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        f"--output={tmp_path / 'sub.csv'}",
     )
     with open(tmp_path / "sub.csv") as f:
         probs = {r["id"]: float(r["label"]) for r in csv.DictReader(f)}
@@ -221,7 +225,7 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
     for name in ("error_gallery.png", "gradcam_gallery.png", "reliability.png", "precision_recall.png"):
         assert (tmp_path / "eval" / name).read_bytes()[:4] == b"\x89PNG", name
     hard = run_module(
-        "trainer.predict",
+        "trainer.inference.predict",
         f"--model_dir={baseline_run}",
         f"--input_dir={folder}",
         "--hard_labels=youden",
@@ -232,7 +236,7 @@ def test_evaluate_on_a_folder_matches_predict_and_sklearn(baseline_run, pcam_dat
     with open(tmp_path / "hard.csv") as f:
         assert {r["label"] for r in csv.DictReader(f)} <= {"0", "1"}
     missing = run_module(
-        "trainer.predict",
+        "trainer.inference.predict",
         f"--model_dir={baseline_run}",
         f"--input_dir={folder}",
         f"--output={tmp_path / 'no' / 'such' / 'sub.csv'}",
@@ -274,7 +278,7 @@ def test_a_labels_csv_may_have_a_byte_order_mark_spaces_and_other_columns(tmp_pa
 def test_evaluate_on_a_tfds_split_reproduces_the_runs_own_report(baseline_run, pcam_data, tmp_path):
     out = tmp_path / "eval"
     run_module(
-        "trainer.evaluate",
+        "trainer.inference.evaluate",
         f"--model_dir={baseline_run}",
         f"--data_dir={pcam_data['tfds']}",
         "--split=validation",
@@ -304,12 +308,12 @@ def test_evaluate_on_a_tfds_split_reproduces_the_runs_own_report(baseline_run, p
 
 def _shifted_copy(run_dir, folder, shift: float):
     """A second run folder: the run's model with `shift` added to the output layer's bias (other predictions)."""
-    from trainer import inference
+    from trainer.inference import probabilities
 
     folder.mkdir()
     for name in ("config.json", "calibration.json"):
         (folder / name).write_bytes((run_dir / name).read_bytes())
-    model = inference.load_model(str(run_dir))
+    model = probabilities.load_model(str(run_dir))
     kernel, bias = model.get_layer("probability").get_weights()
     model.get_layer("probability").set_weights([kernel, bias + shift])
     model.save(str(folder / "model.keras"))
@@ -317,8 +321,9 @@ def _shifted_copy(run_dir, folder, shift: float):
 
 @pytest.mark.slow
 def test_an_ensemble_averages_the_runs_and_writes_metrics_json_once(baseline_run, pcam_data, tmp_path, monkeypatch):
-    from trainer import data, inference
+    from trainer import data
     from trainer.evaluation import report
+    from trainer.inference import probabilities
 
     other = tmp_path / "other"
     _shifted_copy(baseline_run, other, 0.5)
@@ -343,7 +348,7 @@ def test_an_ensemble_averages_the_runs_and_writes_metrics_json_once(baseline_run
     alone = []
     for d in runs:
         ds = data.eval_dataset(data.split_files(builder, "validation"), 64, with_ids=True)
-        alone.append(inference.predict_batches([inference.load_model(d)], ds.as_numpy_iterator()))
+        alone.append(probabilities.predict_batches([probabilities.load_model(d)], ds.as_numpy_iterator()))
     assert alone[0][0] == alone[1][0] and not np.allclose(alone[0][2], alone[1][2])
     _, _, ensemble = files.read_predictions(tmp_path / "eval" / "predictions.csv")
     np.testing.assert_allclose(ensemble, (alone[0][2] + alone[1][2]) / 2, atol=2e-6)

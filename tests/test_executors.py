@@ -23,7 +23,7 @@ from kaggle_folders import make_with_problems, parse_record
 from pcam_tfds.core import outputs, patches
 
 SPLIT_ARGS = {"validation_fraction": 0.3, "sample_fraction": 0.6, "seed": 11}
-BEAM_FREE = ("pcam_tfds.local_steps", "pcam_tfds.core.validated", "trainer.train", "trainer.predict")
+BEAM_FREE = ("pcam_tfds.local_steps", "pcam_tfds.core.validated", "trainer.training.loop", "trainer.inference.predict")
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:

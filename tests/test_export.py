@@ -14,7 +14,9 @@ from cli_runs import run_module
 @pytest.mark.slow
 def test_saved_model_agrees_with_model_keras(baseline_run, tmp_path):
     out = tmp_path / "export" / "1"
-    proc = run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--nocalibrate")
+    proc = run_module(
+        "trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}"
+    )  # raw: the default
     assert "serving_default" in proc.stdout
     # Loaded in a fresh interpreter with TensorFlow alone (no project code on the path).
     script = f"""
@@ -30,11 +32,11 @@ print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
     assert result["dtype"] == "uint8" and result["shape"] == [None, 96, 96, 3]
     import tensorflow as tf
 
-    from trainer import inference
+    from trainer.inference import probabilities
 
     images = np.random.default_rng(0).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
     # model.keras run as a graph, as the SavedModel runs (a bfloat16 model rounds differently when eager).
-    expected = inference.make_predict_fn([inference.load_model(str(baseline_run))], tta=False)(
+    expected = probabilities.make_predict_fn([probabilities.load_model(str(baseline_run))], tta=False)(
         tf.cast(images, tf.float32)
     ).numpy()
     np.testing.assert_allclose(result["p"], expected, atol=1e-5)
@@ -47,14 +49,16 @@ print(json.dumps({{"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
 def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):
     import tensorflow as tf
 
-    from trainer import calibration, inference
+    from trainer.inference import calibration, probabilities
 
     out = tmp_path / "calibrated"
-    run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}")
+    run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}", "--calibrate")
     temperature = calibration.read_temperature(str(baseline_run))
     images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
     served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["probability"]
-    raw = inference.make_predict_fn([inference.load_model(str(baseline_run))], tta=False)(tf.cast(images, tf.float32))
+    raw = probabilities.make_predict_fn([probabilities.load_model(str(baseline_run))], tta=False)(
+        tf.cast(images, tf.float32)
+    )
     np.testing.assert_allclose(served.numpy(), calibration.apply_temperature(raw.numpy(), temperature), atol=1e-5)
-    again = run_module("trainer.export", f"--model_dir={baseline_run}", f"--output_dir={out}", check=False)
+    again = run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}", check=False)
     assert again.returncode == 2 and "not empty" in again.stderr

@@ -98,7 +98,7 @@ def test_the_builder_the_trainers_parser_and_gpu_check_share_one_record_spec():
 
 
 def test_gpu_check_writes_records_that_the_trainer_and_tfds_read(tmp_path):
-    from trainer import gpu_check
+    from trainer.training import gpu_check
 
     [path] = gpu_check.write_synthetic_records(str(tmp_path), 5, (96, 96, 3), seed=3, files=1)
     records = next(iter(tf.data.TFRecordDataset(path).batch(5)))

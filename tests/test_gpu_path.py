@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, models, train
-from trainer.budget import Budget, BudgetStop
+from trainer import augment, models
+from trainer.training import distribute, recipe
+from trainer.training.budget import Budget, BudgetStop
 
 
 @pytest.fixture(autouse=True)
@@ -140,10 +141,10 @@ def test_budget_stop_with_several_steps_per_execution_stops_after_the_first_exec
 
 
 def test_one_device_strategy_trains_on_uint8_batches():
-    strategy = train.make_strategy("one_device")
+    strategy = distribute.make_strategy("one_device")
     with strategy.scope():
         model = models.build("baseline", input_shape=(32, 32, 3))
-        train.compile_model(model, keras.optimizers.Adam(1e-3), jit_compile=False, steps_per_execution=2)
+        recipe.compile_model(model, keras.optimizers.Adam(1e-3), jit_compile=False, steps_per_execution=2)
     images = _uint8_images(16, 32)
     labels = (np.arange(16) % 2).astype("float32")[:, None]
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4).repeat()
@@ -158,7 +159,7 @@ def test_one_device_strategy_trains_on_uint8_batches():
 def test_mixed_precision_output_and_loss_scaling(policy, compute, loss_scaled):
     keras.mixed_precision.set_global_policy(policy)
     model = models.build("baseline", input_shape=(32, 32, 3))
-    train.compile_model(model, train.make_optimizer("adam", 1e-3), jit_compile=False)
+    recipe.compile_model(model, recipe.make_optimizer("adam", 1e-3), jit_compile=False)
     assert model.get_layer("conv1").compute_dtype == compute
     assert model.get_layer("probability").compute_dtype == "float32"
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) is loss_scaled

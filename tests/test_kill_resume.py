@@ -113,8 +113,9 @@ def _install(point: str) -> None:
     """Arms the kill at POINT in this process, before the trainer's command runs."""
     import keras
 
-    from trainer import phases, run_folder, train
     from trainer.evaluation import report
+    from trainer.training import loop, phases
+    from trainer.training.epoch_log import EpochLog
 
     if point == "mid_epoch":
 
@@ -126,10 +127,10 @@ def _install(point: str) -> None:
                 if self.epoch == 1 and batch == 2:
                     _kill()
 
-        run = train.run
-        train.run = lambda config, callbacks=(): run(config, [*callbacks, KillMidEpoch()])
+        run = loop.run
+        loop.run = lambda config, callbacks=(): run(config, [*callbacks, KillMidEpoch()])
     elif point == "log_row_written":
-        _kill_around(run_folder.EpochLog, "on_epoch_end", lambda log, epoch, *_: epoch == 1, after=True)
+        _kill_around(EpochLog, "on_epoch_end", lambda log, epoch, *_: epoch == 1, after=True)
     elif point == "weights_before_state":
         _kill_around(phases, "write_state", lambda state_dir, state: state.epoch == 1)
     elif point == "before_best_weights":

@@ -140,7 +140,7 @@ print(",".join(heavy))
     [
         "trainer.evaluation.metrics",
         "trainer.evaluation, trainer.evaluation.files",
-        "trainer.compare, trainer.run_folder",
+        "trainer.evaluation.compare, trainer.run_folder",
     ],
 )
 def test_reading_metrics_loads_no_plotting_or_deep_learning_library(modules):

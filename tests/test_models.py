@@ -42,7 +42,7 @@ def test_registry_lists_the_six_models():
 def test_model_names_are_read_without_importing_keras():
     """The flags take their choices from the registry, so reading it must stay cheap (python -m trainer --help)."""
     code = (
-        "import sys; import trainer.config, trainer.models, trainer.gpu_check; "
+        "import sys; import trainer.config, trainer.models, trainer.training.gpu_check; "
         "assert not {'keras', 'tensorflow'} & set(sys.modules), sorted({'keras', 'tensorflow'} & set(sys.modules))"
     )
     proc = subprocess.run(
@@ -172,18 +172,18 @@ def test_channel_stats_flag_reaches_the_model(tmp_path):
     import dataclasses
     import json
 
-    from trainer import config as config_lib
-    from trainer import train
+    from trainer.config import train_config, validation
+    from trainer.training import recipe
 
-    base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
+    base = train_config.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--channel_stats='nope.json': no such file"):
-        config_lib.validate(dataclasses.replace(base, channel_stats="nope.json"))
+        validation.validate(dataclasses.replace(base, channel_stats="nope.json"))
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"groups": {"train": {"patches": 5, "mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]}}}))
     with pytest.raises(ValueError, match="--channel_stats is for the CNN models"):
-        config_lib.validate(dataclasses.replace(base, model="resnet50", channel_stats=str(stats)))
-    config = config_lib.validate(dataclasses.replace(base, channel_stats=str(stats)))
-    layer = train.build_model(config).get_layer("normalize")
+        validation.validate(dataclasses.replace(base, model="resnet50", channel_stats=str(stats)))
+    config = validation.validate(dataclasses.replace(base, channel_stats=str(stats)))
+    layer = recipe.build_model(config).get_layer("normalize")
     np.testing.assert_allclose(np.ravel(layer.mean), [1, 2, 3])
     np.testing.assert_allclose(np.ravel(layer.variance), [16, 25, 36])
 
@@ -201,9 +201,9 @@ def test_weights_from_a_file_load_into_the_base(tmp_path):
 
 def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_path):
     """--stain_norm=reinhard: the CNN's first layer is stains.reinhard in float32, also under bfloat16,
-    and a saved model (what trainer.predict loads) normalises the same way."""
+    and a saved model (what trainer.inference.predict loads) normalises the same way."""
     from pcam_tfds.core import stains
-    from trainer import inference
+    from trainer.inference import probabilities
     from trainer.models.stain_norm import ReinhardNormalization
 
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_pa
     normalised = keras.Model(model.input, layer.output)
     np.testing.assert_allclose(normalised(images).numpy(), expected, atol=0.05)
     model.save(tmp_path / "model.keras")
-    loaded = inference.load_model(str(tmp_path))
+    loaded = probabilities.load_model(str(tmp_path))
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
     with pytest.raises(ValueError, match="choose one of none, reinhard"):
         models.build("baseline", stain_norm="macenko")
@@ -229,28 +229,28 @@ def test_stain_norm_layer_matches_the_numpy_reference_and_survives_saving(tmp_pa
 def test_stain_norm_flag_reaches_the_model(tmp_path):
     import dataclasses
 
-    from trainer import config as config_lib
-    from trainer import train
+    from trainer.config import train_config, validation
+    from trainer.training import recipe
 
-    base = config_lib.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
+    base = train_config.TrainConfig(model="baseline", data_dir="d", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--stain_norm is for the CNN models"):
-        config_lib.validate(dataclasses.replace(base, model="resnet50", stain_norm="reinhard"))
+        validation.validate(dataclasses.replace(base, model="resnet50", stain_norm="reinhard"))
     with pytest.raises(ValueError, match="stain_norm"):
-        config_lib.validate(dataclasses.replace(base, stain_norm="macenko"))
-    config = config_lib.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
-    assert "stain_norm" in [layer.name for layer in train.build_model(config).layers]
-    assert "stain_norm" not in [layer.name for layer in train.build_model(base).layers]
+        validation.validate(dataclasses.replace(base, stain_norm="macenko"))
+    config = validation.validate(dataclasses.replace(base, model="tuned", stain_norm="reinhard"))
+    assert "stain_norm" in [layer.name for layer in recipe.build_model(config).layers]
+    assert "stain_norm" not in [layer.name for layer in recipe.build_model(base).layers]
 
 
 @pytest.mark.parametrize("name", ["baseline", "tuned"])
 def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     """--crop=64: the model's first layer keeps the centre 64x64, so pixels outside it change nothing."""
-    from trainer import config as config_lib
-    from trainer import train
+    from trainer.config import train_config
+    from trainer.training import recipe
 
-    config = config_lib.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
+    config = train_config.resolved(False, model=name, data_dir="d", model_dir=str(tmp_path), crop=64, max_cpu_minutes=1)
     keras.utils.set_random_seed(3)
-    model = train.build_model(config)
+    model = recipe.build_model(config)
     assert model.get_layer("centre_crop").output.shape[1:3] == (64, 64) and model.input_shape == (None, 96, 96, 3)
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
@@ -278,11 +278,11 @@ def test_crop_keeps_the_centre_and_the_flag_reaches_the_model(name, tmp_path):
     ],
 )
 def test_crop_is_checked_before_training(options, message, tmp_path):
-    from trainer import config as config_lib
+    from trainer.config import train_config
     from trainer.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
-        config_lib.resolved(False, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1, **options)
+        train_config.resolved(False, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1, **options)
 
 
 def test_padding_valid_pads_nowhere_and_keeps_the_weights(tmp_path):
@@ -303,9 +303,9 @@ def test_padding_valid_pads_nowhere_and_keeps_the_weights(tmp_path):
     assert p4m.get_layer("pool3").output.shape[1:3] == (10, 10)
     with pytest.raises(ValueError, match="padding='full'"):
         models.build("baseline", padding="full")
-    from trainer import config as config_lib
+    from trainer.config import train_config
 
-    resolved = config_lib.resolved(
+    resolved = train_config.resolved(
         False, model="p4m", padding="valid", crop=94, data_dir="d", model_dir=str(tmp_path), max_cpu_minutes=1
     )
     assert (resolved.padding, resolved.crop) == ("valid", 94)

@@ -1,4 +1,4 @@
-"""Multi-worker training (`--strategy=multi_worker`, trainer.distribute): TF_CONFIG, sharding, the shared
+"""Multi-worker training (`--strategy=multi_worker`, trainer.training.distribute): TF_CONFIG, sharding, the shared
 budget, and two real CPU workers on loopback ports training one run."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import sys
 import pytest
 from cli_runs import REPO
 
-from trainer import config as config_lib
-from trainer import data, distribute, run_folder
-from trainer.budget import Budget, SharedBudget
+from trainer import data, run_folder
+from trainer.config import train_config, validation
+from trainer.training import distribute
+from trainer.training.budget import Budget, SharedBudget
 
 
 def _tf_config(workers: list[str], task_type: str = "worker", index: int = 0, chief: list[str] | None = None) -> str:
@@ -44,9 +45,9 @@ def test_tf_config_names_the_chief():
 
 def test_output_dir_of_a_worker_is_temporary_and_removed(tmp_path):
     worker = distribute.task_from_tf_config(_tf_config(["a:1", "b:2"], index=1))
-    with distribute.output_dir(tmp_path, distribute.SINGLE) as out:
+    with distribute.write_dir(tmp_path, distribute.SINGLE) as out:
         assert out == tmp_path
-    with distribute.output_dir(tmp_path, worker) as out:
+    with distribute.write_dir(tmp_path, worker) as out:
         assert out != tmp_path
         (out / "state").mkdir()
         (out / "state" / "x").write_text("1")
@@ -68,12 +69,12 @@ def test_shared_budget_follows_the_agreed_verdict():
 
 def test_multi_worker_config_refusals(tmp_path):
     base = dict(model="baseline", data_dir=str(tmp_path), model_dir=str(tmp_path), strategy="multi_worker")
-    config_lib.validate(config_lib.TrainConfig(**base))
+    validation.validate(train_config.TrainConfig(**base))
     with pytest.raises(ValueError, match="one step per execution"):
-        config_lib.validate(config_lib.TrainConfig(**base, steps_per_execution=4))
+        validation.validate(train_config.TrainConfig(**base, steps_per_execution=4))
     with pytest.raises(ValueError, match="budget schedule plans from this process"):
-        config_lib.validate(
-            config_lib.TrainConfig(**base, schedule="budget", epochs=None, max_minutes=1.0, early_stopping_patience=0)
+        validation.validate(
+            train_config.TrainConfig(**base, schedule="budget", epochs=None, max_minutes=1.0, early_stopping_patience=0)
         )
 
 
@@ -189,7 +190,7 @@ def test_two_workers_train_one_run_stop_together_and_resume(pcam_data, baseline_
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) == set(json.loads((baseline_run / "metrics.json").read_text()))
     assert 0 < metrics["num_examples"] < 24  # half of the validation split
-    config = config_lib.TrainConfig.from_json((run_dir / "config.json").read_text())
+    config = train_config.TrainConfig.from_json((run_dir / "config.json").read_text())
     assert (config.strategy, config.steps_per_execution) == ("multi_worker", 1)
     for name in ("budget", "resume"):
         assert list((tmp_path / f"{name}-tmp1").iterdir()) == [], "worker 1 left files behind"

@@ -198,22 +198,22 @@ def test_widths_matched_by_flops_and_by_parameters():
 
 def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path):
     """--filters for p4m (and the width pcam-tune --model=p4m samples) counts planes: 8 per group channel."""
-    from trainer import config as config_lib
+    from trainer.config import train_config, validation
     from trainer.errors import UsageError
 
     deep = models.build("p4m", filters=(32, 64, 128, 256), dense=64, batch_norm=True)
     assert [deep.get_layer(f"conv{i}").filters for i in range(1, 5)] == [4, 8, 16, 32]
     assert deep.get_layer("dense").units == 64 and deep.get_layer("bn4") is not None
     assert [models.build("p4m").get_layer(f"conv{i}").filters for i in (1, 2, 3)] == list(p4m.FLOP_MATCHED)
-    cfg = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir=str(tmp_path), filters=(32, 64, 128, 256))
-    assert config_lib.validate(cfg).filters == (32, 64, 128, 256)
+    cfg = train_config.TrainConfig(model="p4m", data_dir="d", model_dir=str(tmp_path), filters=(32, 64, 128, 256))
+    assert validation.validate(cfg).filters == (32, 64, 128, 256)
     with pytest.raises(UsageError, match=r"--filters=32,60,128: --model=p4m counts widths in feature planes.*of 8"):
-        config_lib.validate(config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m", filters=(32, 60, 128)))
-    config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", filters=(30, 60)))
+        validation.validate(train_config.TrainConfig(model="p4m", data_dir="d", model_dir="m", filters=(32, 60, 128)))
+    validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", filters=(30, 60)))
     with pytest.raises(ValueError, match="multiple of 8"):
         models.build("p4m", filters=(32, 12))
     with pytest.raises(UsageError, match="--filters does not apply to --model=p4m_params"):
-        config_lib.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
+        train_config.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
 
 
 def test_a_centre_crop_keeps_the_model_exactly_invariant():
@@ -245,12 +245,12 @@ def test_mixed_precision_and_xla_keep_the_output_float32():
 def test_save_and_load_give_the_same_probabilities(tmp_path):
     import keras
 
-    from trainer import inference
+    from trainer.inference import probabilities
 
     model = models.build("p4m", input_shape=(32, 32, 3), batch_norm=True)
     x = np.random.default_rng(9).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     model.save(tmp_path / "model.keras")
-    loaded = inference.load_model(str(tmp_path))
+    loaded = probabilities.load_model(str(tmp_path))
     assert isinstance(loaded.get_layer("conv2"), gconv.P4MConv) and isinstance(
         loaded.get_layer("bn1"), keras.layers.Layer
     )
@@ -263,7 +263,7 @@ def test_trainer_export_and_predict(pcam_data, tmp_path):
     probabilities; `--tta` says it is one pass and gives the plain answer."""
     import tensorflow as tf
 
-    from trainer import explain, inference
+    from trainer.inference import explain, probabilities
 
     run_dir = tmp_path / "p4m"
     run_module(
@@ -275,12 +275,12 @@ def test_trainer_export_and_predict(pcam_data, tmp_path):
         "--batch_size=16",
     )
     assert (run_dir / "gradcam_gallery.png").exists()
-    model = inference.load_model(str(run_dir))
+    model = probabilities.load_model(str(run_dir))
     assert model.name == "p4m"
     images = np.random.default_rng(10).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
-    expected = inference.make_predict_fn([model], tta=False)(tf.cast(images, tf.float32)).numpy()
+    expected = probabilities.make_predict_fn([model], tta=False)(tf.cast(images, tf.float32)).numpy()
     np.testing.assert_allclose(
-        inference.make_predict_fn([model], tta=True)(tf.cast(images, tf.float32)).numpy(), expected, atol=2e-2
+        probabilities.make_predict_fn([model], tta=True)(tf.cast(images, tf.float32)).numpy(), expected, atol=2e-2
     )
     cam = explain.GradCam(model)
     assert cam.layer_name == "pool3"  # the last P4M map: all 8 orientations of each channel
@@ -291,14 +291,18 @@ def test_trainer_export_and_predict(pcam_data, tmp_path):
     assert np.abs(turned - _transform(heat[..., None], 5)[..., 0]).mean() < 0.02
 
     out = tmp_path / "export"
-    run_module("trainer.export", f"--model_dir={run_dir}", f"--output_dir={out}", "--nocalibrate")
+    run_module("trainer.inference.export", f"--model_dir={run_dir}", f"--output_dir={out}")
     served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["probability"]
     np.testing.assert_allclose(served.numpy().ravel(), expected, atol=1e-5)
 
     plain, tta = tmp_path / "plain.csv", tmp_path / "tta.csv"
     for output, extra in ((plain, []), (tta, ["--tta"])):
         proc = run_module(
-            "trainer.predict", f"--model_dir={run_dir}", f"--data_dir={pcam_data['tfds']}", f"--output={output}", *extra
+            "trainer.inference.predict",
+            f"--model_dir={run_dir}",
+            f"--data_dir={pcam_data['tfds']}",
+            f"--output={output}",
+            *extra,
         )
     assert "TTA is one pass" in proc.stderr
     assert plain.read_text() == tta.read_text()

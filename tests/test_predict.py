@@ -1,4 +1,4 @@
-"""`python -m trainer.predict`: a probability for every test id, ensembles, TTA and loud rejects."""
+"""`python -m trainer.inference.predict`: a probability for every test id, ensembles, TTA and loud rejects."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _test_ids(pcam_data) -> set[str]:
 
 
 def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
-    from trainer import predict
+    from trainer.inference import predict
 
     out = tmp_path / "submission.csv"
     assert (
@@ -48,7 +48,7 @@ def test_predict_from_tfds_ensemble_with_tta(pcam_data, baseline_run, tmp_path):
 
 
 def test_predict_from_a_folder_of_tiffs_matches_tfds(pcam_data, baseline_run, tmp_path):
-    from trainer import predict
+    from trainer.inference import predict
 
     from_dir, from_tfds = tmp_path / "dir.csv", tmp_path / "tfds.csv"
     assert (
@@ -71,11 +71,19 @@ def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_pa
     (folder / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     out = tmp_path / "submission.csv"
     proc = run_module(
-        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}", check=False
+        "trainer.inference.predict",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        f"--output={out}",
+        check=False,
     )
     assert proc.returncode == 1 and "broken.tif" in proc.stderr and not out.exists()
     proc = run_module(
-        "trainer.predict", f"--model_dir={baseline_run}", f"--input_dir={folder}", f"--output={out}", "--allow_rejected"
+        "trainer.inference.predict",
+        f"--model_dir={baseline_run}",
+        f"--input_dir={folder}",
+        f"--output={out}",
+        "--allow_rejected",
     )
     assert len(_read(out)) == 5
     rejected = (tmp_path / "submission.csv.rejected.csv").read_text()
@@ -84,7 +92,7 @@ def test_unreadable_file_is_reported_not_skipped(pcam_data, baseline_run, tmp_pa
 
 def test_predict_needs_a_finished_run(tmp_path, pcam_data):
     proc = run_module(
-        "trainer.predict",
+        "trainer.inference.predict",
         f"--model_dir={tmp_path}",
         f"--data_dir={pcam_data['tfds']}",
         f"--output={tmp_path / 's.csv'}",

@@ -14,6 +14,7 @@ import pytest
 from cli_runs import REPO, run_module
 
 from trainer import run_folder
+from trainer.training.epoch_log import EpochLog
 
 
 def test_second_owner_is_refused_with_the_holder_named(tmp_path):
@@ -44,12 +45,12 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 def test_epoch_log_keeps_one_row_per_epoch_across_a_resume(tmp_path):
     path = tmp_path / "training_log.csv"
-    log = run_folder.EpochLog(path)
+    log = EpochLog(path)
     log.on_train_begin()
     for epoch in range(3):
         log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_auc": 0.5 + epoch / 10})
     # Killed after epoch 2's row (index 2) was written but before its state was saved: the resume repeats it.
-    again = run_folder.EpochLog(path)
+    again = EpochLog(path)
     again.on_train_begin()
     again.on_epoch_end(2, {"loss": 0.3, "val_auc": 0.75})
     again.on_epoch_end(3, {"loss": 0.25, "val_auc": 0.8})
@@ -139,7 +140,8 @@ def test_the_resume_state_is_typed_and_keeps_the_file_format(tmp_path):
     """state.json as the trainer has always written it loads into a frozen RunState and is written back the same."""
     import dataclasses
 
-    from trainer import errors, phases
+    from trainer import errors
+    from trainer.training import phases
 
     old = {
         "phase_index": 1,
@@ -179,8 +181,8 @@ def test_the_resume_state_is_typed_and_keeps_the_file_format(tmp_path):
 def test_the_callbacks_that_resume_depends_on_must_keep_their_order():
     import keras
 
-    from trainer import phases, schedule, train
-    from trainer.budget import Budget, BudgetStop
+    from trainer.training import loop, phases, schedule
+    from trainer.training.budget import Budget, BudgetStop
 
     sched = schedule.ScheduleCallback(schedule.Schedule.constant(1e-3, 10))
     stopping = phases.ResumableEarlyStopping(monitor="val_auc", mode="max")
@@ -189,8 +191,8 @@ def test_the_callbacks_that_resume_depends_on_must_keep_their_order():
     best = keras.callbacks.ModelCheckpoint("best.weights.h5", save_weights_only=True)
     stop = BudgetStop(Budget(wall_s=60))
     log = keras.callbacks.Callback()  # anything else may sit anywhere
-    train.check_callback_order([sched, log, stopping, state, ema, best, stop, log])
-    train.check_callback_order([sched, stopping, state, best])  # without EMA or budget
+    loop.check_callback_order([sched, log, stopping, state, ema, best, stop, log])
+    loop.check_callback_order([sched, stopping, state, best])  # without EMA or budget
     for wrong in ([stopping, sched, state], [sched, stopping, ema, state], [sched, stopping, state, stop, best]):
         with pytest.raises(RuntimeError, match="resume needs ScheduleCallback, ResumableEarlyStopping"):
-            train.check_callback_order(wrong)
+            loop.check_callback_order(wrong)

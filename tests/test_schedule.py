@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, run_folder, train
-from trainer import config as config_lib
-from trainer import schedule as schedule_lib
-from trainer.schedule import Schedule
+from trainer import augment, data, run_folder
+from trainer.config import defaults, train_config, validation
+from trainer.training import loop, recipe
+from trainer.training import schedule as schedule_lib
+from trainer.training.schedule import Schedule
 
 # Step arithmetic.
 
@@ -117,27 +118,27 @@ def test_a_refined_plan_keeps_the_rate_continuous_and_ends_at_zero():
     ],
 )
 def test_config_rejects_bad_schedule_settings(kw, message):
-    cfg = config_lib.TrainConfig(model="baseline", data_dir="/d", model_dir="/m", **kw)
+    cfg = train_config.TrainConfig(model="baseline", data_dir="/d", model_dir="/m", **kw)
     with pytest.raises(ValueError) as info:
-        config_lib.validate(cfg)
+        validation.validate(cfg)
     assert message in str(info.value)
 
 
 def test_averaged_weights_warm_up_their_momentum():
-    opt = train.make_optimizer("adam", 1e-3, ema=0.999)
+    opt = recipe.make_optimizer("adam", 1e-3, ema=0.999)
     var = tf.Variable(tf.zeros([2]))
     opt.build([var])
     assert float(opt.ema_momentum) == pytest.approx(1 / 10)  # step 0
     opt.iterations.assign(10_000)
     assert float(opt.ema_momentum) == pytest.approx(0.999)
     assert opt.get_config()["ema_momentum"] == 0.999
-    assert not train.make_optimizer("adam", 1e-3).use_ema
+    assert not recipe.make_optimizer("adam", 1e-3).use_ema
 
 
 # Training runs.
 
 
-def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
+def _run_config(pcam_data, run_dir, **kw) -> train_config.TrainConfig:
     values = dict(
         model="baseline",
         data_dir=str(pcam_data["tfds"]),
@@ -150,7 +151,7 @@ def _run_config(pcam_data, run_dir, **kw) -> config_lib.TrainConfig:
         ema=0.99,
     )
     values.update(kw)
-    return config_lib.validate(config_lib.TrainConfig(**values))
+    return validation.validate(train_config.TrainConfig(**values))
 
 
 def _log(run_dir) -> list[dict]:
@@ -162,13 +163,13 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
     # A generous margin, so that a slow epoch on a loaded CI machine cannot make the budget stop it first.
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
     cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
-    train.run(cfg)
+    loop.run(cfg)
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     plan = Schedule.from_dict(state["schedule"])
     rows = _log(tmp_path)
     assert plan.kind == "budget" and plan.total_epochs >= schedule_lib.CALIBRATION_EPOCHS
     assert len(rows) == plan.total_epochs and state["phase_done"] and state["epoch"] == plan.total_epochs
-    per_epoch = train.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
+    per_epoch = recipe.steps_per_epoch(cfg, data.num_examples(data.load_builder(cfg.data_dir, cfg.dataset), "train"))
     assert plan.steps_per_epoch == per_epoch and plan.total_steps == plan.total_epochs * per_epoch
     logged = [float(r["learning_rate"]) for r in rows]
     # The plan may have been refined after later epochs: rows since its last anchor follow it exactly.
@@ -181,12 +182,12 @@ def test_budget_run_ends_on_the_last_step_of_its_schedule(pcam_data, tmp_path, m
 
 def test_resume_mid_schedule_continues_the_same_learning_rate_curve(pcam_data, tmp_path, crash_after):
     whole = _run_config(pcam_data, tmp_path / "whole", schedule="cosine", epochs=4)
-    train.run(whole)
+    loop.run(whole)
     parted = dataclasses.replace(whole, model_dir=str(tmp_path / "parted"))
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
-        train.run(parted, callbacks=[crash_after(2)])
+        loop.run(parted, callbacks=[crash_after(2)])
     assert len(_log(tmp_path / "parted")) == 2
-    train.run(parted)
+    loop.run(parted)
     rates = [[float(r["learning_rate"]) for r in _log(tmp_path / name)] for name in ("whole", "parted")]
     assert len(rates[0]) == 4 and rates[1] == pytest.approx(rates[0])
 
@@ -195,9 +196,9 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
     monkeypatch.setattr(schedule_lib, "DEFAULT_SAFETY", 0.5)
     cfg = _run_config(pcam_data, tmp_path, schedule="budget", epochs=None, max_cpu_minutes=0.5)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 3"):
-        train.run(cfg, callbacks=[crash_after(3)])
+        loop.run(cfg, callbacks=[crash_after(3)])
     plan = Schedule.from_dict(json.loads((tmp_path / "state" / "state.json").read_text())["schedule"])
-    train.run(dataclasses.replace(cfg, max_cpu_minutes=5.0))  # a new budget: same plan
+    loop.run(dataclasses.replace(cfg, max_cpu_minutes=5.0))  # a new budget: same plan
     rows = _log(tmp_path)
     assert len(rows) == plan.total_epochs
     assert [float(r["learning_rate"]) for r in rows][3:] == pytest.approx(
@@ -209,18 +210,18 @@ def test_resumed_budget_run_follows_its_stored_plan(pcam_data, tmp_path, monkeyp
 
 def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_data, tmp_path, capsys):
     cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=3, ema=0.0, refit=True)
-    train.run(cfg)
+    loop.run(cfg)
     builder = data.load_builder(cfg.data_dir, cfg.dataset)
     both = data.num_examples(builder, "train") + data.num_examples(builder, "validation")
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert Schedule.from_dict(state["schedule"]).steps_per_epoch == math.ceil(both / cfg.batch_size)
     # Each epoch reads every labelled patch once (the pipeline asserts its batch count).
-    ds, *_ = train._datasets(cfg, builder, tf.distribute.get_strategy(), train.distribute.SINGLE)
+    ds, *_ = loop._datasets(cfg, builder, tf.distribute.get_strategy(), loop.distribute.SINGLE)
     assert sum(len(labels) for _, labels in ds) == both
 
     def weights(path):
-        model = train.build_model(cfg, weights=None)
-        train._load_weights(model, path)
+        model = recipe.build_model(cfg, weights=None)
+        loop._load_weights(model, path)
         return model.get_weights()
 
     # No epoch is chosen on validation patches it trained on: the saved model is the last epoch's.
@@ -237,11 +238,11 @@ def test_refit_trains_on_train_and_validation_and_keeps_the_last_weights(pcam_da
 def test_refit_callbacks_save_every_epoch_and_normal_runs_the_best(pcam_data, tmp_path):
     from keras.callbacks import ModelCheckpoint
 
-    progress = train.phases.Progress(tmp_path / "state")
+    progress = loop.phases.Progress(tmp_path / "state")
     for refit in (False, True):
         cfg = _run_config(pcam_data, tmp_path, schedule="cosine", epochs=2, refit=refit)
-        phase = train.phases.plan_phases(cfg)[0]
-        callbacks = train._phase_callbacks(cfg, tmp_path, phase, 0, progress.enter(0), progress, 5, None)
+        phase = loop.phases.plan_phases(cfg)[0]
+        callbacks = loop._phase_callbacks(cfg, tmp_path, phase, 0, progress.enter(0), progress, 5, None)
         (checkpoint,) = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
         assert checkpoint.save_best_only is not refit
 
@@ -310,12 +311,12 @@ def parse_flags():
     import trainer.__main__ as main_module
 
     def parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["trainer", "--model=baseline", "--data_dir=/d", "--model_dir=/m", *args])
-        return main_module.config_from_flags(flags.FLAGS, gpu=False)
+        fv = flags.FlagValues()
+        main_module.define_flags(fv)
+        fv(["trainer", "--model=baseline", "--data_dir=/d", "--model_dir=/m", *args])
+        return main_module.config_from_flags(fv, gpu=False)
 
-    yield parse
-    flags.FLAGS.unparse_flags()
+    return parse
 
 
 def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
@@ -332,9 +333,9 @@ def test_a_budget_without_epochs_gets_the_budget_schedule(parse_flags):
 
 
 def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_flags, tmp_path):
-    from trainer import config as config_lib
+    from trainer.config import defaults
 
-    budget, seed = config_lib.BUDGET_RECIPE, config_lib.SEED_RECIPE
+    budget, seed = defaults.BUDGET_RECIPE, defaults.SEED_RECIPE
     assert (budget["learning_rate"], budget["dropout"]) != (seed["learning_rate"], seed["dropout"])
     cfg = parse_flags("--max_cpu_minutes=30")
     assert (cfg.learning_rate, cfg.dropout, cfg.ema) == (budget["learning_rate"], budget["dropout"], budget["ema"])
@@ -366,15 +367,15 @@ def test_the_budget_recipe_sets_the_cnns_rate_and_dropout_and_flags_win(parse_fl
 def test_mixed_precision_auto_picks_bfloat16_only_on_cpus_that_have_it(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
-    assert config_lib.cpu_has_bfloat16(str(cpuinfo))
+    assert defaults.cpu_has_bfloat16(str(cpuinfo))
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
-    assert not config_lib.cpu_has_bfloat16(str(cpuinfo))
-    assert not config_lib.cpu_has_bfloat16(str(tmp_path / "missing"))
-    monkeypatch.setattr(config_lib, "cpu_has_bfloat16", lambda: False)
-    assert config_lib._precision("auto", gpu=False) == "off"
-    assert config_lib._precision("auto", gpu=True) == "float16"
-    assert config_lib._precision("on", gpu=False) == "float16"
-    assert config_lib._precision("bfloat16", gpu=False) == "bfloat16"
+    assert not defaults.cpu_has_bfloat16(str(cpuinfo))
+    assert not defaults.cpu_has_bfloat16(str(tmp_path / "missing"))
+    monkeypatch.setattr(defaults, "cpu_has_bfloat16", lambda: False)
+    assert defaults._precision("auto", gpu=False) == "off"
+    assert defaults._precision("auto", gpu=True) == "float16"
+    assert defaults._precision("on", gpu=False) == "float16"
+    assert defaults._precision("bfloat16", gpu=False) == "bfloat16"
 
 
 @pytest.mark.parametrize(
@@ -418,13 +419,13 @@ def test_a_library_caller_gets_the_config_pcam_train_makes_from_the_same_flags(p
         return f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
 
     from_flags = parse_flags(*(as_flag(k, v) for k, v in options.items()))
-    assert config_lib.resolved(False, **options) == from_flags
+    assert train_config.resolved(False, **options) == from_flags
 
 
 def test_resolved_names_an_unknown_option_and_a_model_that_ignores_one():
     with pytest.raises(ValueError, match=r"unknown options \['epoch'\]"):
-        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
+        train_config.resolved(False, model="baseline", data_dir="/d", model_dir="/m", epoch=3)
     with pytest.raises(ValueError, match="--filters=32: expected integers like 32,64,128"):
-        config_lib.resolved(False, model="tuned", data_dir="/d", model_dir="/m", filters=32)
+        train_config.resolved(False, model="tuned", data_dir="/d", model_dir="/m", filters=32)
     with pytest.raises(ValueError, match="--dense does not apply to --model=baseline"):
-        config_lib.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)
+        train_config.resolved(False, model="baseline", data_dir="/d", model_dir="/m", dense=64)

@@ -70,7 +70,7 @@ def write_slide(path, canvas: np.ndarray, downsamples=(1, 4, 16), mpp=MPP0) -> N
 
 
 def _predict_files(run_dir, folder, tmp_path) -> dict[str, float]:
-    from trainer import predict
+    from trainer.inference import predict
 
     out = tmp_path / "files.csv"
     assert predict.run([f"--model_dir={run_dir}", f"--input_dir={folder}", f"--output={out}"]) == 0
@@ -402,7 +402,7 @@ def test_tissue_mask_splits_glass_from_tissue():
 
 
 def test_export_writes_a_slide_tool_config(run_dir, tmp_path):
-    from trainer import export
+    from trainer.inference import export
 
     export.export(str(run_dir), str(tmp_path / "export"))
     config = json.loads((tmp_path / "export" / "config.json").read_text())

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import augment, data, phases
-from trainer import config as config_lib
+from trainer import augment, data
+from trainer.config import hparams, restart, train_config, validation
 from trainer.evaluation import metrics, plots
+from trainer.training import phases
 
 
-def _config(**kw) -> config_lib.TrainConfig:
-    return config_lib.TrainConfig(**{"model": "baseline", "data_dir": "/d", "model_dir": "/m", **kw})
+def _config(**kw) -> train_config.TrainConfig:
+    return train_config.TrainConfig(**{"model": "baseline", "data_dir": "/d", "model_dir": "/m", **kw})
 
 
 # Config.
@@ -37,33 +38,33 @@ def _config(**kw) -> config_lib.TrainConfig:
 )
 def test_validate_names_flag_value_and_choices(kw, message):
     with pytest.raises(ValueError) as info:
-        config_lib.validate(_config(**kw))
+        validation.validate(_config(**kw))
     assert message in str(info.value)
 
 
 def test_config_round_trips_through_json(tmp_path):
-    cfg = config_lib.validate(_config(model_dir=str(tmp_path), class_weights=(1.0, 1.5), filters=(8, 16)))
-    config_lib.write(cfg)
-    again = config_lib.TrainConfig.from_json((tmp_path / "config.json").read_text())
+    cfg = validation.validate(_config(model_dir=str(tmp_path), class_weights=(1.0, 1.5), filters=(8, 16)))
+    restart.write_config(cfg)
+    again = train_config.TrainConfig.from_json((tmp_path / "config.json").read_text())
     assert again == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3
     # A restart may change the verbosity, the time budget and where the data lies, nothing else.
-    config_lib.write(dataclasses.replace(cfg, verbose="2", max_minutes=5.0, data_dir="/moved"))
+    restart.write_config(dataclasses.replace(cfg, verbose="2", max_minutes=5.0, data_dir="/moved"))
     with pytest.raises(ValueError, match="epochs: 10 -> 3"):
-        config_lib.write(dataclasses.replace(cfg, epochs=3))
+        restart.write_config(dataclasses.replace(cfg, epochs=3))
 
 
 def test_config_json_of_older_versions_still_loads(tmp_path):
     """Run folders of earlier versions hold the retired testing key crash_after_epochs; it is dropped."""
-    cfg = config_lib.validate(_config(model_dir=str(tmp_path)))
+    cfg = validation.validate(_config(model_dir=str(tmp_path)))
     old = {**json.loads(cfg.to_json()), "crash_after_epochs": 2}
     (tmp_path / "config.json").write_text(json.dumps(old))
-    assert config_lib.TrainConfig.from_json(json.dumps(old)) == cfg
-    config_lib.write(cfg)  # the restart of an old run is accepted, and rewrites the file without the key
+    assert train_config.TrainConfig.from_json(json.dumps(old)) == cfg
+    restart.write_config(cfg)  # the restart of an old run is accepted, and rewrites the file without the key
     assert "crash_after_epochs" not in json.loads((tmp_path / "config.json").read_text())
     with pytest.raises(ValueError, match=r"unknown config fields \['crash_after_epoch'\]"):
-        config_lib.TrainConfig.from_dict({**old, "crash_after_epoch": 1})
+        train_config.TrainConfig.from_dict({**old, "crash_after_epoch": 1})
 
 
 def test_hparams_file_maps_onto_config_fields(tmp_path):
@@ -81,7 +82,7 @@ def test_hparams_file_maps_onto_config_fields(tmp_path):
             }
         )
     )
-    fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
+    fields = hparams.to_fields(hparams.read(str(path)))
     assert fields == {
         "learning_rate": 3e-4,
         "dropout": 0.3,
@@ -92,7 +93,7 @@ def test_hparams_file_maps_onto_config_fields(tmp_path):
     }
     path.write_text(json.dumps({"learning_rate": 1e-3, "momentum": 0.9}))
     with pytest.raises(ValueError, match=r"unknown keys \['momentum'\]; allowed keys are learning_rate"):
-        config_lib.read_hparams(str(path))
+        hparams.read(str(path))
     for bad, message in (
         ({"learning_rate": "fast"}, "learning_rate='fast' must be a number"),
         ({"batch_norm": 1}, "batch_norm=1 must be true or false"),
@@ -100,7 +101,7 @@ def test_hparams_file_maps_onto_config_fields(tmp_path):
     ):
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=message):
-            config_lib.read_hparams(str(path))
+            hparams.read(str(path))
 
 
 def test_phases_follow_the_seed_schedule():

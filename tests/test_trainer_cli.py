@@ -9,9 +9,10 @@ import re
 import pytest
 from cli_runs import run_module
 
-from trainer import config as config_lib
-from trainer import run_folder, train
+from trainer import run_folder
+from trainer.config import restart, train_config, validation
 from trainer.evaluation import files
+from trainer.training import loop
 
 
 def _epochs(run_dir) -> list[int]:
@@ -46,7 +47,7 @@ def test_training_writes_every_output(baseline_run):
     evaluation = b"".join(p.read_bytes() for p in (baseline_run / "logs" / "evaluation").rglob("events.out.tfevents.*"))
     for tag in (b"validation/pr_curve", b"validation/error_gallery", b"validation/example_patches"):
         assert tag in evaluation, tag
-    cfg = config_lib.TrainConfig.from_json((baseline_run / "config.json").read_text())
+    cfg = train_config.TrainConfig.from_json((baseline_run / "config.json").read_text())
     assert (cfg.model, cfg.epochs, cfg.class_weights, cfg.schedule, cfg.ema) == ("baseline", 2, None, "constant", 0.0)
     assert cfg.mixed_precision in ("off", "bfloat16")  # auto on a CPU: bfloat16 where the CPU has it natively
     m = json.loads((baseline_run / "metrics.json").read_text())
@@ -147,7 +148,7 @@ def test_helpfull_documents_the_flags():
 
 @pytest.mark.slow
 def test_compare_writes_table_and_roc_plot(baseline_run, tmp_path):
-    from trainer import compare
+    from trainer.evaluation import compare
 
     (tmp_path / "runs" / "tuner").mkdir(parents=True)  # not a run: skipped and named
     result = compare.compare(
@@ -165,7 +166,7 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
     """Both rates and a verdict, in the table and in --output_json; synthetic records through the real pipeline."""
     out_json = tmp_path / "check.json"
     proc = run_module(
-        "trainer.gpu_check",
+        "trainer.training.gpu_check",
         "--models=baseline",
         "--steps=2",
         "--batch_size=4",
@@ -195,15 +196,15 @@ def test_gpu_check_measures_input_and_step_on_cpu(tmp_path):
 
 
 def test_gpu_check_flag_errors_are_one_line():
-    proc = run_module("trainer.gpu_check", "--models=nope", check=False)
+    proc = run_module("trainer.training.gpu_check", "--models=nope", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --models") and "baseline" in proc.stderr
 
 
 @pytest.mark.slow
 def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path, crash_after):
     """Interrupted after the first fine-tuning epoch, the restart skips the head phase and finishes phase 2."""
-    cfg = config_lib.validate(
-        config_lib.TrainConfig(
+    cfg = validation.validate(
+        train_config.TrainConfig(
             model="resnet50",
             data_dir=str(pcam_data["tfds"]),
             model_dir=str(tmp_path),
@@ -218,12 +219,12 @@ def test_two_phase_transfer_run_resumes_in_its_second_phase(pcam_data, tmp_path,
             verbose="0",
         )
     )
-    config_lib.write(cfg)
+    restart.write_config(cfg)
     with pytest.raises(RuntimeError, match="simulated interruption after epoch 2"):
-        train.run(cfg, callbacks=[crash_after(2)])
+        loop.run(cfg, callbacks=[crash_after(2)])
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert (state["phase_index"], state["epoch"], state["phase_starts"]) == (1, 2, [0, 1])
-    train.run(cfg)
+    loop.run(cfg)
     assert _epochs(tmp_path) == [0, 1, 2]
     assert (tmp_path / "model.keras").exists() and (tmp_path / "metrics.json").exists()
 
@@ -232,7 +233,8 @@ _FLAG_PER_FIELD = """
 import dataclasses, json, sys
 from absl import flags
 import trainer.__main__ as main
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
+main.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in flags.FLAGS]
 config = main.config_from_flags(flags.FLAGS, gpu=False)

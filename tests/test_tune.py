@@ -13,8 +13,9 @@ import keras_tuner
 import pytest
 from cli_runs import REPO, run_module
 
-from trainer import config as config_lib
-from trainer import hypermodel, search, train, tune_config, tune_reports
+from trainer.config import hparams, train_config, validation
+from trainer.training import recipe
+from trainer.tuning import hypermodel, search, tune_config, tune_reports
 
 SMALL = (32, 32, 3)  # builds fast; 4 blocks still fit
 QUICK = ["--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--augment=none", "--shuffle_buffer=64", "--verbose=0"]
@@ -95,7 +96,7 @@ def test_seed_space_is_the_notebooks_and_wide_space_tunes_seven_names():
         "weight_decay",
     ]
     assert {p.name: p for p in hp.space}["learning_rate"].sampling == "log"
-    assert set(hp.values) <= set(config_lib.HPARAM_KEYS)
+    assert set(hp.values) <= set(hparams.KEYS)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_hypermodel_checks_its_facts(kwargs, message):
 
 
 def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
-    """best_hyperparameters.json -> read_hparams -> TrainConfig -> train.build_model: the trial's network."""
+    """best_hyperparameters.json -> read_hparams -> TrainConfig -> recipe.build_model: the trial's network."""
     hp = keras_tuner.HyperParameters()
     for name, value in {
         "learning_rate": 3e-4,
@@ -131,8 +132,8 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
     assert json.loads(path.read_text())["dropout"] == 0.6
 
-    fields = config_lib.hparams_to_fields(config_lib.read_hparams(str(path)))
-    cfg = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    fields = hparams.to_fields(hparams.read(str(path)))
+    cfg = validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
     assert (cfg.filters, cfg.batch_norm, cfg.dense, cfg.optimizer, cfg.batch_size) == (
         (16, 32, 64, 128),
         True,
@@ -141,7 +142,7 @@ def test_best_hyperparameters_round_trip_into_a_training_config(tmp_path):
         32,
     )
     assert (cfg.learning_rate, cfg.dropout, cfg.weight_decay) == (3e-4, 0.6, 1e-5)
-    trained = train.build_model(cfg, input_shape=SMALL)
+    trained = recipe.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in trial_model.weights]
 
 
@@ -215,7 +216,7 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     hp = keras_tuner.HyperParameters()
     for name, value in {"width": 16, "num_blocks": 4, "batch_norm": True, "dropout": 0.0}.items():
         hp.Fixed(name, value)
-    trial = config_lib.TrainConfig(model="p4m", data_dir="d", model_dir="m")
+    trial = train_config.TrainConfig(model="p4m", data_dir="d", model_dir="m")
     model = hypermodel.CNNHyperModel(SMALL, "wide", trial_config=trial).build(hp)
     assert model.name == "p4m"
     assert [model.get_layer(f"conv{i}").filters for i in range(1, 5)] == [2, 4, 8, 16]
@@ -227,9 +228,9 @@ def test_the_p4m_family_searches_widths_in_feature_planes_and_its_best_trains_wi
     )
     path = tmp_path / tune_reports.BEST_HPARAMS
     path.write_text(json.dumps(tune_reports.best_hparams(keras_tuner.engine.trial.Trial(hp), batch_size=32)))
-    cfg = config_lib.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
+    cfg = train_config.resolved(False, model="p4m", data_dir="d", model_dir=str(tmp_path / "run"), hparams=str(path))
     assert cfg.filters == (16, 32, 64, 128) and cfg.batch_norm
-    trained = train.build_model(cfg, input_shape=SMALL)
+    trained = recipe.build_model(cfg, input_shape=SMALL)
     assert [(w.name, w.shape) for w in trained.weights] == [(w.name, w.shape) for w in model.weights]
     assert (
         tune_config.validate(
@@ -267,10 +268,10 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
         in table
     )
 
-    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
+    best = hparams.read(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best == {**{k: trial["hyperparameters"][k] for k in hypermodel.DEFAULTS}, "batch_size": 8}
-    fields = config_lib.hparams_to_fields(best)
-    cfg_train = config_lib.validate(config_lib.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
+    fields = hparams.to_fields(best)
+    cfg_train = validation.validate(train_config.TrainConfig(model="tuned", data_dir="d", model_dir="m", **fields))
     assert len(cfg_train.filters) == best["num_blocks"] and cfg_train.filters[0] == best["width"]
     # Each trial logs to TensorBoard, with its hyperparameters for the hparams dashboard.
     events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
@@ -280,7 +281,7 @@ def test_one_trial_search_writes_trials_and_best_hyperparameters(pcam_data, tmp_
 @pytest.mark.slow
 def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_path):
     args = [
-        "trainer.tune",
+        "trainer.tuning.tune",
         "--model=tuned",
         f"--data_dir={pcam_data['tfds']}",
         f"--tuner_dir={tmp_path}",
@@ -297,7 +298,7 @@ def test_interrupted_search_continues_with_the_missing_trials(pcam_data, tmp_pat
     assert second[:2] == first  # the finished trials were reloaded, not rerun
     assert second[2]["pid"] != first[0]["pid"] == first[1]["pid"]
     # The notebook's space as the best result: the file python -m trainer --hparams reads.
-    best = config_lib.read_hparams(str(tmp_path / tune_reports.BEST_HPARAMS))
+    best = hparams.read(str(tmp_path / tune_reports.BEST_HPARAMS))
     assert best["learning_rate"] in (1e-4, 3e-4, 1e-3) and best["dropout"] in (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -313,7 +314,7 @@ def test_chief_shares_the_trials_out_among_two_workers(pcam_data, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "trainer.tune",
+        "trainer.tuning.tune",
         f"--data_dir={pcam_data['tfds']}",
         f"--tuner_dir={tmp_path}",
         "--tuner=random",
@@ -367,6 +368,7 @@ _PCAM_TRAIN_CONFIG = """
 import sys
 from absl import flags
 import trainer.__main__ as main
+main.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 print(main.config_from_flags(flags.FLAGS, gpu=False).to_json())
 """
@@ -376,7 +378,7 @@ print(main.config_from_flags(flags.FLAGS, gpu=False).to_json())
 def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(pcam_data, tmp_path):
     tuner_dir = tmp_path / "search"
     run_module(
-        "trainer.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tuner_dir}", "--max_trials=1",
+        "trainer.tuning.tune", f"--data_dir={pcam_data['tfds']}", f"--tuner_dir={tuner_dir}", "--max_trials=1",
         *_SHARED_TRAIN_FLAGS, timeout=900,
     )  # fmt: skip
     [trial] = _trials(tuner_dir)
@@ -395,7 +397,8 @@ def test_a_trial_trains_with_the_recipe_pcam_train_resolves_for_the_same_flags(p
 _TUNE_CONFIG = """
 import sys
 from absl import flags
-import trainer.tune as tune
+import trainer.tuning.tune as tune
+tune.define_flags(flags.FLAGS)
 flags.FLAGS(sys.argv)
 print(json.dumps(tune.config_from_flags(flags.FLAGS, gpu=False).record()))
 """

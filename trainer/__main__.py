@@ -7,8 +7,8 @@
     python -m trainer --model=baseline ... --epochs=1 --steps_per_epoch=20   # smoke run
 
 Restarting an interrupted run with the same command continues where it stopped. Each flag is a field of
-`trainer.config.TrainConfig`, defined from the field by `trainer.shared_flags` (its help, choices and
-default live with the field); the flags become one validated, frozen TrainConfig that is written to
+`trainer.config.train_config.TrainConfig`, made from the field by `trainer.config.cli` (its help, choices
+and default live with the field); the flags become one validated, frozen TrainConfig that is written to
 RUN_DIR/config.json before training.
 """
 
@@ -19,30 +19,31 @@ import sys
 
 from absl import flags, logging
 
-from trainer import config as config_lib
-from trainer import errors, shared_flags
+from trainer import errors
+from trainer.config import cli, restart, train_config
 
 FLAGS = flags.FLAGS
 
-# A flag per TrainConfig field, made from the field (trainer.config.option: its help, choices and flag default).
-shared_flags.define(FLAGS, shared_flags.TRAIN)
-for _name in shared_flags.TRAIN:
-    flags.declare_key_flag(_name)  # listed by --help, not only --helpfull
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """A flag per TrainConfig field, made from the field (its help, choices and flag default)."""
+    cli.define(flag_values, train_config.TrainConfig)
 
 
-def config_from_flags(flag_values, gpu: bool) -> config_lib.TrainConfig:
+def config_from_flags(flag_values, gpu: bool) -> train_config.TrainConfig:
     """Turns parsed flags into a validated TrainConfig (the only place flags are read): the flags given on the
-    command line (or in a --flagfile) go to `config.resolved`, which fills in the rest as the flags' defaults
-    would (they are made from the same fields), so a library caller of `resolved` gets what this command does."""
-    given = {name: flag_values[name].value for name in shared_flags.TRAIN if flag_values[name].present}
-    return config_lib.resolved(gpu, **given)
+    command line (or in a --flagfile) go to `train_config.resolved`, which fills in the rest as the flags'
+    defaults would (they are made from the same fields), so a library caller of `resolved` gets what this
+    command does."""
+    return train_config.resolved(gpu, **cli.given(flag_values, train_config.TrainConfig))
 
 
 def _main(argv):
     errors.no_arguments(argv)
     import tensorflow as tf  # after flag parsing, so --help stays fast
 
-    from trainer import data, distribute, run_folder, train
+    from trainer import data, run_folder
+    from trainer.training import distribute, loop
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     config = config_from_flags(FLAGS, gpu)
@@ -54,9 +55,9 @@ def _main(argv):
     lock = run_folder.RunLock(config.model_dir, " ".join(sys.argv)).acquire() if task.is_chief else None
     try:
         if task.is_chief:
-            config_lib.write(config)
+            restart.write_config(config)
             logging.info("config written to %s/%s", config.model_dir, run_folder.CONFIG_FILE)
-        train.run(config)
+        loop.run(config)
     finally:
         if lock is not None:
             lock.release()
@@ -64,7 +65,9 @@ def _main(argv):
 
 def main() -> None:
     """The console script `pcam-train` (and `python -m trainer`)."""
-    flags.mark_flags_as_required(["model", "data_dir", "model_dir"])
+    define_flags(FLAGS)
+    for field in cli.flag_fields(train_config.TrainConfig):
+        flags.declare_key_flag(cli.flag_name(field))  # listed by --help, not only --helpfull
     errors.run(_main, tensorflow=True)
 
 

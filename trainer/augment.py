@@ -1,16 +1,10 @@
 """Batched image augmentation for tf.data: `hed`, `dihedral`, `seed` (the notebook's) and `none`.
 
-Where it runs, and why: in the tf.data pipeline on the host CPU, on whole batches, not as layers in
-the model. On a GPU host the pipeline runs on CPU cores in parallel with the accelerator's step
-(prefetch overlaps them), so augmentation costs no step time as long as the CPU keeps up, and the
-saved model stays a pure function of the image (no augmentation layers to skip at inference).
-On a CPU-only host, too, tf.data augmentation is far from the bottleneck: it runs an order of magnitude
-faster than the baseline trains, while the same ops as layers in the model slow training, because
-they then run inside the step instead of beside it. The seed notebook's Keras layers are the slowest
-(rotation and zoom resample every pixel), another reason `dihedral` is the default. The measurements:
-bench/RESULTS.md, "Trainer input pipeline and where augmentation runs" and "Throughput: bfloat16 and
-the augmentations".
-Batched ops replace per-image calls: one vectorised op over 64 images instead of 64 small ones.
+Where it runs, and why: in the tf.data pipeline on the host CPU, on whole batches (one vectorised op per
+batch), beside the train step rather than inside it as model layers: prefetch overlaps the two, and the
+saved model stays a pure function of the image. The seed notebook's Keras layers resample every pixel
+(rotation, zoom), one reason `dihedral` is the default. Measurements: bench/RESULTS.md, "Trainer input
+pipeline and where augmentation runs" and "Throughput: bfloat16 and the augmentations".
 
 On a GPU host where the CPU cores cannot keep up, `--augment_on=device` (`on_device`) runs the same
 functions inside the compiled train step instead: the host then only parses and ships uint8 batches.
@@ -29,7 +23,7 @@ import tensorflow as tf
 # Ruifrok & Johnston's stain vectors and the optical-density reference, shared with the EDA report.
 from pcam_tfds.core.stains import OD_REFERENCE as _OD_REFERENCE
 from pcam_tfds.core.stains import RGB_FROM_HED as _RGB_FROM_HED
-from trainer.config import AUGMENTATIONS
+from trainer.config.choices import AUGMENTATIONS
 
 
 def _per_image(seed, batch: int, salt: int) -> tf.Tensor:
@@ -42,8 +36,7 @@ def dihedral(images: tf.Tensor, seed) -> tf.Tensor:
 
     They map the centre 32x32 onto itself, so the label holds. Needs square images with a static size;
     any dtype (the pipeline runs it on uint8, before the cast: 4x less memory to move). One gather
-    with a per-image pixel permutation, which measured an order of magnitude faster than three tf.where
-    selects between flipped and transposed copies.
+    with a per-image pixel permutation, not selects between flipped and transposed copies.
     """
     size, channels = images.shape[1], images.shape[3]
     if size is None or size != images.shape[2]:
@@ -95,8 +88,7 @@ def stain_jitter(
     brightness: added to 0..1 intensities, uniform in [-b, b]; contrast and saturation: factors in
     [1-c, 1+c]; hue: shift in [-h, h] of a full turn. H&E colour varies between labs mostly in hue
     and saturation, which is why both are jittered. Saturation and hue are one 3x3 matrix per image in
-    YIQ space instead of an RGB -> HSV -> RGB round trip, which measured slow enough on a CPU host to
-    starve training.
+    YIQ space instead of an RGB -> HSV -> RGB round trip, too slow on a CPU host.
     """
     batch = tf.shape(images)[0]
 

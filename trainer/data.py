@@ -2,11 +2,9 @@
 
 Training order: shuffled file list -> interleaved TFRecord readers -> (sample filter) -> shuffle buffer of
 serialized records -> (repeat) -> batch -> parse + decode + augment per batch -> prefetch.
-Records are parsed after batching with one `tf.io.parse_example` call per batch. The benchmark
-(bench/bench_trainer_input.py) measured it about as fast as TFDS' per-example decoding, and both
-several times faster than the seed notebook's one-TIFF-per-example reads (bench/RESULTS.md, "Trainer
-input pipeline and where augmentation runs"); batching first lets the augmentation, which does cost,
-run on whole batches.
+Records are parsed after batching, with one `tf.io.parse_example` call per batch, so that decoding and
+the augmentation run on whole batches (bench/RESULTS.md, "Trainer input pipeline and where augmentation
+runs").
 """
 
 from __future__ import annotations
@@ -212,8 +210,7 @@ def _shuffle_records(ds: tf.data.Dataset, buffer_size: int, seed: tf.Tensor) -> 
     TensorFlow's global seed (which `seed_everything` sets, and any caller may change), and with a tensor
     seed it fails to trace when that global seed is 0 (`python -m trainer --seed=0`). A sliding buffer,
     not fixed blocks: shuffling fixed blocks of the stream put the same records in the same part of every
-    pass (its first and second half), and cost 0.003 validation AUC on the real sample at equal epochs
-    (bench/RESULTS.md). Serialized records (~27 kB each) are cheaper to hold than decoded float images.
+    pass (its first and second half), which cost validation AUC (bench/RESULTS.md). Serialized records (~27 kB each) are cheaper to hold than decoded float images.
     """
     if ds.element_spec != tf.TensorSpec([], tf.string):
         raise TypeError(f"_shuffle_records shuffles serialized records (scalar strings), not {ds.element_spec}")

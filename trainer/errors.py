@@ -16,7 +16,7 @@ run or is busy) is raised as `UsageError` by the config's validation and by the 
 else, a ValueError from Keras or TensorFlow included, is a bug or an environment problem and keeps its
 traceback (exit status 1). PCAM_TRACEBACK=1 shows the traceback of a user's mistake too.
 
-`UsageError` is a ValueError, so library callers that catch ValueError around `config.validate` and the
+`UsageError` is a ValueError, so library callers that catch ValueError around `trainer.config.validation.validate` and the
 other checks keep working; `MissingInput` is also a FileNotFoundError.
 """
 

@@ -1,14 +1,12 @@
-"""A run folder: the names of its files, a lock so that one process owns it at a time, and an epoch log that a
-kill cannot corrupt.
+"""A run folder: the names of its files, and a lock so that one process owns it at a time.
 
-    with RunLock(run_dir, "python -m trainer ..."):     # a second trainer or tuner here is refused at once
+    with RunLock(model_dir, "pcam-train ..."):      # a second trainer or tuner here is refused at once
         ...
-    EpochLog(run_dir / HISTORY_CSV)                     # a Keras callback: one row per epoch, rewritten atomically
-    run_dir / METRICS_FILE                              # what the trainer and pcam-evaluate write, compare reads
+    model_dir / METRICS_FILE                         # what the trainer and pcam-evaluate write, compare reads
 
 The lock is pcam_tfds.core.folder_lock's (RUN_DIR/.lock, naming its holder; stale locks of dead processes
-are taken over). Importing this module loads no Keras: EpochLog (trainer.epoch_log) is imported on first use,
-so that trainer.compare and the evaluation's metrics can use the names below without Keras.
+are taken over). It imports no Keras, so readers of a run folder (pcam-compare) stay light; the epoch log
+that training writes into it is trainer.training.epoch_log.
 """
 
 from __future__ import annotations
@@ -18,8 +16,8 @@ from pcam_tfds.core.folder_lock import LOCK_FILE, FolderBusy, FolderLock, atomic
 # The trainer's names for them.
 RunLock, RunFolderBusy = FolderLock, FolderBusy
 
-# What training writes first and reads to resume. The trainer's own state lives in STATE_DIR (trainer.phases).
-CONFIG_FILE = "config.json"  # the run's TrainConfig (trainer.config), written before anything trains
+# What training writes first and reads to resume. The trainer's own state lives in STATE_DIR (trainer.training.phases).
+CONFIG_FILE = "config.json"  # the run's TrainConfig (trainer.config.restart), written before anything trains
 DATASET_FILE = "dataset.json"  # what the run trains on: a restart on other data is refused
 STATE_DIR = "state"  # STATE_FILE and the last epoch's weights: where a killed run resumes
 STATE_FILE = "state.json"
@@ -45,7 +43,6 @@ ERROR_GALLERY_PNG = "error_gallery.png"
 GRADCAM_GALLERY_PNG = "gradcam_gallery.png"
 EVALUATION_LOGS = "logs/evaluation"  # the evaluation's TensorBoard summaries
 
-# EpochLog is public too, but left out: a star import would load Keras.
 __all__ = [
     "BEST_WEIGHTS",
     "CALIBRATION_FILE",
@@ -74,13 +71,3 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
 ]
-
-
-def __getattr__(name: str):
-    # PEP 562: EpochLog on first use, since it needs Keras (about 2 s to import) and most readers of a run
-    # folder's names do not.
-    if name == "EpochLog":
-        from trainer.epoch_log import EpochLog
-
-        return EpochLog
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,10 @@
 """The evaluation's CSV files: predictions (written, and read back by compare), a labels CSV given by the user,
 and a run's training history.
 
-    write_predictions(run_dir / run_folder.VAL_PREDICTIONS, ids, labels, scores)   # id,label,probability
+    write_predictions(model_dir / run_folder.VAL_PREDICTIONS, ids, labels, scores)   # id,label,probability
     ids, labels, scores = read_predictions(path)
     truth = read_labels_csv("SAMPLE/test_labels.csv")                             # {id: 0 or 1}
-    history = read_history(run_dir / run_folder.HISTORY_CSV)                      # {column: values by epoch}
+    history = read_history(model_dir / run_folder.HISTORY_CSV)                      # {column: values by epoch}
 
 Errors in a file the user gave name the file, the line and the problem (trainer.errors.UsageError: one line,
 exit status 2 in a command).

@@ -1,7 +1,7 @@
 """The evaluation's figures, each written as a PNG: confusion matrix, ROC, precision-recall, reliability, learning
 curves and galleries of patches.
 
-    plot_roc_curves({"baseline": (labels, scores)}, run_dir / "roc_curve.png", "baseline: validation ROC")
+    plot_roc_curves({"baseline": (labels, scores)}, model_dir / "roc_curve.png", "baseline: validation ROC")
 
 Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas, without pyplot: no display, no
 global figure state. The numbers drawn come from trainer.evaluation.metrics; nothing is computed here.

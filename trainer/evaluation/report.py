@@ -2,12 +2,12 @@
 classification_report.txt, the predictions, the figures and galleries; and its TensorBoard summaries.
 
     scored = ScoredSet("validation", ids, labels, probs)
-    metrics = write_report(run_dir, "baseline", scored, predictions_file=run_folder.VAL_PREDICTIONS, seed=0,
+    metrics = write_report(model_dir, "baseline", scored, predictions_file=run_folder.VAL_PREDICTIONS, seed=0,
                            calibration=record, images_for=..., gradcam=explain.GradCam(model))
 
-The trainer writes it for the validation split into the run folder (trainer.train.finish), pcam-evaluate for
-any labelled set into --output_dir (trainer.evaluate). The file names are trainer.run_folder's. Fitting the
-temperature is the trainer's (trainer.calibration.fit_and_write); this module only draws and records it.
+The trainer writes it for the validation split into the run folder (trainer.training.loop.finish), pcam-evaluate for
+any labelled set into --output_dir (trainer.inference.evaluate). The file names are trainer.run_folder's. Fitting the
+temperature is the trainer's (trainer.inference.calibration.fit_and_write); this module only draws and records it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import calibration as calibration_lib
 from trainer import run_folder
 from trainer.evaluation import files, metrics, plots
+from trainer.inference import calibration as calibration_lib
 
 GALLERY_SIZE = 8  # patches per gallery row: enough to see a pattern, small enough to read each one
 
@@ -77,7 +77,7 @@ def write_report(
     only right for validation). calibration: the record of calibration.json, fitted on these patches; it goes
     into metrics.json and the reliability diagram shows the probabilities before and after the temperature.
     images_for(ids) -> {id: uint8 image}: with it, an error gallery (the most confident false positives and
-    negatives) and, given a `gradcam` (trainer.explain.GradCam), a Grad-CAM gallery over true positives and
+    negatives) and, given a `gradcam` (trainer.inference.explain.GradCam), a Grad-CAM gallery over true positives and
     both kinds of error. record: more fields for metrics.json (what was evaluated, and how).
     """
     out = epath.Path(out_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer.config import PADDINGS, STAIN_NORMS
+from trainer.config.choices import PADDINGS, STAIN_NORMS
 
 
 def cnn(

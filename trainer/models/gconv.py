@@ -186,8 +186,8 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
     The same arithmetic as Keras' BatchNormalization over the map folded to (B, H, W * 8, C), without the
     fold: the moments are taken per plane in the map's own layout (float32), pooled over each channel's 8
     planes (equal counts, so the pooled mean of E[x] and E[x^2] is the channel's), and the normalization is
-    applied as one scale and shift per plane in the compute dtype. Two transposes of the whole map and its
-    float32 copy go: about half the folded version's cost, forward and backward (bench/RESULTS.md, issue 25).
+    applied as one scale and shift per plane in the compute dtype, saving two transposes of the whole map and
+    its float32 copy (bench/RESULTS.md).
     """
 
     def __init__(self, **kwargs):

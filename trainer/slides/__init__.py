@@ -18,3 +18,10 @@ def main() -> None:
     from trainer.slides.command import main as command_main
 
     command_main()
+
+
+def define_flags(flag_values) -> None:
+    """pcam-slide's flags on `flag_values` (the fields of trainer.slides.command.SlideCommand)."""
+    from trainer.slides.command import define_flags as command_define_flags
+
+    command_define_flags(flag_values)

@@ -45,16 +45,34 @@ import time
 from absl import flags
 from etils import epath
 
-from trainer import errors, shared_flags
+from trainer import errors
+from trainer.config import cli, options
+from trainer.config.options import option
 from trainer.slides import outputs
 from trainer.slides.heatmap import PARTIAL_DIR, Checkpoint, compute_heatmap
-from trainer.slides.plan import Plan, SlideConfig, plan
+from trainer.slides.plan import Plan, SlideConfig, SlideOptions, plan
 
 # Files a --slide_dir holds that are slides (OpenSlide's formats, TIFF); others are counted and named, not read.
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 SLIDES_CSV = "slides.csv"
 CSV_COLUMNS = ("slide", "status", "slide_score", "tumour_area_mm2", "windows", "seconds", "output_dir", "reason")
-OPTIONS = tuple(f.name for f in dataclasses.fields(SlideConfig))[3:]  # the flags made from SlideConfig fields
+OPTIONS = tuple(f.name for f in dataclasses.fields(SlideOptions))  # what every slide of a run shares
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlideCommand(SlideOptions):
+    """pcam-slide's command line, a flag per field: the runs, the slides (one, several or a folder), the output
+    folder, and the options every slide is computed with (SlideOptions); each slide gets its SlideConfig."""
+
+    model_dirs: tuple[str, ...] = options.model_dirs()
+    slides: tuple[str, ...] = option(
+        (),
+        "Whole-slide image (OpenSlide's formats, tiled or plain TIFF); repeat it for several.",
+        flag_name="slide",
+        flag_type="multi_string",
+    )
+    slide_dir: str | None = option(None, "A folder of slides: each one into OUT/<file name>/, and OUT/slides.csv.")
+    output_dir: str = options.output_dir("heatmap.npy, summary.json, ... (locked while running)")
 
 
 def settings(config: SlideConfig) -> dict:
@@ -154,51 +172,36 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_multi_string(
-        "model_dir", None, "Trainer run folder; repeat it (or list more after it) for an ensemble.", flag_values=fv
-    )
-    flags.DEFINE_multi_string(
-        "slide",
-        None,
-        "Whole-slide image (OpenSlide's formats, tiled or plain TIFF); repeat it for several.",
-        flag_values=fv,
-    )
-    flags.DEFINE_string(
-        "slide_dir", None, "A folder of slides: each one into OUT/<file name>/, and OUT/slides.csv.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "output_dir", None, "Folder for heatmap.npy, summary.json, ... (locked while running).", flag_values=fv
-    )
-    fields = {f.name: f for f in dataclasses.fields(SlideConfig)}
-    for name in OPTIONS:
-        shared_flags.define_field(fv, fields[name])
-    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
+    cli.define(fv, SlideCommand)
 
 
-def configs_from_flags(f: flags.FlagValues, run_dirs: list[str]) -> tuple[list[SlideConfig], bool]:
-    """(one SlideConfig per slide, whether it is a folder run: --slide_dir or several --slide)."""
-    options = {name: f[name].value for name in OPTIONS}
-    model_dirs = (*f.model_dir, *run_dirs)
-    slides = list(f.slide or [])
-    if f.slide_dir:
-        found, others = list_slides(f.slide_dir)
+def configs_from_flags(f: flags.FlagValues, args: list[str]) -> tuple[list[SlideConfig], bool]:
+    """(one SlideConfig per slide, whether it is a folder run: --slide_dir or several --slide); `args` are the
+    run folders listed after the flags."""
+    command = cli.make(f, SlideCommand, args)
+    shared = {name: getattr(command, name) for name in OPTIONS}
+    slides = list(command.slides)
+    if command.slide_dir:
+        found, others = list_slides(command.slide_dir)
         if not found:
             raise errors.UsageError(
-                f"--slide_dir={f.slide_dir!r} holds no slide files ({', '.join(SLIDE_EXTENSIONS)})"
+                f"--slide_dir={command.slide_dir!r} holds no slide files ({', '.join(SLIDE_EXTENSIONS)})"
                 + (f"; {len(others)} other files, e.g. {os.path.basename(others[0])}" if others else "")
             )
         slides += found
     if not slides:
         raise errors.UsageError("give --slide=FILE (repeat it for several) or --slide_dir=FOLDER")
-    if len(slides) == 1 and not f.slide_dir:
-        return [SlideConfig(model_dirs, slides[0], f.output_dir, **options).check()], False
+
+    def config(slide: str, output_dir: str) -> SlideConfig:
+        return SlideConfig(model_dirs=command.model_dirs, slide=slide, output_dir=output_dir, **shared).check()
+
+    if len(slides) == 1 and not command.slide_dir:
+        return [config(slides[0], command.output_dir)], False
     names = [os.path.basename(s) for s in slides]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise errors.UsageError(f"two slides named {twice[0]!r}: each slide's output folder is OUT/<file name>")
-    return [
-        SlideConfig(model_dirs, s, os.path.join(f.output_dir, n), **options).check() for s, n in zip(slides, names)
-    ], True
+    return [config(s, os.path.join(command.output_dir, n)) for s, n in zip(slides, names)], True
 
 
 def _report(summary: dict, config: SlideConfig) -> None:
@@ -214,8 +217,8 @@ def run(argv: list[str], emit=None, after_tile=None):
     """The command in this process on its own FlagValues (tests): one slide's summary, or a folder's rows."""
     fv = flags.FlagValues()
     define_flags(fv)
-    run_dirs = fv(["pcam-slide", *argv])[1:]
-    configs, folder = configs_from_flags(fv, run_dirs)
+    args = fv(["pcam-slide", *argv])[1:]
+    configs, folder = configs_from_flags(fv, args)
     if folder:
         return run_folder(configs, fv.output_dir, emit=emit)
     return run_slide(configs[0], emit=emit, after_tile=after_tile)

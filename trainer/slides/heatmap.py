@@ -30,7 +30,7 @@ def _tile_pixels(p: Plan, tile: tuple[int, int]) -> tuple[np.ndarray, int, int]:
 
 def _window_probs(p: Plan, predict, pixels: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """((n, 2) window (row, col) in the tile, (n,) probabilities) of the tile's tissue windows, one by one in
-    batches through `predict` (trainer.inference.make_predict_fn: what pcam-predict computes for a file)."""
+    batches through `predict` (trainer.inference.probabilities.make_predict_fn: what pcam-predict computes for a file)."""
     import tensorflow as tf
 
     g = p.grid
@@ -152,7 +152,7 @@ def compute_heatmap(
     ways first; dense inference is used if none of them moved by more than --dense_tolerance.
     """
     from pcam_tfds.core.progress import Progress, print_line
-    from trainer import inference
+    from trainer.inference import probabilities
 
     emit = emit or print_line
     g = p.grid
@@ -166,7 +166,7 @@ def compute_heatmap(
     tiles = p.tiles()
     total = int(p.tissue.sum())
     done_before = int(np.isfinite(heatmap).sum())
-    windows_fn = inference.make_predict_fn(p.models, p.config.tta)
+    windows_fn = probabilities.make_predict_fn(p.models, p.config.tta)
     dense_fn = None
     if p.dense:
         from trainer.slides.dense import make_dense_fn

@@ -10,7 +10,8 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
-from trainer.config import option
+from trainer.config import options
+from trainer.config.options import option
 from trainer.slides import geometry
 from trainer.slides import tissue as tissue_lib
 from trainer.slides.geometry import PCAM_MPP, THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue
@@ -22,9 +23,9 @@ INFERENCE = ("auto", "dense", "windows")
 DENSE_TOLERANCE = 1e-3
 
 
-def run_mpp(run_dir: str) -> float:
+def run_mpp(model_dir: str) -> float:
     """The um/px a run's model expects: RUN_DIR/config.json "mpp" where it records one, else PCAM_MPP."""
-    path = epath.Path(run_dir) / run_folder.CONFIG_FILE
+    path = epath.Path(model_dir) / run_folder.CONFIG_FILE
     if path.exists():
         try:
             value = json.loads(path.read_text()).get("mpp")
@@ -35,20 +36,20 @@ def run_mpp(run_dir: str) -> float:
     return PCAM_MPP
 
 
-def check_run(run_dir: str) -> None:
-    """ValueError naming the file when `run_dir` is not a finished run folder."""
-    folder = epath.Path(run_dir)
+def check_run(model_dir: str) -> None:
+    """ValueError naming the file when `model_dir` is not a finished run folder."""
+    folder = epath.Path(model_dir)
     if not folder.is_dir():
-        raise errors.UsageError(f"--model_dir={run_dir!r} is not a folder")
+        raise errors.UsageError(f"--model_dir={model_dir!r} is not a folder")
     if not (folder / run_folder.MODEL_FILE).exists():
         raise errors.UsageError(
-            f"{folder / run_folder.MODEL_FILE} does not exist: {run_dir!r} is not a finished trainer run folder"
+            f"{folder / run_folder.MODEL_FILE} does not exist: {model_dir!r} is not a finished trainer run folder"
         )
 
 
 def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
     """(threshold, where it comes from): one run's validation Youden threshold, else 0.5."""
-    from trainer import calibration
+    from trainer.inference import calibration
 
     if len(model_dirs) == 1:
         try:
@@ -61,20 +62,16 @@ def default_threshold(model_dirs: tuple[str, ...]) -> tuple[float, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class SlideConfig:
-    """What one pcam-slide run does on one slide; `check` rejects impossible values, naming the flag. Each field
-    after the first three is also the pcam-slide flag of its name (`trainer.config.option`: its help)."""
+class SlideOptions:
+    """How every slide of a pcam-slide run is computed; each field is also the pcam-slide flag of its name."""
 
-    model_dirs: tuple[str, ...]
-    slide: str
-    output_dir: str
-    tta: bool = option(False, "Average each window over its 8 flips and 90-degree rotations.")
+    tta: bool = options.tta()
     stride: int = option(32, "Window step in model pixels (32: the label squares tile the slide).")
     mpp: float | None = option(
         None,
         "Level-0 microns per pixel for slides that do not record it (a slide's own value is used where it has one).",
     )
-    batch_size: int = option(256, "Windows per prediction batch.")
+    batch_size: int = options.prediction_batch_size()
     threshold: float | None = option(
         None,
         "Tumour threshold of regions.geojson and the tumour area (default: the run's validation Youden "
@@ -103,6 +100,16 @@ class SlideConfig:
         DENSE_TOLERANCE,
         "--inference=auto: the largest probability difference on the checked windows that allows dense.",
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlideConfig(SlideOptions):
+    """What one pcam-slide run does on one slide: the runs, the slide, its output folder and the options;
+    `check` rejects impossible values, naming the flag."""
+
+    model_dirs: tuple[str, ...]
+    slide: str
+    output_dir: str
 
     def check(self) -> SlideConfig:
         if not self.model_dirs:
@@ -173,7 +180,7 @@ class Plan:
 
 def plan(config: SlideConfig) -> Plan:
     """Opens and checks the slide and the runs; ValueError (SlideError) naming the file for a user's mistake."""
-    from trainer import inference
+    from trainer.inference import probabilities
 
     for d in config.model_dirs:
         check_run(d)
@@ -191,7 +198,7 @@ def plan(config: SlideConfig) -> Plan:
     mpp = slide.mpp or config.mpp
     if not mpp:
         raise SlideError(f"{config.slide}: the slide records no microns per pixel; give --mpp (level 0's um/px)")
-    models = [inference.load_model(d) for d in config.model_dirs]
+    models = [probabilities.load_model(d) for d in config.model_dirs]
     patches = {tuple(m.input_shape[1:3]) for m in models}
     if len(patches) > 1 or len(next(iter(patches))) != 2 or len(set(next(iter(patches)))) != 1:
         raise errors.UsageError(f"the runs' inputs are not one square size: {sorted(patches)}")

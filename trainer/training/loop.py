@@ -1,27 +1,27 @@
 """One training run from a validated `TrainConfig`: build, compile, fit in phases, resume, evaluate, save.
 
-    from trainer import config as config_lib, train
-    train.run(config_lib.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
+    from trainer.config import train_config
+    from trainer.training import loop
+    loop.run(train_config.resolved(gpu=False, model="baseline", data_dir=..., model_dir=..., max_cpu_minutes=30))
 
-(`config.resolved` makes the config pcam-train makes from the same options: recipe and hardware resolved.)
+(`train_config.resolved` makes the config pcam-train makes from the same options: recipe and hardware resolved.)
 
 RUN_DIR afterwards holds config.json, model.keras, best.weights.h5 (the best validation epoch's weights; with
 --refit, which trains on the validation split too, the last epoch's), training_log.csv (with the learning
 rate of each epoch's last step), logs/ (TensorBoard), metrics.json, calibration.json,
 classification_report.txt, val_predictions.csv and the PNG plots and galleries (trainer.evaluation.report).
 
-A run restarted with the same command continues where it stopped: `trainer.phases` plans the phases
+A run restarted with the same command continues where it stopped: `trainer.training.phases` plans the phases
 (the frozen-base head, then fine-tuning, for transfer models) and holds the state file and the rules
 that resume them.
 
 On a cluster (--strategy=multi_worker) every worker runs this same function; only the chief writes
-RUN_DIR, the others write into temporary folders (`trainer.distribute`).
+RUN_DIR, the others write into temporary folders (`trainer.training.distribute`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Sequence
 
@@ -30,17 +30,16 @@ import tensorflow as tf
 from absl import logging
 from etils import epath
 
-from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
-from trainer import augment as augment_lib
-from trainer import calibration, data, determinism, distribute, errors, explain, inference, models, phases, run_folder
-from trainer import schedule as schedule_lib
-from trainer.budget import Budget, BudgetStop, SharedBudget
-from trainer.config import TrainConfig
+from trainer import data, determinism, errors, run_folder
+from trainer.config.train_config import TrainConfig
 from trainer.evaluation import files, report
+from trainer.inference import calibration, explain, probabilities
 from trainer.models import transfer
-
-MONITOR = "val_auc"
+from trainer.training import distribute, phases, recipe
+from trainer.training import schedule as schedule_lib
+from trainer.training.budget import Budget, BudgetStop, SharedBudget
+from trainer.training.epoch_log import EpochLog
 
 
 def dataset_identity(builder) -> dict:
@@ -54,16 +53,16 @@ def dataset_identity(builder) -> dict:
     }
 
 
-def check_dataset_identity(run_dir: epath.Path, builder) -> None:
+def check_dataset_identity(model_dir: epath.Path, builder) -> None:
     """Records the dataset's identity in a new run; a resumed run must see the same dataset (it may have moved)."""
-    path = run_dir / run_folder.DATASET_FILE
+    path = model_dir / run_folder.DATASET_FILE
     identity = dataset_identity(builder)
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != identity:
             differ = [k for k in identity if identity[k] != recorded.get(k)]
             raise errors.UsageError(
-                f"{run_dir} was trained on another dataset ({', '.join(differ)} differ: "
+                f"{model_dir} was trained on another dataset ({', '.join(differ)} differ: "
                 f"{recorded.get('name')} {recorded.get('splits')} -> {identity['name']} "
                 f"{identity['splits']}); choose a new --model_dir"
             )
@@ -73,186 +72,6 @@ def check_dataset_identity(run_dir: epath.Path, builder) -> None:
 
 def num_train_examples(config: TrainConfig, builder) -> int:
     return sum(data.num_examples(builder, split) for split in config.train_splits)
-
-
-def steps_per_epoch(config: TrainConfig, num_train: int) -> int:
-    """Batches per epoch: --steps_per_epoch, else one pass (estimated when --sample_fraction filters)."""
-    if config.steps_per_epoch:
-        return config.steps_per_epoch
-    return max(1, -(-round(num_train * config.sample_fraction) // config.batch_size))
-
-
-def load_channel_stats(path: str) -> tuple[list[float], list[float]]:
-    """Train mean and std per channel (0..255) from beam_jobs.stats' stats.json, errors naming the flag."""
-    from pcam_tfds.core.channel_stats import StatsError
-    from pcam_tfds.core.channel_stats import load_channel_stats as load
-
-    try:
-        return load(path)
-    except (OSError, ValueError, KeyError, StatsError) as e:
-        raise errors.UsageError(f"--channel_stats={path!r}: {e}") from e
-
-
-def build_model(config: TrainConfig, input_shape=PATCH_SHAPE, weights: str | None = "config") -> keras.Model:
-    """The registered model, given the config's values for the arguments its builder takes.
-
-    The CNNs take widths and channel statistics, the transfer models their base's weights; `weights`
-    overrides config.weights ("none" there means None: a random init).
-    """
-    if weights == "config":
-        weights = None if config.weights == "none" else config.weights
-    values = {
-        "input_shape": input_shape,
-        "dropout": config.dropout,
-        "filters": config.filters,
-        "dense": config.dense,
-        "batch_norm": config.batch_norm,
-        "channel_stats": load_channel_stats(config.channel_stats) if config.channel_stats else None,
-        "stain_norm": config.stain_norm,
-        "crop": config.crop,
-        "padding": config.padding,
-        "weights": weights,
-    }
-    takes = models.arguments(config.model)
-    return models.build(config.model, **{name: value for name, value in values.items() if name in takes})
-
-
-class _WarmEMA:
-    """Mixin: the weights' moving average uses momentum min(m, (1 + t) / (10 + t)) at step t.
-
-    Keras' average has a fixed momentum from the first step, so at m = 0.999 a 250-step run would
-    keep 78% of the random initial weights in its average; this warm-up (as in
-    tf.train.ExponentialMovingAverage's num_updates) lets short runs average only their recent steps.
-    """
-
-    @property
-    def ema_momentum(self):
-        if getattr(self, "_iterations", None) is None:  # during __init__
-            return self._ema_target
-        t = keras.ops.cast(self.iterations, "float32")
-        return keras.ops.minimum(self._ema_target, (1.0 + t) / (10.0 + t))
-
-    @ema_momentum.setter
-    def ema_momentum(self, value):
-        self._ema_target = value
-
-    def get_config(self):
-        return {**super().get_config(), "ema_momentum": self._ema_target}
-
-
-_OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-}
-
-
-def make_optimizer(
-    name: str, learning_rate: float, weight_decay: float = 0.0, ema: float = 0.0
-) -> keras.optimizers.Optimizer:
-    """adam, adamw (decoupled weight decay), sgd (Nesterov momentum 0.9) or rmsprop; weight decay on any of them.
-
-    ema > 0 keeps an exponential moving average of the weights with that momentum (Polyak averaging,
-    with a warm-up: `_WarmEMA`); the trainer validates and saves the averaged weights
-    (keras.callbacks.SwapEMAWeights).
-    """
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"optimizer {name!r} is unknown; choose {', '.join(_OPTIMIZERS)}")
-    kwargs = {"weight_decay": weight_decay or None}
-    if name == "adamw":
-        kwargs["weight_decay"] = weight_decay or 1e-4
-    if name == "sgd":
-        kwargs.update(momentum=0.9, nesterov=True)
-    cls = _OPTIMIZERS[name]
-    if ema:
-        cls = type(f"Averaged{cls.__name__}", (_WarmEMA, cls), {})
-        kwargs.update(use_ema=True, ema_momentum=ema)
-    return cls(learning_rate, **kwargs)
-
-
-PRECISION_POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-
-
-def compile_model(
-    model: keras.Model, optimizer, jit_compile: bool, label_smoothing: float = 0.0, steps_per_execution: int = 1
-) -> None:
-    """Binary cross-entropy; metric names are fixed so logs say val_auc and val_accuracy.
-
-    Under the mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer (float16 gradients
-    underflow without loss scaling); mixed_bfloat16 needs none (tests/test_gpu_path.py checks both).
-    """
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-
-
-def set_precision(config: TrainConfig) -> None:
-    """Keras' global dtype policy for config.mixed_precision; models built afterwards compute in it."""
-    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.mixed_precision])
-
-
-def compile_for(model: keras.Model, config: TrainConfig, learning_rate: float, augment_salt: int = 0) -> None:
-    """The one compile of pcam-train's phases and of every pcam-tune trial: config's optimizer and weight decay
-    with its weight average (EMA), the loss with its label smoothing, XLA and steps per execution, and the
-    augmentation in the train step with --augment_on=device. The rate is the schedule's peak
-    (`recipe_callbacks` sets it per step)."""
-    if config.augment_on == "device":
-        augment_lib.on_device(model, config.augment, config.seed + augment_salt)
-    compile_model(
-        model,
-        make_optimizer(config.optimizer, learning_rate, config.weight_decay, config.ema),
-        config.jit_compile,
-        config.label_smoothing,
-        config.steps_per_execution,
-    )
-
-
-def schedule_callback(
-    phase: phases.Phase, per_epoch: int, first_epoch: int = 0, stored: dict | None = None, budget=None
-) -> schedule_lib.ScheduleCallback:
-    """The learning-rate schedule of `phase` as the callback that sets the rate before every batch."""
-    return schedule_lib.ScheduleCallback(phases.make_schedule(phase, per_epoch, stored), first_epoch, budget)
-
-
-def ema_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
-    """With a weight average, validation (hence val_auc, the checkpoints and a trial's score) uses the average."""
-    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """auto: MirroredStrategy over all visible GPUs when there are several; on one GPU, OneDeviceStrategy on it,
-    whose input pipeline prefetches the next batches into the GPU's memory while a step runs; else the
-    default (the CPU). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
-    """
-    if name == "multi_worker":
-        distribute.task_from_tf_config(os.environ.get("TF_CONFIG"))  # a clear error before TensorFlow's
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    if name == "one_device" or (name == "auto" and len(gpus) == 1):
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name in ("auto", "default"):
-        return tf.distribute.get_strategy()
-    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device, default or multi_worker")
-
-
-def tensorboard_callbacks(log_dir: epath.Path) -> list[keras.callbacks.Callback]:
-    """The TensorBoard callback, or none with a warning when the tensorboard package is missing.
-
-    TensorFlow 2.21 no longer installs tensorboard; without it tf.summary fails at the first epoch end.
-    """
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        logging.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install tensorboard)", log_dir)
-        return []
-    return [keras.callbacks.TensorBoard(str(log_dir))]
 
 
 def _load_weights(model: keras.Model, path: epath.Path) -> None:
@@ -285,7 +104,7 @@ def _prepare_phase(
         _load_weights(model, entry.weights)  # not compiled yet: model weights only
     _set_phase_layers(model, config, phase)
     # Each phase's optimizer counts steps from 0 again, so its device augmentation seeds get their own salt.
-    compile_for(model, config, phase.learning_rate, augment_salt=104_729 * index)
+    recipe.compile_for(model, config, phase.learning_rate, augment_salt=104_729 * index)
     if entry.continues:  # the interrupted phase's optimizer state too
         model.optimizer.build(model.trainable_variables)
         _load_weights(model, entry.weights)
@@ -317,7 +136,7 @@ def check_callback_order(callbacks: Sequence[keras.callbacks.Callback]) -> None:
 
 def _phase_callbacks(
     config: TrainConfig,
-    run_dir: epath.Path,
+    write_dir: epath.Path,
     phase: phases.Phase,
     index: int,
     entry: phases.PhaseEntry,
@@ -325,23 +144,23 @@ def _phase_callbacks(
     per_epoch: int,
     budget: Budget | None,
 ) -> list[keras.callbacks.Callback]:
-    """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `run_dir`."""
+    """The trainer's callbacks for one phase, in the order they must run at an epoch's end; they write to `write_dir`."""
     early_stopping = phases.ResumableEarlyStopping(
         initial_wait=entry.early_stopping_wait,
         initial_best=entry.early_stopping_best,
-        monitor=MONITOR,
+        monitor=recipe.MONITOR,
         mode="max",
         patience=config.early_stopping_patience or phases.UNBOUNDED_EPOCHS,
         verbose=1,
     )
-    schedule = schedule_callback(phase, per_epoch, first_epoch=entry.start, stored=entry.schedule, budget=budget)
+    schedule = recipe.schedule_callback(phase, per_epoch, first_epoch=entry.start, stored=entry.schedule, budget=budget)
     # Last, where Keras puts its own bar (which would count to fit()'s unbounded epochs; this one to the plan).
     header = [schedule_lib.PlannedEpochProgbar(schedule)] if phase.epochs == phases.UNBOUNDED_EPOCHS else []
     callbacks = [
         schedule,
         early_stopping,
-        run_folder.EpochLog(run_dir / run_folder.HISTORY_CSV),
-        *tensorboard_callbacks(run_dir / "logs"),
+        EpochLog(write_dir / run_folder.HISTORY_CSV),
+        *recipe.tensorboard_callbacks(write_dir / "logs"),
         phases.StateCheckpoint(
             progress.write_dir,
             index,
@@ -350,14 +169,14 @@ def _phase_callbacks(
             early_stopping,
             entry.best_auc,
             schedule,
-            monitor=MONITOR,
+            monitor=recipe.MONITOR,
         ),
         # With an average of the weights, validation, the best checkpoint and model.keras use the average.
-        *ema_callbacks(config),
+        *recipe.ema_callbacks(config),
         # A refit has no held-out validation to choose an epoch on: it keeps every epoch's weights, so the last.
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / run_folder.BEST_WEIGHTS),
-            monitor=MONITOR,
+            str(write_dir / run_folder.BEST_WEIGHTS),
+            monitor=recipe.MONITOR,
             mode="max",
             save_best_only=not config.refit,
             save_weights_only=True,
@@ -377,10 +196,10 @@ def run(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ())
     On a multi-worker cluster the chief returns the metrics and the other workers None.
     """
     # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation.
-    strategy = make_strategy(config.strategy)
+    strategy = distribute.make_strategy(config.strategy)
     task = distribute.current_task(strategy)
-    with distribute.output_dir(epath.Path(config.model_dir), task) as out_dir:
-        return _run(config, callbacks, strategy, task, out_dir)
+    with distribute.write_dir(epath.Path(config.model_dir), task) as write_dir:
+        return _run(config, callbacks, strategy, task, write_dir)
 
 
 def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epoch: tf.Variable | None = None):
@@ -420,7 +239,7 @@ def _datasets(config: TrainConfig, builder, strategy, task: distribute.Task, epo
             dict(enumerate(config.class_weights)) if config.class_weights else None,
             {"steps_per_epoch": config.steps_per_epoch},
         )
-    per_epoch = steps_per_epoch(config, num_train_examples(config, builder))
+    per_epoch = recipe.steps_per_epoch(config, num_train_examples(config, builder))
 
     def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = (context.input_pipeline_id, context.num_input_pipelines)
@@ -454,17 +273,17 @@ def _run(
     callbacks: Sequence[keras.callbacks.Callback],
     strategy: tf.distribute.Strategy,
     task: distribute.Task,
-    out_dir: epath.Path,
+    write_dir: epath.Path,
 ) -> dict | None:
-    """`run` once the strategy is made: reads the run's state from RUN_DIR and writes to `out_dir`."""
-    run_dir = epath.Path(config.model_dir)
-    state_dir = run_dir / run_folder.STATE_DIR
-    (out_dir / run_folder.STATE_DIR).mkdir(parents=True, exist_ok=True)
-    set_precision(config)
+    """`run` once the strategy is made: reads the run's state from the run folder (config.model_dir) and writes to
+    `write_dir` (the run folder itself on the chief, a temporary folder on the other workers)."""
+    model_dir = epath.Path(config.model_dir)
+    (write_dir / run_folder.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    recipe.set_precision(config)
     keras.utils.set_random_seed(config.seed)
 
     builder = data.load_builder(config.data_dir, config.dataset)
-    check_dataset_identity(out_dir, builder)
+    check_dataset_identity(write_dir, builder)
     if task.num_workers > 1:
         if config.batch_size % strategy.num_replicas_in_sync:
             raise errors.UsageError(
@@ -477,20 +296,20 @@ def _run(
             task.index,
             task.num_workers,
             strategy.num_replicas_in_sync,
-            out_dir,
+            write_dir,
         )
     clock = determinism.EpochClock(config.seed)
     train_ds, val_ds, class_weight, fit_steps = _datasets(config, builder, strategy, task, clock.epoch)
 
-    progress = phases.Progress(state_dir, write_dir=out_dir / run_folder.STATE_DIR)
+    progress = phases.Progress(model_dir / run_folder.STATE_DIR, write_dir=write_dir / run_folder.STATE_DIR)
     plan = phases.plan_phases(config)
     with strategy.scope():
         # Random init when resuming: the saved weights replace the pretrained ones anyway.
-        model = build_model(config, weights=None if progress.resumed else "config")
+        model = recipe.build_model(config, weights=None if progress.resumed else "config")
     if task.num_workers > 1:
         distribute.with_mixin(model, distribute.MultiWorkerFit)
     if progress.resumed:
-        print_line(f"resuming {run_dir} at epoch {progress.epoch} (phase {plan[progress.state.phase_index].name})")
+        print_line(f"resuming {model_dir} at epoch {progress.epoch} (phase {plan[progress.state.phase_index].name})")
     elif config.is_transfer and config.weights == "imagenet":
         logging.info("training from ImageNet weights")
 
@@ -498,7 +317,7 @@ def _run(
     if budget is not None and task.num_workers > 1:
         # Every worker checks the chief's clock, so all of them stop after the same step.
         budget = SharedBudget(budget, lambda local: distribute.agree(strategy, task, local))
-    per_epoch = steps_per_epoch(config, num_train_examples(config, builder))
+    per_epoch = recipe.steps_per_epoch(config, num_train_examples(config, builder))
     for index, phase in enumerate(plan):
         if progress.finished(index):
             continue
@@ -519,7 +338,7 @@ def _run(
             class_weight=class_weight,
             callbacks=[
                 clock,
-                *_phase_callbacks(config, out_dir, phase, index, entry, progress, per_epoch, budget),
+                *_phase_callbacks(config, write_dir, phase, index, entry, progress, per_epoch, budget),
                 *callbacks,
             ],
             shuffle=False,
@@ -550,39 +369,39 @@ def _run(
 
 def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     """Best weights (a refit's last) -> model.keras; validation predictions -> metrics, report and plots."""
-    run_dir = epath.Path(config.model_dir)
-    final = build_model(config, weights=None)
-    best = run_dir / run_folder.BEST_WEIGHTS
+    model_dir = epath.Path(config.model_dir)
+    final = recipe.build_model(config, weights=None)
+    best = model_dir / run_folder.BEST_WEIGHTS
     if not best.exists():  # no epoch produced a val_auc; keep the last weights
-        state_dir = run_dir / run_folder.STATE_DIR
+        state_dir = model_dir / run_folder.STATE_DIR
         best = state_dir / phases.read_state(state_dir).weights
     _load_weights(final, best)
-    with run_folder.atomic_path(run_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
+    with run_folder.atomic_path(model_dir / run_folder.MODEL_FILE, suffix=".keras") as tmp:  # Keras wants the suffix
         final.save(str(tmp))
     batches = data.eval_dataset(
         data.split_files(builder, "validation"), config.batch_size, config.sample_fraction, with_ids=True
     )
-    ids, labels, probs = inference.predict_batches([final], batches.as_numpy_iterator())
-    report.write_learning_curves(run_dir, config.model, run_dir / run_folder.HISTORY_CSV, fine_tune_starts)
+    ids, labels, probs = probabilities.predict_batches([final], batches.as_numpy_iterator())
+    report.write_learning_curves(model_dir, config.model, model_dir / run_folder.HISTORY_CSV, fine_tune_starts)
     metrics = report.write_report(
-        run_dir,
+        model_dir,
         config.model,
         report.ScoredSet("validation", ids, labels, probs, held_out=not config.refit),
         predictions_file=run_folder.VAL_PREDICTIONS,
         seed=config.seed,
         # A refit trained on these patches: a temperature fitted on them would be too confident.
-        calibration=None if config.refit else calibration.fit_and_write(run_dir, labels, probs, "validation"),
+        calibration=None if config.refit else calibration.fit_and_write(model_dir, labels, probs, "validation"),
         images_for=lambda wanted: report.collect_images(batches.as_numpy_iterator(), wanted),
         gradcam=explain.GradCam(final),
     )
     examples = report.collect_images(batches.as_numpy_iterator(), ids[:8])
     report.write_tensorboard(
-        run_dir / run_folder.EVALUATION_LOGS,
+        model_dir / run_folder.EVALUATION_LOGS,
         labels,
         probs,
-        step=len(files.read_history(run_dir / run_folder.HISTORY_CSV).get("epoch", [])),
+        step=len(files.read_history(model_dir / run_folder.HISTORY_CSV).get("epoch", [])),
         figures=[
-            run_dir / n
+            model_dir / n
             for n in (run_folder.ERROR_GALLERY_PNG, run_folder.GRADCAM_GALLERY_PNG, run_folder.RELIABILITY_PNG)
         ],
         examples=[examples[i] for i in ids[:8]],
@@ -591,7 +410,7 @@ def finish(config: TrainConfig, builder, fine_tune_starts=()) -> dict:
     seen = " (--refit trained on these patches: not held out)" if config.refit else ""
     print(
         f"validation ROC AUC {metrics['roc_auc']:.4f} (95% CI {low:.4f}-{high:.4f}), accuracy "
-        f"{metrics['accuracy']:.4f}{seen}; model, metrics and report in {run_dir}",
+        f"{metrics['accuracy']:.4f}{seen}; model, metrics and report in {model_dir}",
         flush=True,
     )
     return metrics

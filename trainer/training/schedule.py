@@ -16,9 +16,8 @@ plan and the global step) and does not refine it.
 
 `cosine`: warm-up (a tenth of the steps, at most one epoch) and cosine decay over --epochs.
 `constant`: the rate of the seed notebook, with early stopping.
-Why a decay at all: at a constant rate the baseline's validation AUC was still rising when a
-30-CPU-minute budget stopped it (issue 9); annealing to zero at the budget's end turns the last
-epochs into fine convergence instead of noise (bench/RESULTS.md, "default recipe").
+Why a decay: annealing to zero at the budget's end turns the last epochs into fine convergence instead
+of noise (bench/RESULTS.md, "default recipe").
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.folder_lock import atomic_write_text
-from trainer import config as config_lib
-from trainer import tune_config, tuners
+from trainer.config import hparams
+from trainer.tuning import tune_config, tuners
 
 TRIALS_JSON = "trials.json"
 TRIALS_MD = "trials.md"
@@ -32,9 +32,7 @@ def _clean(value):
 
 def best_hparams(trial, batch_size: int) -> dict[str, Any]:
     """The flat {name: value} file `python -m trainer --model=tuned --hparams=...` reads."""
-    values = {
-        k: _clean(trial.hyperparameters.values[k]) for k in config_lib.HPARAM_KEYS if k in trial.hyperparameters.values
-    }
+    values = {k: _clean(trial.hyperparameters.values[k]) for k in hparams.KEYS if k in trial.hyperparameters.values}
     values["batch_size"] = batch_size  # the learning rate was found at this batch size
     return values
 

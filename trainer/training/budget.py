@@ -5,7 +5,7 @@
     model.fit(..., callbacks=[BudgetStop(budget)])
 
 On a multi-worker cluster every worker must stop at the same step, so the workers follow the chief's
-budget: `SharedBudget(budget, agree)` asks `agree` (an all-reduce, trainer.distribute.agree) for the
+budget: `SharedBudget(budget, agree)` asks `agree` (an all-reduce, trainer.training.distribute.agree) for the
 chief's verdict each time it is checked.
 
 CPU time is the fair measure when several jobs share a machine (benchmarks run side by side): a job

@@ -2,10 +2,10 @@
 
     pcam-compare runs/* --output_dir=results
     pcam-compare runs/baseline/external runs/tuned/external --output_dir=results/external
-    python -m trainer.compare ...      # the same command
+    python -m trainer.evaluation.compare ...      # the same command
 
 A folder counts when it holds metrics.json and its predictions: a trainer run (val_predictions.csv)
-or a `trainer.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
+or a `trainer.inference.evaluate` output (predictions.csv). Other folders (a tuner folder under runs/, say) are
 skipped and named. Writes OUTPUT_DIR/results.md, results.json and roc_curves.png. Rows are sorted by ROC
 AUC, best first; each other row is tested against the best with DeLong's paired test on the examples
 both scored (the difference, its 95% interval and the p-value), or marked when they share no examples.
@@ -15,6 +15,7 @@ loaded for the ROC plot only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -23,6 +24,8 @@ from absl import flags
 from etils import epath
 
 from trainer import errors, run_folder
+from trainer.config import cli, options
+from trainer.config.options import option
 from trainer.evaluation import files, metrics
 
 
@@ -30,12 +33,12 @@ class NotARun(errors.UsageError):
     """The folder has no metrics.json with predictions beside it."""
 
 
-def load_run(run_dir: str) -> tuple[str, dict, tuple]:
+def load_run(folder: str) -> tuple[str, dict, tuple]:
     """(label, metrics, (ids, labels, scores)) of one run; the label is the model name plus the folder name."""
-    root = epath.Path(run_dir)
+    root = epath.Path(folder)
     predictions = next((root / n for n in run_folder.PREDICTION_FILES if (root / n).exists()), None)
     if not (root / run_folder.METRICS_FILE).exists() or predictions is None:
-        raise NotARun(f"{run_dir}: no {run_folder.METRICS_FILE} with {' or '.join(run_folder.PREDICTION_FILES)}")
+        raise NotARun(f"{folder}: no {run_folder.METRICS_FILE} with {' or '.join(run_folder.PREDICTION_FILES)}")
     recorded = json.loads((root / run_folder.METRICS_FILE).read_text())
     ids, labels, scores = files.read_predictions(predictions)
     label = recorded.get("model", root.name)
@@ -74,9 +77,9 @@ def results_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(run_dirs: list[str], output_dir: str) -> dict:
+def compare(folders: list[str], output_dir: str) -> dict:
     runs, skipped = [], []
-    for d in run_dirs:
+    for d in folders:
         try:
             runs.append(load_run(d))
         except NotARun as e:
@@ -140,27 +143,34 @@ def compare(run_dirs: list[str], output_dir: str) -> dict:
 FLAGS = flags.FLAGS
 
 
-def define_flags(flag_values: flags.FlagValues) -> None:
-    flags.DEFINE_string(
-        "output_dir", None, "Where results.md, results.json and roc_curves.png go.", flag_values=flag_values
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """What pcam-compare compares, and where the results go; output_dir is its one flag."""
+
+    output_dir: str = options.output_dir("results.md, results.json and roc_curves.png")
+    folders: tuple[str, ...] = option(
+        (), "Run folders, or pcam-evaluate output folders, to compare: the positional arguments.", positional=True
     )
-    flags.mark_flag_as_required("output_dir", flag_values=flag_values)
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    cli.define(flag_values, CompareConfig)
 
 
 def _main(argv) -> int:
-    run_dirs = argv[1:]
-    if not run_dirs:
+    config = cli.make(FLAGS, CompareConfig, argv[1:])
+    if not config.folders:
         raise errors.UsageError("give one or more run folders, e.g. pcam-compare runs/* --output_dir=results")
-    result = compare(run_dirs, FLAGS.output_dir)
-    print((epath.Path(FLAGS.output_dir) / "results.md").read_text(), end="")
+    result = compare(list(config.folders), config.output_dir)
+    print((epath.Path(config.output_dir) / "results.md").read_text(), end="")
     for note in result["skipped"]:
         print(f"skipped: {note}", file=sys.stderr)
-    print(f"wrote {FLAGS.output_dir}/results.md, results.json and roc_curves.png")
+    print(f"wrote {config.output_dir}/results.md, results.json and roc_curves.png")
     return 0
 
 
 def main() -> None:
-    """The console script `pcam-compare` (and `python -m trainer.compare`)."""
+    """The console script `pcam-compare` (and `python -m trainer.evaluation.compare`)."""
     define_flags(FLAGS)
     errors.run(_main)
 

@@ -1,13 +1,13 @@
 """Export a trained run as a TensorFlow SavedModel for serving: uint8 patches in, tumour probability out.
 
     pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1
-    pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1 --nocalibrate
-    python -m trainer.export ...       # the same command
+    pcam-export --model_dir=runs/baseline --output_dir=export/baseline/1 --calibrate
+    python -m trainer.inference.export ...       # the same command
 
 The `serving_default` signature takes `images`: uint8 [batch, 96, 96, 3] (RGB, as the Kaggle TIFFs
 decode) and returns `probability`: float32 [batch]. Casting and scaling happen inside, so a client
-sends raw pixels (4x fewer bytes than float32). With the run's calibration.json (a temperature fitted
-on validation) the probabilities are calibrated; --nocalibrate exports the raw ones. Loading needs
+sends raw pixels (4x fewer bytes than float32). The probabilities are the model's own, as pcam-predict
+writes them; --calibrate passes them through the run's temperature fitted on validation (calibration.json). Loading needs
 TensorFlow only: `tf.saved_model.load(DIR).signatures["serving_default"](images=...)`. config.json
 beside it tells whole-slide tools the patch size, microns per pixel, class names and input dtype. Serving it with
 TensorFlow Serving: BUILD.md.
@@ -15,11 +15,14 @@ TensorFlow Serving: BUILD.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from absl import flags, logging
 
-from trainer import errors, run_folder
+from trainer import errors
+from trainer.config import cli, options
+from trainer.config.options import option
 
 FLAGS = flags.FLAGS
 SIGNATURE = "serving_default"
@@ -28,18 +31,17 @@ OUTPUT_NAME = "probability"
 SLIDE_CONFIG_FILE = "config.json"  # beside the SavedModel, for whole-slide tools (WSInfer-style)
 
 
-def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
-    """Writes the SavedModel to output_dir; returns what was exported (also written as export.json there)."""
+def export(model_dir: str, output_dir: str, calibrate: bool = False) -> dict:
+    """Writes the SavedModel to output_dir; returns what was exported (also written as export.json there).
+    calibrate: the probabilities through the run's fitted temperature (MissingInput if it has none)."""
     import tensorflow as tf
     from etils import epath
 
-    from trainer import calibration, inference
+    from trainer.inference import calibration, probabilities
 
-    model = inference.load_model(model_dir)
+    model = probabilities.load_model(model_dir)
     height, width, channels = model.input_shape[1:]
-    temperature = None
-    if calibrate and (epath.Path(model_dir) / run_folder.CALIBRATION_FILE).exists():
-        temperature = calibration.read_temperature(model_dir)
+    temperature = calibration.read_temperature(model_dir) if calibrate else None
 
     class Serving(tf.Module):
         def __init__(self):
@@ -50,7 +52,7 @@ def export(model_dir: str, output_dir: str, calibrate: bool = True) -> dict:
         def serve(self, images):
             p = tf.cast(tf.reshape(self.model(tf.cast(images, tf.float32), training=False), [-1]), tf.float32)
             if temperature is not None:
-                p = inference.scale_probabilities(p, temperature)
+                p = probabilities.scale_probabilities(p, temperature)
             return {OUTPUT_NAME: p}
 
     module = Serving()
@@ -93,30 +95,31 @@ def slide_config(model_dir: str, model, temperature: float | None) -> dict:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What pcam-export does; each field is also its flag."""
+
+    model_dir: str = option(help="Finished trainer run folder (model.keras).", required=True)
+    output_dir: str = options.output_dir("the SavedModel, export.json and config.json (TF Serving wants MODEL/VERSION)")
+    calibrate: bool = options.calibrate()
+
+
 def define_flags(flag_values: flags.FlagValues) -> None:
-    fv = flag_values
-    flags.DEFINE_string("model_dir", None, "Finished trainer run folder (model.keras).", flag_values=fv)
-    flags.DEFINE_string(
-        "output_dir", None, "New folder for the SavedModel (TF Serving wants MODEL/VERSION).", flag_values=fv
-    )
-    flags.DEFINE_bool(
-        "calibrate", True, "Apply the run's fitted temperature (calibration.json) when it has one.", flag_values=fv
-    )
-    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
+    cli.define(flag_values, ExportConfig)
 
 
 def _main(argv) -> int:
-    errors.no_arguments(argv)
-    info = export(FLAGS.model_dir, FLAGS.output_dir, FLAGS.calibrate)
+    config = cli.make(FLAGS, ExportConfig, argv[1:])
+    info = export(config.model_dir, config.output_dir, config.calibrate)
     logging.info("exported %s", info)
     calibrated = f", calibrated with temperature {info['temperature']:.3f}" if info["temperature"] else ""
     shape = ", ".join(map(str, info["input"]["shape"][1:]))
-    print(f"wrote {FLAGS.output_dir}: {SIGNATURE}(images: uint8 [n, {shape}]) -> probability [n]{calibrated}")
+    print(f"wrote {config.output_dir}: {SIGNATURE}(images: uint8 [n, {shape}]) -> probability [n]{calibrated}")
     return 0
 
 
 def main() -> None:
-    """The console script `pcam-export` (and `python -m trainer.export`)."""
+    """The console script `pcam-export` (and `python -m trainer.inference.export`)."""
     define_flags(FLAGS)
     errors.run(_main, tensorflow=True)
 

@@ -3,12 +3,12 @@
     hp = keras_tuner.HyperParameters()
     model = CNNHyperModel(space="seed").build(hp)        # compiled; hp now holds every name in DEFAULTS
 
-`CNNHyperModel.build(hp)` samples named hyperparameters (the keys of `trainer.config.HPARAM_KEYS`), puts
-them into the trial's `TrainConfig` with the mapping of `config.hparams_to_fields` (as --hparams does), and
-builds and compiles with pcam-train's own `train.build_model` and `train.compile_for`; `fit` adds the
+`CNNHyperModel.build(hp)` samples named hyperparameters (the keys of `trainer.config.hparams.KEYS`), puts
+them into the trial's `TrainConfig` with the mapping of `trainer.config.hparams.to_fields` (as --hparams does), and
+builds and compiles with pcam-train's own `recipe.build_model` and `recipe.compile_for`; `fit` adds the
 trainer's schedule and weight-average callbacks. So a trial trains the same network in the same precision,
 schedule, weight average and label smoothing as `python -m trainer --model=tuned` with the same flags. Names outside the chosen space are `hp.Fixed` at the trainer's defaults, so every trial
-records the full set and `hp.Fixed` set in advance overrides any of them. `trainer.search` runs the search.
+records the full set and `hp.Fixed` set in advance overrides any of them. `trainer.tuning.search` runs the search.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import keras
 import keras_tuner
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import config as config_lib
-from trainer import phases, train
-from trainer.tune_config import SPACES
+from trainer.config import choices, hparams, train_config
+from trainer.training import phases, recipe
+from trainer.tuning.tune_config import SPACES
 
-_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(train_config.TrainConfig)}
 # The hyperparameters every trial records, with the trainer's defaults (the seed CNN: 32-64-128, dense 128).
 DEFAULTS: dict[str, Any] = {
     "learning_rate": _TRAIN_DEFAULTS["learning_rate"],
@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": _TRAIN_DEFAULTS["optimizer"],
     "weight_decay": _TRAIN_DEFAULTS["weight_decay"],
 }
-assert set(DEFAULTS) <= set(config_lib.HPARAM_KEYS), sorted(set(DEFAULTS) - set(config_lib.HPARAM_KEYS))
+assert set(DEFAULTS) <= set(hparams.KEYS), sorted(set(DEFAULTS) - set(hparams.KEYS))
 
 # Samplers of the tuned names per space; the others are hp.Fixed at DEFAULTS.
 # The seed's dropout "0.3 to 0.7" is a Choice: keras-tuner's Float(0.3, 0.7, step=0.1) computes
@@ -53,7 +53,7 @@ _SAMPLERS: dict[str, dict[str, Callable[[keras_tuner.HyperParameters, Any], Any]
         "width": lambda hp, d: hp.Choice("width", [16, 32, 64], default=d),
         "num_blocks": lambda hp, d: hp.Int("num_blocks", 2, 4, default=d),
         "batch_norm": lambda hp, d: hp.Boolean("batch_norm", default=d),
-        "optimizer": lambda hp, d: hp.Choice("optimizer", list(config_lib.OPTIMIZERS), default=d),
+        "optimizer": lambda hp, d: hp.Choice("optimizer", list(choices.OPTIMIZERS), default=d),
         "weight_decay": lambda hp, d: hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=d),
     },
 }
@@ -67,9 +67,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     trial_config: what every trial trains with (`TuneConfig.trial`: precision, XLA, steps per execution,
     schedule, weight average, smoothing, input normalisation); a trial's hyperparameters replace its fields
-    (`trial`). `build` makes the model with `train.build_model` and compiles it with `train.compile_for`, and
-    `fit` adds the trainer's schedule and weight-average callbacks (`train.schedule_callback`,
-    `train.ema_callbacks`): pcam-train's own functions. steps_per_epoch: batches in one trial epoch (the
+    (`trial`). `build` makes the model with `recipe.build_model` and compiles it with `recipe.compile_for`, and
+    `fit` adds the trainer's schedule and weight-average callbacks (`recipe.schedule_callback`,
+    `recipe.ema_callbacks`): pcam-train's own functions. steps_per_epoch: batches in one trial epoch (the
     schedule's unit); None: the fit's steps_per_epoch.
     """
 
@@ -77,7 +77,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
         self,
         input_shape: tuple[int, int, int] = PATCH_SHAPE,
         space: str = "wide",
-        trial_config: config_lib.TrainConfig | None = None,
+        trial_config: train_config.TrainConfig | None = None,
         steps_per_epoch: int | None = None,
     ):
         super().__init__(name=f"cnn_{space}")
@@ -92,7 +92,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
             )
         self.input_shape = tuple(input_shape)
         self.space = space
-        self.trial_config = trial_config or config_lib.TrainConfig(model="tuned", data_dir="", model_dir="")
+        self.trial_config = trial_config or train_config.TrainConfig(model="tuned", data_dir="", model_dir="")
         self.steps_per_epoch = steps_per_epoch
         self.last_recipe: dict[str, Any] | None = None  # what the last fitted trial's compiled model ran with
 
@@ -104,15 +104,15 @@ class CNNHyperModel(keras_tuner.HyperModel):
             for name, default in DEFAULTS.items()
         }
 
-    def trial(self, hp: keras_tuner.HyperParameters) -> config_lib.TrainConfig:
+    def trial(self, hp: keras_tuner.HyperParameters) -> train_config.TrainConfig:
         """The trial's TrainConfig: trial_config with the hyperparameters (width, num_blocks -> filters, as --hparams)."""
-        return dataclasses.replace(self.trial_config, **config_lib.hparams_to_fields(self.values(hp)))
+        return dataclasses.replace(self.trial_config, **hparams.to_fields(self.values(hp)))
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         config = self.trial(hp)
-        train.set_precision(config)
-        model = train.build_model(config, input_shape=self.input_shape)
-        train.compile_for(model, config, config.learning_rate)
+        recipe.set_precision(config)
+        model = recipe.build_model(config, input_shape=self.input_shape)
+        recipe.compile_for(model, config, config.learning_rate)
         return model
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, callbacks=(), **kwargs):
@@ -127,8 +127,8 @@ class CNNHyperModel(keras_tuner.HyperModel):
         # for validation, so the trial's score is that of the weights pcam-train would validate and keep.
         callbacks = [
             *callbacks[:1],
-            train.schedule_callback(phase, per_epoch),
-            *train.ema_callbacks(config),
+            recipe.schedule_callback(phase, per_epoch),
+            *recipe.ema_callbacks(config),
             *callbacks[1:],
         ]
         self.last_recipe = {
@@ -142,4 +142,4 @@ class CNNHyperModel(keras_tuner.HyperModel):
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
 
-_PRECISION_OF_POLICY = {policy: name for name, policy in train.PRECISION_POLICIES.items()}
+_PRECISION_OF_POLICY = {policy: name for name, policy in recipe.PRECISION_POLICIES.items()}

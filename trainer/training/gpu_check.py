@@ -3,7 +3,7 @@
     pcam-gpu-check                                     # make gpu-check: synthetic records, every registered model, batch 64
     pcam-gpu-check --data_dir=TFDS_DIR --dataset=pcam/full --augment=hed     # the built dataset's records
     pcam-gpu-check --models=baseline --steps=3 --batch_size=8 --input_batches=5   # CPU smoke test
-    python -m trainer.gpu_check ...                    # the same command
+    python -m trainer.training.gpu_check ...                    # the same command
 
 Measures both sides, each alone:
 1. input: images/s of the trainer's own tf.data pipeline (`trainer.data.train_dataset`: read, shuffle, parse,
@@ -12,7 +12,7 @@ Measures both sides, each alone:
    anywhere. With --augment_on=device the host only parses; the augmentation is timed inside the step.
 2. step: each model's train-step images/s on one random batch already in memory (after a warm-up that
    includes tracing and XLA compilation), with its compute dtype (float16 or bfloat16 under mixed precision,
-   chosen for the machine by the trainer's own resolution, config.resolve_recipe) and whether the step was XLA-compiled.
+   chosen for the machine by the trainer's own resolution, trainer.config.defaults.resolve_recipe) and whether the step was XLA-compiled.
 3. verdict per model: input-bound when the pipeline delivers fewer images/s than the step consumes, else
    step-bound, with the ratio input/step.
 On a CPU-only host both sides share the same cores while training, so there both rates are upper bounds.
@@ -21,6 +21,7 @@ On a CPU-only host both sides share the same cores while training, so there both
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,55 +32,60 @@ import time
 from absl import flags
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import errors, models, shared_flags
-from trainer.config import AUGMENT_ON, TrainConfig, resolve_recipe
+from trainer import errors, models
+from trainer.config import cli, options
+from trainer.config.defaults import resolve_recipe
+from trainer.config.options import option
 
 FLAGS = flags.FLAGS
 WARMUP_BATCHES = 3  # input batches read before timing: tracing, the shuffle buffer's first fill
 
 
+@dataclasses.dataclass(frozen=True)
+class GpuCheckConfig:
+    """What pcam-gpu-check times; each field is also its flag. The data, pipeline and device options are
+    pcam-train's (without --data_dir: synthetic records); precision, XLA and steps per execution hold the flag's
+    value ("auto"...), resolved for this machine when the check starts, as the trainer resolves them."""
+
+    data_dir: str | None = options.data_dir()
+    dataset: str = options.dataset()
+    batch_size: int = options.batch_size()
+    seed: int = options.seed()
+    augment: str = options.augment()
+    augment_on: str = options.augment_on()
+    shuffle_buffer: int = options.shuffle_buffer()
+    mixed_precision: str = options.mixed_precision()
+    jit_compile: bool | str = options.jit_compile()
+    steps_per_execution: int | str = options.steps_per_execution()
+    models: tuple[str, ...] = option(models.NAMES, "Registered model names to time.", flag_type="list")
+    steps: int = option(20, "Timed train steps per model (after the warm-up).", lower_bound=1)
+    input_batches: int = option(50, "Timed input-pipeline batches (after the warm-up).", lower_bound=1)
+    image_size: int = option(PATCH_SHAPE[0], "Square image side (synthetic data only).", lower_bound=1)
+    synthetic_records: int = option(1024, "Records written without --data_dir.", lower_bound=1)
+    output_json: str | None = option(None, "Also write the results to this JSON file.")
+
+
 def define_flags(flag_values: flags.FlagValues) -> None:
-    """The trainer's own data, pipeline and device flags (shared_flags.GPU_CHECK; without --data_dir, synthetic
-    records), and the timing's."""
-    fv = flag_values
-    shared_flags.define(fv, shared_flags.GPU_CHECK)
-    flags.DEFINE_list("models", list(models.NAMES), "Registered model names to time.", flag_values=fv)
-    flags.DEFINE_integer("steps", 20, "Timed train steps per model (after the warm-up).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer(
-        "input_batches", 50, "Timed input-pipeline batches (after the warm-up).", lower_bound=1, flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "image_size", PATCH_SHAPE[0], "Square image side (synthetic data only).", lower_bound=1, flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "augment_on",
-        TrainConfig.augment_on,
-        AUGMENT_ON,
-        "Where it runs, as the trainer's --augment_on: host (in the pipeline) or device (in the step).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "synthetic_records", 1024, "Records written without --data_dir.", lower_bound=1, flag_values=fv
-    )
-    flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.", flag_values=fv)
+    cli.define(flag_values, GpuCheckConfig)
 
 
-def check_flags(fv: flags.FlagValues) -> list[str]:
-    """The model names; raises ValueError naming the flag of a bad value."""
-    names = [m.strip() for m in fv.models if m.strip()]
+def check(config: GpuCheckConfig) -> list[str]:
+    """The model names; raises UsageError naming the flag of a bad value."""
+    names = [m.strip() for m in config.models if m.strip()]
     unknown = [m for m in names if m not in models.NAMES]
     if not names or unknown:
         raise errors.UsageError(f"--models: unknown {unknown or names}; choose from {', '.join(models.NAMES)}")
-    if fv.augment_on == "device" and fv.augment == "seed":
+    if config.augment_on == "device" and config.augment == "seed":
         raise errors.UsageError("--augment=seed runs Keras random layers; on the device use dihedral, hed or none")
-    if fv.data_dir is not None and fv.image_size != PATCH_SHAPE[0]:
-        raise errors.UsageError(f"--image_size={fv.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels")
-    if fv.shuffle_buffer < 1:
-        raise errors.UsageError(f"--shuffle_buffer={fv.shuffle_buffer} must be > 0")
-    if fv.steps_per_execution != "auto" and not (fv.steps_per_execution.isdigit() and int(fv.steps_per_execution)):
+    if config.data_dir is not None and config.image_size != PATCH_SHAPE[0]:
         raise errors.UsageError(
-            f"--steps_per_execution={fv.steps_per_execution!r}: expected 'auto' or a positive integer"
+            f"--image_size={config.image_size}: a built dataset's images are {PATCH_SHAPE[0]} pixels"
         )
+    if config.shuffle_buffer < 1:
+        raise errors.UsageError(f"--shuffle_buffer={config.shuffle_buffer} must be > 0")
+    spe = str(config.steps_per_execution)
+    if spe != "auto" and not (spe.isdigit() and int(spe)):
+        raise errors.UsageError(f"--steps_per_execution={spe!r}: expected 'auto' or a positive integer")
     return names
 
 
@@ -159,8 +165,8 @@ def check_model(
     import tensorflow as tf
 
     from trainer import augment as augment_lib
-    from trainer import train
     from trainer.models import transfer
+    from trainer.training import recipe
 
     keras.utils.set_random_seed(seed)
     shape = (image_size, image_size, PATCH_SHAPE[2])
@@ -179,12 +185,12 @@ def check_model(
     steps = math.ceil(steps / spe) * spe
     warmup = 2 * spe
     try:
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
+        recipe.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=xla, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     except tf.errors.OpError as e:  # XLA may not support an op on this device; report it, measure without
         print(f"{name}: XLA compilation failed ({type(e).__name__}: {str(e)[:200]}); retrying without XLA")
         xla = False
-        train.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
+        recipe.compile_model(model, keras.optimizers.Adam(1e-4), jit_compile=False, steps_per_execution=spe)
         model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
@@ -208,55 +214,64 @@ def verdict(input_per_s: float, step_per_s: float) -> tuple[str, float]:
 
 
 def _main(argv) -> int:
-    errors.no_arguments(argv)
-    f = FLAGS
-    names = check_flags(f)
-    if f.data_dir is not None:
+    config = cli.make(FLAGS, GpuCheckConfig, argv[1:])
+    names = check(config)
+    if config.data_dir is not None:
         from trainer import data
 
-        files = data.split_files(data.load_builder(f.data_dir, f.dataset), "train")
-    if f.output_json:
-        parent = os.path.dirname(os.path.abspath(f.output_json))
+        files = data.split_files(data.load_builder(config.data_dir, config.dataset), "train")
+    if config.output_json:
+        parent = os.path.dirname(os.path.abspath(config.output_json))
         if not os.path.isdir(parent):
-            raise errors.UsageError(f"--output_json={f.output_json!r}: folder {parent!r} does not exist")
+            raise errors.UsageError(f"--output_json={config.output_json!r}: folder {parent!r} does not exist")
 
     import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    from trainer.train import PRECISION_POLICIES
+    from trainer.training.recipe import PRECISION_POLICIES
 
     # The trainer's resolution of precision, XLA and steps per execution for this machine.
     recipe = resolve_recipe(
         "baseline",
         bool(gpus),
-        mixed_precision=f.mixed_precision,
-        jit_compile=f.jit_compile,
-        steps_per_execution=f.steps_per_execution,
+        mixed_precision=config.mixed_precision,
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
     )
     precision, xla, spe = recipe["mixed_precision"], recipe["jit_compile"], recipe["steps_per_execution"]
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
-    host_aug = host_augmentation(f.augment, f.augment_on)
-    image_shape = (f.image_size, f.image_size, PATCH_SHAPE[2])
+    host_aug = host_augmentation(config.augment, config.augment_on)
+    image_shape = (config.image_size, config.image_size, PATCH_SHAPE[2])
     print(
         f"devices: {len(gpus)} GPU(s) {[g.name for g in gpus]}; mixed precision {precision}; "
-        f"XLA {'on' if xla else 'off'} (--jit_compile={f.jit_compile}); batch {f.batch_size}, {f.image_size}x{f.image_size}; "
-        f"augment {f.augment} on the {f.augment_on}; steps_per_execution {spe}",
+        f"XLA {'on' if xla else 'off'} (--jit_compile={config.jit_compile}); batch {config.batch_size}, {config.image_size}x{config.image_size}; "
+        f"augment {config.augment} on the {config.augment_on}; steps_per_execution {spe}",
         flush=True,
     )
 
-    if f.data_dir is not None:
-        source = f"{f.dataset} train split under {f.data_dir}"
-        inp = measure_input(files, f.batch_size, f.input_batches, host_aug, f.seed, image_shape, f.shuffle_buffer)
+    if config.data_dir is not None:
+        source = f"{config.dataset} train split under {config.data_dir}"
+        inp = measure_input(
+            files, config.batch_size, config.input_batches, host_aug, config.seed, image_shape, config.shuffle_buffer
+        )
     else:
-        source = f"{f.synthetic_records} synthetic uint8 records"
+        source = f"{config.synthetic_records} synthetic uint8 records"
         with tempfile.TemporaryDirectory(prefix="pcam-gpu-check-") as folder:
-            files = write_synthetic_records(folder, f.synthetic_records, image_shape, f.seed)
-            inp = measure_input(files, f.batch_size, f.input_batches, host_aug, f.seed, image_shape, f.shuffle_buffer)
-    inp.update(source=source, augment=host_aug, batches=f.input_batches)
+            files = write_synthetic_records(folder, config.synthetic_records, image_shape, config.seed)
+            inp = measure_input(
+                files,
+                config.batch_size,
+                config.input_batches,
+                host_aug,
+                config.seed,
+                image_shape,
+                config.shuffle_buffer,
+            )
+    inp.update(source=source, augment=host_aug, batches=config.input_batches)
     print(
         f"input: {inp['images_per_s']:.1f} images/s ({source}, host augmentation {host_aug}, "
-        f"{inp['dtype']} batches, {f.input_batches} timed batches)",
+        f"{inp['dtype']} batches, {config.input_batches} timed batches)",
         flush=True,
     )
 
@@ -265,13 +280,13 @@ def _main(argv) -> int:
     for name in names:
         r = check_model(
             name,
-            f.batch_size,
-            f.steps,
-            f.image_size,
+            config.batch_size,
+            config.steps,
+            config.image_size,
             xla,
-            f.seed,
+            config.seed,
             image_dtype=inp["dtype"],
-            device_augment=f.augment if f.augment_on == "device" else None,
+            device_augment=config.augment if config.augment_on == "device" else None,
             steps_per_execution=spe,
         )
         r["verdict"], r["input_to_step"] = verdict(inp["images_per_s"], r["images_per_s"])
@@ -284,27 +299,27 @@ def _main(argv) -> int:
         )
     if not gpus:
         print("note: no GPU; training shares these CPU cores between input and step, so both rates are upper bounds")
-    if f.output_json:
+    if config.output_json:
         report = {
             "devices": [g.name for g in gpus],
             "mixed_precision": precision,
             "jit_compile": xla,
-            "batch_size": f.batch_size,
-            "image_size": f.image_size,
-            "augment": f.augment,
-            "augment_on": f.augment_on,
+            "batch_size": config.batch_size,
+            "image_size": config.image_size,
+            "augment": config.augment,
+            "augment_on": config.augment_on,
             "steps_per_execution": spe,
             "input": inp,
             "models": results,
         }
-        with open(f.output_json, "w") as out:
+        with open(config.output_json, "w") as out:
             out.write(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {f.output_json}")
+        print(f"wrote {config.output_json}")
     return 0
 
 
 def main() -> None:
-    """The console script `pcam-gpu-check` (and `python -m trainer.gpu_check`)."""
+    """The console script `pcam-gpu-check` (and `python -m trainer.training.gpu_check`)."""
     define_flags(FLAGS)
     errors.run(_main, tensorflow=True)
 

@@ -1,9 +1,6 @@
-"""training_log.csv, one row per epoch, that a kill cannot corrupt: a Keras callback (`trainer.run_folder.EpochLog`).
+"""training_log.csv, one row per epoch, that a kill cannot corrupt: a Keras callback.
 
-    EpochLog(run_dir / run_folder.HISTORY_CSV)          # in model.fit's callbacks
-
-It lives apart from trainer.run_folder because it needs Keras, and the run folder's names and lock are read by
-commands that never load it (trainer.compare, trainer.evaluation's metrics).
+EpochLog(model_dir / run_folder.HISTORY_CSV)          # in model.fit's callbacks
 """
 
 from __future__ import annotations

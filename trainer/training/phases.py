@@ -1,7 +1,7 @@
 """The phases of a training run, and how a restarted run resumes them where it stopped.
 
     phases = plan_phases(config)              # [train] for the CNNs; [head, fine_tune] for transfer models
-    progress = Progress(run_dir / run_folder.STATE_DIR)
+    progress = Progress(model_dir / run_folder.STATE_DIR)
     for index, phase in enumerate(phases):
         if progress.finished(index):
             continue
@@ -36,8 +36,8 @@ import keras
 from etils import epath
 
 from trainer import errors, run_folder
-from trainer import schedule as schedule_lib
-from trainer.config import TrainConfig
+from trainer.config.train_config import TrainConfig
+from trainer.training import schedule as schedule_lib
 
 # Epoch cap of a phase whose length the budget schedule decides (it ends the phase long before).
 UNBOUNDED_EPOCHS = 100_000
@@ -50,7 +50,7 @@ class Phase:
     name: str  # "train" (CNNs), "head" (frozen base) or "fine_tune"
     epochs: int  # at most; a budget schedule decides the length itself
     learning_rate: float  # the peak rate of the schedule
-    schedule: str = "constant"  # budget, cosine or constant (trainer.schedule)
+    schedule: str = "constant"  # budget, cosine or constant (trainer.training.schedule)
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:
@@ -242,8 +242,8 @@ class StateCheckpoint(keras.callbacks.Callback):
     decisions, and before SwapEMAWeights, so it saves the raw weights (the averages are optimizer state).
     The state file, which a restart takes as the epoch being over, is written at the next epoch's start or at
     the end of fit(): after the callbacks that follow this one, ModelCheckpoint's best.weights.h5 among
-    them. Written at this epoch's end, a kill before best.weights.h5 was updated left a state whose best
-    AUC no saved weights had, and the restart evaluated an older epoch's weights.
+    them, so that a kill before best.weights.h5 is updated never leaves a state whose best AUC no saved
+    weights have.
     """
 
     def __init__(

@@ -6,7 +6,7 @@
 `RandomSearch`, `Hyperband` and `BayesianOptimization` are keras-tuner's, with the mixin `_TrackedTuner`:
 each trial gets freshly built datasets and the same seed, and leaves TUNER_DIR/keras_tuner/trial_*/run_info.json
 (which tuner process ran it, its seconds, epochs and best epoch, the recipe its compiled model ran with, and
-the process RSS after its model was released: `trainer.memory`). A `Budget` (--max_minutes, --max_cpu_minutes) stops the running trial at a
+the process RSS after its model was released: `trainer.tuning.memory`). A `Budget` (--max_minutes, --max_cpu_minutes) stops the running trial at a
 batch end and starts no further trial (`BudgetSpent`).
 """
 
@@ -25,18 +25,20 @@ import keras_tuner
 from etils import epath
 
 from pcam_tfds.core.progress import print_line
-from trainer import determinism, memory, train, tune_config
-from trainer.budget import Budget, BudgetStop
+from trainer import determinism
+from trainer.training import recipe
+from trainer.training.budget import Budget, BudgetStop
+from trainer.tuning import memory, tune_config
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside TUNER_DIR
 RUN_INFO = "run_info.json"
-# The metric is compiled as AUC(name="auc") (train.compile_model); Keras prefixes validation metrics with val_.
-OBJECTIVE = keras_tuner.Objective(train.MONITOR, direction="max")
+# The metric is compiled as AUC(name="auc") (recipe.compile_model); Keras prefixes validation metrics with val_.
+OBJECTIVE = keras_tuner.Objective(recipe.MONITOR, direction="max")
 
 
 def _best_epoch(history: keras.callbacks.History) -> int:
     """The 1-based epoch with the highest val_auc (History.epoch holds absolute 0-based epochs)."""
-    scores = history.history[train.MONITOR]
+    scores = history.history[recipe.MONITOR]
     return history.epoch[max(range(len(scores)), key=lambda i: scores[i])] + 1
 
 
@@ -92,13 +94,13 @@ class _TrackedTuner:
         ]
         if runs:
             info["epochs"] = max(h.epoch[-1] + 1 for h in runs)  # Hyperband: counting epochs of earlier rounds
-            best = [_best_epoch(h) for h in runs if train.MONITOR in h.history]
+            best = [_best_epoch(h) for h in runs if recipe.MONITOR in h.history]
             if best:
                 info["best_epoch"] = round(sum(best) / len(best))
         # The precision, XLA, steps per execution, schedule, weight average and smoothing its model ran with.
-        recipe = getattr(self.hypermodel, "last_recipe", None)
-        if recipe:
-            info["recipe"] = recipe
+        compiled = getattr(self.hypermodel, "last_recipe", None)
+        if compiled:
+            info["recipe"] = compiled
         self._run_info[trial.trial_id] = info
         return histories
 

@@ -1,12 +1,12 @@
 """Hyperparameter search for the CNN family: runs (or continues) the search that a `TuneConfig` describes.
 
-    from trainer import search, tune_config
+    from trainer.tuning import search, tune_config
     config = tune_config.validate(tune_config.TuneConfig.of(TUNER_DIR, DATA_DIR, space="seed", max_trials=5))
-    search.run_search(config)          # `python -m trainer.tune` is the command-line form
+    search.run_search(config)          # `python -m trainer.tuning.tune` is the command-line form
 
-The parts: `trainer.tune_config` (the settings and the restart check), `trainer.hypermodel` (the search
-spaces and the HyperModel), `trainer.tuners` (keras-tuner's tuners with per-trial tracking),
-`trainer.memory` (what a trial leaves in memory) and `trainer.tune_reports` (the reports).
+The parts: `trainer.tuning.tune_config` (the settings and the restart check), `trainer.tuning.hypermodel` (the search
+spaces and the HyperModel), `trainer.tuning.tuners` (keras-tuner's tuners with per-trial tracking),
+`trainer.tuning.memory` (what a trial leaves in memory) and `trainer.tuning.tune_reports` (the reports).
 
 The search state lives in TUNER_DIR/keras_tuner/ (keras-tuner's files: oracle.json, trial_*/trial.json,
 checkpoints); a search restarted with the same command reloads it and runs only the trials still
@@ -14,7 +14,7 @@ missing. Next to it: tune_config.json (the search settings; a restart must match
 trials.json, trials.md and best_hyperparameters.json (the flat file `python -m trainer --hparams` reads).
 Each trial also leaves trial_*/run_info.json: which tuner process ran it, its seconds, epochs and
 the process RSS after the trial's model was released, so memory growth across trials is visible
-(flat since each trial's graphs are released: `trainer.memory.forget_custom_gradients`). A `Budget`
+(flat since each trial's graphs are released: `trainer.tuning.memory.forget_custom_gradients`). A `Budget`
 (--max_minutes, --max_cpu_minutes) stops the running trial at a batch end and starts no further trial.
 """
 
@@ -26,8 +26,10 @@ from absl import logging
 from etils import epath
 
 from pcam_tfds.core.patches import PATCH_SHAPE
-from trainer import data, determinism, hypermodel, train, tune_config, tune_reports, tuners
-from trainer.budget import Budget
+from trainer import data, determinism
+from trainer.training import recipe
+from trainer.training.budget import Budget
+from trainer.tuning import hypermodel, tune_config, tune_reports, tuners
 
 ROLES = ("standalone", "chief", "worker")
 
@@ -43,7 +45,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         raise ValueError(f"role {role!r} is unknown; choose one of {', '.join(ROLES)}")
     tune_config.check_and_write_config(config, write=role != "worker")
     trial_config = config.trial
-    train.set_precision(trial_config)
+    recipe.set_precision(trial_config)
     determinism.seed_everything(trial_config.seed)
 
     train_files = val_files = num_train = None
@@ -68,7 +70,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
         )
         return train_ds, data.eval_dataset(val_files, c.batch_size, c.sample_fraction, num_examples=num_val)
 
-    per_epoch = train.steps_per_epoch(trial_config, num_train) if num_train is not None else None
+    per_epoch = recipe.steps_per_epoch(trial_config, num_train) if num_train is not None else None
     model = hypermodel.CNNHyperModel(PATCH_SHAPE, config.space, trial_config, per_epoch)
     # A standalone search rewrites the reports after every trial, so they are current if it is stopped.
     after_trial = (lambda tuner: tune_reports.write_reports(tuner, config)) if role == "standalone" else None
@@ -83,7 +85,7 @@ def run_search(config: tune_config.TuneConfig, role: str = "standalone") -> list
             steps_per_epoch=trial_config.steps_per_epoch,
             shuffle=False,  # tf.data shuffles
             verbose=trial_config.verbose if trial_config.verbose == "auto" else int(trial_config.verbose),
-            callbacks=train.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
+            callbacks=recipe.tensorboard_callbacks(epath.Path(config.tuner_dir) / "tensorboard"),
         )
     except tuners.BudgetSpent as e:
         logging.warning("time budget spent, no further trials (%s); the same command continues the search", e)

@@ -1,4 +1,5 @@
-"""Multi-worker training (`--strategy=multi_worker`): who writes, how workers agree, and Keras' gaps.
+"""The distribution strategy of a run (`make_strategy`, --strategy) and multi-worker training
+(--strategy=multi_worker): who writes, how workers agree, and Keras' gaps.
 
     TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
         python -m trainer --strategy=multi_worker --model=baseline --data_dir=gs://... --model_dir=gs://...
@@ -9,7 +10,7 @@ the gradients of every step, so the workers must run the same steps in the same 
 
 - The chief (task "chief", or worker 0 when the cluster names no chief) owns the run folder: config,
   state, checkpoints, logs, model.keras and the evaluation. Every other worker runs the same callbacks
-  into a temporary folder that it deletes (`output_dir`): the usual Keras pattern, which keeps the
+  into a temporary folder that it deletes (`write_dir`): the usual Keras pattern, which keeps the
   workers' steps identical without two writers in one folder. The workers read the run's state from the
   run folder when they resume, so it must be on storage all of them can read (gs://, s3://, NFS).
 - Decisions that a process would take from its own clock (the time budget) are the chief's, sent to
@@ -87,10 +88,10 @@ def current_task(strategy: tf.distribute.Strategy) -> Task:
 
 
 @contextlib.contextmanager
-def output_dir(run_dir: epath.Path, task: Task) -> Iterator[epath.Path]:
+def write_dir(model_dir: epath.Path, task: Task) -> Iterator[epath.Path]:
     """The folder this process writes: the run folder on the chief, a temporary one (deleted after) elsewhere."""
     if task.is_chief:
-        yield run_dir
+        yield model_dir
         return
     tmp = tempfile.mkdtemp(prefix=f"pcam-{task.type}{task.index}-")
     try:
@@ -139,7 +140,25 @@ class MultiWorkerFit:
 
 
 def with_mixin(model: keras.Model, mixin: type) -> keras.Model:
-    """`model` with `mixin` ahead of its class (once), as trainer.train does for optimizers with an average."""
+    """`model` with `mixin` ahead of its class (once), as trainer.training.recipe.make_optimizer does for optimizers with an average."""
     if not isinstance(model, mixin):
         model.__class__ = type(f"{mixin.__name__}{type(model).__name__}", (mixin, type(model)), {})
     return model
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over all visible GPUs when there are several; on one GPU, OneDeviceStrategy on it,
+    whose input pipeline prefetches the next batches into the GPU's memory while a step runs; else the
+    default (the CPU). multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG.
+    """
+    if name == "multi_worker":
+        task_from_tf_config(os.environ.get("TF_CONFIG"))  # a clear error before TensorFlow's
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device" or (name == "auto" and len(gpus) == 1):
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name in ("auto", "default"):
+        return tf.distribute.get_strategy()
+    raise ValueError(f"strategy {name!r} is unknown; choose auto, mirrored, one_device, default or multi_worker")

@@ -1,6 +1,6 @@
 """Probabilities from one or several trained models, optionally with 8-fold test-time augmentation.
 
-Shared by training (validation predictions for metrics.json) and trainer.predict (submissions).
+Shared by training (validation predictions for metrics.json) and trainer.inference.predict (submissions).
 """
 
 from __future__ import annotations
@@ -12,24 +12,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import augment, errors, run_folder
+from trainer import augment, errors, run_folder, saved_layers
 from trainer import models as registry
 
 
-def load_model(run_dir: str) -> keras.Model:
+def load_model(model_dir: str) -> keras.Model:
     """RUN_DIR/model.keras, uncompiled (inference needs no optimizer)."""
-    # Register the project's saved layers: ImagenetPreprocess (transfer models), ReinhardNormalization (CNNs),
-    # the P4M group layers.
-    from trainer.models import gconv, stain_norm, transfer  # noqa: F401
-
-    path = f"{run_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
+    saved_layers.register()  # the project's layers the model may hold (P4M, stain normalisation, ImageNet preprocessing)
+    path = f"{model_dir.rstrip('/')}/{run_folder.MODEL_FILE}"
     if not tf.io.gfile.exists(path):
-        raise errors.MissingInput(f"{path} does not exist: is {run_dir!r} a finished trainer run folder?")
+        raise errors.MissingInput(f"{path} does not exist: is {model_dir!r} a finished trainer run folder?")
     return keras.models.load_model(path, compile=False)
 
 
 def scale_probabilities(p: tf.Tensor, temperature: float) -> tf.Tensor:
-    """sigmoid(logit(p) / T) in TensorFlow: trainer.calibration.apply_temperature inside a graph."""
+    """sigmoid(logit(p) / T) in TensorFlow: trainer.inference.calibration.apply_temperature inside a graph."""
     p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
     return tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / temperature)
 
@@ -38,7 +35,7 @@ def make_predict_fn(models: Sequence[keras.Model], tta: bool, temperatures: Sequ
     """A tf.function images (B, H, W, 3) float32 0..255 -> mean probability (B,) over models (and the 8 TTA views).
 
     temperatures: one per model; each model's probabilities become sigmoid(logit(p) / T) before averaging
-    (trainer.calibration).
+    (trainer.inference.calibration).
     """
     if not models:
         raise ValueError("make_predict_fn: no models given")

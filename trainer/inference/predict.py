@@ -3,7 +3,7 @@
     pcam-predict --model_dir=runs/baseline --data_dir=TFDS_DIR --output=submission.csv
     pcam-predict --model_dir runs/resnet50 runs/densenet169 --tta \\
         --input_dir=KAGGLE_DIR/test --output=submission.csv
-    python -m trainer.predict ...      # the same command
+    python -m trainer.inference.predict ...      # the same command
 
 Writes `id,label` with label = the probability (Kaggle scores ROC AUC, so probabilities beat 0/1);
 --calibrate applies each run's fitted temperature, --hard_labels=youden|f1|T writes 0/1 labels. The
@@ -27,26 +27,34 @@ import sys
 from absl import flags
 from etils import epath
 
-from trainer import errors, patch_folder, run_folder
+from trainer import errors, run_folder
+from trainer.config import cli, options
+from trainer.config.options import option
+from trainer.inference import patch_folder
 
 HARD_LABEL_NAMES = ("youden", "f1")
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
-    """What one prediction run does; `from_flags` builds it, `check` rejects impossible combinations."""
+    """What one prediction run does; each field is also the pcam-predict flag of its name (--model_dir for
+    model_dirs), and `check` rejects impossible combinations."""
 
-    model_dirs: tuple[str, ...]
-    output: str
-    data_dir: str | None = None
-    input_dir: str | None = None
-    dataset: str = "pcam/full"
-    split: str = "test"
-    batch_size: int = 256
-    tta: bool = False
-    calibrate: bool = False
-    hard_labels: str | None = None
-    allow_rejected: bool = False
+    model_dirs: tuple[str, ...] = options.model_dirs()
+    output: str = option(help="Submission CSV to write (id,label).", required=True)
+    data_dir: str | None = options.data_dir()
+    input_dir: str | None = options.input_dir()
+    dataset: str = options.dataset()
+    split: str = options.split("test")
+    batch_size: int = options.prediction_batch_size()
+    tta: bool = options.tta()
+    calibrate: bool = options.calibrate()
+    hard_labels: str | None = option(
+        None,
+        "youden|f1|T: write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
+        "or at a number T (Kaggle scores AUC: probabilities are the default and score better).",
+    )
+    allow_rejected: bool = option(False, "Predict the readable files and list unreadable ones in OUTPUT.rejected.csv.")
 
     def check(self) -> PredictConfig:
         """Raises ValueError naming the flag of an impossible combination; returns self."""
@@ -73,81 +81,37 @@ class PredictConfig:
 
 def define_flags(flag_values: flags.FlagValues) -> None:
     """The command's flags, on `flag_values` (flags.FLAGS for the command, a fresh FlagValues in `run`)."""
-    fv = flag_values
-    flags.DEFINE_multi_string(
-        "model_dir",
-        None,
-        "Trainer run folder; repeat it (or list more folders after it) for an ensemble.",
-        flag_values=fv,
-    )
-    flags.DEFINE_string("output", None, "Submission CSV to write (id,label).", flag_values=fv)
-    flags.DEFINE_bool("tta", False, "Average over the 8 flips/90-degree rotations.", flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "TFDS data dir holding the built dataset.", flag_values=fv)
-    flags.DEFINE_string("input_dir", None, "Folder of patch files (Kaggle's test/).", flag_values=fv)
-    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.", flag_values=fv)
-    flags.DEFINE_string("split", "test", "Split to predict with --data_dir.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_bool(
-        "calibrate", False, "Apply each run's fitted temperature (calibration.json) before averaging.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "hard_labels",
-        None,
-        "youden|f1|T: write 0/1 labels instead of probabilities, at the run's validation Youden or F1 threshold, "
-        "or at a number T (Kaggle scores AUC: probabilities are the default and score better).",
-        flag_values=fv,
-    )
-    flags.DEFINE_bool(
-        "allow_rejected",
-        False,
-        "Predict the readable files and list unreadable ones in OUTPUT.rejected.csv.",
-        flag_values=fv,
-    )
-    flags.mark_flags_as_required(["model_dir", "output"], flag_values=fv)
-    flags.mark_flags_as_mutual_exclusive(["data_dir", "input_dir"], required=True, flag_values=fv)
+    cli.define(flag_values, PredictConfig)
 
 
-def config_from_flags(flag_values: flags.FlagValues, run_dirs: list[str]) -> PredictConfig:
-    """The checked PredictConfig of parsed flags; `run_dirs` are the folders listed after the flags."""
-    f = flag_values
-    return PredictConfig(
-        model_dirs=(*f.model_dir, *run_dirs),
-        output=f.output,
-        data_dir=f.data_dir,
-        input_dir=f.input_dir,
-        dataset=f.dataset,
-        split=f.split,
-        batch_size=f.batch_size,
-        tta=f.tta,
-        calibrate=f.calibrate,
-        hard_labels=f.hard_labels,
-        allow_rejected=f.allow_rejected,
-    ).check()
+def config_from_flags(flag_values: flags.FlagValues, args: list[str]) -> PredictConfig:
+    """The checked PredictConfig of parsed flags; `args` are the run folders listed after the flags."""
+    return cli.make(flag_values, PredictConfig, args).check()
 
 
-def hard_label_threshold(choice: str, run_dir: str, calibrated: bool) -> float:
+def hard_label_threshold(choice: str, model_dir: str, calibrated: bool) -> float:
     """The threshold for --hard_labels: a number, or the run's validation Youden/F1 threshold (metrics.json).
 
     Calibrated probabilities move, so a named threshold is mapped through the same temperature.
     """
     if choice not in ("youden", "f1"):
         return float(choice)
-    from trainer import calibration
+    from trainer.inference import calibration
 
     try:
-        thresholds = calibration.validation_thresholds(run_dir)
+        thresholds = calibration.validation_thresholds(model_dir)
     except calibration.NotHeldOut as e:
         raise errors.UsageError(
             f"{e}; give --hard_labels a number (e.g. the {choice} threshold of the run the recipe was chosen with)"
         ) from None
     if choice not in thresholds:
         raise errors.UsageError(
-            f"{epath.Path(run_dir) / run_folder.METRICS_FILE} has no {choice} threshold "
+            f"{epath.Path(model_dir) / run_folder.METRICS_FILE} has no {choice} threshold "
             "(runs record one when they finish; older runs do not)"
         )
     threshold = thresholds[choice]
     if calibrated:
-        threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(run_dir))[0])
+        threshold = float(calibration.apply_temperature([threshold], calibration.read_temperature(model_dir))[0])
     return threshold
 
 
@@ -183,7 +147,8 @@ class _Inputs:
 def prepare(config: PredictConfig) -> _Inputs:
     """Checks the output folder, reads the runs and opens the input; ValueError or FileNotFoundError for a user's
     mistake, before anything is predicted."""
-    from trainer import calibration, data, inference
+    from trainer import data
+    from trainer.inference import calibration, probabilities
 
     check_writable(config.output)
     threshold = (
@@ -193,7 +158,7 @@ def prepare(config: PredictConfig) -> _Inputs:
     )
     temperatures = [calibration.read_temperature(d) for d in config.model_dirs] if config.calibrate else None
     rejected = []
-    models = [inference.load_model(d) for d in config.model_dirs]
+    models = [probabilities.load_model(d) for d in config.model_dirs]
     if config.input_dir:
         batches = patch_folder.read_folder(patch_folder.list_patch_files(config.input_dir), config.batch_size, rejected)
     else:
@@ -208,11 +173,13 @@ def predict(config: PredictConfig, inputs: _Inputs | None = None) -> int:
 
     inputs: `prepare(config)`, when the caller has already called it.
     """
-    from trainer import inference
+    from trainer.inference import probabilities
 
     inputs = inputs or prepare(config)
     models, threshold, rejected = inputs.models, inputs.threshold, inputs.rejected
-    ids, _, probs = inference.predict_batches(models, inputs.batches, tta=config.tta, temperatures=inputs.temperatures)
+    ids, _, probs = probabilities.predict_batches(
+        models, inputs.batches, tta=config.tta, temperatures=inputs.temperatures
+    )
     if rejected and not config.allow_rejected:
         for name, reason, detail in rejected:
             print(f"error: {name}: {reason}: {detail}", file=sys.stderr)
@@ -245,8 +212,8 @@ def run(argv: list[str]) -> int:
     """The command in this process, on its own FlagValues (tests); flag errors raise flags.Error, the rest as `predict`."""
     fv = flags.FlagValues()
     define_flags(fv)
-    run_dirs = fv(["pcam-predict", *argv])[1:]
-    return predict(config_from_flags(fv, run_dirs))
+    args = fv(["pcam-predict", *argv])[1:]
+    return predict(config_from_flags(fv, args))
 
 
 def _main(argv: list[str]) -> int:
@@ -255,7 +222,7 @@ def _main(argv: list[str]) -> int:
 
 
 def main() -> None:
-    """The console script `pcam-predict` (and `python -m trainer.predict`)."""
+    """The console script `pcam-predict` (and `python -m trainer.inference.predict`)."""
     define_flags(flags.FLAGS)
     errors.run(_main, tensorflow=True)
 

@@ -6,7 +6,7 @@ writes (trainer.evaluation.report) into --output_dir.
     pcam-evaluate --model_dir=runs/baseline --data_dir=TFDS_DIR --split=validation --output_dir=eval/baseline
     pcam-evaluate --model_dir=runs/a --model_dir=runs/b --data_dir=TFDS_DIR --split=validation \\
         --output_dir=results/ensemble
-    python -m trainer.evaluate ...     # the same command
+    python -m trainer.inference.evaluate ...     # the same command
 
 Thresholds other than 0.5 are those chosen on the run's validation split (its metrics.json), never on
 the set evaluated; an ensemble gets only 0.5. --calibrate applies each run's temperature
@@ -24,11 +24,16 @@ import numpy as np
 from etils import epath
 
 from trainer import errors, run_folder
+from trainer.config import cli, options
+from trainer.config.options import option
+
+# The seed of the bootstrap intervals of the metrics (the training's report uses the run's own seed).
+BOOTSTRAP_SEED = 0
 
 
 def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
     """One run's validation thresholds, to apply here; none for ensembles and for --refit runs."""
-    from trainer import calibration
+    from trainer.inference import calibration
 
     if len(model_dirs) != 1:
         return {}
@@ -40,31 +45,33 @@ def _run_thresholds(model_dirs: tuple[str, ...]) -> dict[str, float]:
 
 def _trained_splits(model_dirs: tuple[str, ...]) -> set[str]:
     """The splits the runs trained on (TrainConfig.train_splits of their config.json; train where it is missing)."""
-    from trainer import config as config_lib
+    from trainer.config import train_config
 
     splits = set()
     for d in model_dirs:
         path = epath.Path(d) / run_folder.CONFIG_FILE
-        splits.update(config_lib.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",))
+        splits.update(
+            train_config.TrainConfig.from_json(path.read_text()).train_splits if path.exists() else ("train",)
+        )
     return splits
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """What one evaluation does: the runs (several: their ensemble), the labelled set (a folder with its labels
-    CSV, or a split of a built dataset) and how to predict it; `check` rejects impossible combinations."""
+    CSV, or a split of a built dataset) and how to predict it; each field is also the pcam-evaluate flag of its
+    name (--model_dir for model_dirs, --labels for labels_csv), and `check` rejects impossible combinations."""
 
-    model_dirs: tuple[str, ...]
-    output_dir: str
-    input_dir: str | None = None
-    labels_csv: str | None = None
-    data_dir: str | None = None
-    dataset: str = "pcam/full"
-    split: str = "validation"
-    tta: bool = False
-    calibrate: bool = False
-    batch_size: int = 256
-    seed: int = 0  # of the bootstrap intervals
+    model_dirs: tuple[str, ...] = options.model_dirs()
+    output_dir: str = options.output_dir("metrics.json, predictions.csv and the figures")
+    input_dir: str | None = options.input_dir()
+    labels_csv: str | None = option(None, "id,label CSV of the patches in --input_dir.", flag_name="labels")
+    data_dir: str | None = options.data_dir()
+    dataset: str = options.dataset()
+    split: str = options.split("validation")
+    tta: bool = options.tta()
+    calibrate: bool = options.calibrate()
+    batch_size: int = options.prediction_batch_size()
 
     def check(self) -> EvaluateConfig:
         """Raises UsageError naming the flag of an impossible combination; returns self."""
@@ -81,15 +88,15 @@ class EvaluateConfig:
 
 def evaluate_runs(config: EvaluateConfig) -> dict:
     """Predicts the set with the runs (averaged), then writes the report into output_dir; returns its metrics."""
-    from trainer import calibration, explain, inference
     from trainer.evaluation import report
+    from trainer.inference import calibration, explain, probabilities
 
     c = config.check()
     out = epath.Path(c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(str(out), os.W_OK):
         raise errors.UsageError(f"--output_dir={c.output_dir!r} is not writable")
-    models = [inference.load_model(d) for d in c.model_dirs]
+    models = [probabilities.load_model(d) for d in c.model_dirs]
     temperatures = [calibration.read_temperature(d) for d in c.model_dirs] if c.calibrate else None
     if c.input_dir is not None:
         ids, labels, probs, images_for = _predict_folder(
@@ -107,7 +114,7 @@ def evaluate_runs(config: EvaluateConfig) -> dict:
         models[0].name if len(models) == 1 else f"ensemble of {len(models)}",
         report.ScoredSet(set_name, ids, labels, probs, held_out=held_out),
         predictions_file=run_folder.PREDICTIONS,
-        seed=c.seed,
+        seed=BOOTSTRAP_SEED,
         thresholds=_run_thresholds(c.model_dirs),
         images_for=images_for,
         gradcam=explain.GradCam(models[0]) if len(models) == 1 else None,
@@ -119,13 +126,13 @@ def _predict_folder(models, input_dir: str, labels_csv: str, batch_size: int, tt
     """(ids, labels, probabilities, images_for) of a folder of patch files labelled by an id,label CSV; every file
     must be readable and labelled, and every label must have its file."""
     from pcam_tfds.core import patches
-    from trainer import inference, patch_folder
     from trainer.evaluation import files as files_lib
+    from trainer.inference import patch_folder, probabilities
 
     truth = files_lib.read_labels_csv(labels_csv)
     files = patch_folder.list_patch_files(input_dir)
     rejected: list = []
-    ids, _, probs = inference.predict_batches(
+    ids, _, probs = probabilities.predict_batches(
         models, patch_folder.read_folder(files, batch_size, rejected), tta=tta, temperatures=temperatures
     )
     if rejected:
@@ -148,12 +155,15 @@ def _predict_folder(models, input_dir: str, labels_csv: str, batch_size: int, tt
 
 def _predict_split(models, data_dir: str, dataset: str, split: str, batch_size: int, tta: bool, temperatures):
     """(ids, labels, probabilities, images_for) of a labelled split of a built TFDS dataset."""
-    from trainer import data, inference
+    from trainer import data
     from trainer.evaluation import report
+    from trainer.inference import probabilities
 
     builder = data.load_builder(data_dir, dataset)
     ds = data.eval_dataset(data.split_files(builder, split), batch_size, with_ids=True)
-    ids, labels, probs = inference.predict_batches(models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures)
+    ids, labels, probs = probabilities.predict_batches(
+        models, ds.as_numpy_iterator(), tta=tta, temperatures=temperatures
+    )
     if labels is None or (labels < 0).any():
         raise errors.UsageError(f"split {split!r} of {dataset} is unlabelled (label -1); evaluate a labelled split")
 
@@ -164,61 +174,25 @@ def _predict_split(models, data_dir: str, dataset: str, split: str, batch_size: 
 
 
 def define_flags(flag_values) -> None:
-    from absl import flags
-
-    fv = flag_values
-    flags.DEFINE_multi_string(
-        "model_dir", None, "Trainer run folder; several = their ensemble (mean probability).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "input_dir", None, "Folder of patch files (.tif, .png, .jpg) to evaluate; needs --labels.", flag_values=fv
-    )
-    flags.DEFINE_string("labels", None, "id,label CSV of the patches in --input_dir.", flag_values=fv)
-    flags.DEFINE_string(
-        "data_dir", None, "TFDS data dir holding a built pcam dataset (instead of --input_dir).", flag_values=fv
-    )
-    flags.DEFINE_string("dataset", "pcam/full", "TFDS NAME/CONFIG with --data_dir.", flag_values=fv)
-    flags.DEFINE_string("split", "validation", "Labelled split to evaluate with --data_dir.", flag_values=fv)
-    flags.DEFINE_string("output_dir", None, "Where metrics.json, predictions.csv and the figures go.", flag_values=fv)
-    flags.DEFINE_bool("tta", False, "Average the 8 flips and 90-degree rotations.", flag_values=fv)
-    flags.DEFINE_bool("calibrate", False, "Apply each run's fitted temperature (calibration.json).", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "Patches per prediction batch.", lower_bound=1, flag_values=fv)
-    flags.mark_flags_as_required(["model_dir", "output_dir"], flag_values=fv)
-
-
-def config_from_flags(f) -> EvaluateConfig:
-    """The command's flags as an EvaluateConfig (checked by evaluate_runs)."""
-    return EvaluateConfig(
-        model_dirs=tuple(f.model_dir),
-        output_dir=f.output_dir,
-        input_dir=f.input_dir,
-        labels_csv=f.labels,
-        data_dir=f.data_dir,
-        dataset=f.dataset,
-        split=f.split,
-        tta=f.tta,
-        calibrate=f.calibrate,
-        batch_size=f.batch_size,
-    )
+    cli.define(flag_values, EvaluateConfig)
 
 
 def _main(argv) -> int:
     from absl import flags
 
-    f = flags.FLAGS
-    errors.no_arguments(argv)
-    m = evaluate_runs(config_from_flags(f))
+    config = cli.make(flags.FLAGS, EvaluateConfig, argv[1:])
+    m = evaluate_runs(config)
     lo, hi = m["roc_auc_ci95"]
     print(
         f"{m['model']} on {m['set']}: ROC AUC {m['roc_auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
         f"AP {m['average_precision']:.4f}, accuracy at 0.5 {m['accuracy']:.4f}; wrote "
-        f"{f.output_dir}/{run_folder.METRICS_FILE}"
+        f"{config.output_dir}/{run_folder.METRICS_FILE}"
     )
     return 0
 
 
 def main() -> None:
-    """The console script `pcam-evaluate` (and `python -m trainer.evaluate`)."""
+    """The console script `pcam-evaluate` (and `python -m trainer.inference.evaluate`)."""
     from absl import flags
 
     define_flags(flags.FLAGS)

@@ -5,11 +5,11 @@
 
 Dividing the logit by T > 0 keeps the order of the scores, so ROC AUC (what Kaggle scores) is
 unchanged; only the probabilities move (Guo et al. 2017). The trainer fits T after training and stores
-it in RUN_DIR/calibration.json (`fit_and_write`); `trainer.predict --calibrate` and `trainer.evaluate
+it in RUN_DIR/calibration.json (`fit_and_write`); `trainer.inference.predict --calibrate` and `trainer.inference.evaluate
 --calibrate` apply it.
 
 The run's other choices made on validation, its Youden and F1 thresholds (RUN_DIR/metrics.json), are
-read here too, by `validation_thresholds`, for `trainer.predict --hard_labels` and `trainer.evaluate`.
+read here too, by `validation_thresholds`, for `trainer.inference.predict --hard_labels` and `trainer.inference.evaluate`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before: dict, after: dict) -> dict:
+def write(model_dir, temperature: float, fitted_on: str, num_examples: int, before: dict, after: dict) -> dict:
     record = {
         "temperature": temperature,
         "fitted_on": fitted_on,
@@ -67,12 +67,12 @@ def write(run_dir, temperature: float, fitted_on: str, num_examples: int, before
         "before": before,
         "after": after,
     }
-    path = epath.Path(run_dir) / run_folder.CALIBRATION_FILE
+    path = epath.Path(model_dir) / run_folder.CALIBRATION_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")  # over an earlier finish of a resumed run
     return record
 
 
-def fit_and_write(run_dir, labels, probs, fitted_on: str = "validation") -> dict | None:
+def fit_and_write(model_dir, labels, probs, fitted_on: str = "validation") -> dict | None:
     """Fits the temperature on these examples and writes RUN_DIR/calibration.json; returns its record, with the
     Brier score, ECE and log-loss before and after. None, and nothing written, when the labels hold one class:
     no temperature can be fitted there."""
@@ -81,7 +81,7 @@ def fit_and_write(run_dir, labels, probs, fitted_on: str = "validation") -> dict
         return None
     temperature = fit_temperature(labels, probs)
     return write(
-        run_dir,
+        model_dir,
         temperature,
         fitted_on,
         int(labels.size),
@@ -90,9 +90,9 @@ def fit_and_write(run_dir, labels, probs, fitted_on: str = "validation") -> dict
     )
 
 
-def read_temperature(run_dir) -> float:
+def read_temperature(model_dir) -> float:
     """RUN_DIR's fitted temperature; a clear error for runs trained before calibration existed."""
-    path = epath.Path(run_dir) / run_folder.CALIBRATION_FILE
+    path = epath.Path(model_dir) / run_folder.CALIBRATION_FILE
     if not path.exists():
         raise errors.MissingInput(
             f"{path} does not exist: this run has no fitted temperature (runs fit one on validation when "
@@ -105,17 +105,19 @@ class NotHeldOut(errors.UsageError):
     """The run trained on its validation split (--refit): what it chose there is biased."""
 
 
-def validation_thresholds(run_dir) -> dict[str, float]:
+def validation_thresholds(model_dir) -> dict[str, float]:
     """RUN_DIR's Youden and F1 thresholds, chosen on its validation split (metrics.json "at_threshold").
 
     {} where the run recorded none (no metrics.json: it has not finished; older runs). NotHeldOut for a
     --refit run: its validation patches were training patches, so thresholds chosen on them flatter it.
     """
-    path = epath.Path(run_dir) / run_folder.METRICS_FILE
+    path = epath.Path(model_dir) / run_folder.METRICS_FILE
     if not path.exists():
         return {}
     metrics = json.loads(path.read_text())
     if not metrics.get("held_out", True):
-        raise NotHeldOut(f"{run_dir} is a --refit run: its thresholds were chosen on validation patches it trained on")
+        raise NotHeldOut(
+            f"{model_dir} is a --refit run: its thresholds were chosen on validation patches it trained on"
+        )
     at = metrics.get("at_threshold", {})
     return {name: float(at[name]["threshold"]) for name in ("youden", "f1") if name in at}
