@@ -25,7 +25,7 @@ import numpy as np
 from trainer import errors
 
 READERS = ("auto", "openslide", "tifffile")
-DEFAULT_READER = "auto"  # OpenSlide first: the faster where both read a file (bench/RESULTS.md, issue 24)
+DEFAULT_READER = "auto"  # OpenSlide first: the faster where both read a file (bench/RESULTS.md)
 WHOLE_LEVEL_MAX_BYTES = 2 * 2**30  # a level without tiles is decoded whole into memory; larger ones are refused
 MAX_MPP = 10.0  # um/px; a coarser level 0 is a photo's dpi (72, 96, 300), not a microscope scan
 

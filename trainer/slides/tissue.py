@@ -19,7 +19,7 @@ Glass is what every slide has in common, so tissue is defined against it, not ag
 
 Otsu's threshold (on saturation or grey) is not used: it splits whatever two classes a slide holds, so
 it cuts pale tissue from dark where glass is rare, and finds "tissue" on an empty slide. The candidates
-are compared by bench/bench_tissue.py, the numbers in bench/RESULTS.md (issue 38).
+are compared by bench/bench_tissue.py, the numbers in bench/RESULTS.md.
 """
 
 from __future__ import annotations
