@@ -62,3 +62,27 @@ def test_calibrated_export_applies_the_temperature(baseline_run, tmp_path):
     np.testing.assert_allclose(served.numpy(), calibration.apply_temperature(raw.numpy(), temperature), atol=1e-5)
     again = run_module("trainer.inference.export", f"--model_dir={baseline_run}", f"--output_dir={out}", check=False)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.slow
+def test_an_export_appears_whole_or_not_at_all(baseline_run, tmp_path, monkeypatch):
+    """Written beside its folder and renamed into place: a failure leaves no version folder and no partial one,
+    so TensorFlow Serving never loads half an export and the same command runs again."""
+    import tensorflow as tf
+
+    from trainer.inference import export
+
+    def fail_after_writing(module, path, signatures):
+        tf.io.gfile.makedirs(path)
+        open(f"{path}/saved_model.pb", "wb").close()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail_after_writing)
+    with pytest.raises(OSError, match="disk full"):
+        export.export(str(baseline_run), str(tmp_path / "pcam" / "1"))
+    assert list((tmp_path / "pcam").iterdir()) == []
+    monkeypatch.undo()
+    info = export.export(str(baseline_run), str(tmp_path / "pcam" / "1"))
+    assert sorted(p.name for p in (tmp_path / "pcam").iterdir()) == ["1"]
+    assert (tmp_path / "pcam" / "1" / "saved_model.pb").exists() and info["model"]
+    assert json.loads((tmp_path / "pcam" / "1" / "config.json").read_text())["spacing_um_px"] == 0.972

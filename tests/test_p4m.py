@@ -214,6 +214,10 @@ def test_filters_count_feature_planes_so_equal_widths_cost_equal_flops(tmp_path)
         models.build("p4m", filters=(32, 12))
     with pytest.raises(UsageError, match="--filters does not apply to --model=p4m_params"):
         train_config.resolved(False, model="p4m_params", data_dir="d", model_dir="m", filters="32,64")
+    # Its builder takes neither channel statistics nor stain normalisation: refused, not silently ignored.
+    for option, value in (("channel_stats", "stats.json"), ("stain_norm", "reinhard")):
+        with pytest.raises(UsageError, match=f"--{option} is for the CNN models .*--model=p4m would ignore it"):
+            train_config.resolved(False, model="p4m", data_dir="d", model_dir="m", **{option: value})
 
 
 def test_a_centre_crop_keeps_the_model_exactly_invariant():

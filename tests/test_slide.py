@@ -110,7 +110,7 @@ def _check_heatmap_matches_files(run_dir, files, tmp_path, reader, downsamples):
     compared = 0
     for n, want in enumerate(values):
         r, c = divmod(n, COLS)
-        # The patch's centre in level-0 pixels, from how the slide was made, not from trainer.slide.
+        # The patch's centre in level-0 pixels, from how the slide was made, not from trainer.slides.
         cx, cy = (MARGIN + c * PITCH + 48) * UP, (MARGIN + r * PITCH + 48) * UP
         j, i = (cx - x0) / s, (cy - y0) / s
         assert j == int(j) and i == int(i), (i, j)

@@ -34,6 +34,7 @@ import xxhash
 from pcam_tfds.core import fileio
 
 PATCH_SHAPE = (96, 96, 3)
+PATCH_MPP = 0.972  # microns per pixel of every PCam patch: Camelyon16's 0.243 um/px scans at level 2 (10x)
 
 # Reasons a file is rejected by the decoder, in the order they are checked.
 EMPTY_FILE = "empty_file"

@@ -11,7 +11,8 @@ from trainer.errors import UsageError
 # Defaults that depend on the schedule, applied where an option is not given. SEED_RECIPE: the seed notebook's
 # values, kept without a time budget (short fixed-epoch runs, the demo). BUDGET_RECIPE: the budget schedule's,
 # chosen under a CPU-time budget (bench/RESULTS.md, "Default recipe on slides the model has never seen").
-# Learning rate, dropout and label smoothing apply to the CNNs (baseline, tuned), the weight average to every model.
+# Learning rate, dropout and label smoothing apply to every model but the transfer ones (baseline, tuned, p4m);
+# the weight average to every model.
 SEED_RECIPE = {"learning_rate": 1e-3, "dropout": 0.5, "ema": 0.0, "label_smoothing": 0.0}
 BUDGET_RECIPE = {"learning_rate": 3e-3, "dropout": 0.1, "ema": 0.999, "label_smoothing": 0.1}
 

@@ -79,7 +79,7 @@ DIFFERS_BY_COMMAND = {
     "schedule": "pcam-tune: a trial trains fixed epochs, so no budget schedule, and auto is its own default",
 }
 
-RECIPE_NOTE = "for baseline and tuned with the budget schedule (measured there)"
+RECIPE_NOTE = "for every model but the transfer ones with the budget schedule (chosen on the baseline)"
 
 
 # The data and its input pipeline (pcam-train, pcam-tune, pcam-gpu-check; the data also pcam-predict and

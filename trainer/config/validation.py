@@ -137,18 +137,16 @@ def check_values(config: TrainConfig) -> None:
             f"--crop={config.crop}: the centre crop must fit in the {side}x{side} patch and leave equal margins "
             f"(an even number from 2 to {side}, e.g. 64), or 0 for the whole patch"
         )
-    if config.channel_stats and config.is_transfer:
-        raise UsageError(
-            f"--channel_stats is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
-        )
-    if config.stain_norm != "none" and config.is_transfer:
-        raise UsageError(
-            f"--stain_norm is for the CNN models (baseline, tuned); --model={config.model} uses ImageNet preprocessing"
-        )
 
 
 def check_model(config: TrainConfig) -> None:
-    """What the registered model's module says of the widths and the crop (it imports the model's module)."""
+    """What the registered model's module says of its inputs, the widths and the crop (it imports the model's
+    module)."""
+    takes = models.arguments(config.model)
+    for name, given in (("channel_stats", bool(config.channel_stats)), ("stain_norm", config.stain_norm != "none")):
+        if given and name not in takes:
+            uses = "uses ImageNet preprocessing" if config.is_transfer else "would ignore it"
+            raise UsageError(f"--{name} is for the CNN models (baseline, tuned); --model={config.model} {uses}")
     multiple = models.width_multiple(config.model)  # the model is a registered one: check_values saw to it
     if any(f % multiple for f in config.filters):
         raise UsageError(

@@ -23,6 +23,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
+from pcam_tfds.core.folder_lock import atomic_write_text
 from trainer import errors, run_folder
 from trainer.config import cli, options
 from trainer.config.options import option
@@ -119,7 +120,7 @@ def compare(folders: list[str], output_dir: str) -> dict:
     )
     if skipped:
         text += "\nSkipped (not runs): " + "; ".join(skipped) + "\n"
-    (out / "results.md").write_text(text)
+    atomic_write_text(out / "results.md", text)
     result = {
         "runs": [
             {
@@ -133,7 +134,7 @@ def compare(folders: list[str], output_dir: str) -> dict:
         "paired_tests": tests,
         "skipped": skipped,
     }
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
     from trainer.evaluation import plots  # here, not at import: matplotlib, and --help stays fast
 
     plots.plot_roc_curves({label: (p[1], p[2]) for label, _, p in runs}, out / "roc_curves.png", "ROC curves")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 
 from absl import flags, logging
 
@@ -56,9 +58,31 @@ def export(model_dir: str, output_dir: str, calibrate: bool = False) -> dict:
             return {OUTPUT_NAME: p}
 
     module = Serving()
-    out = epath.Path(output_dir)
-    if out.exists() and any(out.iterdir()):
+    final = epath.Path(output_dir)
+    if final.exists() and any(final.iterdir()):
         raise errors.UsageError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
+    # A local export is written beside its folder and renamed into place once whole, so TensorFlow Serving
+    # (which watches the folder above the versions) and a rerun never see half an export.
+    local = "://" not in output_dir
+    out = final.parent / f".{final.name}.partial{os.getpid()}" if local else final
+    try:
+        _write(module, out, model_dir, model, temperature)
+        if local:
+            if final.exists():
+                final.rmdir()  # empty, checked above
+            os.rename(str(out), str(final))
+    finally:
+        if local and out.exists():
+            shutil.rmtree(str(out))
+    return json.loads((final / "export.json").read_text())
+
+
+def _write(module, out, model_dir: str, model, temperature: float | None) -> None:
+    """The SavedModel, export.json and config.json into the folder OUT."""
+    import tensorflow as tf
+
+    height, width, channels = model.input_shape[1:]
+    out.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
     info = {
         "model_dir": model_dir,
@@ -69,14 +93,13 @@ def export(model_dir: str, output_dir: str, calibrate: bool = False) -> dict:
         "temperature": temperature,
     }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / SLIDE_CONFIG_FILE).write_text(json.dumps(slide_config(model_dir, model, temperature), indent=2) + "\n")
-    return info
+    (out / SLIDE_CONFIG_FILE).write_text(json.dumps(slide_config(model, temperature), indent=2) + "\n")
 
 
-def slide_config(model_dir: str, model, temperature: float | None) -> dict:
+def slide_config(model, temperature: float | None) -> dict:
     """config.json: what a whole-slide tool needs to run the SavedModel, in the spirit of WSInfer's model config."""
     from pcam_tfds.core import record_spec
-    from trainer.slides import plan as slide_plan
+    from pcam_tfds.core.patches import PATCH_MPP
 
     return {
         "spec_version": "1.0",
@@ -85,7 +108,7 @@ def slide_config(model_dir: str, model, temperature: float | None) -> dict:
         "class_names": list(record_spec.LABEL_NAMES),
         "output": f"{OUTPUT_NAME}: float32 [n], the probability of {record_spec.LABEL_NAMES[1]!r}",
         "patch_size_pixels": int(model.input_shape[1]),
-        "spacing_um_px": slide_plan.run_mpp(model_dir),
+        "spacing_um_px": PATCH_MPP,
         "input_dtype": "uint8",
         "input_range": [0, 255],
         "channels": "RGB",

@@ -11,8 +11,8 @@ output folder is checked before anything is predicted.
 Several run folders (--model_dir repeated, or more folders after it) average their probabilities;
 --tta also averages the 8 flips/90-degree rotations.
 Input is the test split of a built TFDS dataset (--data_dir, --dataset, --split) or a folder of patch
-files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file stops the run with its name and
-reason and exit status 1; with --allow_rejected the rest is predicted and the bad files are listed in
+files (--input_dir: .tif/.tiff/.png/.jpg/.jpeg). An unreadable file fails the run with its name and
+reason and exit status 1, no submission written; with --allow_rejected the rest is predicted and the bad files are listed in
 OUTPUT.rejected.csv (the exit status is then 0, and the count is printed). A user's mistake (a bad flag,
 a missing folder) is one line and exit status 2 (trainer.errors).
 """
@@ -200,7 +200,9 @@ def predict(config: PredictConfig, inputs: _Inputs | None = None) -> int:
     )
     if rejected:
         rejected_path = f"{config.output}.rejected.csv"
-        with epath.Path(rejected_path).open("w") as f:
+        from pcam_tfds.core.folder_lock import atomic_path
+
+        with atomic_path(rejected_path) as tmp, tmp.open("w") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "reason", "detail"])
             writer.writerows(rejected)

@@ -27,7 +27,7 @@ def cnn(
     """Conv blocks (conv 3x3 + ReLU [+ batch norm] + 2x2 max-pool), global average pooling, a dense layer,
     dropout and one sigmoid unit. Takes 0..255 pixels and scales them itself, so callers feed raw images:
     by 1/255, or, given `channel_stats` (per-channel mean and std on the 0..255 scale, as
-    `beam_jobs.stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
+    `pcam_tfds.core.channel_stats.load_channel_stats` returns them), to zero mean and unit variance per channel.
     `stain_norm="reinhard"` first normalises each patch's colour (trainer.models.stain_norm). `crop` > 0 keeps
     only the centre crop x crop pixels (`centre_crop`, the first layer). `padding="valid"`: no layer pads, so a
     window's output depends on its own pixels alone and dense inference over a slide region equals per-window

@@ -5,8 +5,8 @@
     pcam-slide --model_dir runs/a runs/b --tta --slide=x.svs --output_dir=OUT --mpp=0.25
     python -m trainer.slides ...        # the same command
 
-A window is the model's input (96x96 for PCam runs) at the model's resolution (RUN_DIR/config.json "mpp",
-else 0.972 um/px, the PCam patches' 10x), moved by --stride model pixels (default 32: the label covers the
+A window is the model's input (96x96 for PCam runs) at the model's resolution (0.972 um/px, the PCam patches'
+10x), moved by --stride model pixels (default 32: the label covers the
 centre 32x32, so stride-32 windows tile the slide with label squares that do not overlap). The slide's level
 nearest that resolution (never coarser) is read in large tiles and resampled; level 0's microns per pixel
 come from the slide's metadata or --mpp. Windows with less than --min_tissue of tissue (trainer.slides.tissue)

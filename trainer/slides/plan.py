@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -21,19 +20,6 @@ INFERENCE = ("auto", "dense", "windows")
 # --inference=auto uses dense inference where it moves no checked window by more: float error, so dense is
 # chosen for padding-free models (exact) and not for 'same'-padded ones (up to 0.05 on real tissue).
 DENSE_TOLERANCE = 1e-3
-
-
-def run_mpp(model_dir: str) -> float:
-    """The um/px a run's model expects: RUN_DIR/config.json "mpp" where it records one, else PCAM_MPP."""
-    path = epath.Path(model_dir) / run_folder.CONFIG_FILE
-    if path.exists():
-        try:
-            value = json.loads(path.read_text()).get("mpp")
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise errors.UsageError(f"{path}: not a run's config ({e})") from None
-        if value is not None:
-            return float(value)
-    return PCAM_MPP
 
 
 def check_run(model_dir: str) -> None:
@@ -187,12 +173,7 @@ def plan(config: SlideConfig) -> Plan:
     out = epath.Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise errors.UsageError(f"--output_dir={config.output_dir!r} is a file, not a folder")
-    model_mpps = {run_mpp(d) for d in config.model_dirs}
-    if len(model_mpps) > 1:
-        raise errors.UsageError(
-            f"the runs expect different resolutions ({sorted(model_mpps)} um/px): ensemble runs of one"
-        )
-    model_mpp = model_mpps.pop()
+    model_mpp = PCAM_MPP  # every run trains on PCam patches (both datasets are 10x)
     slide = open_slide(config.slide, config.reader)
     # A slide's own resolution wins: in a folder run --mpp fills in for the slides that record none.
     mpp = slide.mpp or config.mpp

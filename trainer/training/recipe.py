@@ -151,7 +151,7 @@ def compile_for(model: keras.Model, config: TrainConfig, learning_rate: float, a
     """The one compile of pcam-train's phases and of every pcam-tune trial: config's optimizer and weight decay
     with its weight average (EMA), the loss with its label smoothing, XLA and steps per execution, and the
     augmentation in the train step with --augment_on=device. The rate is the schedule's peak
-    (`recipe_callbacks` sets it per step)."""
+    (`schedule_callback` sets it per step)."""
     if config.augment_on == "device":
         augment_lib.on_device(model, config.augment, config.seed + augment_salt)
     compile_model(

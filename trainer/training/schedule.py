@@ -2,7 +2,7 @@
 
     schedule = Schedule.cosine(peak=1e-3, steps_per_epoch=250, epochs=20)   # warm-up, then cosine to 0
     schedule = Schedule.budget(peak=1e-3, steps_per_epoch=250)              # length fixed after epoch 2
-    model.fit(..., callbacks=[ScheduleCallback(schedule, budget, on_plan=save)])
+    model.fit(..., callbacks=[ScheduleCallback(schedule, budget=budget, on_plan=save)])
 
 `budget` (the default when --max_minutes or --max_cpu_minutes is given and --epochs is not): epoch 1
 warms up linearly, epoch 2 runs at the peak rate and is timed (CPU and wall, training and validation
