@@ -5,7 +5,7 @@
 Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
 times each stage on its own: list (scandir of train/ and test/), read (open + read, as
 core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
-(channel_moments_batch, MOMENT_BATCH patches a call, as the validation takes them; channel_moments per patch
+(core.moments.channel_moments_batch, MOMENT_BATCH patches a call, as the validation takes them; channel_moments per patch
 for code before issue 39), serialize (core.serialize.serialize_record), write (the build's shard writer,
 builder_base._write_shard: key hash, order check and the TFRecord writer (core.tfrecord since issue 39), one shard per
 chunk into a temporary folder) and finalize (putting every example in TFDS' shard order,
@@ -45,6 +45,11 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
     from pcam_tfds import builder_base, local_steps
     from pcam_tfds.core import patches, serialize
 
+    try:
+        from pcam_tfds.core import moments
+    except ImportError:  # older code: the moments lived in core.patches
+        moments = None
+
     seconds = dict.fromkeys(("list", "read", "decode", "hash", "moments", "serialize", "write", "finalize"), 0.0)
     t = time.perf_counter()
     paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s)))[:max_files]
@@ -66,7 +71,10 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
             for p in pixels:
                 patches.pixel_hash(p)
             t3 = time.perf_counter()
-            if hasattr(patches, "channel_moments_batch"):  # as records.read_records takes them (issue 39)
+            if moments is not None:  # as records.read_records takes them
+                for j in range(0, len(pixels), moments.MOMENT_BATCH):
+                    moments.channel_moments_batch(pixels[j : j + moments.MOMENT_BATCH])
+            elif hasattr(patches, "channel_moments_batch"):  # issue 39's code, before core.moments
                 for j in range(0, len(pixels), patches.MOMENT_BATCH):
                     patches.channel_moments_batch(pixels[j : j + patches.MOMENT_BATCH])
             else:  # the code before issue 39: one patch at a time

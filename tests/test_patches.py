@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pcam_tfds.core import patches
+from pcam_tfds.core import moments, patches
 
 
 def _rgb(seed=0, shape=(96, 96, 3), dtype=np.uint8):
@@ -205,7 +205,7 @@ def test_channel_moments():
     px = np.zeros((96, 96, 3), np.uint8)
     px[..., 0] = 10
     px[:48, :, 1] = 100
-    mean, std = patches.channel_moments(px)
+    mean, std = moments.channel_moments(px)
     np.testing.assert_allclose(mean, [10, 50, 0])
     np.testing.assert_allclose(std, [0, 50, 0])
 
@@ -226,7 +226,7 @@ def test_channel_moments_are_exact(shape, kind):
         px = rng.choice(np.array([0, 255], np.uint8), shape)
     flat = px.reshape(-1, shape[-1]).astype(np.int64)
     n, s, q = len(flat), flat.sum(axis=0), (flat * flat).sum(axis=0)
-    mean, std = patches.channel_moments(px)
+    mean, std = moments.channel_moments(px)
     np.testing.assert_allclose(mean, s / n, rtol=1e-15)
     np.testing.assert_allclose(std, np.sqrt((n * q - s * s) / n**2), rtol=1e-12)
 

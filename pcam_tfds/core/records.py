@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Iterator
 
-from pcam_tfds.core import layout, patches
+from pcam_tfds.core import layout, moments, patches
 
 # Files are read in batches: Beam's per-element cost is larger than decoding one 28 KB patch.
 BATCH_SIZE = 256
@@ -64,13 +64,13 @@ def read_records(paths: list[str], source: str) -> Iterator[tuple[dict, object]]
     """Reads and checks each file of PATHS: (its record, its pixels or None when it is rejected), in order.
 
     The files are taken MOMENT_BATCH at a time, so that the channel moments of a group are one set of numpy
-    calls (`patches.channel_moments_batch`) while the group's bytes are still in the cache.
+    calls (`moments.channel_moments_batch`) while the group's bytes are still in the cache.
     """
-    for start in range(0, len(paths), patches.MOMENT_BATCH):
-        group = [_read_decoded(path, source) for path in paths[start : start + patches.MOMENT_BATCH]]
+    for start in range(0, len(paths), moments.MOMENT_BATCH):
+        group = [_read_decoded(path, source) for path in paths[start : start + moments.MOMENT_BATCH]]
         decoded = [(rec, pixels) for rec, pixels in group if pixels is not None]
-        moments = patches.channel_moments_batch([pixels for _, pixels in decoded])
-        for (rec, pixels), (mean, std) in zip(decoded, moments):
+        stats = moments.channel_moments_batch([pixels for _, pixels in decoded])
+        for (rec, pixels), (mean, std) in zip(decoded, stats):
             rec.update(pixel_hash=patches.pixel_hash(pixels), mean=mean, std=std)
         yield from group
 
