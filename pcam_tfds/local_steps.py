@@ -90,7 +90,7 @@ def split_generators(
             check = local_validation.LocalValidation(manual_dir, workers, spill_dir)
             files, doc = check.files, check.summary()
             # A forked process writes the outputs (manifest, CSVs, summary) while this one draws the splits.
-            written = stack.enter_context(local_validation.pool(1)).submit(check.write_outputs, checks_dir)
+            written = check.write_outputs_in(stack.enter_context(local_validation.pool(1)), checks_dir, doc)
             verb = "validated"
         print_line(
             f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "

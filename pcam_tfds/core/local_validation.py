@@ -104,6 +104,13 @@ def pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         gc.unfreeze()
 
 
+def _died(e: BrokenProcessPool, what: str) -> WorkerDied:
+    return WorkerDied(
+        f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
+        "was kept: run the build again"
+    )
+
+
 def ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
     """fn(task) for each task, in order, with at most _IN_FLIGHT tasks per worker queued (bounded memory)."""
     window: collections.deque = collections.deque()
@@ -121,10 +128,7 @@ def ordered(pool: ProcessPoolExecutor, fn, tasks, what: str) -> Iterator:
                 window.append(pool.submit(fn, task))
             yield result
     except BrokenProcessPool as e:
-        raise WorkerDied(
-            f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
-            "was kept: run the build again"
-        ) from None
+        raise _died(e, what) from None
 
 
 def result(future, what: str):
@@ -132,10 +136,7 @@ def result(future, what: str):
     try:
         return future.result()
     except BrokenProcessPool as e:
-        raise WorkerDied(
-            f"a worker process of the local build died while {what} ({e}); killed, or out of memory? Nothing "
-            "was kept: run the build again"
-        ) from None
+        raise _died(e, what) from None
 
 
 def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict, int | None]]:
@@ -202,15 +203,29 @@ class LocalValidation:
         return summary.summarize(self.files, self.rejected_rows, self.duplicates, self.num_rows, self.num_listed)
 
     @gc_paused()
-    def write_outputs(self, output_dir: str) -> dict:
-        """The files beam_jobs.validate writes, from this validation."""
-        doc = self.summary()
+    def write_outputs(self, output_dir: str, doc: dict | None = None) -> dict:
+        """The files beam_jobs.validate writes, from this validation (and its `summary()`, when already made)."""
+        doc = self.summary() if doc is None else doc
         outputs.write_validation(output_dir, self.manual_dir, self.files, self.rejected_rows, self.duplicates, doc)
         return doc
+
+    def write_outputs_in(self, executor: ProcessPoolExecutor, output_dir: str, doc: dict):
+        """`write_outputs` in a worker of EXECUTOR (a `pool`, not yet forked); returns its future. The worker
+        has this validation from the fork, so it is not pickled to it (a submitted bound method would be)."""
+        global _FORKED
+        _FORKED = self
+        return executor.submit(_write_forked_outputs, output_dir, doc)
 
     def spilled(self, chosen: list[dict]) -> SpilledExamples:
         """The (key, serialized example) pairs of CHOSEN (valid records), their pixels from the spill folder."""
         return SpilledExamples(self.spill_dir, [(f["id"], f["label"], *self._slots[f["path"]]) for f in chosen])
+
+
+_FORKED: LocalValidation | None = None  # what write_outputs_in hands its worker through the fork
+
+
+def _write_forked_outputs(output_dir: str, doc: dict) -> dict:
+    return _FORKED.write_outputs(output_dir, doc)
 
 
 class SpilledExamples:
