@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -27,14 +28,17 @@ LOCK_FILE = ".lock"
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = "") -> Iterator[epath.Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block ends without error, so
-    readers see the old file or the new one, never half of one. `suffix` keeps an extension a writer needs."""
+    readers see the old file or the new one, never half of one. `suffix` keeps an extension a writer needs.
+    The writer may make a folder there: it replaces an empty folder at `path`, and is removed on an error."""
     path = epath.Path(path)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}{suffix}"
     try:
         yield tmp
         os.replace(str(tmp), str(path))
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
+            shutil.rmtree(str(tmp))
+        elif tmp.exists():
             tmp.unlink()
 
 

@@ -15,13 +15,13 @@ TensorFlow Serving: BUILD.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
-import shutil
 
 from absl import flags, logging
 
+from pcam_tfds.core.folder_lock import atomic_path
 from trainer import errors
 from trainer.config import cli, options
 from trainer.config.options import option
@@ -63,26 +63,17 @@ def export(model_dir: str, output_dir: str, calibrate: bool = False) -> dict:
         raise errors.UsageError(f"--output_dir={output_dir!r} is not empty; give a new (version) folder")
     # A local export is written beside its folder and renamed into place once whole, so TensorFlow Serving
     # (which watches the folder above the versions) and a rerun never see half an export.
+    final.parent.mkdir(parents=True, exist_ok=True)
     local = "://" not in output_dir
-    out = final.parent / f".{final.name}.partial{os.getpid()}" if local else final
-    try:
-        _write(module, out, model_dir, model, temperature)
-        if local:
-            if final.exists():
-                final.rmdir()  # empty, checked above
-            os.rename(str(out), str(final))
-    finally:
-        if local and out.exists():
-            shutil.rmtree(str(out))
-    return json.loads((final / "export.json").read_text())
+    with atomic_path(final) if local else contextlib.nullcontext(final) as out:
+        return _write(module, out, model_dir, model, temperature)
 
 
-def _write(module, out, model_dir: str, model, temperature: float | None) -> None:
-    """The SavedModel, export.json and config.json into the folder OUT."""
+def _write(module, out, model_dir: str, model, temperature: float | None) -> dict:
+    """The SavedModel, export.json and config.json into the folder OUT; returns export.json's content."""
     import tensorflow as tf
 
     height, width, channels = model.input_shape[1:]
-    out.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: module.serve})
     info = {
         "model_dir": model_dir,
@@ -94,6 +85,7 @@ def _write(module, out, model_dir: str, model, temperature: float | None) -> Non
     }
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / SLIDE_CONFIG_FILE).write_text(json.dumps(slide_config(model, temperature), indent=2) + "\n")
+    return info
 
 
 def slide_config(model, temperature: float | None) -> dict:
