@@ -404,13 +404,14 @@ def real_slides(data_dir: Path) -> dict[str, np.ndarray]:
     plain TIFF with no MPP and about 8 model pixels per pixel already, is taken as its own thumbnail."""
     import tifffile
 
-    from trainer.slides.geometry import PCAM_MPP, read_thumbnail
+    from pcam_tfds.core.patches import PATCH_MPP
+    from trainer.slides.geometry import read_thumbnail
     from trainer.slides.reader import open_slide
 
     out = {}
     for name, mpp in (("CMU-1-Small-Region.svs", 0.499), ("TCGA-CR-7395-01A-01-TS1.svs", 0.5)):
         slide = open_slide(str(data_dir / "slides" / name), "openslide")
-        scale = PCAM_MPP / mpp
+        scale = PATCH_MPP / mpp
         w, h = slide.level_dimensions[0]
         out[name] = read_thumbnail(slide, scale, 8.0, int(w / scale / 8), int(h / scale / 8))
     out["kidney-48-5.tif"] = tifffile.imread(str(data_dir / "slides" / "kidney-48-5.tif"))

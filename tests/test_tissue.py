@@ -272,11 +272,12 @@ def _real_thumbnail(shared_data, name):
         import tifffile
 
         return tifffile.imread(str(path))
-    from trainer.slides.geometry import PCAM_MPP, read_thumbnail
+    from pcam_tfds.core.patches import PATCH_MPP
+    from trainer.slides.geometry import read_thumbnail
     from trainer.slides.reader import open_slide
 
     slide = open_slide(str(path), "openslide")
-    scale = PCAM_MPP / (slide.mpp or 0.5)
+    scale = PATCH_MPP / (slide.mpp or 0.5)
     w, h = slide.level_dimensions[0]
     return read_thumbnail(slide, scale, 8.0, int(w / scale / 8), int(h / scale / 8))
 

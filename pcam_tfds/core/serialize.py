@@ -54,6 +54,7 @@ for _d in record_spec.PATCH_SHAPE:
     IMAGE_BYTES *= _d
 # The image entry up to its pixels, which are its last bytes; its size is fixed by the shape.
 _IMAGE_HEAD = _entry(record_spec.IMAGE, _bytes_feature(bytes(IMAGE_BYTES)))[:-IMAGE_BYTES]
+_FEATURES_KEY = _varint(1 << 3 | _LEN)  # Example field 1 (features), length-delimited
 # The order TFDS' serializer writes the features in: sorted by key.
 _ORDER = tuple(sorted(record_spec.FEATURE_KEYS))
 
@@ -69,7 +70,7 @@ def serialize_record(image, label: int, id_: str) -> bytes:
         raise AssertionError(f"record_spec's keys {record_spec.FEATURE_KEYS} sort differently from id, image, label")
     id_entry, label_entry = _entry(record_spec.ID, _bytes_feature(id_.encode())), _label_entry(label)
     length = len(id_entry) + len(_IMAGE_HEAD) + IMAGE_BYTES + len(label_entry)
-    return b"".join((_varint(1 << 3 | _LEN) + _varint(length) + id_entry + _IMAGE_HEAD, image, label_entry))
+    return b"".join((_FEATURES_KEY + _varint(length) + id_entry + _IMAGE_HEAD, image, label_entry))
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,7 +82,7 @@ def _label_entry(label: int) -> bytes:
 def _size(label: int, id_bytes: int) -> int:
     entries = len(_entry(record_spec.ID, _bytes_feature(bytes(id_bytes)))) + len(_IMAGE_HEAD) + IMAGE_BYTES
     entries += len(_entry(record_spec.LABEL, _int64_feature(label)))
-    return len(_varint(1 << 3 | _LEN)) + len(_varint(entries)) + entries
+    return len(_FEATURES_KEY) + len(_varint(entries)) + entries
 
 
 def serialized_size(label: int, id_: str) -> int:

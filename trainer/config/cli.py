@@ -37,10 +37,9 @@ def flag_fields(config_cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(config_cls) if has_flag(f)]
 
 
-def define(fv: flags.FlagValues, config_cls: type, module_name: str | None = None) -> None:
-    """Defines on `fv` the flag of every field of `config_cls`, listed by --helpfull under MODULE_NAME (by default
-    the config's module)."""
-    module_name = module_name or config_cls.__module__
+def define(fv: flags.FlagValues, config_cls: type) -> None:
+    """Defines on `fv` the flag of every field of `config_cls`, listed by --helpfull under the config's module."""
+    module_name = config_cls.__module__
     if module_name == "__main__":  # python -m MODULE: absl's name for the main module, whose flags --help lists
         module_name = sys.argv[0]
     for field in flag_fields(config_cls):
@@ -48,7 +47,7 @@ def define(fv: flags.FlagValues, config_cls: type, module_name: str | None = Non
 
 
 def define_field(fv: flags.FlagValues, field: dataclasses.Field, module_name: str | None = None) -> None:
-    """Defines on `fv` the flag of one field declared with `option`."""
+    """Defines on `fv` the flag of one field declared with `option` (listed by --helpfull under MODULE_NAME)."""
     meta = field.metadata
     if not meta.get("help"):
         raise ValueError(f"the field {field.name} has no help text: declare it with option(..., help)")

@@ -153,7 +153,7 @@ def check_model(config: TrainConfig) -> None:
             f"--filters={','.join(map(str, config.filters))}: --model={config.model} counts widths in feature planes, "
             f"{multiple} per group channel; give multiples of {multiple}, e.g. 32,64,128"
         )
-    if "crop" in models.arguments(config.model) and models.invariant(config.model):
+    if "crop" in takes and models.invariant(config.model):
         from trainer.models.p4m import exact_sides, pools_exactly
 
         # An invariant model (p4m) needs every map even before each of its poolings, one per block of --filters.

@@ -7,10 +7,8 @@ import math
 
 import numpy as np
 
-from pcam_tfds.core.patches import PATCH_MPP
 from trainer.slides.reader import Slide
 
-PCAM_MPP = PATCH_MPP  # the resolution every run's model expects: the PCam patches' (10x)
 TILE_PIXELS = 2048  # the side of a tile in model pixels, before the window overlap; ~13 MB of RGB at 10x
 THUMB_MAX = 2048  # the thumbnail's longest side, at most, where the slide allows it
 

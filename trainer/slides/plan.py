@@ -8,12 +8,13 @@ import os
 import numpy as np
 from etils import epath
 
+from pcam_tfds.core.patches import PATCH_MPP
 from trainer import errors, run_folder
 from trainer.config import options
 from trainer.config.options import option
 from trainer.slides import geometry
 from trainer.slides import tissue as tissue_lib
-from trainer.slides.geometry import PCAM_MPP, THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue
+from trainer.slides.geometry import THUMB_MAX, Grid, choose_level, read_thumbnail, window_tissue
 from trainer.slides.reader import DEFAULT_READER, READERS, Slide, SlideError, open_slide
 
 INFERENCE = ("auto", "dense", "windows")
@@ -173,7 +174,7 @@ def plan(config: SlideConfig) -> Plan:
     out = epath.Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise errors.UsageError(f"--output_dir={config.output_dir!r} is a file, not a folder")
-    model_mpp = PCAM_MPP  # every run trains on PCam patches (both datasets are 10x)
+    model_mpp = PATCH_MPP  # every run trains on PCam patches (both datasets are 10x)
     slide = open_slide(config.slide, config.reader)
     # A slide's own resolution wins: in a folder run --mpp fills in for the slides that record none.
     mpp = slide.mpp or config.mpp
