@@ -91,14 +91,21 @@ def test_each_file_is_read_twice_or_once_as_asked_and_the_dataset_is_the_same(
     folder, one_pass, tmp_path, monkeypatch, read_once
 ):
     log = tmp_path / "reads.log"
-    read_file = patches.read_file
+    read_file, read_rows = patches.read_file, patches.read_rows
 
-    def logged(path):  # runs in the forked workers: one appended line per read
+    def logged(path, **kw):  # runs in the forked workers: one appended line per read
         with open(log, "a") as f:
             f.write(os.path.basename(path) + "\n")
-        return read_file(path)
+        return read_file(path, **kw)
+
+    def logged_rows(paths, rows):  # the native kernel's reads (the files it left to read_file are logged there)
+        sizes, mtimes = read_rows(paths, rows)
+        with open(log, "a") as f:
+            f.writelines(os.path.basename(p) + "\n" for p, n in zip(paths, sizes) if n >= 0)
+        return sizes, mtimes
 
     monkeypatch.setattr(patches, "read_file", logged)
+    monkeypatch.setattr(patches, "read_rows", logged_rows)
     monkeypatch.setenv(local_validation.READ_ONCE_ENV, read_once)
     built = _build(Builder, folder, tmp_path / "built")
     assert _shards(built) == _shards(one_pass)
@@ -167,15 +174,21 @@ def test_a_worker_killed_while_writing_fails_the_build_and_leaves_nothing(folder
 
 
 def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
-    read_file = patches.read_file
+    read_file, read_rows = patches.read_file, patches.read_rows
     victim = sorted((folder / "train").iterdir())[5].name
 
-    def dies_on_one_file(path):
+    def dies_on_one_file(path, **kw):
         if path.endswith(victim):
             os.kill(os.getpid(), signal.SIGKILL)
-        return read_file(path)
+        return read_file(path, **kw)
+
+    def dies_on_one_of(paths, rows):  # the native kernel's reads
+        if any(path.endswith(victim) for path in paths):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_rows(paths, rows)
 
     monkeypatch.setattr(patches, "read_file", dies_on_one_file)
+    monkeypatch.setattr(patches, "read_rows", dies_on_one_of)
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     config = tfds.download.DownloadConfig(manual_dir=str(folder))
     with pytest.raises(local_validation.WorkerDied, match="worker process of the local build died while validating"):
@@ -183,6 +196,7 @@ def test_a_killed_worker_fails_the_build_and_leaves_nothing(folder, tmp_path, mo
     parent = tmp_path / "tfds" / "pcam" / "full"
     assert not builder.is_prepared() and [p.name for p in parent.iterdir()] == []
     monkeypatch.setattr(patches, "read_file", read_file)
+    monkeypatch.setattr(patches, "read_rows", read_rows)
     builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
     builder.download_and_prepare(download_config=config)
     assert builder.is_prepared() and sum(s.num_examples for s in builder.info.splits.values()) == 49

@@ -21,6 +21,12 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from pcam_tfds.core import fileio
 
@@ -52,6 +58,14 @@ def file_id(path: str) -> str:
     name = posixpath.basename(path.replace("\\", "/"))
     stem, dot, ext = name.rpartition(".")
     return stem if dot and stem else name
+
+
+def file_ids(paths):
+    """`file_id` of each path of PATHS (an Arrow string array), by Arrow's regex kernels: the same ids."""
+    import pyarrow.compute as pc
+
+    names = pc.replace_substring_regex(paths, r"(?s)^.*[/\\]", "")
+    return pc.replace_substring_regex(names, r"(?s)^(.+)\.[^.]*$", r"\1")
 
 
 def join(base: str, *parts: str) -> str:
@@ -116,6 +130,59 @@ def read_label_rows(csv_path: str) -> list[dict]:
     check_labels_header(csv_path)
     lines = fileio.read_bytes(csv_path).decode("utf-8-sig").splitlines()
     return [parse_label_line(line) for line in lines[1:]]
+
+
+class LabelRows(NamedTuple):
+    """The rows of train_labels.csv after its header as columns, in file order (`read_label_columns`)."""
+
+    ids: pa.Array  # string
+    label: np.ndarray  # int64; NO_LABEL where the row is rejected
+    good: np.ndarray  # bool: usable (reason None)
+    reason: list[str | None]
+    raw: list[str]
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def records(self, indices: list[int]) -> list[dict]:
+        """The rows at INDICES as `parse_label_line` makes them."""
+        import pyarrow as pa
+
+        ids = self.ids.take(pa.array(indices, pa.int64())).to_pylist()
+        return [
+            {"id": id_, "label": int(self.label[i]), "raw": self.raw[i], "reason": self.reason[i]}
+            for id_, i in zip(ids, indices)
+        ]
+
+
+# A row `parse_label_line` accepts as it is: a safe id (still checked for '..'), a comma, 0 or 1. Anything else
+# (quotes, spaces, other labels, other ids) goes through parse_label_line itself.
+_PLAIN_ROW = r"^[A-Za-z0-9][A-Za-z0-9_.-]*,[01]$"
+
+
+def read_label_columns(csv_path: str) -> LabelRows:
+    """`read_label_rows` as columns: the plain rows (all of Kaggle's) are split by Arrow's string kernels, any
+    other row by `parse_label_line`, with the same result."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    check_labels_header(csv_path)
+    lines = fileio.read_bytes(csv_path).decode("utf-8-sig").splitlines()[1:]
+    text = pa.array(lines, pa.string())
+    plain = pc.and_(pc.match_substring_regex(text, _PLAIN_ROW), pc.invert(pc.match_substring(text, "..")))
+    ids = pc.utf8_slice_codeunits(text, 0, -2)
+    one = pc.ends_with(text, ",1").to_numpy(zero_copy_only=False)
+    label = np.where(plain.to_numpy(zero_copy_only=False), one.astype(np.int64), NO_LABEL)
+    reason: list[str | None] = [None] * len(lines)
+    others = pc.indices_nonzero(pc.invert(plain)).to_pylist()
+    if others:
+        ids = ids.to_pylist()
+        for i in others:
+            row = parse_label_line(lines[i])
+            ids[i], label[i], reason[i] = row["id"], row["label"], row["reason"]
+        ids = pa.array(ids, pa.string())
+    good = np.array([r is None for r in reason], bool) if others else np.ones(len(lines), bool)
+    return LabelRows(ids, label, good, reason, lines)
 
 
 def parse_label_line(line: str) -> dict:

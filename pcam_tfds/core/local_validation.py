@@ -4,7 +4,8 @@
     check.write_outputs(CHECKS)                  # manifest, rejected.csv, duplicates.csv, summary.json
 
 The worker that reads a file decodes it, hashes the pixels and takes the channel moments, all from that one
-read (`records.read_records`). With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
+read (`batch_read.read_columns`), and hands its chunk back as an Arrow batch; this process joins the labels,
+groups the duplicates and counts on those columns (`file_table`), with no Python object per file. With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
 appends the pixels of each valid file to its chunk's spill file (`spill_dir/NNNNNN.px`, fixed-size slots), and
 `SpilledExamples` serializes them from there with one `pread` each. Both `pcam-validate` (its default on one
 machine) and the local build (`pcam_tfds.local_steps`) use it, so it lives in the core: Beam-free and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
@@ -27,7 +29,10 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from pcam_tfds.core import layout, outputs, records, serialize, summary
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pcam_tfds.core import batch_read, file_table, layout, outputs, records, serialize, summary
 from pcam_tfds.core.progress import Progress
 
 _CHUNK = 512  # files per task
@@ -139,26 +144,15 @@ def result(future, what: str):
         raise _died(e, what) from None
 
 
-def _read_chunk(task: tuple[int, str, list[str], str | None]) -> list[tuple[dict, int | None]]:
-    """A worker's task: read, check and hash a chunk's files; with a spill folder, keep their pixels there.
-
-    Returns (record, slot in the chunk's spill file or None) per path, in order.
-    """
+def _read_chunk(task: tuple[int, str, list[str], str | None]) -> pa.RecordBatch:
+    """A worker's task: read, check and hash a chunk's files (`batch_read.read_columns`), as an Arrow batch; with
+    a spill folder, append the pixels of each valid file to the chunk's spill file, in order (its slot is its
+    rank among the chunk's valid files)."""
     index, source, paths, spill_dir = task
-    out, slot = [], 0
-    spill = open(os.path.join(spill_dir, f"{index:06d}.px"), "wb") if spill_dir else None
-    try:
-        for rec, pixels in records.read_records(paths, source):
-            if spill is not None and pixels is not None:
-                spill.write(pixels.tobytes())
-                out.append((rec, slot))
-                slot += 1
-            else:
-                out.append((rec, None))
-    finally:
-        if spill is not None:
-            spill.close()
-    return out
+    if not spill_dir:
+        return batch_read.read_columns(paths, source).arrow()
+    with open(os.path.join(spill_dir, f"{index:06d}.px"), "wb") as spill:
+        return batch_read.read_columns(paths, source, keep=lambda i, pixels: spill.write(pixels)).arrow()
 
 
 class LocalValidation:
@@ -180,33 +174,52 @@ class LocalValidation:
             os.makedirs(spill_dir, exist_ok=True)
         tasks = [(i, s, p, spill_dir) for i, (s, p) in enumerate(records.batch_paths(paths, _CHUNK))]
         progress = Progress("validate", self.num_listed)
-        decoded = []
-        self._slots: dict[str, tuple[int, int]] = {}  # path -> (chunk, slot) of its pixels in spill_dir
+        chunks: list[pa.RecordBatch] = []
+        done = 0
         # The label CSV is parsed in a thread of this process while the workers read the files, not before. The
         # thread starts once the first chunk is back, so that the workers are forked before it exists.
         label_rows = None
         with pool(workers or default_workers()) as executor, ThreadPoolExecutor(1) as labels:
-            for index, chunk in enumerate(ordered(executor, _read_chunk, tasks, "validating the files")):
+            for cols in ordered(executor, _read_chunk, tasks, "validating the files"):
                 if label_rows is None:
-                    label_rows = labels.submit(layout.read_label_rows, labels_csv)
-                for rec, slot in chunk:
-                    decoded.append(rec)
-                    if slot is not None:
-                        self._slots[rec["path"]] = (index, slot)
-                progress.update(len(decoded))
-            rows = label_rows.result() if label_rows is not None else layout.read_label_rows(labels_csv)
+                    label_rows = labels.submit(layout.read_label_columns, labels_csv)
+                chunks.append(cols)
+                done += cols.num_rows
+                progress.update(done)
+            rows = label_rows.result() if label_rows is not None else layout.read_label_columns(labels_csv)
         self.num_rows = len(rows)
-        self.files, self.rejected_rows = records.join_labels(decoded, rows)
-        self.duplicates = records.find_duplicates(self.files)
+        self.table, self.rejected_rows = file_table.join_columns(chunks, rows)
+        self.duplicates = self.table.duplicates()
+        # path -> (chunk, slot) of its pixels in spill_dir: the valid files of each chunk, in order
+        self._slots = {}
+        if spill_dir:
+            for index, cols in enumerate(chunks):
+                valid = cols.filter(pc.is_valid(cols["pixel_hash"]))["path"].to_pylist()
+                self._slots.update((p, (index, slot)) for slot, p in enumerate(valid))
+
+    @functools.cached_property
+    def files(self) -> list[dict]:
+        """Every file's record, joined with its label, in id order (records.join_labels' order)."""
+        return self.table.records()
 
     def summary(self) -> dict:
-        return summary.summarize(self.files, self.rejected_rows, self.duplicates, self.num_rows, self.num_listed)
+        counts = self.table.counts() + list(collections.Counter(map(summary.row_key, self.rejected_rows)).items())
+        facts = [summary.duplicate_fact(g) for g in self.duplicates]
+        return summary.build_summary(counts, self.num_rows, facts, self.num_listed)
 
     @gc_paused()
     def write_outputs(self, output_dir: str, doc: dict | None = None) -> dict:
         """The files beam_jobs.validate writes, from this validation (and its `summary()`, when already made)."""
         doc = self.summary() if doc is None else doc
-        outputs.write_validation(output_dir, self.manual_dir, self.files, self.rejected_rows, self.duplicates, doc)
+        outputs.write_validation(
+            output_dir,
+            self.manual_dir,
+            self.table.manifest(),
+            self.table.rejected(),
+            self.rejected_rows,
+            self.duplicates,
+            doc,
+        )
         return doc
 
     def write_outputs_in(self, executor: ProcessPoolExecutor, output_dir: str, doc: dict):

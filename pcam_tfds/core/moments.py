@@ -1,7 +1,7 @@
 """Exact per-channel mean and standard deviation of 8-bit patches, as the manifest records them per file.
 
-    mean, std = channel_moments(pixels)                       # one array of any shape (..., channels)
-    [(mean, std), ...] = channel_moments_batch([pixels, ...])  # PATCH_SHAPE patches MOMENT_BATCH at a time
+    mean, std = channel_moments(pixels)    # one array of any shape (..., channels)
+    mean_std = patch_moments(rows)         # (K, 6): K patches given as the rows of a (K, 27,648) uint8 array
 
 The sums of x and x*x per channel are integers, taken in float32 matrix products sized so that every sum is
 exact, so the moments are exactly rounded however flat the patch. Dataset statistics are channel_stats'.
@@ -14,7 +14,12 @@ import threading
 
 import numpy as np
 
-from pcam_tfds.core.patches import PATCH_SHAPE
+from pcam_tfds.core.patches import PATCH_BYTES, PATCH_SHAPE
+
+try:  # the native kernel (_kernel.c), built by setup.py where a C compiler is found
+    from pcam_tfds.core import _kernel as _native
+except ImportError:
+    _native = None
 
 _MOMENT_BLOCK = 256  # pixels per row of the float32 block matrix
 _MOMENT_ROWS = 256  # rows summed in float32 at a time: 256 * 255**2 < 2**24, so every column sum is exact
@@ -75,50 +80,80 @@ def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
     return [a / n for a in s], [math.sqrt((n * b - a * a) / (n * n)) for a, b in zip(s, q)]
 
 
-MOMENT_BATCH = 8  # patches per call: fewer numpy calls per patch, the float32 stack (1.8 MB) still in cache
 # A patch as rows of _MOMENT_BLOCK pixels: 36 rows of 768 values, all summed at once (36 * 255**2 < 2**24).
 _PATCH_ROWS, _PATCH_WIDTH = PATCH_SHAPE[0] * PATCH_SHAPE[1] // _MOMENT_BLOCK, _MOMENT_BLOCK * PATCH_SHAPE[2]
 assert _PATCH_ROWS * _MOMENT_BLOCK == PATCH_SHAPE[0] * PATCH_SHAPE[1] and _PATCH_ROWS <= _MOMENT_ROWS
+_PATCH_GROUP = 64  # patches per set of numpy calls (their float32 copy: 7 MB)
 
 
-class _BatchBuffers(threading.local):
-    """Per thread, the matrices of `channel_moments_batch` for up to MOMENT_BATCH patches."""
+class _PatchBuffers(threading.local):
+    """Per thread, the float32 copy of up to _PATCH_GROUP patches that `patch_moments` sums."""
 
     def __init__(self):
-        rows, width, channels = _PATCH_ROWS, _PATCH_WIDTH, PATCH_SHAPE[2]
-        self.stack = np.empty((MOMENT_BATCH, 2 * rows, width), np.float32)  # per patch: x, then x*x
-        self.sums = np.empty((MOMENT_BATCH, 2, width), np.float32)
-        self.sums64 = np.empty((MOMENT_BATCH, 2, width))
-        self.ones = np.zeros((2, 2 * rows), np.float32)
-        self.ones[0, :rows] = self.ones[1, rows:] = 1
-        self.sel = np.zeros((width, channels))
-        self.sel[np.arange(width), np.arange(width) % channels] = 1
+        self.x = np.empty((_PATCH_GROUP, _PATCH_ROWS, _PATCH_WIDTH), np.float32)
+        self.ones = np.ones(_PATCH_ROWS, np.float32)
+        self.sel = np.zeros((_PATCH_WIDTH, PATCH_SHAPE[2]))  # gathers the columns of each channel
+        self.sel[np.arange(_PATCH_WIDTH), np.arange(_PATCH_WIDTH) % PATCH_SHAPE[2]] = 1
 
 
-_BATCH_BUFFERS = _BatchBuffers()
+_PATCH_BUFFERS = _PatchBuffers()
 
 
-def channel_moments_batch(batch: list[np.ndarray]) -> list[tuple[list[float], list[float]]]:
-    """`channel_moments` of each array of BATCH, the same values. PATCH_SHAPE uint8 arrays (valid patches) go
-    MOMENT_BATCH at a time through the same products as in `channel_moments`, with one numpy call of each
-    for the group instead of one per patch; any other array on its own."""
-    out: list = [None] * len(batch)
-    whole = [i for i, p in enumerate(batch) if p.shape == PATCH_SHAPE and p.dtype == np.uint8]
-    for i in set(range(len(batch))) - set(whole):
-        out[i] = channel_moments(batch[i])
-    b, rows, n = _BATCH_BUFFERS, _PATCH_ROWS, PATCH_SHAPE[0] * PATCH_SHAPE[1]
-    for start in range(0, len(whole), MOMENT_BATCH):
-        group = whole[start : start + MOMENT_BATCH]
-        k = len(group)
-        for j, i in enumerate(group):
-            np.copyto(b.stack[j, :rows], batch[i].reshape(rows, _PATCH_WIDTH), casting="unsafe")
-        np.multiply(b.stack[:k, :rows], b.stack[:k, :rows], out=b.stack[:k, rows:])
-        np.matmul(b.ones, b.stack[:k], out=b.sums[:k])
-        np.copyto(b.sums64[:k], b.sums[:k])
-        for i, (s, q) in zip(group, (b.sums64[:k] @ b.sel).tolist()):
-            s, q = [int(v) for v in s], [int(v) for v in q]
-            out[i] = ([a / n for a in s], [math.sqrt((n * y - a * a) / (n * n)) for a, y in zip(s, q)])
+def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The moments of the patches whose PATCH_BYTES pixel bytes start at OFFSETS (int64) in the flat bytes of
+    BUFFER (a C-contiguous 2-D uint8 array whose rows hold a patch each, anywhere in the row): a (K, 6) float64
+    array as `patch_moments` gives it, NaN in the rows of a negative offset. The native kernel (_kernel.c)
+    takes the sums when it is built (_kernel.c); numpy otherwise."""
+    k, channels = len(offsets), PATCH_SHAPE[2]
+    out = np.full((k, 2 * channels), np.nan)
+    at = np.flatnonzero(offsets >= 0)
+    if not len(at):
+        return out
+    if _native is not None:
+        sums = np.empty((k, 2 * channels), np.int64)
+        _native.patch_sums(buffer.reshape(-1), np.ascontiguousarray(offsets, np.int64), sums)
+        out[at] = _from_sums(sums[at, :channels], sums[at, channels:])
+        return out
+    # numpy: the patches that start at the same place in their rows of BUFFER (k, row bytes) are one strided view
+    rows, cols = np.divmod(offsets[at], buffer.strides[0])
+    for col in np.unique(cols).tolist():
+        these = at[cols == col]
+        where = rows[cols == col]
+        pixels = buffer[where[0] : where[-1] + 1, col : col + PATCH_BYTES]
+        if len(where) != len(pixels) or not np.array_equal(where, np.arange(where[0], where[-1] + 1)):
+            pixels = buffer[where, col : col + PATCH_BYTES]
+        out[these] = patch_moments(pixels)
     return out
+
+
+def _from_sums(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(K, 6) means then standard deviations from the integer sums S of x and Q of x*x (int64, K x channels)."""
+    n = PATCH_SHAPE[0] * PATCH_SHAPE[1]
+    return np.concatenate([s / n, np.sqrt((n * q - s * s) / (n * n))], axis=1)
+
+
+def patch_moments(pixels: np.ndarray) -> np.ndarray:
+    """The moments of K patches given as a (K, 27,648) uint8 array (rows of a patch's bytes; the rows may be
+    strided): a (K, 6) float64 array of the mean of r, g, b, then their standard deviations, each value the
+    one `channel_moments` gives.
+
+    The same exact integer sums as `channel_moments`, _PATCH_GROUP patches per numpy call: the column sums of
+    x and x*x of each patch's 36 rows of 768 values (below 2**24 in float32), the columns of each channel
+    then gathered by a float64 product (below 2**53), and mean and variance each one correctly rounded
+    division. (A float64 product gathers faster than numpy's sum with a float64 accumulator.)
+    """
+    k, channels = len(pixels), PATCH_SHAPE[2]
+    sums = np.empty((k, 2, channels))
+    b = _PATCH_BUFFERS
+    for start in range(0, k, _PATCH_GROUP):
+        part = pixels[start : start + _PATCH_GROUP]
+        m = len(part)
+        x = b.x[:m]
+        np.copyto(x.reshape(m, -1), part, casting="unsafe")
+        sums[start : start + m, 0] = (b.ones @ x).astype(np.float64) @ b.sel
+        np.multiply(x, x, out=x)
+        sums[start : start + m, 1] = (b.ones @ x).astype(np.float64) @ b.sel
+    return _from_sums(sums[:, 0].astype(np.int64), sums[:, 1].astype(np.int64))
 
 
 def _add(totals: list[int], sums: np.ndarray) -> list[int]:

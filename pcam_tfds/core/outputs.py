@@ -5,7 +5,8 @@
     duplicates.csv    DUPLICATES_HEADER, then `duplicate_lines` per group
     summary.json, report.md, inputs.json   `write_summary_files`
 
-`write_validation` writes them all from records held in memory (the local executor);
+`write_validation` writes them all from a validation held in memory (the local executor, whose manifest is
+already a table: pcam_tfds.core.file_table);
 `beam_jobs.transforms.WriteValidationOutputs` writes the same rows from PCollections, in the
 order its workers produce them. Local paths are written with `open`; remote ones (`gs://`) through
 Beam's FileSystems (`fileio`).
@@ -71,16 +72,6 @@ def manifest_row(f: dict) -> dict:
         values = f[stat] or (None, None, None)
         row.update({f"{stat}_{c}": v for c, v in zip("rgb", values)})
     return row
-
-
-def manifest_table(files: list[dict]) -> pa.Table:
-    """The `manifest_row`s of FILES as one table, built a column at a time (at Kaggle scale several times
-    faster than a dict per row)."""
-    columns = {k: [f[k] for f in files] for k in _RECORD_COLUMNS}
-    for stat in _STATS:
-        values = [f[stat] or (None, None, None) for f in files]
-        columns.update({f"{stat}_{c}": [v[i] for v in values] for i, c in enumerate("rgb")})
-    return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
 
 
 def csv_line(values) -> str:
@@ -185,18 +176,20 @@ def count_manifest_rows(path: str) -> int:
 def write_validation(
     output_dir: str,
     manual_dir: str,
-    files: list[dict],
+    manifest: pa.Table,
+    rejected_files: list[dict],
     rejected_rows: list[dict],
     duplicates: list[dict],
     summary: dict,
 ) -> None:
-    """Every output of a validation held in memory, into the local folder OUTPUT_DIR."""
+    """Every output of a validation held in memory, into the local folder OUTPUT_DIR: the MANIFEST table
+    (MANIFEST_SCHEMA), the records of the rejected files and rows, the duplicate groups, the summary."""
     import pyarrow.parquet as pq
 
     os.makedirs(output_dir, exist_ok=True)
-    pq.write_table(manifest_table(files), os.path.join(output_dir, MANIFEST))
+    pq.write_table(manifest, os.path.join(output_dir, MANIFEST))
     lines = [",".join(REJECTED_HEADER)]
-    lines += [rejected_file_line(f) for f in files if is_rejected(f)]
+    lines += [rejected_file_line(f) for f in rejected_files]
     lines += [rejected_row_line(r) for r in rejected_rows]
     write_lines(os.path.join(output_dir, REJECTED), lines)
     write_lines(

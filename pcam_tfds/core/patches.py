@@ -33,6 +33,7 @@ import xxhash
 from pcam_tfds.core import fileio
 
 PATCH_SHAPE = (96, 96, 3)
+PATCH_BYTES = math.prod(PATCH_SHAPE)
 PATCH_MPP = 0.972  # microns per pixel of every PCam patch: Camelyon16's 0.243 um/px scans at level 2 (10x)
 
 # Reasons a file is rejected by the decoder, in the order they are checked.
@@ -169,6 +170,17 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+_PATCH_HASH = xxhash.xxh3_128(repr(PATCH_SHAPE).encode())  # the hash state after the shape, copied per patch
+
+
+def patch_hash(pixels) -> str:
+    """`pixel_hash` of a PATCH_SHAPE patch given as its PATCH_BYTES bytes (any buffer): the hash state after
+    the shape is copied instead of hashed again."""
+    h = _PATCH_HASH.copy()
+    h.update(pixels)
+    return h.hexdigest()
+
+
 class _TiffLayout(NamedTuple):
     """Where a baseline TIFF keeps its pixels; None fields mean 'fall back to tifffile'."""
 
@@ -217,6 +229,37 @@ def _fast_tiff(data: bytes, cache: dict | None = None) -> np.ndarray | None:
 # Layouts seen so far, by IFD bytes. Bounded: a handful of writers produce every file of a data set.
 _LAYOUTS: dict[bytes, _TiffLayout] = {}
 _MAX_LAYOUTS = 256
+
+
+def layout_spans(data: bytes) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+    """(pixel offset, the byte ranges that decide the layout) of a TIFF that `decode_patch` views as a
+    PATCH_SHAPE patch, when all those ranges lie outside its pixels; else None.
+
+    The ranges are the header, the IFD with the next-IFD pointer, and the out-of-line values of the tags
+    `_fast_tiff` reads (not those of descriptive tags such as DateTime, which Kaggle's files each set to the
+    second they were written). Any file of the same size with the same bytes in these ranges decodes to the
+    pixels at the same offset (pcam_tfds.core.batch_read's templates).
+    """
+    if len(data) < 8 or bytes(data[:4]) != _TIFF_LE:
+        return None
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack_from("<H", data, ifd)
+    end = ifd + 2 + 12 * count
+    if end + 4 > len(data) or struct.unpack_from("<I", data, end)[0] != 0:
+        return None
+    try:
+        layout = _parse_ifd(data, ifd, count)
+    except PatchError:
+        return None
+    if layout.offset is None or layout.shape != PATCH_SHAPE or layout.offset + PATCH_BYTES > len(data):
+        return None
+    lo, hi = layout.offset, layout.offset + PATCH_BYTES
+    spans = ((0, 8), (ifd, end + 4)) + tuple((pos, pos + len(b)) for pos, b in layout.extra)
+    if any(a < hi and lo < b for a, b in spans):
+        return None
+    return lo, spans
 
 
 def _parse_ifd(data: bytes, ifd: int, count: int) -> _TiffLayout:
@@ -313,8 +356,8 @@ def _pillow_decode(data: bytes) -> np.ndarray:
             return np.asarray(im)
     except PatchError:
         raise
-    except UnidentifiedImageError as e:
-        raise PatchError(NOT_AN_IMAGE, f"Pillow: {e}") from None
+    except UnidentifiedImageError:  # its message names the BytesIO's address: not the same twice, so not kept
+        raise PatchError(NOT_AN_IMAGE, "Pillow cannot identify the image behind its PNG or JPEG signature") from None
     except Image.DecompressionBombError as e:
         raise PatchError(TOO_LARGE, f"Pillow: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -365,13 +408,15 @@ def read_bytes(path: str) -> bytes:
     return read_file(path)[0]
 
 
-def read_file(path: str) -> tuple[bytes, int | None]:
+def read_file(path: str, into: memoryview | None = None) -> tuple[bytes | memoryview, int | None]:
     """(the whole file, as `read_bytes`; its modification time in ns from the same stat, None when remote).
 
     A local file costs four system calls: stat, open, one read, close. The read asks for one byte more than
     the stat's size, so a file that has not grown is read whole by it (a regular file returns less than asked
     only at its end), without the buffered-file machinery or a join of chunks; a file that changed size
-    since the stat is read on to its end.
+    since the stat is read on to its end. With INTO (a writable buffer), a local file smaller than it is read
+    straight into it (`readv`), and the file comes back as the memoryview of INTO that holds it, no bytes
+    object made (batch_read's rows).
     """
     if "://" not in path:
         st = os.stat(path)
@@ -379,8 +424,13 @@ def read_file(path: str) -> tuple[bytes, int | None]:
             raise PatchError(NOT_A_REGULAR_FILE, f"{path} is {_kind(st.st_mode)}")
         if st.st_size > MAX_FILE_BYTES:
             raise PatchError(TOO_LARGE, f"{st.st_size} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
         try:
+            if into is not None and st.st_size < len(into):
+                got = os.readv(fd, [into[: st.st_size + 1]])
+                if got == st.st_size:
+                    return into[:got], st.st_mtime_ns
+                os.lseek(fd, 0, os.SEEK_SET)  # it changed since the stat: read below, whole
             data = os.read(fd, st.st_size + 1)
             if len(data) != st.st_size:  # it changed since the stat: read on to the end, within the limit
                 chunks = [data]
@@ -399,5 +449,25 @@ def read_file(path: str) -> tuple[bytes, int | None]:
     return data, None
 
 
+def read_rows(paths: list[str], rows: np.ndarray) -> tuple[list[int], list[int]]:
+    """(sizes, mtimes) after reading each local regular file of PATHS smaller than a row of ROWS (a C-contiguous
+    uint8 array, a row per path) whole into its row, as `read_file` would read it; -1 as the size of every
+    other file, which `read_file` must then read (or reject) itself.
+
+    The native kernel (_kernel.c) does it with the GIL released and no Python object per file; without it every
+    size is -1, and `read_file(path, into=row)` reads each file into its row instead.
+    """
+    k = len(paths)
+    sizes, mtimes = np.full(k, -1, np.int64), np.zeros(k, np.int64)
+    if _native is not None and k:
+        _native.read_rows(paths if type(paths) is list else list(paths), rows[:k], sizes, mtimes)
+    return sizes.tolist(), mtimes.tolist()
+
+
+try:  # the native kernel, built by setup.py where a C compiler is found
+    from pcam_tfds.core import _kernel as _native
+except ImportError:
+    _native = None
+
 # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block the open. O_BINARY: Windows.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)

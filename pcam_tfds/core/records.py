@@ -3,13 +3,14 @@
 Both executors run these steps, in this order, on the same records:
 
     batch_paths      the listed files of train/ and test/, in batches of BATCH_SIZE
-    read_batch       each file read, checked and hashed (`read_records`): one record per path
+    read_batch       each file read, checked and hashed (`batch_read.read_columns`): one record per path
     join_labels      files and label rows grouped by id and joined (`layout.resolve_id`)
     find_duplicates  files with identical pixels grouped (`duplicate_member`, `duplicate_group`)
 
-The local build (`pcam_tfds.local_steps`) calls them over lists in one process; the Beam
-executor (`beam_jobs.transforms`) calls the per-element ones inside its DoFns and lets
-GroupByKey and CoGroupByKey do the grouping. A file record:
+The Beam executor (`beam_jobs.transforms`) calls the per-element ones inside its DoFns and lets
+GroupByKey and CoGroupByKey do the grouping. The local executor (`local_validation`) reads with the same
+kernel and joins the same way on Arrow columns (`file_table`: the common ids by lookup, every other id
+through `layout.resolve_id`), with the same results (tests/test_file_table.py). A file record:
 
     id, source, label, path, pixel_hash, valid, reason, detail, size_bytes, mtime_ns, mean, std
 """
@@ -17,9 +18,11 @@ GroupByKey and CoGroupByKey do the grouping. A file record:
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from pcam_tfds.core import layout, moments, patches
+import numpy as np
+
+from pcam_tfds.core import batch_read, layout, patches
 
 # Files are read in batches: Beam's per-element cost is larger than decoding one 28 KB patch.
 BATCH_SIZE = 256
@@ -60,49 +63,20 @@ def file_record(path: str, source: str) -> dict:
     }
 
 
-def read_records(paths: list[str], source: str) -> Iterator[tuple[dict, object]]:
-    """Reads and checks each file of PATHS: (its record, its pixels or None when it is rejected), in order.
-
-    The files are taken MOMENT_BATCH at a time, so that the channel moments of a group are one set of numpy
-    calls (`moments.channel_moments_batch`) while the group's bytes are still in the cache.
-    """
-    for start in range(0, len(paths), moments.MOMENT_BATCH):
-        group = [_read_decoded(path, source) for path in paths[start : start + moments.MOMENT_BATCH]]
-        decoded = [(rec, pixels) for rec, pixels in group if pixels is not None]
-        stats = moments.channel_moments_batch([pixels for _, pixels in decoded])
-        for (rec, pixels), (mean, std) in zip(decoded, stats):
-            rec.update(pixel_hash=patches.pixel_hash(pixels), mean=mean, std=std)
-        yield from group
-
-
 def read_record(path: str, source: str) -> tuple[dict, object]:
-    """Reads and checks one file: (its record, its pixels or None when it is rejected)."""
-    return next(read_records([path], source))
-
-
-def _read_decoded(path: str, source: str) -> tuple[dict, object]:
-    """(the record of one file read and decoded, without its hash and moments; its pixels or None)."""
-    rec = file_record(path, source)
-    try:
-        data, rec["mtime_ns"] = patches.read_file(path)
-    except OSError as e:
-        rec.update(valid=False, reason=patches.UNREADABLE, detail=f"{type(e).__name__}: {e}")
-        return rec, None
-    except patches.PatchError as e:  # not a regular file, or far too large to read
-        rec.update(valid=False, reason=e.reason, detail=e.detail)
-        return rec, None
-    rec["size_bytes"] = len(data)  # kept in the manifest, so the bytes are read here, not via try_read_patch
-    try:
-        return rec, patches.decode_patch(data)
-    except patches.PatchError as e:
-        rec.update(valid=False, reason=e.reason, detail=e.detail)
-        return rec, None
+    """Reads and checks one file: (its record, a copy of its pixels or None when it is rejected)."""
+    kept = []
+    cols = batch_read.read_columns([path], source, keep=lambda i, px: kept.append(bytes(px)))
+    pixels = np.frombuffer(kept[0], np.uint8).reshape(patches.PATCH_SHAPE) if kept else None
+    return cols.record(0), pixels
 
 
 def read_batch(batch: tuple[str, list[str]]) -> list[dict]:
-    """The records of one (source, paths) batch: one per path, never an exception for a bad file."""
+    """The records of one (source, paths) batch: one per path, never an exception for a bad file
+    (`batch_read.read_columns`, the kernel of both executors)."""
     source, paths = batch
-    return [rec for rec, _ in read_records(paths, source)]
+    cols = batch_read.read_columns(paths, source)
+    return [cols.record(i) for i in range(len(cols))]
 
 
 def join_labels(files: Iterable[dict], rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:

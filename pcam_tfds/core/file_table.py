@@ -1,0 +1,180 @@
+"""The local validation's records as Arrow columns: `records.join_labels`, `records.find_duplicates`, the
+summary's counts and the manifest, without a Python object per file.
+
+    table, rejected_rows = join_columns(batches, label_rows)   # batches: batch_read.FileColumns.arrow(), listed order
+    table.manifest()        outputs.MANIFEST_SCHEMA's table, in the order records.join_labels returns the files
+    table.duplicates()      records.find_duplicates' groups
+    table.counts()          summary.file_key of every file, counted
+    table.records()         the file records as dicts (what the build routes), in the manifest's order
+
+At Kaggle scale a dict per file costs more than reading the files. Here the two shapes of almost every id (a
+train file with its one good label row, a test file with no row) are joined by Arrow's hash lookups
+(`index_in`), and every other id (several files, several rows, a bad row, a row without a file) goes through
+`layout.resolve_id` with its own records, exactly as `records.join_labels` joins it; the workers made the
+columns (`batch_read.FileColumns.arrow`), so this process converts no string. Both joins give the same
+results (tests/test_file_table.py).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pcam_tfds.core import batch_read, layout, outputs, records, summary
+
+_STATS = [f"{stat}_{c}" for stat in ("mean", "std") for c in "rgb"]
+
+
+class FileTable:
+    """Every file's record as columns (batch_read.ARROW_SCHEMA plus `label`), in listing order."""
+
+    def __init__(self, table: pa.Table, label: np.ndarray):
+        self.table = table
+        self.label = label  # int64, one per file
+        self._order: pa.Array | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def order(self) -> pa.Array:
+        """records.join_labels' order of the files: by id, then test before train, then path."""
+        if self._order is None:
+            ranks = [("id", "ascending"), ("source", "ascending"), ("path", "ascending")]
+            self._order = pc.sort_indices(self.table.select(["id", "source", "path"]), sort_keys=ranks)
+        return self._order
+
+    def manifest(self) -> pa.Table:
+        """The manifest (outputs.MANIFEST_SCHEMA), one row per file, in `order`."""
+        t = self.table
+        columns = [
+            t["id"],
+            t["source"],
+            pa.array(self.label, pa.int64()),
+            t["path"],
+            t["pixel_hash"],
+            pc.is_null(t["reason"]),
+            t["reason"],
+            t["detail"],
+            t["size_bytes"],
+            t["mtime_ns"],
+        ] + [t[name] for name in _STATS]
+        return pa.Table.from_arrays(columns, schema=outputs.MANIFEST_SCHEMA).take(self.order)
+
+    def records(self, indices=None) -> list[dict]:
+        """The file records of INDICES (default: every file, in `order`), as records.file_record lays them out."""
+        if indices is None:
+            indices = self.order
+        if isinstance(indices, pa.ChunkedArray):
+            indices = indices.combine_chunks()
+        indices = indices.cast(pa.int64()) if isinstance(indices, pa.Array) else pa.array(indices, pa.int64())
+        t = self.manifest_columns(indices)
+        stats = [t.pop(name) for name in _STATS]
+        decoded = [h is not None for h in t["pixel_hash"]]
+        means = [list(v) if d else None for v, d in zip(zip(*stats[:3]), decoded)]
+        stds = [list(v) if d else None for v, d in zip(zip(*stats[3:]), decoded)]
+        keys = list(t) + ["mean", "std"]
+        return [dict(zip(keys, row)) for row in zip(*t.values(), means, stds)]
+
+    def manifest_columns(self, indices: pa.Array) -> dict[str, list]:
+        t = self.table.take(indices)
+        cols = {name: t[name].to_pylist() for name in ("id", "source")}
+        cols["label"] = self.label[indices.to_numpy()].tolist()
+        cols.update((name, t[name].to_pylist()) for name in ("path", "pixel_hash"))
+        cols["valid"] = pc.is_null(t["reason"]).to_pylist()
+        cols.update((name, t[name].to_pylist()) for name in ("reason", "detail", "size_bytes", "mtime_ns", *_STATS))
+        return cols
+
+    def rejected(self) -> list[dict]:
+        """The records of the rejected files, in `order`."""
+        rejected = pc.is_valid(self.table["reason"].take(self.order))
+        return self.records(pc.filter(self.order, rejected)) if pc.any(rejected).as_py() else []
+
+    def counts(self) -> list[tuple[tuple, int]]:
+        """summary.file_key of every file, counted."""
+        t = pa.table(
+            {
+                "source": self.table["source"],
+                "valid": pc.is_null(self.table["reason"]),
+                "reason": pc.fill_null(self.table["reason"], ""),
+                "label": self.label,
+            }
+        )
+        counted = t.group_by(["source", "valid", "reason", "label"]).aggregate([([], "count_all")])
+        return [((summary.FILE, *row[:4]), row[4]) for row in zip(*counted.to_pydict().values())]
+
+    def duplicates(self) -> list[dict]:
+        """records.find_duplicates of these files: a group per pixel hash that two or more files share."""
+        hashes = self.table["pixel_hash"]
+        decoded = hashes.drop_null()
+        if len(pc.unique(decoded)) == len(decoded):
+            return []
+        counted = pc.value_counts(decoded)
+        shared = pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1))
+        if not len(shared):
+            return []
+        at = pc.indices_nonzero(pc.is_in(hashes, value_set=shared))
+        by_hash = collections.defaultdict(list)
+        for f in self.records(at):
+            by_hash[f["pixel_hash"]].append(records.duplicate_member(f)[1])
+        return [records.duplicate_group(h, by_hash[h]) for h in sorted(by_hash)]
+
+
+def join_columns(batches: list[pa.RecordBatch], rows: layout.LabelRows) -> tuple[FileTable, list[dict]]:
+    """(the files of BATCHES with their labels, the rejected label rows): records.join_labels on columns."""
+    table = pa.Table.from_batches(batches, schema=batch_read.ARROW_SCHEMA)
+    ids, row_ids = table["id"].combine_chunks(), rows.ids  # one chunk: Arrow's hash kernels run far faster
+    n = table.num_rows
+    label = np.full(n, layout.NO_LABEL, np.int64)
+    # Ids joined otherwise than by lookup: several files or several rows.
+    odd = _repeated(ids) | _repeated(row_ids)
+    row_at = _numpy(pc.fill_null(pc.index_in(ids, value_set=row_ids), -1)).astype(np.int64)  # first row of the id
+    has_row = row_at >= 0
+    train = _numpy(pc.equal(table["source"], layout.TRAIN))
+    good_row = rows.good[np.maximum(row_at, 0)] & has_row if len(rows.good) else has_row
+    # A train file with a good row, a test file without one: joined here. Any other file's id is odd.
+    simple = np.where(train, good_row, ~has_row)
+    if odd:
+        simple &= ~_numpy(pc.is_in(ids, value_set=pa.array(sorted(odd), pa.string())))
+    labelled = simple & train
+    label[labelled] = rows.label[row_at[labelled]]
+    odd.update(pc.filter(ids, pa.array(~simple)).to_pylist())
+    # Rows whose id no simple train file took: a row without a file, a bad row, a test file's row.
+    taken = np.zeros(len(row_ids), bool)
+    taken[row_at[labelled]] = True
+    odd.update(pc.filter(row_ids, pa.array(~taken)).to_pylist())
+    rejected_rows: list[dict] = []
+    if odd:
+        odd_list = pa.array(sorted(odd), pa.string())
+        files_of, rows_of = collections.defaultdict(list), collections.defaultdict(list)
+        at = pc.indices_nonzero(pc.is_in(ids, value_set=odd_list)).to_pylist()
+        for i, f in zip(at, FileTable(table, label).records(at)):
+            files_of[f["id"]].append((i, f))
+        for r in rows.records(pc.indices_nonzero(pc.is_in(row_ids, value_set=odd_list)).to_pylist()):
+            rows_of[r["id"]].append(r)
+        reason, detail = table["reason"].to_pylist(), table["detail"].to_pylist()
+        for id_ in odd_list.to_pylist():
+            index = {f["path"]: i for i, f in files_of[id_]}
+            joined, bad = layout.resolve_id(id_, [f for _, f in files_of[id_]], rows_of[id_])
+            for f in joined:
+                i = index[f["path"]]
+                label[i], reason[i], detail[i] = f["label"], f["reason"], f["detail"]
+            rejected_rows += bad
+        table = table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason, pa.string()))
+        table = table.set_column(table.schema.get_field_index("detail"), "detail", pa.array(detail, pa.string()))
+    return FileTable(table, label), rejected_rows
+
+
+def _numpy(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return values.to_numpy() if isinstance(values, pa.ChunkedArray) else values.to_numpy(zero_copy_only=False)
+
+
+def _repeated(values: pa.ChunkedArray | pa.Array) -> set[str]:
+    """The values that occur more than once (`unique` first: far cheaper than counting when none does)."""
+    if len(pc.unique(values)) == len(values):
+        return set()
+    counted = pc.value_counts(values)
+    return set(pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist())

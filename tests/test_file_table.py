@@ -1,0 +1,106 @@
+"""The local validation's columnar join (core.file_table) against the record-by-record rules every executor shares
+(records.join_labels, layout.resolve_id, records.find_duplicates, summary.file_key), on random folders whose ids
+collide on purpose; and the label CSV read as columns against `read_label_rows`."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from pcam_tfds.core import batch_read, file_table, layout, outputs, records, summary
+
+TRICKY_LINES = [
+    "plain0,0",
+    "plain1,1",
+    '"quoted",1',
+    " spaced , 0",
+    "..,1",
+    "a..b,1",
+    ".hidden,0",
+    "two,2",
+    "float,1.0",
+    "",
+    "only_id",
+    "extra,1,2",
+    "ünïcode,1",
+    "tab\t,1",
+    "plain0,1",
+    ",1",
+    "x/y,0",
+    'broken"quote,1',
+]
+
+
+def test_the_label_csv_as_columns_is_read_label_rows(tmp_path):
+    path = tmp_path / "train_labels.csv"
+    path.write_bytes(("\ufeffid,label\r\n" + "\r\n".join(TRICKY_LINES) + "\n").encode())
+    expected = layout.read_label_rows(str(path))
+    got = layout.read_label_columns(str(path))
+    assert len(got) == len(expected) == len(TRICKY_LINES)
+    assert got.records(list(range(len(got)))) == expected
+    assert got.good.tolist() == [r["reason"] is None for r in expected]
+
+
+def _random_folder(rng: np.random.Generator, n_files: int, n_rows: int):
+    """(FileColumns per source, label rows as CSV lines): ids drawn from a small pool, so that ids repeat across
+    files and rows, with bad rows, decode rejections and shared pixel hashes."""
+    pool = [f"{k:04x}" for k in range(n_files)]
+    columns = []
+    for source in layout.SOURCES:
+        names = sorted({f"{rng.choice(pool)}{rng.choice(['.tif', '.tif', '.tif', '.png'])}" for _ in range(n_files)})
+        k = len(names)
+        rejected = rng.random(k) < 0.05
+        hashes = [None if bad else f"h{rng.integers(0, k)}" for bad in rejected]
+        mom = rng.random((k, 6))
+        mom[rejected] = np.nan
+        columns.append(
+            batch_read.FileColumns(
+                source,
+                [f"/d/{source}/{name}" for name in names],
+                rng.integers(100, 30_000, k).tolist(),
+                rng.integers(0, 2**62, k).tolist(),
+                hashes,
+                ["truncated" if bad else None for bad in rejected],
+                ["cut short" if bad else "" for bad in rejected],
+                mom,
+            )
+        )
+    lines = []
+    for _ in range(n_rows):
+        id_ = str(rng.choice(pool))
+        lines.append(str(rng.choice([f"{id_},0", f"{id_},1", f"{id_},1", f"{id_},7", f"{id_}", f"{id_},1"])))
+    return columns, lines
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_columnar_join_is_join_labels(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    columns, lines = _random_folder(rng, n_files=300, n_rows=260)
+    csv_path = tmp_path / "train_labels.csv"
+    csv_path.write_text("id,label\n" + "\n".join(lines) + "\n")
+    files = [c.record(i) for c in sorted(columns, key=lambda c: c.source) for i in range(len(c))]
+    expected_files, expected_rows = records.join_labels(files, layout.read_label_rows(str(csv_path)))
+
+    batches = [c.arrow() for c in sorted(columns, key=lambda c: c.source)]
+    table, rejected_rows = file_table.join_columns(batches, layout.read_label_columns(str(csv_path)))
+    assert table.records() == expected_files
+    assert rejected_rows == expected_rows
+    assert table.duplicates() == records.find_duplicates(expected_files)
+    assert sorted(table.counts()) == sorted(collections.Counter(map(summary.file_key, expected_files)).items())
+    assert table.rejected() == [f for f in expected_files if not f["valid"]]
+    assert table.manifest().to_pylist() == [outputs.manifest_row(f) for f in expected_files]
+    # Every kind of join was met: labelled train files, test files, and ids resolve_id had to settle.
+    reasons = collections.Counter(f["reason"] for f in expected_files)
+    assert reasons[None] and reasons[layout.DUPLICATE_ID] and reasons[layout.MISSING_LABEL]
+    assert {r["reason"] for r in expected_rows} >= {layout.MISSING_FILE, layout.BAD_LABEL, layout.DUPLICATE_ID}
+
+
+def test_a_folder_without_label_rows_or_files_joins(tmp_path):
+    (tmp_path / "train_labels.csv").write_text("id,label\n")
+    cols = batch_read.FileColumns(layout.TEST, ["/d/test/a.tif"], [10], [1], ["h"], [None], [""], np.zeros((1, 6)))
+    table, rows = file_table.join_columns([cols.arrow()], layout.read_label_columns(str(tmp_path / "train_labels.csv")))
+    assert [f["label"] for f in table.records()] == [layout.NO_LABEL] and rows == []
+    table, rows = file_table.join_columns([], layout.read_label_columns(str(tmp_path / "train_labels.csv")))
+    assert table.records() == [] and table.duplicates() == [] and rows == []
