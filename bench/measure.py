@@ -88,7 +88,10 @@ def run_measured(cmd: list[str], interval: float = 0.1, env: dict | None = None)
         if rss > peak:
             peak, peak_procs = rss, n
         peak_pss = max(peak_pss, tree_pss(proc.pid))
-        time.sleep(interval)
+        try:  # returns as soon as the command ends: the wall time is not rounded up to the sampling interval
+            proc.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            pass
     wall = time.monotonic() - start
     reader.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,7 +99,7 @@ def run_measured(cmd: list[str], interval: float = 0.1, env: dict | None = None)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{output[-3000:]}")
     return {
-        "wall_s": round(wall, 1),
+        "wall_s": round(wall, 2),
         # Worker processes are waited for by the job, so their CPU time counts here too.
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "peak_rss_mib": round(peak / 2**20),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -123,7 +124,7 @@ def split_generators(
         for name in names:
             chosen = in_writer_order(by_split[name], name)
             source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
-            size = sum(serialize.serialized_size(f["label"], f["id"]) for f in chosen)
+            size = serialize.total_serialized_size((f["label"], f["id"]) for f in chosen)
             out[name] = SortedSplit(source, len(chosen), size, name, counts=counts, workers=workers)
         if check is not None:
             local_validation.result(written, f"writing the validation outputs into {checks_dir}")
@@ -133,10 +134,17 @@ def split_generators(
 def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
     """CHOSEN in the order TFDS' Writer puts a split's examples in its shards: by the MD5 of the split's name
     (the writer's hash salt) and the key, the example's id (tensorflow_datasets.core.hashing.Hasher)."""
-    from tensorflow_datasets.core import hashing
+    # Hasher(split).hash_key(id) is int(md5(salt + id).hexdigest(), 16), each string with '\\' as '/' and in
+    # UTF-8: ordering by the digest's bytes is the same order, without the hex string and the int
+    # (tests/test_local_steps.py holds the two equal).
+    salted = hashlib.md5(split.replace("\\", "/").encode())
 
-    hasher = hashing.Hasher(split)
-    return sorted(chosen, key=lambda f: hasher.hash_key(f["id"]))
+    def digest(f):
+        md5 = salted.copy()
+        md5.update(f["id"].replace("\\", "/").encode())
+        return md5.digest()
+
+    return sorted(chosen, key=digest)
 
 
 class SortedSplit:

@@ -291,8 +291,8 @@ def test_a_sorted_split_writes_the_same_shards_with_any_number_of_workers(num_sh
 def test_the_writer_order_is_tfds_hash_order():
     from tensorflow_datasets.core import hashing
 
-    ids = [{"id": f"{i:040x}"} for i in range(50)]
-    ordered = local_steps.in_writer_order(ids, "validation")
-    hasher = hashing.Hasher("validation")
-    hashes = [hasher.hash_key(f["id"]) for f in ordered]
-    assert hashes == sorted(hashes) and len(ordered) == 50
+    ids = [{"id": f"{i:040x}"} for i in range(50)] + [{"id": x} for x in ("a\\b", "a/c", "ünï", "x" * 90)]
+    for split in ("train", "validation", "test"):
+        ordered = local_steps.in_writer_order(ids, split)
+        hasher = hashing.Hasher(split)
+        assert ordered == sorted(ids, key=lambda f: hasher.hash_key(f["id"])) and len(ordered) == 54

@@ -33,8 +33,17 @@ def test_a_record_parses_as_the_one_tfds_serializes(label, id_):
     assert parsed[record_spec.LABEL].int64_list.value == [label]
     assert parsed[record_spec.ID].bytes_list.value == [id_.encode()]
     assert parsed[record_spec.IMAGE].bytes_list.value == [pixels.tobytes()]
+
     if _entry_order(theirs) == _entry_order(ours):  # protobuf wrote TFDS's map entries in our order (it varies by
         assert ours == theirs  # process): then every byte agrees
+
+
+def test_the_total_size_is_the_sum_of_the_records():
+    pixels = bytes(serialize.IMAGE_BYTES)
+    pairs = [(label, id_) for label in (0, 1, record_spec.NO_LABEL) for id_ in ("0" * 40, "x", "ünï" * 50, "y" * 200)]
+    pairs += pairs[:5]
+    total = sum(len(serialize.serialize_record(pixels, label, id_)) for label, id_ in pairs)
+    assert serialize.total_serialized_size(pairs) == total
 
 
 def _entry_order(record: bytes) -> list[str]:

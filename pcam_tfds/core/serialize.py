@@ -12,6 +12,7 @@ protobuf writes any negative int64). The keys are `record_spec`'s.
 
 from __future__ import annotations
 
+import collections
 import functools
 
 from pcam_tfds.core import record_spec
@@ -83,6 +84,12 @@ def _size(label: int, id_bytes: int) -> int:
     entries = len(_entry(record_spec.ID, _bytes_feature(bytes(id_bytes)))) + len(_IMAGE_HEAD) + IMAGE_BYTES
     entries += len(_entry(record_spec.LABEL, _int64_feature(label)))
     return len(_FEATURES_KEY) + len(_varint(entries)) + entries
+
+
+def total_serialized_size(pairs) -> int:
+    """The sum of `serialized_size` over (label, id) PAIRS: each distinct (label, id length) sized once."""
+    counted = collections.Counter((label, len(id_.encode())) for label, id_ in pairs)
+    return sum(n * _size(label, length) for (label, length), n in counted.items())
 
 
 def serialized_size(label: int, id_: str) -> int:

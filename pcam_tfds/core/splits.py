@@ -61,7 +61,10 @@ def units(
         by_hash = defaultdict(list)
         for id_, _, pixel_hash in items:
             by_hash[pixel_hash or "id:" + id_].append(id_)
-        return {min(ids): sorted(ids) for ids in by_hash.values()}
+        # Almost every group is one id: no min or sort to call for it.
+        return {
+            ids[0] if len(ids) == 1 else min(ids): ids if len(ids) == 1 else sorted(ids) for ids in by_hash.values()
+        }
     uf = _UnionFind()
     for id_, _, pixel_hash in items:
         node = "id:" + id_
@@ -89,7 +92,7 @@ def take_stratified(
         raise ValueError(f"fraction ({fraction}) must be in [0, 1]")
     strata = defaultdict(list)
     for key, ids in unit_ids.items():
-        positives = sum(labels[i] for i in ids)
+        positives = labels[ids[0]] if len(ids) == 1 else sum(labels[i] for i in ids)
         strata[int(2 * positives >= len(ids))].append(key)
     taken = set()
     for keys in strata.values():
