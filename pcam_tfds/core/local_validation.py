@@ -189,13 +189,17 @@ class LocalValidation:
             rows = label_rows.result() if label_rows is not None else layout.read_label_columns(labels_csv)
         self.num_rows = len(rows)
         self.table, self.rejected_rows = file_table.join_columns(chunks, rows)
-        self.duplicates = self.table.duplicates()
         # path -> (chunk, slot) of its pixels in spill_dir: the valid files of each chunk, in order
         self._slots = {}
         if spill_dir:
             for index, cols in enumerate(chunks):
                 valid = cols.filter(pc.is_valid(cols["pixel_hash"]))["path"].to_pylist()
                 self._slots.update((p, (index, slot)) for slot, p in enumerate(valid))
+
+    @functools.cached_property
+    def duplicates(self) -> list[dict]:
+        """The duplicate groups (records.find_duplicates')."""
+        return self.table.duplicates()
 
     @functools.cached_property
     def files(self) -> list[dict]:
@@ -209,17 +213,19 @@ class LocalValidation:
 
     @gc_paused()
     def write_outputs(self, output_dir: str, doc: dict | None = None) -> dict:
-        """The files beam_jobs.validate writes, from this validation (and its `summary()`, when already made)."""
-        doc = self.summary() if doc is None else doc
-        outputs.write_validation(
-            output_dir,
-            self.manual_dir,
-            self.table.manifest(),
-            self.table.rejected(),
-            self.rejected_rows,
-            self.duplicates,
-            doc,
-        )
+        """The files beam_jobs.validate writes, from this validation (and its `summary()`, when already made).
+
+        The manifest is made and written by a thread while this one groups the duplicates and writes the rest:
+        both are mostly Arrow's work, which runs without the GIL.
+        """
+        os.makedirs(output_dir, exist_ok=True)
+        with ThreadPoolExecutor(1) as writer:
+            manifest = writer.submit(outputs.write_manifest, output_dir, self.table.manifest)
+            doc = self.summary() if doc is None else doc
+            outputs.write_validation(
+                output_dir, self.manual_dir, self.table.rejected(), self.rejected_rows, self.duplicates, doc
+            )
+            manifest.result()
         return doc
 
     def write_outputs_in(self, executor: ProcessPoolExecutor, output_dir: str, doc: dict):

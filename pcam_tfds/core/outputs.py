@@ -5,8 +5,8 @@
     duplicates.csv    DUPLICATES_HEADER, then `duplicate_lines` per group
     summary.json, report.md, inputs.json   `write_summary_files`
 
-`write_validation` writes them all from a validation held in memory (the local executor, whose manifest is
-already a table: pcam_tfds.core.file_table);
+`write_manifest` and `write_validation` write them from a validation held in memory (the local executor, whose
+manifest is already a table: pcam_tfds.core.file_table);
 `beam_jobs.transforms.WriteValidationOutputs` writes the same rows from PCollections, in the
 order its workers produce them. Local paths are written with `open`; remote ones (`gs://`) through
 Beam's FileSystems (`fileio`).
@@ -173,21 +173,24 @@ def count_manifest_rows(path: str) -> int:
         return parquet.metadata.num_rows
 
 
+def write_manifest(output_dir: str, manifest) -> None:
+    """MANIFEST (a table of MANIFEST_SCHEMA, or a function that makes it) into the local folder OUTPUT_DIR."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(manifest if isinstance(manifest, pa.Table) else manifest(), os.path.join(output_dir, MANIFEST))
+
+
 def write_validation(
     output_dir: str,
     manual_dir: str,
-    manifest: pa.Table,
     rejected_files: list[dict],
     rejected_rows: list[dict],
     duplicates: list[dict],
     summary: dict,
 ) -> None:
-    """Every output of a validation held in memory, into the local folder OUTPUT_DIR: the MANIFEST table
-    (MANIFEST_SCHEMA), the records of the rejected files and rows, the duplicate groups, the summary."""
-    import pyarrow.parquet as pq
-
+    """Every output of a validation held in memory but the manifest (`write_manifest`), into the local folder
+    OUTPUT_DIR: from the records of the rejected files and rows, the duplicate groups and the summary."""
     os.makedirs(output_dir, exist_ok=True)
-    pq.write_table(manifest, os.path.join(output_dir, MANIFEST))
     lines = [",".join(REJECTED_HEADER)]
     lines += [rejected_file_line(f) for f in rejected_files]
     lines += [rejected_row_line(r) for r in rejected_rows]
