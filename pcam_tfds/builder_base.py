@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from pcam_tfds import features
-from pcam_tfds.core import counters, folder_lock, outputs, tfrecord
+from pcam_tfds.core import counters, folder_lock, outputs, serialize, tfrecord
 from pcam_tfds.core.patches import PATCH_SHAPE
 from pcam_tfds.core.progress import print_line
 
@@ -207,14 +207,12 @@ class _Shard(NamedTuple):
 
 def _write_shard(path, examples, *, salt: str, example_writer) -> _Shard:
     """Writes EXAMPLES ((key, serialized) pairs, in hash order) into the shard file PATH (a worker's task)."""
-    from tensorflow_datasets.core import hashing
-
-    hasher = hashing.Hasher(salt)
+    key_hash = serialize.key_hasher(salt)  # TFDS' Hasher(salt).hash_key
     seen = {"examples": 0, "bytes": 0, "first": None, "last": None}
 
     def hashed():
         for key, serialized in examples:
-            hkey = hasher.hash_key(key)
+            hkey = key_hash(key)
             _check_after(salt, seen["last"], (hkey, key))
             seen["last"] = (hkey, key)
             if seen["first"] is None:

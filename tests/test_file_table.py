@@ -91,6 +91,8 @@ def test_the_columnar_join_is_join_labels(tmp_path, seed):
     assert sorted(table.counts()) == sorted(collections.Counter(map(summary.file_key, expected_files)).items())
     assert table.rejected() == [f for f in expected_files if not f["valid"]]
     assert table.manifest().to_pylist() == [outputs.manifest_row(f) for f in expected_files]
+    keys = ("id", "source", "label", "path", "pixel_hash", "valid")
+    assert table.valid_records() == [{k: f[k] for k in keys} for f in expected_files if f["valid"]]
     # Every kind of join was met: labelled train files, test files, and ids resolve_id had to settle.
     reasons = collections.Counter(f["reason"] for f in expected_files)
     assert reasons[None] and reasons[layout.DUPLICATE_ID] and reasons[layout.MISSING_LABEL]

@@ -296,3 +296,5 @@ def test_the_writer_order_is_tfds_hash_order():
         ordered = local_steps.in_writer_order(ids, split)
         hasher = hashing.Hasher(split)
         assert ordered == sorted(ids, key=lambda f: hasher.hash_key(f["id"])) and len(ordered) == 54
+        key_hash = serialize.key_hasher(split)
+        assert [key_hash(f["id"]) for f in ids] == [hasher.hash_key(f["id"]) for f in ids]

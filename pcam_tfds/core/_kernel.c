@@ -5,8 +5,8 @@
        rows     a writable buffer of len(paths) rows of equal length (batch_read's rows)
        sizes    writable int64 per path: the file's size when it was read whole into its row, else -1
        mtimes   writable int64 per path: its modification time in ns (as os.stat's st_mtime_ns), where read
-     Each path costs stat, open, one read of its size plus one byte, and close, with the GIL released: what
-     patches.read_file does for such a file, without a Python object per call. Anything else (a remote path,
+     Each path costs open, fstat, one read of its size plus one byte, and close, with the GIL released: what
+     patches.read_file does for such a file (which stats before it opens), without a Python object per call. Anything else (a remote path,
      not a regular file, a file as large as a row, one that changed size, any error) is -1, and
      patches.read_file then reads it, or raises what it raises, as for every file before.
 
@@ -45,9 +45,14 @@
 static int64_t read_row(const char *path, char *row, Py_ssize_t row_len, int64_t *mtime) {
     struct stat st;
     if (strstr(path, "://") != NULL) return -1; /* remote: patches.read_file goes through Beam's FileSystems */
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size + 1 > row_len) return -1;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    /* Opened before its stat (fstat), which saves looking the path up twice: non-blocking, so that a FIFO put
+       where a patch should be cannot block, and closed unread unless it is a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size + 1 > row_len) {
+        close(fd);
+        return -1;
+    }
     ssize_t got;
     do {
         got = read(fd, row, (size_t)st.st_size + 1);

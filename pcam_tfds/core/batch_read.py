@@ -51,11 +51,11 @@ class FileColumns(NamedTuple):
 
     def arrow(self) -> pa.RecordBatch:
         """These columns as an Arrow batch of ARROW_SCHEMA (what the local validation's workers hand back)."""
-        m, decoded = self.moments, np.isnan(self.moments[:, 0])
+        m, rejected = self.moments, np.isnan(self.moments[:, 0])
         paths = pa.array(self.paths, pa.string())
         return pa.RecordBatch.from_arrays(
             [
-                layout.file_ids(paths),
+                pa.array([layout.file_id(p) for p in self.paths], pa.string()),
                 pa.array([self.source] * len(self.paths), pa.string()),
                 paths,
                 pa.array(self.pixel_hash, pa.string()),
@@ -64,7 +64,7 @@ class FileColumns(NamedTuple):
                 pa.array(self.size_bytes, pa.int64()),
                 pa.array(self.mtime_ns, pa.int64()),
             ]
-            + [pa.array(m[:, k], mask=decoded) for k in range(6)],
+            + [pa.array(m[:, k], mask=rejected) for k in range(6)],
             schema=ARROW_SCHEMA,
         )
 
@@ -127,11 +127,14 @@ class _Rows(threading.local):
 _ROWS = _Rows()
 
 
-def read_columns(paths: list[str], source: str, keep: Callable[[int, memoryview], None] | None = None) -> FileColumns:
+def read_columns(
+    paths: list[str], source: str, keep: Callable[[int, memoryview], None] | None = None, moments: bool = True
+) -> FileColumns:
     """Reads and checks every file of PATHS (all of one SOURCE folder); never raises for a bad file.
 
     KEEP, when given, is called as keep(i, pixels) for each valid file, in order, with its 27,648 pixel bytes
-    (valid only during the call).
+    (valid only during the call). MOMENTS=False leaves the moments out (NaN): a build reading its files again
+    to write them needs only their pixels and hashes.
     """
     n = len(paths)
     cols = FileColumns(
@@ -145,11 +148,11 @@ def read_columns(paths: list[str], source: str, keep: Callable[[int, memoryview]
         np.full((n, 6), np.nan),
     )
     for start in range(0, n, GROUP):
-        _read_group(cols, start, min(n, start + GROUP), keep)
+        _read_group(cols, start, min(n, start + GROUP), keep, moments)
     return cols
 
 
-def _read_group(cols: FileColumns, start: int, stop: int, keep) -> None:
+def _read_group(cols: FileColumns, start: int, stop: int, keep, with_moments: bool) -> None:
     rows = _ROWS
     k = stop - start
     paths = cols.paths[start:stop]
@@ -198,8 +201,9 @@ def _read_group(cols: FileColumns, start: int, stop: int, keep) -> None:
     valid = np.flatnonzero(offsets >= 0)
     if not len(valid):
         return
-    at = np.where(offsets >= 0, offsets + np.arange(k) * _SLOT, -1)  # in the flat bytes of the rows
-    cols.moments[start:stop] = moments.moments_at(rows.buf[:k], at)
+    if with_moments:
+        at = np.where(offsets >= 0, offsets + np.arange(k) * _SLOT, -1)  # in the flat bytes of the rows
+        cols.moments[start:stop] = moments.moments_at(rows.buf[:k], at)
     for j in valid.tolist():
         px = rows.views[j][offsets[j] : offsets[j] + _PIXEL_BYTES]
         cols.pixel_hash[start + j] = patches.patch_hash(px)

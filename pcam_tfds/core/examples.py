@@ -53,11 +53,20 @@ def _changed(f: dict, what: str) -> FileChangedError:
 
 def check_pixels_unchanged(f: dict, pixels: np.ndarray) -> None:
     """FileChangedError unless PIXELS, read again from a valid record's file, are the pixels validation hashed."""
+    check_hash_unchanged(f, patches.pixel_hash(pixels))
+
+
+def check_hash_unchanged(f: dict, pixel_hash: str) -> None:
+    """FileChangedError unless PIXEL_HASH, of a valid record's file read again, is the hash validation recorded."""
     recorded = f["pixel_hash"]
-    if recorded is not None:
-        now = patches.pixel_hash(pixels)
-        if now != recorded:
-            raise _changed(f, f"its pixels hash to {now}, validation recorded {recorded}")
+    if recorded is not None and pixel_hash != recorded:
+        raise _changed(f, f"its pixels hash to {pixel_hash}, validation recorded {recorded}")
+
+
+def check_decoded(f: dict, reason: str | None, detail: str) -> None:
+    """FileChangedError when a valid record's file, read again, was rejected with REASON (None: it decoded)."""
+    if reason is not None:
+        raise _changed(f, f"it no longer decodes ({patches.PatchError(reason, detail)})")
 
 
 def example(f: dict, pixels: np.ndarray) -> tuple[str, dict]:

@@ -79,6 +79,23 @@ class FileTable:
         keys = list(t) + ["mean", "std"]
         return [dict(zip(keys, row)) for row in zip(*t.values(), means, stds)]
 
+    def valid_records(self) -> list[dict]:
+        """The valid files, in `order`, each as what the build routes and writes by: {id, source, label, path,
+        pixel_hash, valid} (the keys of a file record that pcam_tfds.core.examples reads)."""
+        keep = pc.is_null(self.table["reason"]).take(self.order)
+        at = pc.filter(self.order, keep)
+        t = self.table.select(["id", "source", "path", "pixel_hash"]).take(at)
+        labels = self.label[at.to_numpy()].tolist()
+        keys = ("id", "source", "label", "path", "pixel_hash", "valid")
+        columns = [
+            t["id"].to_pylist(),
+            t["source"].to_pylist(),
+            labels,
+            t["path"].to_pylist(),
+            t["pixel_hash"].to_pylist(),
+        ]
+        return [dict(zip(keys, (*row, True))) for row in zip(*columns)]
+
     def manifest_columns(self, indices: pa.Array) -> dict[str, list]:
         t = self.table.take(indices)
         cols = {name: t[name].to_pylist() for name in ("id", "source")}

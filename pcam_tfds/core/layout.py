@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import posixpath
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
@@ -55,17 +54,9 @@ def is_safe_id(id_: str) -> bool:
 
 def file_id(path: str) -> str:
     """The id of a patch file: its name without the extension."""
-    name = posixpath.basename(path.replace("\\", "/"))
-    stem, dot, ext = name.rpartition(".")
+    name = path.replace("\\", "/").rpartition("/")[2]
+    stem, dot, _ = name.rpartition(".")
     return stem if dot and stem else name
-
-
-def file_ids(paths):
-    """`file_id` of each path of PATHS (an Arrow string array), by Arrow's regex kernels: the same ids."""
-    import pyarrow.compute as pc
-
-    names = pc.replace_substring_regex(paths, r"(?s)^.*[/\\]", "")
-    return pc.replace_substring_regex(names, r"(?s)^(.+)\.[^.]*$", r"\1")
 
 
 def join(base: str, *parts: str) -> str:

@@ -201,11 +201,6 @@ class LocalValidation:
         """The duplicate groups (records.find_duplicates')."""
         return self.table.duplicates()
 
-    @functools.cached_property
-    def files(self) -> list[dict]:
-        """Every file's record, joined with its label, in id order (records.join_labels' order)."""
-        return self.table.records()
-
     def summary(self) -> dict:
         counts = self.table.counts() + list(collections.Counter(map(summary.row_key, self.rejected_rows)).items())
         facts = [summary.duplicate_fact(g) for g in self.duplicates]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 
 from pcam_tfds.core import record_spec
 
@@ -84,6 +85,20 @@ def _size(label: int, id_bytes: int) -> int:
     entries = len(_entry(record_spec.ID, _bytes_feature(bytes(id_bytes)))) + len(_IMAGE_HEAD) + IMAGE_BYTES
     entries += len(_entry(record_spec.LABEL, _int64_feature(label)))
     return len(_FEATURES_KEY) + len(_varint(entries)) + entries
+
+
+def key_hasher(salt: str):
+    """key -> the 128-bit hash TFDS' Writer orders a split's examples by (tensorflow_datasets.core.hashing.Hasher
+    of the split's name: int(md5(salt + key).hexdigest(), 16), each string with '\\' as '/' and in UTF-8),
+    the same integer from the digest's bytes, without the hex string (tests/test_one_pass.py holds them equal)."""
+    salted = hashlib.md5(salt.replace("\\", "/").encode())
+
+    def key_hash(key: str) -> int:
+        md5 = salted.copy()
+        md5.update(key.replace("\\", "/").encode())
+        return int.from_bytes(md5.digest(), "big")
+
+    return key_hash
 
 
 def total_serialized_size(pairs) -> int:
