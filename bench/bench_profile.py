@@ -5,8 +5,10 @@
 Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
 times each stage on its own: list (scandir of train/ and test/), read (open + read, as
 core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
-(core.moments.channel_moments_batch, MOMENT_BATCH patches a call, as the validation takes them; channel_moments per patch
-for code before issue 39), serialize (core.serialize.serialize_record), write (the build's shard writer,
+(core.moments.moments_at over a group's rows since the kernel; channel_moments_batch before it; channel_moments
+per patch before issue 39), kernel (since issue 39's second session: core.batch_read.read_columns, what a
+validation worker runs per chunk, whose read, hash and moments are then also timed alone over the same files:
+the native read into rows, the hashes of the rows' pixels, their moments), serialize (core.serialize.serialize_record), write (the build's shard writer,
 builder_base._write_shard: key hash, order check and the TFRecord writer (core.tfrecord since issue 39), one shard per
 chunk into a temporary folder) and finalize (putting every example in TFDS' shard order,
 local_steps.in_writer_order, done once per split). It prints microseconds per file and each stage's
@@ -49,8 +51,15 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
         from pcam_tfds.core import moments
     except ImportError:  # older code: the moments lived in core.patches
         moments = None
+    try:  # issue 39's kernel: a group's files read into rows, viewed through layout templates, hashed, summed
+        import numpy as np
 
-    seconds = dict.fromkeys(("list", "read", "decode", "hash", "moments", "serialize", "write", "finalize"), 0.0)
+        from pcam_tfds.core import batch_read
+    except ImportError:
+        batch_read = None
+
+    stages = ("list", "read", "decode", "hash", "moments", "kernel", "serialize", "write", "finalize")
+    seconds = dict.fromkeys(stages, 0.0)
     t = time.perf_counter()
     paths = sorted(e.path for s in ("train", "test") for e in os.scandir(os.path.join(manual_dir, s)))[:max_files]
     seconds["list"] = time.perf_counter() - t
@@ -63,6 +72,27 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(paths), 512):
             chunk = paths[i : i + 512]
+            if batch_read is not None:
+                # The kernel as the validation runs it (read, templates or decode, hash, moments, the Arrow batch);
+                # and its parts alone: the native read into rows, the hashes and the moments of those rows.
+                t0 = time.perf_counter()
+                batch_read.read_columns(chunk, "train").arrow()
+                t1 = time.perf_counter()
+                seconds["kernel"] += t1 - t0
+                rows = np.empty((batch_read.GROUP, batch_read._SLOT), np.uint8)
+                for g in range(0, len(chunk), batch_read.GROUP):
+                    group = chunk[g : g + batch_read.GROUP]
+                    t0 = time.perf_counter()
+                    sizes, _ = patches.read_rows(group, rows)
+                    t1 = time.perf_counter()
+                    offsets = np.array([j * batch_read._SLOT + n - patches.PATCH_BYTES for j, n in enumerate(sizes)])
+                    for o in offsets.tolist():
+                        patches.patch_hash(rows.reshape(-1)[o : o + patches.PATCH_BYTES].data)
+                    t2 = time.perf_counter()
+                    moments.moments_at(rows[: len(group)], offsets)
+                    t3 = time.perf_counter()
+                    for name, a, b in (("read", t0, t1), ("hash", t1, t2), ("moments", t2, t3)):
+                        seconds[name] += b - a
             t0 = time.perf_counter()
             data = [patches.read_bytes(p) for p in chunk]
             t1 = time.perf_counter()
@@ -71,7 +101,9 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
             for p in pixels:
                 patches.pixel_hash(p)
             t3 = time.perf_counter()
-            if moments is not None:  # as records.read_records takes them
+            if batch_read is not None:
+                pass  # read, hash and moments were timed above; decode is the templates' (in the kernel)
+            elif moments is not None and hasattr(moments, "channel_moments_batch"):  # as records.read_records took them
                 for j in range(0, len(pixels), moments.MOMENT_BATCH):
                     moments.channel_moments_batch(pixels[j : j + moments.MOMENT_BATCH])
             elif hasattr(patches, "channel_moments_batch"):  # issue 39's code, before core.moments
@@ -88,8 +120,9 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
             t6 = time.perf_counter()
             write_shard(os.path.join(tmp, f"train.tfrecord-{i // 512:05d}"), pairs)
             t7 = time.perf_counter()
-            for name, a, b in (("read", t0, t1), ("decode", t1, t2), ("hash", t2, t3), ("moments", t3, t4)):
-                seconds[name] += b - a
+            if batch_read is None:
+                for name, a, b in (("read", t0, t1), ("decode", t1, t2), ("hash", t2, t3), ("moments", t3, t4)):
+                    seconds[name] += b - a
             seconds["serialize"] += t5 - t4
             seconds["write"] += t7 - t6
         rows = [{"id": os.path.basename(q)[:-4]} for q in paths]
@@ -108,12 +141,14 @@ def main(argv=None):
     ap.add_argument("--hash_floor", default="xxh3_128", choices=sorted(read_floor.HASHES), help="the hash floor's hash")
     a = ap.parse_args(argv)
     n, seconds = profile_stages(a.manual_dir, a.max_files)
-    total = sum(seconds.values())
+    inside = ("read", "decode", "hash", "moments") if seconds["kernel"] else ()  # parts of the kernel, timed again
+    total = sum(s for name, s in seconds.items() if name not in inside)
     print(f"part 1: {n:,} files, one process, each stage alone")
     print("| stage | us per file | share |")
     print("| --- | ---: | ---: |")
     for name, s in seconds.items():
-        print(f"| {name} | {s / n * 1e6:.1f} | {s / total:.1%} |")
+        share = "(in kernel)" if name in inside else f"{s / total:.1%}"
+        print(f"| {name} | {s / n * 1e6:.1f} | {share} |")
     print(f"| all | {total / n * 1e6:.1f} | 100% |")
 
     from pcam_tfds.core import local_validation
