@@ -3,7 +3,7 @@
 pcam_tfds/core/_kernel.c (the validation's file reads and exact channel sums: pcam_tfds.core.batch_read,
 pcam_tfds.core.moments) is built on POSIX systems where a C compiler is found. `optional=True`: where none
 is, or the build fails, the install goes on without it, and the same work is done in Python and numpy, with
-the same results, about 1.5x slower at Kaggle scale (bench/RESULTS.md).
+the same results; validation is then about 1.3x slower at Kaggle scale (bench/RESULTS.md).
 """
 
 import os

@@ -116,6 +116,9 @@ def main(argv=None):
         cmd, built = steps[name]
         label = name if name not in results else f"{name}#{sum(k.split('#')[0] == name for k in results) + 1}"
         print(f"running {label}: {' '.join(cmd)}", flush=True)
+        # The previous step's written bytes (a build's 7 GB, removed or not) go to the disk before this one starts:
+        # otherwise their writeback runs during it and is counted against it.
+        os.sync()
         try:
             r = measure.run_measured(cmd, interval=0.5, env=envs.get(name))
         except RuntimeError as e:  # a failed step (e.g. the count check) is a result too

@@ -79,13 +79,15 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
                 batch_read.read_columns(chunk, "train").arrow()
                 t1 = time.perf_counter()
                 seconds["kernel"] += t1 - t0
-                rows = np.empty((batch_read.GROUP, batch_read._SLOT), np.uint8)
+                rows = np.empty((batch_read.GROUP, batch_read.ROW_BYTES), np.uint8)
                 for g in range(0, len(chunk), batch_read.GROUP):
                     group = chunk[g : g + batch_read.GROUP]
                     t0 = time.perf_counter()
                     sizes, _ = patches.read_rows(group, rows)
                     t1 = time.perf_counter()
-                    offsets = np.array([j * batch_read._SLOT + n - patches.PATCH_BYTES for j, n in enumerate(sizes)])
+                    offsets = np.array(
+                        [j * batch_read.ROW_BYTES + n - patches.PATCH_BYTES for j, n in enumerate(sizes)]
+                    )
                     for o in offsets.tolist():
                         patches.patch_hash(rows.reshape(-1)[o : o + patches.PATCH_BYTES].data)
                     t2 = time.perf_counter()

@@ -1,20 +1,22 @@
-"""Reading patch files a group at a time: the per-file kernel that every validation runs.
+"""Reading patch files a group at a time: the per-file kernel that every validation runs (both executors).
 
     cols = read_columns(paths, source)     # FileColumns: one entry per path, in order
     cols.record(i)                         # the file record of paths[i] (records.file_record's keys)
-    read_columns(paths, source, keep=fn)   # fn(i, pixel bytes) for each valid file (the one-pass build's spill)
+    cols.arrow()                           # the same as an Arrow batch (what the local validation's workers return)
+    read_columns(paths, source, keep=fn)   # fn(i, pixel bytes) for each valid file (the spill; a build's rewrite)
 
-Each local file costs stat, open, one `readv` straight into a row of a buffer this thread keeps, and close.
-Kaggle's files come from one writer, so the bytes that decide their layout are all alike: once a file has
-decoded through `patches.decode_patch` and those bytes lie outside its pixels (`patches.layout_spans`: the
-header, the IFD, the values of the layout tags; not the DateTime that each Kaggle file sets to the second it
-was written), any later file of the same size with the same bytes there has the same layout, and its pixels
-are a view of its row. A group's files are checked against the templates seen so
-far in one numpy comparison per template. Every other file (another writer, PNG, JPEG, a broken file, one
-too large for a row, a remote path) goes through `patches.read_file` and `decode_patch` on its own, exactly
-as `records` did file by file, with the same reasons and details. Then the group's pixels are hashed
-(`patches.pixel_hash`'s value) and their channel moments taken in one set of numpy calls
-(`moments.patch_moments`).
+A group of GROUP files is read into the rows of a buffer this thread keeps, each with one read of its size and
+one byte more (`patches.read_rows`: the native kernel, open, fstat, read, close, without the GIL; without it
+`patches.read_file(path, into=row)`, stat, open, readv, close). Kaggle's files come from one writer, so the
+bytes that decide their layout are all alike: once a file has decoded through `patches.decode_patch` and those
+bytes lie outside its pixels (`patches.layout_spans`: the header, the IFD, the values of the layout tags; not
+the DateTime that each Kaggle file sets to the second it was written), any later file of the same size with
+the same bytes there has the same layout, and its pixels are a view of its row. A group's files are checked
+against the templates seen so far in one numpy comparison per template. Every other file (another writer, PNG,
+JPEG, a broken file, one too large for a row, a remote path) goes through `patches.read_file` and
+`decode_patch` on its own, with the reasons and details that reading it alone gives (tests/test_batch_read.py).
+Then each valid file's pixels are hashed (`patches.patch_hash`, `pixel_hash`'s value) and the group's channel
+moments taken at once (`moments.moments_at`: the native kernel's integer sums, or numpy's).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pyarrow as pa
 from pcam_tfds.core import layout, moments, patches
 
 GROUP = 64  # files per set of numpy calls: the group's rows (1.8 MB) stay in the cache between read and moments
-_SLOT = 28_672  # bytes per row: a Kaggle TIFF (27,935 bytes) and a read of one byte more fit
+ROW_BYTES = 28_672  # bytes per row of the buffer: a Kaggle TIFF (27,935 bytes) and a read of one byte more fit
 _PIXEL_BYTES = patches.PATCH_BYTES
 _MAX_TEMPLATES = 4  # layouts remembered: a folder holds the files of a handful of writers
 
@@ -119,7 +121,7 @@ class _Rows(threading.local):
     """Per thread, the group's buffer (a row per file) and the templates seen so far."""
 
     def __init__(self):
-        self.buf = np.empty((GROUP, _SLOT), np.uint8)
+        self.buf = np.empty((GROUP, ROW_BYTES), np.uint8)
         self.views = [memoryview(row) for row in self.buf]
         self.templates: list[_Template] = []
 
@@ -202,7 +204,7 @@ def _read_group(cols: FileColumns, start: int, stop: int, keep, with_moments: bo
     if not len(valid):
         return
     if with_moments:
-        at = np.where(offsets >= 0, offsets + np.arange(k) * _SLOT, -1)  # in the flat bytes of the rows
+        at = np.where(offsets >= 0, offsets + np.arange(k) * ROW_BYTES, -1)  # in the flat bytes of the rows
         cols.moments[start:stop] = moments.moments_at(rows.buf[:k], at)
     for j in valid.tolist():
         px = rows.views[j][offsets[j] : offsets[j] + _PIXEL_BYTES]
@@ -221,7 +223,7 @@ def _match(t: _Template, sizes: np.ndarray, offsets: np.ndarray, after: int = -1
     match = match[match > after]
     if not len(match):
         return False
-    same = (_ROWS.buf.reshape(-1)[match[:, None] * _SLOT + t.at] == t.expected).all(axis=1)
+    same = (_ROWS.buf.reshape(-1)[match[:, None] * ROW_BYTES + t.at] == t.expected).all(axis=1)
     offsets[match[same]] = t.offset
     return bool(same.any())
 

@@ -1,10 +1,12 @@
 """Exact per-channel mean and standard deviation of 8-bit patches, as the manifest records them per file.
 
-    mean, std = channel_moments(pixels)    # one array of any shape (..., channels)
-    mean_std = patch_moments(rows)         # (K, 6): K patches given as the rows of a (K, 27,648) uint8 array
+    mean, std = channel_moments(pixels)       # one array of any shape (..., channels)
+    mean_std = patch_moments(rows)            # (K, 6): K patches given as the rows of a (K, 27,648) uint8 array
+    mean_std = moments_at(buffer, offsets)    # (K, 6): K patches anywhere in the rows of a buffer (batch_read's)
 
 The sums of x and x*x per channel are integers, taken in float32 matrix products sized so that every sum is
-exact, so the moments are exactly rounded however flat the patch. Dataset statistics are channel_stats'.
+exact (or by the native kernel, _kernel.c, in integers), so the moments are exactly rounded however flat the
+patch. Dataset statistics are channel_stats'.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The moments of the patches whose PATCH_BYTES pixel bytes start at OFFSETS (int64) in the flat bytes of
     BUFFER (a C-contiguous 2-D uint8 array whose rows hold a patch each, anywhere in the row): a (K, 6) float64
     array as `patch_moments` gives it, NaN in the rows of a negative offset. The native kernel (_kernel.c)
-    takes the sums when it is built (_kernel.c); numpy otherwise."""
+    takes the integer sums when it is built, numpy's float32 products (`patch_moments`) otherwise."""
     k, channels = len(offsets), PATCH_SHAPE[2]
     out = np.full((k, 2 * channels), np.nan)
     at = np.flatnonzero(offsets >= 0)
@@ -119,8 +121,8 @@ def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     for col in np.unique(cols).tolist():
         these = at[cols == col]
         where = rows[cols == col]
-        pixels = buffer[where[0] : where[-1] + 1, col : col + PATCH_BYTES]
-        if len(where) != len(pixels) or not np.array_equal(where, np.arange(where[0], where[-1] + 1)):
+        pixels = buffer[where[0] : where[-1] + 1, col : col + PATCH_BYTES]  # a view when the rows follow each other
+        if len(where) != len(pixels):
             pixels = buffer[where, col : col + PATCH_BYTES]
         out[these] = patch_moments(pixels)
     return out
