@@ -5,9 +5,10 @@
 
 The worker that reads a file decodes it, hashes the pixels and takes the channel moments, all from that one
 read (`batch_read.read_columns`), and hands its chunk back as an Arrow batch; this process joins the labels,
-groups the duplicates and counts on those columns (`file_table`), with no Python object per file. With `spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) it also
-appends the pixels of each valid file to its chunk's spill file (`spill_dir/NNNNNN.px`, fixed-size slots), and
-`SpilledExamples` serializes them from there with one `pread` each. Both `pcam-validate` (its default on one
+groups the duplicates and counts on those columns (`file_table`), with no Python object per file. With
+`spill_dir` (the one-pass build, PCAM_READ_ONCE=1, `read_once`) the worker also appends the pixels of each
+valid file to its chunk's spill file (`spill_dir/NNNNNN.px`, fixed-size slots), and `SpilledExamples`
+serializes them from there with one `pread` each. Both `pcam-validate` (its default on one
 machine) and the local build (`pcam_tfds.local_steps`) use it, so it lives in the core: Beam-free and
 TensorFlow-free. The pool helpers (`pool`, `ordered`, `WorkerDied`) are the build's shard writers' too.
 

@@ -7,9 +7,6 @@ counts do not add up to the inputs: a job fails rather than drop a record.
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Iterable
-
 from pcam_tfds.core import layout, records
 
 FILE, ROW = "file", "row"  # the first element of a count key
@@ -84,15 +81,6 @@ def build_summary(counts, num_rows: int, duplicate_facts, num_listed: int) -> di
         },
         "duplicate_groups": dup,
     }
-
-
-def summarize(
-    files: Iterable[dict], rejected_rows: Iterable[dict], duplicates: Iterable[dict], num_rows: int, num_listed: int
-) -> dict:
-    """build_summary over records held in memory (the local executor)."""
-    counts = collections.Counter(file_key(f) for f in files)
-    counts.update(row_key(r) for r in rejected_rows)
-    return build_summary(list(counts.items()), num_rows, [duplicate_fact(g) for g in duplicates], num_listed)
 
 
 def render_report(summary: dict, manual_dir: str) -> str:
