@@ -33,12 +33,17 @@ TRICKY_LINES = [
 ]
 
 
-def test_the_label_csv_as_columns_is_read_label_rows(tmp_path):
+@pytest.mark.parametrize(
+    "newline, last, extra",
+    [("\r\n", "\n", []), ("\n", "\n", []), ("\n", "", []), ("\n", "\n\n", []), ("\n", "\n", ["x\x1cy,1"])],
+)
+def test_the_label_csv_as_columns_is_read_label_rows(tmp_path, newline, last, extra):
+    # Lines end in '\n' (Arrow splits them), '\r\n' or another of str.splitlines' breaks (Python splits them).
     path = tmp_path / "train_labels.csv"
-    path.write_bytes(("\ufeffid,label\r\n" + "\r\n".join(TRICKY_LINES) + "\n").encode())
+    path.write_bytes(("\ufeffid,label" + newline + newline.join(TRICKY_LINES + extra) + last).encode())
     expected = layout.read_label_rows(str(path))
     got = layout.read_label_columns(str(path))
-    assert len(got) == len(expected) == len(TRICKY_LINES)
+    assert len(got) == len(expected) == len(TRICKY_LINES) + (last == "\n\n") + 2 * len(extra)
     assert got.records(list(range(len(got)))) == expected
     assert got.good.tolist() == [r["reason"] is None for r in expected]
 

@@ -130,7 +130,7 @@ class LabelRows(NamedTuple):
     label: np.ndarray  # int64; NO_LABEL where the row is rejected
     good: np.ndarray  # bool: usable (reason None)
     reason: list[str | None]
-    raw: list[str]
+    raw: pa.Array  # string: each row's line
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -141,7 +141,7 @@ class LabelRows(NamedTuple):
 
         ids = self.ids.take(pa.array(indices, pa.int64())).to_pylist()
         return [
-            {"id": id_, "label": int(self.label[i]), "raw": self.raw[i], "reason": self.reason[i]}
+            {"id": id_, "label": int(self.label[i]), "raw": self.raw[i].as_py(), "reason": self.reason[i]}
             for id_, i in zip(ids, indices)
         ]
 
@@ -149,6 +149,8 @@ class LabelRows(NamedTuple):
 # A row `parse_label_line` accepts as it is: a safe id (still checked for '..'), a comma, 0 or 1. Anything else
 # (quotes, spaces, other labels, other ids) goes through parse_label_line itself.
 _PLAIN_ROW = r"^[A-Za-z0-9][A-Za-z0-9_.-]*,[01]$"
+# Line boundaries of str.splitlines other than '\n'.
+_OTHER_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def read_label_columns(csv_path: str) -> LabelRows:
@@ -158,8 +160,17 @@ def read_label_columns(csv_path: str) -> LabelRows:
     import pyarrow.compute as pc
 
     check_labels_header(csv_path)
-    lines = fileio.read_bytes(csv_path).decode("utf-8-sig").splitlines()[1:]
-    text = pa.array(lines, pa.string())
+    content = fileio.read_bytes(csv_path).decode("utf-8-sig")
+    if len(content) < 1 << 30 and _OTHER_LINE_BREAKS.search(content) is None:
+        # Only '\n' ends lines: Arrow splits the text into the lines str.splitlines gives, without a Python string
+        # per line (splitlines leaves out the empty piece after a last '\n').
+        text = pc.list_flatten(pc.split_pattern(pa.array([content], pa.string()), "\n"))
+        if len(text) and not text[len(text) - 1].as_py():
+            text = text.slice(0, len(text) - 1)
+        text = text.slice(1)
+    else:
+        text = pa.array(content.splitlines()[1:], pa.string())
+    lines = text  # each row's line, kept for the rows parse_label_line reads and for rejected rows
     plain = pc.and_(pc.match_substring_regex(text, _PLAIN_ROW), pc.invert(pc.match_substring(text, "..")))
     ids = pc.utf8_slice_codeunits(text, 0, -2)
     one = pc.ends_with(text, ",1").to_numpy(zero_copy_only=False)
@@ -169,7 +180,7 @@ def read_label_columns(csv_path: str) -> LabelRows:
     if others:
         ids = ids.to_pylist()
         for i in others:
-            row = parse_label_line(lines[i])
+            row = parse_label_line(lines[i].as_py())
             ids[i], label[i], reason[i] = row["id"], row["label"], row["reason"]
         ids = pa.array(ids, pa.string())
     good = np.array([r is None for r in reason], bool) if others else np.ones(len(lines), bool)
