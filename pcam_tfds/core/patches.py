@@ -415,8 +415,8 @@ def read_file(path: str, into: memoryview | None = None) -> tuple[bytes | memory
     the stat's size, so a file that has not grown is read whole by it (a regular file returns less than asked
     only at its end), without the buffered-file machinery or a join of chunks; a file that changed size
     since the stat is read on to its end. With INTO (a writable buffer), a local file smaller than it is read
-    straight into it (`readv`), and the file comes back as the memoryview of INTO that holds it, no bytes
-    object made (batch_read's rows).
+    straight into it (`readv`, where the OS has it), and the file comes back as the memoryview of INTO that
+    holds it, no bytes object made (batch_read's rows).
     """
     if "://" not in path:
         st = os.stat(path)
@@ -426,7 +426,7 @@ def read_file(path: str, into: memoryview | None = None) -> tuple[bytes | memory
             raise PatchError(TOO_LARGE, f"{st.st_size} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
         fd = os.open(path, OPEN_FLAGS)
         try:
-            if into is not None and st.st_size < len(into):
+            if into is not None and st.st_size < len(into) and hasattr(os, "readv"):  # no readv on Windows
                 got = os.readv(fd, [into[: st.st_size + 1]])
                 if got == st.st_size:
                     return into[:got], st.st_mtime_ns
