@@ -135,9 +135,13 @@ class FileTable:
         if not len(shared):
             return []
         at = pc.indices_nonzero(pc.is_in(hashes, value_set=shared))
+        t = self.table.select(["source", "id", "pixel_hash"]).take(at)
+        labels = self.label[at.to_numpy()].tolist()
         by_hash = collections.defaultdict(list)
-        for f in self.records(at):
-            by_hash[f["pixel_hash"]].append(records.duplicate_member(f)[1])
+        for source, id_, h, label in zip(*(t[k].to_pylist() for k in t.column_names), labels):
+            by_hash[h].append(
+                records.duplicate_member({"source": source, "id": id_, "label": label, "pixel_hash": h})[1]
+            )
         return [records.duplicate_group(h, by_hash[h]) for h in sorted(by_hash)]
 
 
