@@ -21,7 +21,7 @@ import test_patches
 import tifffile
 from PIL import Image
 
-from pcam_tfds.core import batch_read, layout, moments, patches
+from pcam_tfds.core import batch_read, layout, moments, patches, tiff_layout
 
 
 @pytest.fixture(params=["native", "python"])
@@ -163,7 +163,7 @@ def test_templates_are_learned_and_only_trusted_for_the_same_bytes(tmp_path, ker
 
 def test_a_layout_whose_ifd_lies_in_the_pixels_is_no_template():
     data = bytearray(_tiff(_rgb(1), photometric="rgb"))
-    assert patches.layout_spans(bytes(data)) is not None
+    assert tiff_layout.layout_spans(bytes(data), patches.PATCH_SHAPE) is not None
     # Point the strip at the IFD itself: the file still decodes as a patch, but its pixels include the IFD, so
     # the bytes outside the pixels do not decide the layout and it must not become a template.
     (ifd,) = struct.unpack_from("<I", data, 4)
@@ -174,7 +174,7 @@ def test_a_layout_whose_ifd_lies_in_the_pixels_is_no_template():
             assert num == 1
             struct.pack_into("<I" if typ == 4 else "<H", data, pos + 8, ifd)
     assert patches.decode_patch(bytes(data)).shape == patches.PATCH_SHAPE
-    assert patches.layout_spans(bytes(data)) is None
+    assert tiff_layout.layout_spans(bytes(data), patches.PATCH_SHAPE) is None
 
 
 def test_a_file_too_large_for_a_row_is_read_whole(tmp_path, kernel):

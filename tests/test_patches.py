@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pcam_tfds.core import moments, patches
+from pcam_tfds.core import moments, patches, tiff_layout
 
 
 def _rgb(seed=0, shape=(96, 96, 3), dtype=np.uint8):
@@ -49,7 +49,7 @@ def test_fast_path_reads_tifffile_written_files_at_their_own_offset():
     px = _rgb(1)
     data = _tiff(px)
     assert struct_offset(data) != 287  # a different layout from the genuine files
-    np.testing.assert_array_equal(patches._fast_tiff(data), px)
+    np.testing.assert_array_equal(tiff_layout.view_pixels(data), px)
     np.testing.assert_array_equal(patches.decode_patch(data), px)
 
 
@@ -235,14 +235,14 @@ def test_layout_cache_rechecks_out_of_line_values():
     px = _rgb(6)
     data = bytearray(_tiff(px, photometric="rgb"))
     cache = {}
-    np.testing.assert_array_equal(patches._fast_tiff(bytes(data), cache), px)
+    np.testing.assert_array_equal(tiff_layout.view_pixels(bytes(data), cache), px)
     assert len(cache) == 1
     # Same IFD bytes, but BitsPerSample (stored out of line) now says 16: the cached layout must not be used.
     with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
         tag = tif.pages[0].tags["BitsPerSample"]
         where = tag.valueoffset
     data[where : where + 6] = b"\x10\x00" * 3
-    assert patches._fast_tiff(bytes(data), cache) is None  # falls back to tifffile
+    assert tiff_layout.view_pixels(bytes(data), cache) is None  # falls back to tifffile
 
 
 def test_read_bytes_large_and_empty(tmp_path):

@@ -9,7 +9,7 @@ A group of GROUP files is read into the rows of a buffer this thread keeps, each
 one byte more (`patches.read_rows`: the native kernel, open, fstat, read, close, without the GIL; without it
 `patches.read_file(path, into=row)`, stat, open, readv, close). Kaggle's files come from one writer, so the
 bytes that decide their layout are all alike: once a file has decoded through `patches.decode_patch` and those
-bytes lie outside its pixels (`patches.layout_spans`: the header, the IFD, the values of the layout tags; not
+bytes lie outside its pixels (`tiff_layout.layout_spans`: the header, the IFD, the values of the layout tags; not
 the DateTime that each Kaggle file sets to the second it was written), any later file of the same size with
 the same bytes there has the same layout, and its pixels are a view of its row. A group's files are checked
 against the templates seen so far in one numpy comparison per template. Every other file (another writer, PNG,
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from pcam_tfds.core import layout, moments, patches
+from pcam_tfds.core import layout, moments, patches, tiff_layout
 
 GROUP = 64  # files per set of numpy calls: the group's rows (1.8 MB) stay in the cache between read and moments
 ROW_BYTES = 28_672  # bytes per row of the buffer: a Kaggle TIFF (27,935 bytes) and a read of one byte more fit
@@ -108,7 +108,7 @@ ARROW_SCHEMA = pa.schema(
 
 
 class _Template(NamedTuple):
-    """A file's size and the bytes that decide its layout (`patches.layout_spans`): any file alike in both
+    """A file's size and the bytes that decide its layout (`tiff_layout.layout_spans`): any file alike in both
     has its pixels at `offset`."""
 
     size: int
@@ -231,7 +231,7 @@ def _match(t: _Template, sizes: np.ndarray, offsets: np.ndarray, after: int = -1
 def _learn(data: bytes) -> _Template | None:
     """Remembers the layout of DATA (a file that decoded) as a template, when the bytes that decide it lie
     outside its pixels; returns it when it is new."""
-    found = patches.layout_spans(data)
+    found = tiff_layout.layout_spans(data, patches.PATCH_SHAPE)
     if found is None:
         return None
     offset, spans = found

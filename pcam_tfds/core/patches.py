@@ -1,10 +1,8 @@
 """Decoding PCam patches, fast, with a specific reason for every bad file.
 
 Kaggle ships each patch as a baseline, uncompressed, little-endian RGB TIFF of
-96x96x3 uint8. For those files `decode_patch` parses the IFD with `struct`,
-finds the strip and views the pixel bytes with `np.frombuffer`: no copy, no
-TIFF library. The pixel offset is read from the header, never assumed:
-genuine Kaggle files put the pixels at byte 287, tifffile-written ones at 272.
+96x96x3 uint8. For those files `decode_patch` views the pixel bytes where the
+IFD says they are (`tiff_layout.view_pixels`): no copy, no TIFF library.
 Every other TIFF (compressed, tiled, big-endian, planar, multi-strip with
 gaps) falls back to `tifffile` (with `imagecodecs` for LZW, JPEG and Deflate);
 PNG and JPEG go through Pillow. Sizes are checked before any decoder
@@ -25,12 +23,11 @@ import math
 import os
 import stat
 import struct
-from typing import NamedTuple
 
 import numpy as np
 import xxhash
 
-from pcam_tfds.core import fileio
+from pcam_tfds.core import fileio, tiff_layout
 
 PATCH_SHAPE = (96, 96, 3)
 PATCH_BYTES = math.prod(PATCH_SHAPE)
@@ -65,39 +62,10 @@ REASONS = (
 MAX_FILE_BYTES = 16 << 20
 MAX_DECODED_BYTES = 16 << 20
 
-_TIFF_LE = b"II*\x00"
 _TIFF_BE = b"MM\x00*"
 _BIGTIFF = (b"II+\x00", b"MM\x00+")
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
-
-# TIFF tags the fast path reads.
-_WIDTH, _HEIGHT, _BITS, _COMPRESSION = 256, 257, 258, 259
-_STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_COUNTS = 273, 277, 278, 279
-_PLANAR, _TILE_WIDTH, _SAMPLE_FORMAT = 284, 322, 339
-_PHOTOMETRIC = 262
-_TYPE_SIZE = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG: the types baseline tags use
-# Tags the pixel layout depends on (the ones above, the other tile tags, photometric interpretation).
-_LAYOUT_TAGS = frozenset(
-    {
-        _WIDTH,
-        _HEIGHT,
-        _BITS,
-        _COMPRESSION,
-        _PHOTOMETRIC,
-        _STRIP_OFFSETS,
-        _SAMPLES,
-        _ROWS_PER_STRIP,
-        _STRIP_COUNTS,
-        _PLANAR,
-        _TILE_WIDTH,
-        323,
-        324,
-        325,
-        _SAMPLE_FORMAT,
-    }
-)
-_TYPE_FMT = {1: "B", 3: "H", 4: "I"}
 
 
 class PatchError(ValueError):
@@ -120,8 +88,8 @@ def decode_patch(data: bytes, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.n
         raise PatchError(TOO_LARGE, f"{len(data)} bytes; a patch file is far below {MAX_FILE_BYTES} bytes")
     head = bytes(data[:8])
     try:
-        if head.startswith(_TIFF_LE):
-            pixels = _fast_tiff(data)
+        if head.startswith(tiff_layout.TIFF_LE):
+            pixels = tiff_layout.view_pixels(data)
             if pixels is None:
                 pixels = _tifffile_decode(data)
         elif head.startswith(_TIFF_BE) or head[:4] in _BIGTIFF:
@@ -133,6 +101,8 @@ def decode_patch(data: bytes, shape: tuple[int, int, int] = PATCH_SHAPE) -> np.n
         return check_pixels(pixels, shape)
     except PatchError:
         raise
+    except tiff_layout.Truncated as e:
+        raise PatchError(TRUNCATED, str(e)) from None
     except MemoryError as e:
         raise PatchError(TOO_LARGE, f"decoding needed more memory than there is: {e}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on hostile bytes is this file's rejection
@@ -179,138 +149,6 @@ def patch_hash(pixels) -> str:
     h = _PATCH_HASH.copy()
     h.update(pixels)
     return h.hexdigest()
-
-
-class _TiffLayout(NamedTuple):
-    """Where a baseline TIFF keeps its pixels; None fields mean 'fall back to tifffile'."""
-
-    offset: int | None
-    shape: tuple[int, ...] | None
-    # The out-of-IFD bytes the layout was read from, as (position, bytes), to check on a cache hit.
-    extra: tuple[tuple[int, bytes], ...]
-
-
-def _fast_tiff(data: bytes, cache: dict | None = None) -> np.ndarray | None:
-    """Views the pixels of a baseline little-endian TIFF, or returns None to fall back.
-
-    Returns None for anything but a single image with contiguous uncompressed
-    chunky 8-bit strips; raises PatchError only for truncation, which tifffile
-    would report less clearly. The parsed layout is cached by the bytes of the
-    IFD (plus the out-of-line tag values it points to): all files from one
-    writer share it, and parsing costs more than the rest of decoding.
-    """
-    n = len(data)
-    if n < 8:
-        raise PatchError(TRUNCATED, f"{n} bytes is shorter than a TIFF header")
-    (ifd,) = struct.unpack_from("<I", data, 4)
-    if ifd + 2 > n:
-        raise PatchError(TRUNCATED, f"first IFD at byte {ifd} is beyond the end of a {n}-byte file")
-    (count,) = struct.unpack_from("<H", data, ifd)
-    end = ifd + 2 + 12 * count
-    if end > n:
-        raise PatchError(TRUNCATED, f"IFD of {count} entries at byte {ifd} runs past the end of a {n}-byte file")
-    cache = _LAYOUTS if cache is None else cache
-    key = bytes(data[ifd:end])
-    layout = cache.get(key)
-    if layout is None or any(data[pos : pos + len(b)] != b for pos, b in layout.extra):
-        layout = _parse_ifd(data, ifd, count)
-        if len(cache) < _MAX_LAYOUTS:
-            cache[key] = layout
-    if layout.offset is None:
-        return None
-    if end + 4 <= n and struct.unpack_from("<I", data, end)[0] != 0:
-        return None  # a next image follows: tifffile counts the pages
-    size = math.prod(layout.shape)
-    if layout.offset + size > n:
-        raise PatchError(TRUNCATED, f"pixels end at byte {layout.offset + size} but the file has {n} bytes")
-    return np.frombuffer(data, dtype=np.uint8, count=size, offset=layout.offset).reshape(layout.shape)
-
-
-# Layouts seen so far, by IFD bytes. Bounded: a handful of writers produce every file of a data set.
-_LAYOUTS: dict[bytes, _TiffLayout] = {}
-_MAX_LAYOUTS = 256
-
-
-def layout_spans(data: bytes) -> tuple[int, tuple[tuple[int, int], ...]] | None:
-    """(pixel offset, the byte ranges that decide the layout) of a TIFF that `decode_patch` views as a
-    PATCH_SHAPE patch, when all those ranges lie outside its pixels; else None.
-
-    The ranges are the header, the IFD with the next-IFD pointer, and the out-of-line values of the tags
-    `_fast_tiff` reads (not those of descriptive tags such as DateTime, which Kaggle's files each set to the
-    second they were written). Any file of the same size with the same bytes in these ranges decodes to the
-    pixels at the same offset (pcam_tfds.core.batch_read's templates).
-    """
-    if len(data) < 8 or bytes(data[:4]) != _TIFF_LE:
-        return None
-    (ifd,) = struct.unpack_from("<I", data, 4)
-    if ifd + 2 > len(data):
-        return None
-    (count,) = struct.unpack_from("<H", data, ifd)
-    end = ifd + 2 + 12 * count
-    if end + 4 > len(data) or struct.unpack_from("<I", data, end)[0] != 0:
-        return None
-    try:
-        layout = _parse_ifd(data, ifd, count)
-    except PatchError:
-        return None
-    if layout.offset is None or layout.shape != PATCH_SHAPE or layout.offset + PATCH_BYTES > len(data):
-        return None
-    lo, hi = layout.offset, layout.offset + PATCH_BYTES
-    spans = ((0, 8), (ifd, end + 4)) + tuple((pos, pos + len(b)) for pos, b in layout.extra)
-    if any(a < hi and lo < b for a, b in spans):
-        return None
-    return lo, spans
-
-
-def _parse_ifd(data: bytes, ifd: int, count: int) -> _TiffLayout:
-    n = len(data)
-    tags, extra = {}, []
-    for pos in range(ifd + 2, ifd + 2 + 12 * count, 12):
-        tag, typ, num = struct.unpack_from("<HHI", data, pos)
-        size = _TYPE_SIZE.get(typ)
-        if tag in _LAYOUT_TAGS and (typ not in (3, 4) or tag in tags):
-            # A layout tag of a type the spec does not allow, or given twice: malformed, so tifffile decides.
-            return _TiffLayout(None, None, ())
-        if size is None:
-            continue  # ASCII, RATIONAL, ...: descriptive tags the pixels do not depend on
-        if num == 0:
-            return _TiffLayout(None, None, ())  # a tag without values is malformed: tifffile decides (the fuzz test)
-        where = pos + 8 if size * num <= 4 else struct.unpack_from("<I", data, pos + 8)[0]
-        if where + size * num > n:
-            raise PatchError(TRUNCATED, f"tag {tag} values at byte {where} run past the end of a {n}-byte file")
-        if where != pos + 8:
-            extra.append((where, bytes(data[where : where + size * num])))
-        tags[tag] = struct.unpack_from(f"<{num}{_TYPE_FMT[typ]}", data, where)
-    fallback = _TiffLayout(None, None, tuple(extra))
-
-    def one(tag, default=None):
-        v = tags.get(tag)
-        return default if v is None else v[0]
-
-    width, height, samples = one(_WIDTH), one(_HEIGHT), one(_SAMPLES, 1)
-    bits = tags.get(_BITS, (1,))
-    if (
-        width is None
-        or height is None
-        or one(_COMPRESSION, 1) != 1
-        or one(_PHOTOMETRIC, 2) != 2
-        or one(_PLANAR, 1) != 1
-        or _TILE_WIDTH in tags
-        or one(_SAMPLE_FORMAT, 1) != 1
-        or any(b != 8 for b in bits)
-        or _STRIP_OFFSETS not in tags
-        or _STRIP_COUNTS not in tags
-    ):
-        return fallback
-    offsets, counts = tags[_STRIP_OFFSETS], tags[_STRIP_COUNTS]
-    # Several strips are viewable only when they lie back to back.
-    for i in range(1, len(offsets)):
-        if offsets[i] != offsets[i - 1] + counts[i - 1]:
-            return fallback
-    if sum(counts) != width * height * samples:
-        return fallback
-    shape = (height, width, samples) if samples > 1 else (height, width)
-    return _TiffLayout(offsets[0], shape, tuple(extra))
 
 
 def _tifffile_decode(data: bytes) -> np.ndarray:
