@@ -1,6 +1,6 @@
 """The local validation's columnar join (core.file_table) against the record-by-record rules every executor shares
 (records.join_labels, layout.resolve_id, records.find_duplicates, summary.file_key), on random folders whose ids
-collide on purpose; and the label CSV read as columns against `read_label_rows`."""
+collide on purpose; and the label CSV read as columns against `layout.parse_label_line` on each line."""
 
 from __future__ import annotations
 
@@ -33,15 +33,21 @@ TRICKY_LINES = [
 ]
 
 
+def _label_rows(path) -> list[dict]:
+    """The rows of a label CSV after its header, a line at a time: the rule read_label_columns must give."""
+    layout.check_labels_header(str(path))
+    return [layout.parse_label_line(line) for line in path.read_bytes().decode("utf-8-sig").splitlines()[1:]]
+
+
 @pytest.mark.parametrize(
     "newline, last, extra",
     [("\r\n", "\n", []), ("\n", "\n", []), ("\n", "", []), ("\n", "\n\n", []), ("\n", "\n", ["x\x1cy,1"])],
 )
-def test_the_label_csv_as_columns_is_read_label_rows(tmp_path, newline, last, extra):
+def test_the_label_csv_as_columns_is_each_line_parsed(tmp_path, newline, last, extra):
     # Lines end in '\n' (Arrow splits them), '\r\n' or another of str.splitlines' breaks (Python splits them).
     path = tmp_path / "train_labels.csv"
     path.write_bytes(("\ufeffid,label" + newline + newline.join(TRICKY_LINES + extra) + last).encode())
-    expected = layout.read_label_rows(str(path))
+    expected = _label_rows(path)
     got = layout.read_label_columns(str(path))
     assert len(got) == len(expected) == len(TRICKY_LINES) + (last == "\n\n") + 2 * len(extra)
     assert got.records(list(range(len(got)))) == expected
@@ -86,7 +92,7 @@ def test_the_columnar_join_is_join_labels(tmp_path, seed):
     csv_path = tmp_path / "train_labels.csv"
     csv_path.write_text("id,label\n" + "\n".join(lines) + "\n")
     files = [c.record(i) for c in sorted(columns, key=lambda c: c.source) for i in range(len(c))]
-    expected_files, expected_rows = records.join_labels(files, layout.read_label_rows(str(csv_path)))
+    expected_files, expected_rows = records.join_labels(files, _label_rows(csv_path))
 
     batches = [c.arrow() for c in sorted(columns, key=lambda c: c.source)]
     table, rejected_rows = file_table.join_columns(batches, layout.read_label_columns(str(csv_path)))

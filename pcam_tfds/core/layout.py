@@ -116,13 +116,6 @@ def check_labels_header(path: str) -> None:
         raise ValueError(f"{path}: header is {first!r}, expected 'id,label'")
 
 
-def read_label_rows(csv_path: str) -> list[dict]:
-    """Every row of train_labels.csv after its header, parsed (`parse_label_line`), in file order."""
-    check_labels_header(csv_path)
-    lines = fileio.read_bytes(csv_path).decode("utf-8-sig").splitlines()
-    return [parse_label_line(line) for line in lines[1:]]
-
-
 class LabelRows(NamedTuple):
     """The rows of train_labels.csv after its header as columns, in file order (`read_label_columns`)."""
 
@@ -154,8 +147,9 @@ _OTHER_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def read_label_columns(csv_path: str) -> LabelRows:
-    """`read_label_rows` as columns: the plain rows (all of Kaggle's) are split by Arrow's string kernels, any
-    other row by `parse_label_line`, with the same result."""
+    """Every row of train_labels.csv after its header, as columns: what `parse_label_line` makes of each line
+    (str.splitlines' lines). The plain rows (all of Kaggle's) are split by Arrow's string kernels, any other
+    row by `parse_label_line` itself, with the same result (tests/test_file_table.py)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -1,6 +1,5 @@
 """Exact per-channel mean and standard deviation of 8-bit patches, as the manifest records them per file.
 
-    mean, std = channel_moments(pixels)       # one array of any shape (..., channels)
     mean_std = patch_moments(rows)            # (K, 6): K patches given as the rows of a (K, 27,648) uint8 array
     mean_std = moments_at(buffer, offsets)    # (K, 6): K patches anywhere in the rows of a buffer (batch_read's)
 
@@ -11,7 +10,6 @@ patch. Dataset statistics are channel_stats'.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -24,67 +22,11 @@ except ImportError:
     _native = None
 
 _MOMENT_BLOCK = 256  # pixels per row of the float32 block matrix
-_MOMENT_ROWS = 256  # rows summed in float32 at a time: 256 * 255**2 < 2**24, so every column sum is exact
-
-
-class _MomentBuffers(threading.local):
-    """Per thread, the float32 matrices of `channel_moments` by (rows, row length, channels), allocated once:
-    a fresh 220 kB array per patch would be mapped and faulted in by the allocator every time."""
-
-    def __init__(self):
-        self.by_shape: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
-
-    def get(self, rows: int, width: int, channels: int) -> tuple[np.ndarray, ...]:
-        bufs = self.by_shape.get((rows, width, channels))
-        if bufs is None:
-            stack = np.empty((2 * rows, width), np.float32)  # the rows of x, then of x*x
-            ones = np.zeros((2, 2 * rows), np.float32)
-            ones[0, :rows] = ones[1, rows:] = 1
-            sel = np.zeros((width, channels))
-            sel[np.arange(width), np.arange(width) % channels] = 1
-            bufs = stack, ones, np.empty((2, width), np.float32), np.empty((2, width)), sel
-            self.by_shape[(rows, width, channels)] = bufs
-        return bufs
-
-
-_MOMENT_BUFFERS = _MomentBuffers()
-
-
-def channel_moments(pixels: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) standard deviation of one 8-bit patch, exactly rounded.
-
-    The sums of x and x*x per channel are integers, taken with two matrix products: the pixels laid out in
-    rows of 256 (at most 256 rows at a time) are cast into a float32 matrix beside their squares, one
-    float32 product with a block of ones gives the column sums of both (each below 2**24, so exact), and
-    one float64 product with a 0/1 matrix gathers the columns of each channel (below 2**53, exact). The
-    mean s/n and the variance (n*q - s*s)/n**2 are each one correctly rounded division of integers,
-    however flat the patch. Dataset statistics are pcam_tfds.core.channel_stats'.
-    """
-    channels = pixels.shape[-1]
-    flat = pixels.reshape(-1)
-    n = flat.size // channels
-    width = _MOMENT_BLOCK * channels
-    whole = flat.size // width
-    s, q = [0] * channels, [0] * channels
-    for start in range(0, whole, _MOMENT_ROWS):
-        rows = min(_MOMENT_ROWS, whole - start)
-        stack, ones, sums, sums64, sel = _MOMENT_BUFFERS.get(rows, width, channels)
-        x = stack[:rows]
-        np.copyto(x, flat[start * width : (start + rows) * width].reshape(rows, width), casting="unsafe")
-        np.multiply(x, x, out=stack[rows:])
-        np.matmul(ones, stack, out=sums)
-        np.copyto(sums64, sums)
-        ps, pq = (sums64 @ sel).tolist()
-        s, q = [a + int(b) for a, b in zip(s, ps)], [a + int(b) for a, b in zip(q, pq)]
-    if whole * width < flat.size:  # the pixels past the last whole row
-        tail = flat[whole * width :].reshape(-1, channels).astype(np.int64)
-        s, q = _add(s, tail.sum(axis=0)), _add(q, (tail * tail).sum(axis=0))
-    return [a / n for a in s], [math.sqrt((n * b - a * a) / (n * n)) for a, b in zip(s, q)]
 
 
 # A patch as rows of _MOMENT_BLOCK pixels: 36 rows of 768 values, all summed at once (36 * 255**2 < 2**24).
 _PATCH_ROWS, _PATCH_WIDTH = PATCH_SHAPE[0] * PATCH_SHAPE[1] // _MOMENT_BLOCK, _MOMENT_BLOCK * PATCH_SHAPE[2]
-assert _PATCH_ROWS * _MOMENT_BLOCK == PATCH_SHAPE[0] * PATCH_SHAPE[1] and _PATCH_ROWS <= _MOMENT_ROWS
+assert _PATCH_ROWS * _MOMENT_BLOCK == PATCH_SHAPE[0] * PATCH_SHAPE[1] and _PATCH_ROWS * 255**2 < 2**24
 _PATCH_GROUP = 64  # patches per set of numpy calls (their float32 copy: 7 MB)
 
 
@@ -136,10 +78,10 @@ def _from_sums(s: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def patch_moments(pixels: np.ndarray) -> np.ndarray:
     """The moments of K patches given as a (K, 27,648) uint8 array (rows of a patch's bytes; the rows may be
-    strided): a (K, 6) float64 array of the mean of r, g, b, then their standard deviations, each value the
-    one `channel_moments` gives.
+    strided): a (K, 6) float64 array of the mean of r, g, b, then their (population) standard deviations,
+    each exactly rounded.
 
-    The same exact integer sums as `channel_moments`, _PATCH_GROUP patches per numpy call: the column sums of
+    The sums of x and x*x per channel are integers, _PATCH_GROUP patches per numpy call: the column sums of
     x and x*x of each patch's 36 rows of 768 values (below 2**24 in float32), the columns of each channel
     then gathered by a float64 product (below 2**53), and mean and variance each one correctly rounded
     division. (A float64 product gathers faster than numpy's sum with a float64 accumulator.)
@@ -156,7 +98,3 @@ def patch_moments(pixels: np.ndarray) -> np.ndarray:
         np.multiply(x, x, out=x)
         sums[start : start + m, 1] = (b.ones @ x).astype(np.float64) @ b.sel
     return _from_sums(sums[:, 0].astype(np.int64), sums[:, 1].astype(np.int64))
-
-
-def _add(totals: list[int], sums: np.ndarray) -> list[int]:
-    return [t + int(v) for t, v in zip(totals, sums.tolist())]
