@@ -186,7 +186,8 @@ def _read_group(cols: FileColumns, start: int, stop: int, keep, with_moments: bo
         if offsets[j] >= 0 or (sizes[j] < 0 and j not in whole):
             continue  # a template's file, or one already rejected
         data = whole.pop(j) if j in whole else bytes(rows.views[j][: sizes[j]])
-        cols.size_bytes[i] = len(data)
+        if sizes[j] < 0:
+            cols.size_bytes[i] = len(data)  # the rows' files are sized below
         try:
             pixels = patches.decode_patch(data)
         except patches.PatchError as e:

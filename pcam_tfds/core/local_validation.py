@@ -216,7 +216,7 @@ class LocalValidation:
         """
         os.makedirs(output_dir, exist_ok=True)
         with ThreadPoolExecutor(1) as writer:
-            manifest = writer.submit(outputs.write_manifest, output_dir, self.table.manifest)
+            manifest = writer.submit(lambda: outputs.write_manifest(output_dir, self.table.manifest()))
             doc = self.summary() if doc is None else doc
             outputs.write_validation(
                 output_dir, self.manual_dir, self.table.rejected(), self.rejected_rows, self.duplicates, doc

@@ -173,11 +173,11 @@ def count_manifest_rows(path: str) -> int:
         return parquet.metadata.num_rows
 
 
-def write_manifest(output_dir: str, manifest) -> None:
-    """MANIFEST (a table of MANIFEST_SCHEMA, or a function that makes it) into the local folder OUTPUT_DIR."""
+def write_manifest(output_dir: str, manifest: pa.Table) -> None:
+    """MANIFEST (a table of MANIFEST_SCHEMA) into the local folder OUTPUT_DIR."""
     import pyarrow.parquet as pq
 
-    pq.write_table(manifest if isinstance(manifest, pa.Table) else manifest(), os.path.join(output_dir, MANIFEST))
+    pq.write_table(manifest, os.path.join(output_dir, MANIFEST))
 
 
 def write_validation(
