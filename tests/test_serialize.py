@@ -28,7 +28,7 @@ def test_a_record_parses_as_the_one_tfds_serializes(label, id_):
     )
     ours = serialize.serialize_record(pixels.tobytes(), label, id_)
     assert tf.train.Example.FromString(ours) == tf.train.Example.FromString(theirs)
-    assert len(ours) == len(theirs) == serialize.serialized_size(label, id_)
+    assert len(ours) == len(theirs) == serialize.total_serialized_size([(label, id_)])
     parsed = tf.train.Example.FromString(ours).features.feature
     assert parsed[record_spec.LABEL].int64_list.value == [label]
     assert parsed[record_spec.ID].bytes_list.value == [id_.encode()]

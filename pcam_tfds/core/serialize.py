@@ -4,10 +4,11 @@
                                                 by its ExampleSerializer (tests/test_serialize.py checks it)
 
 The proto is laid out by hand, with one copy of the pixels and no TensorFlow, so that the reading workers
-of the local build can serialize and the writer only writes. The layout is protobuf's wire format of `Example{features: Features{feature: map<string, Feature>}}` with the
-map entries in TFDS' order (the keys sorted: id, image, label), a `BytesList` for the image and the id
-and a packed `Int64List` for the label (-1 on the unlabelled test split is a ten-byte varint, as
-protobuf writes any negative int64). The keys are `record_spec`'s.
+of the local build can serialize and the writer only writes. The layout is protobuf's wire format of
+`Example{features: Features{feature: map<string, Feature>}}` with the map entries in TFDS' order (the keys
+sorted: id, image, label), a `BytesList` for the image and the id and a packed `Int64List` for the label (-1
+on the unlabelled test split is a ten-byte varint, as protobuf writes any negative int64). The keys are
+`record_spec`'s. `total_serialized_size` gives the records' sizes without serializing them.
 """
 
 from __future__ import annotations
@@ -102,11 +103,7 @@ def key_hasher(salt: str):
 
 
 def total_serialized_size(pairs) -> int:
-    """The sum of `serialized_size` over (label, id) PAIRS: each distinct (label, id length) sized once."""
+    """The sum of len(serialize_record(image, label, id_)) over (label, id_) PAIRS, without serializing (what a
+    writer needs to plan its shards): each distinct (label, id length) sized once."""
     counted = collections.Counter((label, len(id_.encode())) for label, id_ in pairs)
     return sum(n * _size(label, length) for (label, length), n in counted.items())
-
-
-def serialized_size(label: int, id_: str) -> int:
-    """len(serialize_record(image, label, id_)) without serializing: what a writer needs to plan its shards."""
-    return _size(label, len(id_.encode()))
