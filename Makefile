@@ -28,7 +28,7 @@ help:
 
 install: $(STAMP) ## create .venv and install the toolkit with its dev tools
 
-$(STAMP): setup.cfg setup.py constraints.txt pcam_tfds/core/_kernel.c
+$(STAMP): setup.cfg setup.py constraints.txt pcam_tfds/core/_kernel.c third_party/xxhash/xxhash.h
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"

@@ -29,11 +29,10 @@ from pcam_tfds.core import batch_read, layout, moments, patches, tiff_layout
 def kernel(request, monkeypatch):
     """Runs a test with the native kernel (when it is built) and with its Python and numpy stand-ins."""
     if request.param == "native":
-        if patches._native is None or moments._native is None:
+        if patches._native is None:
             pytest.skip("the native kernel (pcam_tfds/core/_kernel.c) is not built here: pip install -e . builds it")
     else:
         monkeypatch.setattr(patches, "_native", None)
-        monkeypatch.setattr(moments, "_native", None)
     monkeypatch.setattr(batch_read._ROWS, "templates", [])
     return request.param
 
@@ -192,8 +191,9 @@ def test_a_file_too_large_for_a_row_is_read_whole(tmp_path, kernel):
     assert cols.pixel_hash == [patches.pixel_hash(_rgb(3))] and cols.size_bytes == [len(big)]
 
 
+@pytest.mark.parametrize("simd", [True, False])
 @pytest.mark.parametrize("kind", ["random", "flat", "extremes"])
-def test_moments_at_are_the_exact_moments(kernel, kind):
+def test_hashes_and_moments_of_patches_in_rows_are_exact(kernel, kind, simd):
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 256, (9, 28_672), dtype=np.uint8)
     if kind == "flat":
@@ -203,13 +203,26 @@ def test_moments_at_are_the_exact_moments(kernel, kind):
         rows = rng.choice(np.array([0, 255], np.uint8), rows.shape)
     offsets = np.array([j * 28_672 + (287 if j % 2 else 272) for j in range(9)], np.int64)
     offsets[4] = -1
-    got = moments.moments_at(rows, offsets)
     flat = rows.reshape(-1)
+    hexes = np.zeros((9, 32), np.uint8)
+    if kernel == "native":  # the sums (with AVX2, and the plain loop) and the hashes, as batch_read takes them
+        sums = np.zeros((9, 6), np.int64)
+        was = patches._native.simd(simd)
+        try:
+            patches._native.scan_patches(flat, offsets, patches.PATCH_HASH_PREFIX, hexes, sums)
+        finally:
+            patches._native.simd(was)
+        got = np.full((9, 6), np.nan)
+        got[offsets >= 0] = moments.from_sums(sums[offsets >= 0])
+    else:  # numpy's one way, whatever SIMD says
+        got = moments.moments_at(rows, offsets)
     for j, o in enumerate(offsets.tolist()):
         if o < 0:
-            assert np.isnan(got[j]).all()
+            assert np.isnan(got[j]).all() and not hexes[j].any()
             continue
         assert got[j].tolist() == _exact_moments(flat[o : o + patches.PATCH_BYTES])
+        if kernel == "native":
+            assert hexes[j].tobytes().decode() == patches.patch_hash(flat[o : o + patches.PATCH_BYTES].data)
 
 
 def test_read_file_into_a_row(tmp_path, monkeypatch):
@@ -226,3 +239,25 @@ def test_read_file_into_a_row(tmp_path, monkeypatch):
     monkeypatch.setattr(patches, "_native", None)
     cols = batch_read.read_columns([str(tmp_path / "a.tif")] * 3, layout.TEST)
     assert cols.pixel_hash == [patches.pixel_hash(_rgb(2))] * 3
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["/d/train/a.tif", "/d/train/b.tif"],
+        ["/d/train/a.tif", "/d/train/.tif"],
+        ["/d/train/a.tif", "/d/train/b.png"],
+        ["/d/train/a.tif", "/d/train/c\\d.tif"],
+        ["/d/train/a.tif", "/d/test/b.tif"],
+        ["/d/train/a.tif", "/d/train/c/d.tif"],
+        ["/d/train/x.y.tif", "/é/日本/ü.tif"],
+        ["/é/日本/ü.tif", "/é/日本/x.y.tif"],
+        ["C:\\d\\x.tif", "C:\\d\\y.tif"],
+        ["a.tif"],
+        [],
+    ],
+)
+def test_the_ids_of_a_batch_are_file_ids(paths):
+    import pyarrow as pa
+
+    assert batch_read._file_ids(pa.array(paths, pa.string())).to_pylist() == [layout.file_id(p) for p in paths]

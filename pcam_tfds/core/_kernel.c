@@ -1,4 +1,5 @@
-/* The validation's per-file kernel, native: reading small files into rows, and the exact channel sums.
+/* The validation's per-file kernel, native: reading small files into rows, then each patch's pixel hash and
+   exact channel sums.
 
    read_rows(paths, rows, sizes, mtimes)
        paths    a list of str: local paths
@@ -10,14 +11,14 @@
      not a regular file, a file as large as a row, one that changed size, any error) is -1, and
      patches.read_file then reads it, or raises what it raises, as for every file before.
 
-   patch_sums(buffer, offsets, out)
+   scan_patches(buffer, offsets, prefix, hexes, sums)
        buffer   any readable buffer of bytes (the rows)
        offsets  int64 per patch: where its 27,648 pixel bytes start in buffer; a negative one is skipped
-       out      writable int64, 6 per patch: the sums of r, g, b, then of r*r, g*g, b*b
-     Each patch is summed in blocks of 48 bytes (16 pixels): the inner loop over a block is contiguous and of
-     fixed length, so the compiler vectorises it (widening multiply-adds into 32-bit lanes); lane i holds
-     channel i % 3 and adds at most 576 values below 2**16, so 32 bits never overflow. Exact integers, as
-     numpy's float32 products in moments.py give them.
+       prefix   bytes hashed before each patch's pixels (patches.pixel_hash hashes the shape first)
+       hexes    writable, 32 bytes per patch: its pixel hash, XXH3-128 as 32 lowercase hex digits
+       sums     writable int64, 6 per patch: the sums of r, g, b, then of r*r, g*g, b*b; or None
+     The hash is the vendored xxHash's (third_party/xxhash, the version python-xxhash bundles); the sums are
+     exact integers, as numpy's float32 products in moments.py give them, with AVX2 where the CPU has it.
 
    Optional: setup.py builds it on POSIX systems where a C compiler is found; without it batch_read and
    moments.py do the same in Python and numpy, with the same results (tests/test_batch_read.py runs both). */
@@ -29,6 +30,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define XXH_INLINE_ALL /* the vendored xxHash (third_party/xxhash, BSD-2-Clause), compiled into this module */
+#include "xxhash.h"
 
 #ifndef O_CLOEXEC
 #define O_CLOEXEC 0
@@ -105,6 +109,8 @@ done:
     return result;
 }
 
+/* The scalar sums: blocks of 48 bytes (16 pixels), lane i holding channel i % 3 (576 values below 2**16 per
+   lane, so 32 bits never overflow). */
 static void sum_patch(const uint8_t *p, int64_t *out) {
     uint32_t s[BLOCK] = {0}, q[BLOCK] = {0};
     for (Py_ssize_t b = 0; b < PATCH_BYTES; b += BLOCK) {
@@ -121,47 +127,143 @@ static void sum_patch(const uint8_t *p, int64_t *out) {
     }
 }
 
-static PyObject *patch_sums(PyObject *self, PyObject *args) {
-    Py_buffer buf, offsets, out;
-    if (!PyArg_ParseTuple(args, "y*y*w*", &buf, &offsets, &out)) return NULL;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+/* The same sums with AVX2, about 2.5x faster. A period of 96 bytes is 3 loads of 16 bytes widened to 16-bit lanes,
+   twice: lane i of load k (0-5) holds byte 16k + i of the period, channel (16k + i) % 3. x is summed in 16-bit
+   lanes (at most 144 periods of 255 each before they are added into 32-bit lanes, below 2**16); x*x fits 16 bits
+   (65,025) and is widened into 32-bit lanes at once (288 periods of 65,025 per lane, below 2**32). */
+__attribute__((target("avx2"))) static void sum_patch_avx2(const uint8_t *p, int64_t *out) {
+    __m256i s32[6][2], q32[6][2];
+    for (int k = 0; k < 6; k++) s32[k][0] = s32[k][1] = q32[k][0] = q32[k][1] = _mm256_setzero_si256();
+    for (int half = 0; half < 2; half++) {
+        __m256i s16[6];
+        for (int k = 0; k < 6; k++) s16[k] = _mm256_setzero_si256();
+        const uint8_t *end = p + (half + 1) * (PATCH_BYTES / 2);
+        for (const uint8_t *b = p + half * (PATCH_BYTES / 2); b < end; b += 96) {
+            for (int k = 0; k < 6; k++) {
+                __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 16 * k)));
+                s16[k] = _mm256_add_epi16(s16[k], x);
+                __m256i xx = _mm256_mullo_epi16(x, x);
+                q32[k][0] = _mm256_add_epi32(q32[k][0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(xx)));
+                q32[k][1] = _mm256_add_epi32(q32[k][1], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(xx, 1)));
+            }
+        }
+        for (int k = 0; k < 6; k++) {
+            s32[k][0] = _mm256_add_epi32(s32[k][0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(s16[k])));
+            s32[k][1] = _mm256_add_epi32(s32[k][1], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(s16[k], 1)));
+        }
+    }
+    for (int c = 0; c < 6; c++) out[c] = 0;
+    uint32_t lanes[8];
+    for (int k = 0; k < 6; k++) {
+        for (int h = 0; h < 2; h++) {
+            _mm256_storeu_si256((__m256i *)lanes, s32[k][h]);
+            for (int i = 0; i < 8; i++) out[(16 * k + 8 * h + i) % 3] += lanes[i];
+            _mm256_storeu_si256((__m256i *)lanes, q32[k][h]);
+            for (int i = 0; i < 8; i++) out[3 + (16 * k + 8 * h + i) % 3] += lanes[i];
+        }
+    }
+}
+#endif
+
+static void (*sum_patch_best)(const uint8_t *, int64_t *) = sum_patch;
+
+/* XXH3-128 of the pixels after PREFIX (what xxhash.xxh3_128(prefix); .update(pixels); .hexdigest() gives), as
+   32 lowercase hex digits. */
+static void hash_patch(const XXH3_state_t *seeded, const uint8_t *p, char *hex) {
+    static const char digits[] = "0123456789abcdef";
+    XXH3_state_t state;
+    XXH3_copyState(&state, seeded);
+    XXH3_128bits_update(&state, p, PATCH_BYTES);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&state));
+    for (int i = 0; i < 16; i++) {
+        hex[2 * i] = digits[c.digest[i] >> 4];
+        hex[2 * i + 1] = digits[c.digest[i] & 15];
+    }
+}
+
+static PyObject *scan_patches(PyObject *self, PyObject *args) {
+    Py_buffer buf, offsets, prefix, hexes, sums = {0};
+    PyObject *sums_obj;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*O", &buf, &offsets, &prefix, &hexes, &sums_obj)) return NULL;
     PyObject *result = NULL;
+    int with_sums = sums_obj != Py_None;
+    if (with_sums && PyObject_GetBuffer(sums_obj, &sums, PyBUF_WRITABLE) != 0) goto release;
     Py_ssize_t n = offsets.len / (Py_ssize_t)sizeof(int64_t);
-    if (offsets.len % (Py_ssize_t)sizeof(int64_t) || out.len < n * 6 * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "patch_sums: offsets must be int64 and out must hold 6 int64 per offset");
+    if (offsets.len % (Py_ssize_t)sizeof(int64_t) || hexes.len < n * 32 ||
+        (with_sums && sums.len < n * 6 * (Py_ssize_t)sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "scan_patches: offsets must be int64, hexes must hold 32 bytes and sums 6 int64 per offset");
         goto done;
     }
     const int64_t *at = (const int64_t *)offsets.buf;
     for (Py_ssize_t j = 0; j < n; j++) {
         if (at[j] >= 0 && at[j] + PATCH_BYTES > buf.len) {
-            PyErr_Format(PyExc_ValueError, "patch_sums: patch %zd at byte %lld runs past the %zd-byte buffer", j,
+            PyErr_Format(PyExc_ValueError, "scan_patches: patch %zd at byte %lld runs past the %zd-byte buffer", j,
                          (long long)at[j], buf.len);
             goto done;
         }
     }
+    XXH3_state_t *seeded = XXH3_createState();
+    if (seeded == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    XXH3_128bits_reset(seeded);
+    XXH3_128bits_update(seeded, prefix.buf, (size_t)prefix.len);
     const uint8_t *base = (const uint8_t *)buf.buf;
-    int64_t *sums = (int64_t *)out.buf;
+    char *hex = (char *)hexes.buf;
+    int64_t *out = with_sums ? (int64_t *)sums.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t j = 0; j < n; j++) {
-        if (at[j] >= 0) sum_patch(base + at[j], sums + 6 * j);
+        if (at[j] < 0) continue;
+        hash_patch(seeded, base + at[j], hex + 32 * j); /* first: it brings the patch into the cache the sums read */
+        if (with_sums) sum_patch_best(base + at[j], out + 6 * j);
     }
     Py_END_ALLOW_THREADS
+    XXH3_freeState(seeded);
     result = Py_None;
     Py_INCREF(result);
 done:
+    if (with_sums) PyBuffer_Release(&sums);
+release:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&offsets);
-    PyBuffer_Release(&out);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&hexes);
     return result;
 }
 
+/* simd(on): whether the sums may use AVX2 (where the CPU has it; the default); returns whether they did. For tests. */
+static PyObject *simd(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int was = sum_patch_best != sum_patch;
+    sum_patch_best = sum_patch;
+#ifdef HAVE_AVX2_PATH
+    if (on && __builtin_cpu_supports("avx2")) sum_patch_best = sum_patch_avx2;
+#endif
+    return PyBool_FromLong(was);
+}
+
 static PyMethodDef methods[] = {
+    {"simd", simd, METH_VARARGS, "simd(on): whether the channel sums may use AVX2; returns whether they did."},
     {"read_rows", read_rows, METH_VARARGS,
      "read_rows(paths, rows, sizes, mtimes): each small local regular file read whole into its row."},
-    {"patch_sums", patch_sums, METH_VARARGS,
-     "patch_sums(buffer, offsets, out): the exact sums of x and x*x per channel of each 96x96x3 patch."},
+    {"scan_patches", scan_patches, METH_VARARGS,
+     "scan_patches(buffer, offsets, prefix, hexes, sums): each 96x96x3 patch's pixel hash and channel sums."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernel(void) {
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) sum_patch_best = sum_patch_avx2;
+#endif
+    return PyModule_Create(&module);
+}

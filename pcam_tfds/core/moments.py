@@ -4,7 +4,7 @@
     mean_std = moments_at(buffer, offsets)    # (K, 6): K patches anywhere in the rows of a buffer (batch_read's)
 
 The sums of x and x*x per channel are integers, taken in float32 matrix products sized so that every sum is
-exact (or by the native kernel, _kernel.c, in integers), so the moments are exactly rounded however flat the
+exact (or by the native kernel, _kernel.c, in integers: `from_sums`), so the moments are exactly rounded however flat the
 patch. Dataset statistics are channel_stats'.
 """
 
@@ -15,11 +15,6 @@ import threading
 import numpy as np
 
 from pcam_tfds.core.patches import PATCH_BYTES, PATCH_SHAPE
-
-try:  # the native kernel (_kernel.c), built by setup.py where a C compiler is found
-    from pcam_tfds.core import _kernel as _native
-except ImportError:
-    _native = None
 
 _MOMENT_BLOCK = 256  # pixels per row of the float32 block matrix
 
@@ -46,17 +41,12 @@ _PATCH_BUFFERS = _PatchBuffers()
 def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The moments of the patches whose PATCH_BYTES pixel bytes start at OFFSETS (int64) in the flat bytes of
     BUFFER (a C-contiguous 2-D uint8 array whose rows hold a patch each, anywhere in the row): a (K, 6) float64
-    array as `patch_moments` gives it, NaN in the rows of a negative offset. The native kernel (_kernel.c)
-    takes the integer sums when it is built, numpy's float32 products (`patch_moments`) otherwise."""
+    array as `patch_moments` gives it, NaN in the rows of a negative offset. (Where the native kernel is built,
+    batch_read takes the integer sums there instead, and `from_sums` makes the moments.)"""
     k, channels = len(offsets), PATCH_SHAPE[2]
     out = np.full((k, 2 * channels), np.nan)
     at = np.flatnonzero(offsets >= 0)
     if not len(at):
-        return out
-    if _native is not None:
-        sums = np.empty((k, 2 * channels), np.int64)
-        _native.patch_sums(buffer.reshape(-1), np.ascontiguousarray(offsets, np.int64), sums)
-        out[at] = _from_sums(sums[at, :channels], sums[at, channels:])
         return out
     # numpy: the patches that start at the same place in their rows of BUFFER (k, row bytes) are one strided view
     rows, cols = np.divmod(offsets[at], buffer.strides[0])
@@ -68,6 +58,11 @@ def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
             pixels = buffer[where, col : col + PATCH_BYTES]
         out[these] = patch_moments(pixels)
     return out
+
+
+def from_sums(sums: np.ndarray) -> np.ndarray:
+    """(K, 6) means then standard deviations from (K, 6) int64 sums: of x per channel, then of x*x."""
+    return _from_sums(sums[:, : PATCH_SHAPE[2]], sums[:, PATCH_SHAPE[2] :])
 
 
 def _from_sums(s: np.ndarray, q: np.ndarray) -> np.ndarray:

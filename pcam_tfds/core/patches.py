@@ -140,7 +140,8 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-_PATCH_HASH = xxhash.xxh3_128(repr(PATCH_SHAPE).encode())  # the hash state after the shape, copied per patch
+PATCH_HASH_PREFIX = repr(PATCH_SHAPE).encode()  # what `pixel_hash` hashes before a patch's pixels
+_PATCH_HASH = xxhash.xxh3_128(PATCH_HASH_PREFIX)  # the hash state after the shape, copied per patch
 
 
 def patch_hash(pixels) -> str:
@@ -287,8 +288,8 @@ def read_file(path: str, into: memoryview | None = None) -> tuple[bytes | memory
     return data, None
 
 
-def read_rows(paths: list[str], rows: np.ndarray) -> tuple[list[int], list[int]]:
-    """(sizes, mtimes) after reading each local regular file of PATHS smaller than a row of ROWS (a C-contiguous
+def read_rows(paths: list[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, mtimes), int64 arrays, after reading each local regular file of PATHS smaller than a row of ROWS (a C-contiguous
     uint8 array, a row per path) whole into its row, as `read_file` would read it; -1 as the size of every
     other file, which `read_file` must then read (or reject) itself.
 
@@ -299,7 +300,7 @@ def read_rows(paths: list[str], rows: np.ndarray) -> tuple[list[int], list[int]]
     sizes, mtimes = np.full(k, -1, np.int64), np.zeros(k, np.int64)
     if _native is not None and k:
         _native.read_rows(paths if type(paths) is list else list(paths), rows[:k], sizes, mtimes)
-    return sizes.tolist(), mtimes.tolist()
+    return sizes, mtimes
 
 
 try:  # the native kernel, built by setup.py where a C compiler is found
