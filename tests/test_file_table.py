@@ -63,21 +63,20 @@ def _random_folder(rng: np.random.Generator, n_files: int, n_rows: int):
         names = sorted({f"{rng.choice(pool)}{rng.choice(['.tif', '.tif', '.tif', '.png'])}" for _ in range(n_files)})
         k = len(names)
         rejected = rng.random(k) < 0.05
-        hashes = [None if bad else f"h{rng.integers(0, k)}" for bad in rejected]
-        mom = rng.random((k, 6))
-        mom[rejected] = np.nan
-        columns.append(
-            batch_read.FileColumns(
-                source,
-                [f"/d/{source}/{name}" for name in names],
-                rng.integers(100, 30_000, k).tolist(),
-                rng.integers(0, 2**62, k).tolist(),
-                hashes,
-                ["truncated" if bad else None for bad in rejected],
-                ["cut short" if bad else "" for bad in rejected],
-                mom,
-            )
-        )
+        hashes = [None if bad else f"{rng.integers(0, k):032x}" for bad in rejected]
+        cols = batch_read.FileColumns(source, [f"/d/{source}/{name}" for name in names])
+        cols.sizes[:] = rng.integers(100, 30_000, k)
+        cols.mtimes[:] = rng.integers(0, 2**62, k)
+        cols.has_mtime[:] = rng.random(k) < 0.9
+        cols.valid[:] = ~rejected
+        for i, h in enumerate(hashes):
+            if h is not None:
+                cols.hexes[i] = np.frombuffer(h.encode(), np.uint8)
+        cols.reason[:] = ["truncated" if bad else None for bad in rejected]
+        cols.detail[:] = ["cut short" if bad else "" for bad in rejected]
+        cols.moments[:] = rng.random((k, 6))
+        cols.moments[rejected] = np.nan
+        columns.append(cols)
     lines = []
     for _ in range(n_rows):
         id_ = str(rng.choice(pool))
@@ -112,8 +111,24 @@ def test_the_columnar_join_is_join_labels(tmp_path, seed):
 
 def test_a_folder_without_label_rows_or_files_joins(tmp_path):
     (tmp_path / "train_labels.csv").write_text("id,label\n")
-    cols = batch_read.FileColumns(layout.TEST, ["/d/test/a.tif"], [10], [1], ["h"], [None], [""], np.zeros((1, 6)))
+    cols = batch_read.FileColumns(layout.TEST, ["/d/test/a.tif"])
+    cols.valid[0], cols.hexes[0], cols.moments[0] = True, ord("a"), 0
     table, rows = file_table.join_columns([cols.arrow()], layout.read_label_columns(str(tmp_path / "train_labels.csv")))
     assert [f["label"] for f in table.records()] == [layout.NO_LABEL] and rows == []
     table, rows = file_table.join_columns([], layout.read_label_columns(str(tmp_path / "train_labels.csv")))
     assert table.records() == [] and table.duplicates() == [] and rows == []
+
+
+@pytest.mark.parametrize("width", [32, 5])
+def test_the_shared_hashes_are_found_whatever_their_width(width):
+    # 32 hex digits: batch_read's hashes, keyed in numpy; any other width goes through Arrow's kernels.
+    import pyarrow as pa
+
+    rng = np.random.default_rng(width)
+    pool = [f"{k:0{width}x}"[-width:] for k in rng.integers(0, 2**62, 40).tolist()]
+    values = [None if rng.random() < 0.1 else str(rng.choice(pool)) for _ in range(300)]
+    counted = collections.Counter(v for v in values if v is not None)
+    expected = [i for i, v in enumerate(values) if v is not None and counted[v] > 1]
+    chunked = pa.chunked_array([pa.array(values[:100], pa.string()), pa.array(values[100:], pa.string())])
+    assert file_table._sharing(chunked).tolist() == expected
+    assert file_table._sharing(pa.chunked_array([pa.array(values[:1], pa.string())], pa.string())).tolist() == []
