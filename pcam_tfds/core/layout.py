@@ -19,7 +19,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -86,6 +86,27 @@ def list_files(manual_dir: str, source: str) -> list[str]:
         with os.scandir(folder) as entries:
             return sorted(e.path for e in entries)
     return sorted(m.path for m in _matched_files(folder))
+
+
+def list_batches(manual_dir: str, size: int) -> Iterator[tuple[str, list[str]]]:
+    """(source, up to SIZE paths) for every entry `list_files` lists, test/ first: a local folder's batches come
+    while os.scandir reads on (so the files of the first can be read while the rest are listed), in the
+    folder's own order; a remote folder's, once it is listed. Both folders are checked before the first batch."""
+    folders = {source: _source_folder(manual_dir, source) for source in sorted(SOURCES)}
+    for source, folder in folders.items():
+        if "://" in folder:
+            paths = list_files(manual_dir, source)
+            yield from ((source, paths[i : i + size]) for i in range(0, len(paths), size))
+            continue
+        with os.scandir(folder) as entries:
+            batch = []
+            for e in entries:
+                batch.append(e.path)
+                if len(batch) == size:
+                    yield source, batch
+                    batch = []
+            if batch:
+                yield source, batch
 
 
 def list_file_stats(manual_dir: str, source: str) -> dict[str, tuple[int, int | None]]:

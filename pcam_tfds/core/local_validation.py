@@ -33,10 +33,10 @@ from concurrent.futures.process import BrokenProcessPool
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pcam_tfds.core import batch_read, file_table, layout, outputs, records, serialize, summary
+from pcam_tfds.core import batch_read, file_table, layout, outputs, serialize, summary
 from pcam_tfds.core.progress import Progress
 
-_CHUNK = 512  # files per task
+_CHUNK = 2048  # files per task
 _IN_FLIGHT = 4  # tasks queued per worker: enough to keep them busy, few enough to bound memory
 _SLOT = serialize.IMAGE_BYTES  # bytes per file in a spill file
 
@@ -167,21 +167,26 @@ class LocalValidation:
     def __init__(self, manual_dir: str, workers: int | None = None, spill_dir: str | None = None):
         self.manual_dir = manual_dir
         self.spill_dir = spill_dir
-        paths = records.list_paths(manual_dir)
-        self.num_listed = sum(len(p) for p in paths.values())
         labels_csv = layout.join(manual_dir, layout.LABELS_CSV)
         layout.check_labels_header(labels_csv)  # a wrong header fails before any file is read
         if spill_dir:
             os.makedirs(spill_dir, exist_ok=True)
-        tasks = [(i, s, p, spill_dir) for i, (s, p) in enumerate(records.batch_paths(paths, _CHUNK))]
-        progress = Progress("validate", self.num_listed)
+        progress = Progress("validate", None)  # its total once the folders are listed
+        self.num_listed = 0
+
+        def tasks():  # listed while the workers read: a task each time one is taken
+            for i, (source, paths) in enumerate(layout.list_batches(manual_dir, _CHUNK)):
+                self.num_listed += len(paths)
+                yield i, source, paths, spill_dir
+            progress.total = self.num_listed
+
         chunks: list[pa.RecordBatch] = []
         done = 0
         # The label CSV is parsed in a thread of this process while the workers read the files, not before. The
         # thread starts once the first chunk is back, so that the workers are forked before it exists.
         label_rows = None
         with pool(workers or default_workers()) as executor, ThreadPoolExecutor(1) as labels:
-            for cols in ordered(executor, _read_chunk, tasks, "validating the files"):
+            for cols in ordered(executor, _read_chunk, tasks(), "validating the files"):
                 if label_rows is None:
                     label_rows = labels.submit(layout.read_label_columns, labels_csv)
                 chunks.append(cols)
