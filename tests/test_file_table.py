@@ -54,13 +54,18 @@ def test_the_label_csv_as_columns_is_each_line_parsed(tmp_path, newline, last, e
     assert got.good.tolist() == [r["reason"] is None for r in expected]
 
 
-def _random_folder(rng: np.random.Generator, n_files: int, n_rows: int):
+def _random_folder(rng: np.random.Generator, n_files: int, n_rows: int, unique_ids: bool = False):
     """(FileColumns per source, label rows as CSV lines): ids drawn from a small pool, so that ids repeat across
-    files and rows, with bad rows, decode rejections and shared pixel hashes."""
+    files and rows, with bad rows, decode rejections and shared pixel hashes; with UNIQUE_IDS, no two files share
+    an id (a Kaggle folder), in no order."""
     pool = [f"{k:04x}" for k in range(n_files)]
     columns = []
-    for source in layout.SOURCES:
-        names = sorted({f"{rng.choice(pool)}{rng.choice(['.tif', '.tif', '.tif', '.png'])}" for _ in range(n_files)})
+    for n, source in enumerate(layout.SOURCES):
+        if unique_ids:
+            names = [f"{k:04x}.tif" for k in rng.permutation(n_files)[n * n_files // 2 : (n + 1) * n_files // 2]]
+        else:
+            draws = [f"{rng.choice(pool)}{rng.choice(['.tif', '.tif', '.tif', '.png'])}" for _ in range(n_files)]
+            names = sorted(set(draws))
         k = len(names)
         rejected = rng.random(k) < 0.05
         hashes = [None if bad else f"{rng.integers(0, k):032x}" for bad in rejected]
@@ -84,10 +89,10 @@ def _random_folder(rng: np.random.Generator, n_files: int, n_rows: int):
     return columns, lines
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_the_columnar_join_is_join_labels(tmp_path, seed):
+@pytest.mark.parametrize("seed, unique_ids", [(seed, False) for seed in range(6)] + [(6, True), (7, True)])
+def test_the_columnar_join_is_join_labels(tmp_path, seed, unique_ids):
     rng = np.random.default_rng(seed)
-    columns, lines = _random_folder(rng, n_files=300, n_rows=260)
+    columns, lines = _random_folder(rng, n_files=300, n_rows=260, unique_ids=unique_ids)
     csv_path = tmp_path / "train_labels.csv"
     csv_path.write_text("id,label\n" + "\n".join(lines) + "\n")
     files = [c.record(i) for c in sorted(columns, key=lambda c: c.source) for i in range(len(c))]
@@ -105,7 +110,7 @@ def test_the_columnar_join_is_join_labels(tmp_path, seed):
     assert table.valid_records() == [{k: f[k] for k in keys} for f in expected_files if f["valid"]]
     # Every kind of join was met: labelled train files, test files, and ids resolve_id had to settle.
     reasons = collections.Counter(f["reason"] for f in expected_files)
-    assert reasons[None] and reasons[layout.DUPLICATE_ID] and reasons[layout.MISSING_LABEL]
+    assert reasons[None] and reasons[layout.MISSING_LABEL] and (unique_ids or reasons[layout.DUPLICATE_ID])
     assert {r["reason"] for r in expected_rows} >= {layout.MISSING_FILE, layout.BAD_LABEL, layout.DUPLICATE_ID}
 
 

@@ -20,6 +20,7 @@ Both joins give the same results (tests/test_file_table.py).
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +34,11 @@ _STATS = [f"{stat}_{c}" for stat in ("mean", "std") for c in "rgb"]
 class FileTable:
     """Every file's record as columns (batch_read.ARROW_SCHEMA plus `label`), in listing order."""
 
-    def __init__(self, table: pa.Table, label: np.ndarray):
+    def __init__(self, table: pa.Table, label: np.ndarray, order: pa.Array | None = None):
         self.table = table
         self.label = label  # int64, one per file
-        self._order: pa.Array | None = None
+        self._order = order  # `order`, when the join knows it
+        self._sorting = threading.Lock()  # the manifest's thread and the summary's both need `order`: sorted once
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -44,9 +46,10 @@ class FileTable:
     @property
     def order(self) -> pa.Array:
         """records.join_labels' order of the files: by id, then test before train, then path."""
-        if self._order is None:
-            ranks = [("id", "ascending"), ("source", "ascending"), ("path", "ascending")]
-            self._order = pc.sort_indices(self.table.select(["id", "source", "path"]), sort_keys=ranks)
+        with self._sorting:
+            if self._order is None:
+                ranks = [("id", "ascending"), ("source", "ascending"), ("path", "ascending")]
+                self._order = pc.sort_indices(self.table.select(["id", "source", "path"]), sort_keys=ranks)
         return self._order
 
     def manifest(self) -> pa.Table:
@@ -130,14 +133,23 @@ class FileTable:
         at = _sharing(self.table["pixel_hash"])
         if not len(at):
             return []
-        t = self.table.select(["source", "id", "pixel_hash"]).take(at)
-        labels = self.label[at].tolist()
-        by_hash = collections.defaultdict(list)
-        for source, id_, h, label in zip(*(t[k].to_pylist() for k in t.column_names), labels):
-            by_hash[h].append(
-                records.duplicate_member({"source": source, "id": id_, "label": label, "pixel_hash": h})[1]
-            )
-        return [records.duplicate_group(h, by_hash[h]) for h in sorted(by_hash)]
+        t = pa.table(
+            {
+                "pixel_hash": self.table["pixel_hash"].take(at),
+                "source": self.table["source"].take(at),
+                "id": self.table["id"].take(at),
+                "label": self.label[at],
+            }
+        ).sort_by([(name, "ascending") for name in ("pixel_hash", "source", "id", "label")])
+        hashes, members = (
+            t["pixel_hash"].to_pylist(),
+            [
+                {"source": s, "id": i, "label": lab}
+                for s, i, lab in zip(*(t[k].to_pylist() for k in ("source", "id", "label")))
+            ],
+        )
+        starts = [i for i in range(len(hashes)) if not i or hashes[i] != hashes[i - 1]] + [len(hashes)]
+        return [records.duplicate_group(hashes[a], members[a:b]) for a, b in zip(starts, starts[1:])]
 
 
 def _sharing(hashes: pa.ChunkedArray) -> np.ndarray:
@@ -177,8 +189,13 @@ def join_columns(batches: list[pa.RecordBatch], rows: layout.LabelRows) -> tuple
     ids, row_ids = table["id"].combine_chunks(), rows.ids  # one chunk: Arrow's hash kernels run far faster
     n = table.num_rows
     label = np.full(n, layout.NO_LABEL, np.int64)
+    # The files by id: where no id repeats, that is their order (`FileTable.order`), and the ids that repeat are
+    # next to each other.
+    by_id = pc.sort_indices(ids)
+    sorted_ids = ids.take(by_id)
+    repeated = pc.filter(sorted_ids.slice(1), pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, max(n - 1, 0))))
     # Ids joined otherwise than by lookup: several files or several rows.
-    odd = _repeated(ids) | _repeated(row_ids)
+    odd = set(repeated.to_pylist()) | rows.repeated
     row_at = _numpy(pc.fill_null(pc.index_in(ids, value_set=row_ids), -1)).astype(np.int64)  # first row of the id
     has_row = row_at >= 0
     train = _numpy(pc.equal(table["source"], layout.TRAIN))
@@ -213,16 +230,8 @@ def join_columns(batches: list[pa.RecordBatch], rows: layout.LabelRows) -> tuple
             rejected_rows += bad
         table = table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason, pa.string()))
         table = table.set_column(table.schema.get_field_index("detail"), "detail", pa.array(detail, pa.string()))
-    return FileTable(table, label), rejected_rows
+    return FileTable(table, label, None if len(repeated) else by_id), rejected_rows
 
 
 def _numpy(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.to_numpy() if isinstance(values, pa.ChunkedArray) else values.to_numpy(zero_copy_only=False)
-
-
-def _repeated(values: pa.ChunkedArray | pa.Array) -> set[str]:
-    """The values that occur more than once (`unique` first: far cheaper than counting when none does)."""
-    if len(pc.unique(values)) == len(values):
-        return set()
-    counted = pc.value_counts(values)
-    return set(pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist())

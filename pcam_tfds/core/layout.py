@@ -145,6 +145,7 @@ class LabelRows(NamedTuple):
     good: np.ndarray  # bool: usable (reason None)
     reason: list[str | None]
     raw: pa.Array  # string: each row's line
+    repeated: set[str]  # the ids of several rows
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -199,7 +200,17 @@ def read_label_columns(csv_path: str) -> LabelRows:
             ids[i], label[i], reason[i] = row["id"], row["label"], row["reason"]
         ids = pa.array(ids, pa.string())
     good = np.array([r is None for r in reason], bool) if others else np.ones(len(lines), bool)
-    return LabelRows(ids, label, good, reason, lines)
+    return LabelRows(ids, label, good, reason, lines, repeated_values(ids))
+
+
+def repeated_values(values: pa.Array | pa.ChunkedArray) -> set[str]:
+    """The values that occur more than once (`unique` first: far cheaper than counting when none does)."""
+    import pyarrow.compute as pc
+
+    if len(pc.unique(values)) == len(values):
+        return set()
+    counted = pc.value_counts(values)
+    return set(pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist())
 
 
 def parse_label_line(line: str) -> dict:

@@ -92,11 +92,21 @@ def rejected_row_line(r: dict) -> str:
     return csv_line(["label_row", layout.LABELS_CSV, r["id"], r["raw"], r["reason"], ""])
 
 
-def duplicate_lines(group: dict):
+def duplicate_rows(group: dict):
+    """The values of each of GROUP's lines in duplicates.csv."""
     for m in group["members"]:
-        yield csv_line(
-            [group["pixel_hash"], group["kind"], group["conflicting_labels"], m["source"], m["id"], m["label"]]
-        )
+        yield [group["pixel_hash"], group["kind"], group["conflicting_labels"], m["source"], m["id"], m["label"]]
+
+
+def duplicate_lines(group: dict):
+    return map(csv_line, duplicate_rows(group))
+
+
+def csv_text(rows) -> str:
+    """`csv_line` of each of ROWS, each ended by a newline, by one writer."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(["" if v is None else v for v in values] for values in rows)
+    return buf.getvalue()
 
 
 def write_text(path: str, text: str) -> None:
@@ -195,7 +205,6 @@ def write_validation(
     lines += [rejected_file_line(f) for f in rejected_files]
     lines += [rejected_row_line(r) for r in rejected_rows]
     write_lines(os.path.join(output_dir, REJECTED), lines)
-    write_lines(
-        os.path.join(output_dir, DUPLICATES), [DUPLICATES_HEADER] + [x for g in duplicates for x in duplicate_lines(g)]
-    )
+    rows = (row for g in duplicates for row in duplicate_rows(g))
+    write_text(os.path.join(output_dir, DUPLICATES), DUPLICATES_HEADER + "\n" + csv_text(rows))
     write_summary_files(summary, output_dir, manual_dir)
