@@ -8,19 +8,40 @@ rotate right by 15 bits, plus 0xa282ead8). The framing of up to 256 records goes
 `writev`, the records themselves never copied in Python, where TensorFlow's writer makes two or three
 `write` calls per record and copies it into C++ first. CRC-32C is google-crc32c's (hardware CRC
 instructions). tests/test_tfrecord.py checks the bytes against TensorFlow's.
+
+Direct I/O (Linux's O_DIRECT; PCAM_DIRECT_IO=0 turns it off): the records are copied into two page-aligned
+buffers of 16 MiB, and each full buffer goes to the disk by a thread of this process while the other fills, past
+the page cache. A build's shards are several GB that nothing reads back soon: written through the page cache,
+every byte costs the kernel a copy, the page's accounting and later its eviction (evicting the Kaggle files the
+build is reading, too), and once the dirty pages pass the kernel's limit the writer is throttled to the
+writeback. Directly, the disk's DMA reads the buffers: 7.7 GB took 3-4 s and 0.3 CPU-s here, against 7-14 s and
+9-19 CPU-s through the page cache with fdatasync (bench/RESULTS.md). The last block is written whole and the file
+truncated to its length. Where the file system refuses O_DIRECT (tmpfs, some network file systems: EINVAL), the
+file is written through the page cache instead, with the same bytes.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import struct
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
 _IOV = 256 * 3  # buffers per writev: 3 per record (Linux's IOV_MAX is 1024)
 _U64, _U32 = struct.Struct("<Q").pack, struct.Struct("<I").pack
+_DIRECT_BYTES = 16 << 20  # bytes per direct write: a multiple of any block size
+_ALIGN = 4096  # what a direct write's length is rounded up to (the largest logical block size in use)
+DIRECT_IO_ENV = "PCAM_DIRECT_IO"
+
+
+def direct_io(environ=os.environ) -> bool:
+    """Whether shards are written past the page cache (O_DIRECT, where the OS has it; PCAM_DIRECT_IO=0: never)."""
+    return hasattr(os, "O_DIRECT") and environ.get(DIRECT_IO_ENV, "1") != "0"
 
 
 def masked_crc32c(data) -> int:
@@ -34,10 +55,23 @@ def frame(record) -> tuple[bytes, bytes]:
     return length + _U32(masked_crc32c(length)), _U32(masked_crc32c(record))
 
 
-def write_records(path: str, records: Iterable) -> tuple[int, int]:
-    """Writes RECORDS into the new local file PATH as TFRecords; (records, bytes of the records alone)."""
+def write_records(path: str, records: Iterable, direct: bool | None = None) -> tuple[int, int]:
+    """Writes RECORDS into the new local file PATH as TFRecords; (records, bytes of the records alone). DIRECT:
+    past the page cache where the file system allows it (default: `direct_io()`)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    if direct is None:
+        direct = direct_io()
+    if direct:
+        try:
+            fd = os.open(path, flags | os.O_DIRECT, 0o666)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: this file system has no direct I/O
+                raise
+        else:
+            with _DirectFile(fd) as out:
+                return _frame_all(records, out.write)
     count, size, parts = 0, 0, []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    fd = os.open(path, flags, 0o666)
     try:
         for record in records:
             head, tail = frame(record)
@@ -51,6 +85,86 @@ def write_records(path: str, records: Iterable) -> tuple[int, int]:
     finally:
         os.close(fd)
     return count, size
+
+
+def _frame_all(records: Iterable, write) -> tuple[int, int]:
+    count, size = 0, 0
+    for record in records:
+        head, tail = frame(record)
+        write(head)
+        write(record)
+        write(tail)
+        count += 1
+        size += len(record) if isinstance(record, bytes) else memoryview(record).nbytes
+    return count, size
+
+
+class _DirectFile:
+    """A new file opened with O_DIRECT, written through two aligned buffers; on exit, its last block written and
+    the file truncated to the bytes written (or left as it is, if writing failed)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.end, self.pos, self.current, self.pending = fd, 0, 0, 0, None
+        self.buffers = [mmap.mmap(-1, _DIRECT_BYTES) for _ in range(2)]  # page-aligned
+        self.views = [memoryview(b) for b in self.buffers]
+        self.thread = ThreadPoolExecutor(1)
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        while len(view):
+            n = min(len(view), _DIRECT_BYTES - self.pos)
+            self.views[self.current][self.pos : self.pos + n] = view[:n]
+            self.pos += n
+            view = view[n:]
+            if self.pos == _DIRECT_BYTES:
+                self._flush(self.pos)
+
+    def _flush(self, length: int) -> None:
+        if self.pending is not None:
+            self.pending.result()  # the other buffer is free again
+        buffer = self.views[self.current][:length]
+        self.pending = self.thread.submit(_pwrite_all, self.fd, buffer, self.end)
+        self.end += length
+        self.current, self.pos = 1 - self.current, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            if kind is None:
+                size = self.end + self.pos
+                if self.pos:
+                    self._flush(-(-self.pos // _ALIGN) * _ALIGN)  # whole blocks; what lies past SIZE is cut below
+                if self.pending is not None:
+                    self.pending.result()
+                os.ftruncate(self.fd, size)
+        finally:
+            self.thread.shutdown(wait=True)
+            os.close(self.fd)
+            for view in self.views:
+                view.release()
+            for b in self.buffers:
+                b.close()
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    """All of VIEW at OFFSET. A direct write the file system refuses (EINVAL: an alignment it does not take) or cuts
+    short turns direct I/O off for this file, which goes on through the page cache."""
+    import fcntl
+
+    while len(view):
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as e:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if e.errno != errno.EINVAL or not flags & os.O_DIRECT:
+                raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+            continue
+        if n < len(view):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        view, offset = view[n:], offset + n
 
 
 def _write_all(fd: int, parts: list) -> None:
