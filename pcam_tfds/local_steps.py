@@ -32,6 +32,8 @@ import os
 import time
 from collections.abc import Iterator
 
+import numpy as np
+
 from pcam_tfds.core import (
     batch_read,
     examples,
@@ -154,8 +156,9 @@ def split_generators(
 def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
     """CHOSEN in the order TFDS' Writer puts a split's examples in its shards: by the MD5 of the split's name
     (the writer's hash salt) and the key, the example's id (tensorflow_datasets.core.hashing.Hasher)."""
-    key_hash = serialize.key_hasher(split)
-    return sorted(chosen, key=lambda f: key_hash(f["id"]))
+    digest = serialize.key_digester(split)
+    digests = np.array([digest(f["id"]) for f in chosen], dtype="S16")  # big-endian: sorted as the integers
+    return [chosen[i] for i in np.argsort(digests, kind="stable").tolist()]
 
 
 class SortedSplit:

@@ -71,3 +71,10 @@ def test_sample_fraction_keeps_stratified_share_and_marks_the_rest_unused():
 def test_bad_fraction():
     with pytest.raises(ValueError, match=r"fraction \(1.5\)"):
         splits.assign_splits(_items(10), 1.5, seed=0)
+
+
+def test_units_are_taken_in_the_order_of_their_hash():
+    # numpy's sort of the digests (splits._in_order) is Python's sort by them: the order fixes split membership.
+    keys = [f"{k:040x}" for k in range(0, 5000, 7)] + ["", "é", "a" * 200]
+    assert splits._in_order(keys, 3, "validation") == sorted(keys, key=lambda k: splits._order(3, "validation", k))
+    assert splits._in_order([], 3, "validation") == []

@@ -2,6 +2,8 @@
 
     serialize_record(image_bytes, label, id_)   the same bytes as TFDS' FeaturesDict.encode_example followed
                                                 by its ExampleSerializer (tests/test_serialize.py checks it)
+    record_parts(image_bytes, label, id_)       the same bytes as (head, image, tail): a writer copies the
+                                                pixels once, from where they lie, into its file
 
 The proto is laid out by hand, with one copy of the pixels and no TensorFlow, so that the reading workers
 of the local build can serialize and the writer only writes. The layout is protobuf's wire format of
@@ -64,42 +66,57 @@ _ORDER = tuple(sorted(record_spec.FEATURE_KEYS))
 
 def serialize_record(image, label: int, id_: str) -> bytes:
     """The serialized `tf.train.Example` of one patch: its raw row-major pixels (bytes, or any contiguous
-    buffer), its label, its id. The pixels are copied once, into the record: the small parts around them
-    are made first, then joined with them in one allocation."""
+    buffer), its label, its id. The pixels are copied once, into the record."""
+    return b"".join(record_parts(image, label, id_))
+
+
+def record_parts(image, label: int, id_: str) -> tuple[bytes, object, bytes]:
+    """`serialize_record`'s bytes in three parts, (head, IMAGE itself, tail): nothing copied."""
     size = memoryview(image).nbytes
     if size != IMAGE_BYTES:
         raise ValueError(f"an image of {record_spec.PATCH_SHAPE} is {IMAGE_BYTES} bytes, got {size}")
+    id_bytes = id_.encode()
+    before_id, after_id, tail = _framing(label, len(id_bytes))
+    return before_id + id_bytes + after_id, image, tail
+
+
+@functools.lru_cache(maxsize=256)
+def _framing(label: int, id_length: int) -> tuple[bytes, bytes, bytes]:
+    """The bytes of a record around its id and its pixels, which depend on the label and the id's length only:
+    (before the id, between the id and the pixels, after the pixels)."""
     if _ORDER != (record_spec.ID, record_spec.IMAGE, record_spec.LABEL):
         raise AssertionError(f"record_spec's keys {record_spec.FEATURE_KEYS} sort differently from id, image, label")
-    id_entry, label_entry = _entry(record_spec.ID, _bytes_feature(id_.encode())), _label_entry(label)
+    id_entry, label_entry = (
+        _entry(record_spec.ID, _bytes_feature(bytes(id_length))),
+        _entry(record_spec.LABEL, _int64_feature(label)),
+    )
     length = len(id_entry) + len(_IMAGE_HEAD) + IMAGE_BYTES + len(label_entry)
-    return b"".join((_FEATURES_KEY + _varint(length) + id_entry + _IMAGE_HEAD, image, label_entry))
+    return _FEATURES_KEY + _varint(length) + id_entry[: len(id_entry) - id_length], _IMAGE_HEAD, label_entry
 
 
-@functools.lru_cache(maxsize=64)
-def _label_entry(label: int) -> bytes:
-    return _entry(record_spec.LABEL, _int64_feature(label))
-
-
-@functools.lru_cache(maxsize=64)
-def _size(label: int, id_bytes: int) -> int:
-    entries = len(_entry(record_spec.ID, _bytes_feature(bytes(id_bytes)))) + len(_IMAGE_HEAD) + IMAGE_BYTES
-    entries += len(_entry(record_spec.LABEL, _int64_feature(label)))
-    return len(_FEATURES_KEY) + len(_varint(entries)) + entries
+def _size(label: int, id_length: int) -> int:
+    before_id, after_id, tail = _framing(label, id_length)
+    return len(before_id) + id_length + len(after_id) + IMAGE_BYTES + len(tail)
 
 
 def key_hasher(salt: str):
     """key -> the 128-bit hash TFDS' Writer orders a split's examples by (tensorflow_datasets.core.hashing.Hasher
     of the split's name: int(md5(salt + key).hexdigest(), 16), each string with '\\' as '/' and in UTF-8),
     the same integer from the digest's bytes, without the hex string (tests/test_one_pass.py holds them equal)."""
+    digest = key_digester(salt)
+    return lambda key: int.from_bytes(digest(key), "big")
+
+
+def key_digester(salt: str):
+    """key -> the 16 bytes of `key_hasher`'s hash, big-endian: ordered as the integers are."""
     salted = hashlib.md5(salt.replace("\\", "/").encode())
 
-    def key_hash(key: str) -> int:
+    def key_digest(key: str) -> bytes:
         md5 = salted.copy()
         md5.update(key.replace("\\", "/").encode())
-        return int.from_bytes(md5.digest(), "big")
+        return md5.digest()
 
-    return key_hash
+    return key_digest
 
 
 def total_serialized_size(pairs) -> int:
