@@ -97,9 +97,11 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
 
     from pcam_tfds import local_steps
 
-    infos = []
+    infos = {}
     specs = builder.info.features.get_serialized_info()
-    for name, generator in generators.items():
+    # A split still being drawn (local_steps.Drawing: train and validation, drawn while the test split is written)
+    # is written after the others; the SplitInfos keep the generators' order.
+    for name, generator in sorted(generators.items(), key=lambda item: bool(getattr(item[1], "waits", False))):
         template = builder._get_filename_template(split_name=name)
         if (
             isinstance(generator, local_steps.SortedSplit)
@@ -111,10 +113,8 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
             shard_lengths, total_size = write_sorted_split(
                 generator, template, download_config.get_shard_config(), builder._example_writer()
             )
-            infos.append(
-                splits_lib.SplitInfo(
-                    name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
-                )
+            infos[name] = splits_lib.SplitInfo(
+                name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
             )
             continue
         writer = writer_lib.Writer(
@@ -131,12 +131,10 @@ def write_serialized_splits(builder, generators: dict, download_config) -> list:
         for key, serialized in generator:
             writer.write(key, serialized)
         shard_lengths, total_size = writer.finalize()
-        infos.append(
-            splits_lib.SplitInfo(
-                name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
-            )
+        infos[name] = splits_lib.SplitInfo(
+            name=name, shard_lengths=shard_lengths, num_bytes=total_size, filename_template=template
         )
-    return infos
+    return [infos[name] for name in generators]
 
 
 def write_sorted_split(split, template, shard_config, example_writer) -> tuple[list[int], int]:

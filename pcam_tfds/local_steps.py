@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -102,33 +103,42 @@ def split_generators(
     workers = workers or local_validation.default_workers()
     start = time.monotonic()
     check = None
-    with contextlib.ExitStack() as stack:
-        if validation_dir:
-            files = validated.load_records(validation_dir, manual_dir)
-            valid, num_files = [f for f in files if examples.is_valid(f)], len(files)
-            doc = validated.copy_outputs(validation_dir, checks_dir)
-            verb = f"reused the validation in {validation_dir} of"
-        else:
-            check = local_validation.LocalValidation(manual_dir, workers, spill_dir)
-            # What routing and writing use of each valid file, not its whole record: at Kaggle scale 0.45 s to
-            # make against 1.6 s, and half the time to pickle to the shard writers.
-            valid, num_files, doc = check.table.valid_records(), len(check.table), check.summary()
-            # A forked process writes the outputs (manifest, CSVs, summary) while this one draws the splits.
-            written = check.write_outputs_in(stack.enter_context(local_validation.pool(1)), checks_dir, doc)
-            verb = "validated"
-        print_line(
-            f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
-            f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
-        )
-        if num_files != doc["total"]:
-            raise summary.AccountingError(f"{num_files} file records but summary.json counts {doc['total']} files")
-        for source in (layout.TRAIN, layout.TEST):
-            if not any(f["source"] == source for f in valid):
-                listed = doc["by_source"].get(source, {}).get("total", 0)
-                raise ValueError(
-                    f"{os.path.join(manual_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
-                    f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
-                )
+    if validation_dir:
+        files = validated.load_records(validation_dir, manual_dir)
+        valid, num_files = [f for f in files if examples.is_valid(f)], len(files)
+        doc = validated.copy_outputs(validation_dir, checks_dir)
+        verb = f"reused the validation in {validation_dir} of"
+    else:
+        check = local_validation.LocalValidation(manual_dir, workers, spill_dir)
+        # What routing and writing use of each valid file, not its whole record: at Kaggle scale 0.45 s to
+        # make against 1.6 s, and half the time to pickle to the shard writers.
+        valid, num_files, doc = check.table.valid_records(), len(check.table), check.summary()
+        verb = "validated"
+    print_line(
+        f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
+        f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
+    )
+    if num_files != doc["total"]:
+        raise summary.AccountingError(f"{num_files} file records but summary.json counts {doc['total']} files")
+    for source in (layout.TRAIN, layout.TEST):
+        if not any(f["source"] == source for f in valid):
+            listed = doc["by_source"].get(source, {}).get("total", 0)
+            raise ValueError(
+                f"{os.path.join(manual_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
+                f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
+            )
+
+    def split(name: str, chosen: list[dict]) -> tuple:
+        chosen = in_writer_order(chosen, name)
+        source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
+        return source, len(chosen), serialize.total_serialized_size((f["label"], f["id"]) for f in chosen)
+
+    @local_validation.gc_paused()
+    def plan() -> dict[str, tuple]:
+        """The validation's outputs (manifest, CSVs, summary) written, and the train and validation splits drawn:
+        while the test split, which needs no drawing, is written."""
+        if check is not None:
+            check.write_outputs(checks_dir, doc)
         assignment = splits.assign_splits(
             [examples.split_key(f) for f in valid if examples.is_labelled(f)],
             validation_fraction=validation_fraction,
@@ -138,19 +148,49 @@ def split_generators(
         )
         by_split = collections.defaultdict(list)
         for f in valid:
-            by_split[examples.split_of(f, assignment)].append(f)
+            if examples.is_labelled(f):
+                by_split[assignment[f["id"]]].append(f)
         if counts is not None:
             counts[splits.UNUSED] = len(by_split[splits.UNUSED])
-        names = (splits.TRAIN, splits.VALIDATION, layout.TEST)
-        out = {}
-        for name in names:
-            chosen = in_writer_order(by_split[name], name)
-            source = check.spilled(chosen) if check is not None and spill_dir else RereadExamples(chosen)
-            size = serialize.total_serialized_size((f["label"], f["id"]) for f in chosen)
-            out[name] = SortedSplit(source, len(chosen), size, name, counts=counts, workers=workers)
-        if check is not None:
-            local_validation.result(written, f"writing the validation outputs into {checks_dir}")
-    return out
+        return {name: split(name, by_split[name]) for name in (splits.TRAIN, splits.VALIDATION)}
+
+    drawing = Drawing(plan)
+    test_files = [f for f in valid if not examples.is_labelled(f)]
+    test = SortedSplit(*split(layout.TEST, test_files), layout.TEST, counts=counts, workers=workers)
+    test.on_writing = drawing.start
+    out = {name: SortedSplit.drawn(drawing, name, counts, workers) for name in (splits.TRAIN, splits.VALIDATION)}
+    return {**out, layout.TEST: test}
+
+
+class Drawing:
+    """PLAN (a function) run once, in a thread that `start` starts, or here when its result is asked first.
+
+    The local build draws the train and validation splits while its workers write the test split: the thread
+    starts once the test split's writers are forked (SortedSplit.on_writing), so that no fork happens while it
+    runs, and is joined before the next split's writers are forked."""
+
+    def __init__(self, plan):
+        self.plan, self.thread, self.value, self.error = plan, None, None, None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="pcam-draw-splits", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.value = self.plan()
+        except BaseException as e:  # raised where the result is asked for
+            self.error = e
+
+    def result(self):
+        self.start()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
@@ -173,8 +213,31 @@ class SortedSplit:
     """
 
     def __init__(self, source, num_examples: int, total_size: int, hash_salt: str, counts=None, workers: int = 1):
-        self.source, self.num_examples, self.total_size, self.hash_salt = source, num_examples, total_size, hash_salt
-        self.counts, self.workers = counts, workers
+        self._pairs = (source, num_examples, total_size)
+        self.hash_salt, self.counts, self.workers = hash_salt, counts, workers
+        self.drawing: Drawing | None = None  # where source, num_examples and total_size come from, when drawn later
+        self.on_writing = None  # called once this split's writers are forked (or it is written here)
+
+    @classmethod
+    def drawn(cls, drawing: Drawing, name: str, counts, workers: int) -> SortedSplit:
+        """The split NAME of what DRAWING (a Drawing) returns: {name: (source, num_examples, total_size)}."""
+        split = cls(None, 0, 0, name, counts, workers)
+        split.drawing = drawing
+        return split
+
+    def _resolved(self) -> tuple:
+        if self.drawing is not None:
+            self._pairs, self.drawing = self.drawing.result()[self.hash_salt], None
+        return self._pairs
+
+    @property
+    def waits(self) -> bool:
+        """Whether this split is still being drawn (the other splits are best written first)."""
+        return self.drawing is not None
+
+    source = property(lambda self: self._resolved()[0])
+    num_examples = property(lambda self: self._resolved()[1])
+    total_size = property(lambda self: self._resolved()[2])
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         for pair in self.source:
@@ -193,13 +256,18 @@ class SortedSplit:
         """
         progress = Progress(f"{self.hash_salt} examples", self.num_examples, unit="examples")
         tasks = ((write, target, self.source[start:stop]) for target, start, stop in ranges)
+        on_writing, self.on_writing = self.on_writing, None
         with contextlib.ExitStack() as stack:
             if self.workers > 1 and len(ranges) > 1:
                 pool = stack.enter_context(local_validation.pool(min(self.workers, len(ranges))))
                 results = local_validation.ordered(pool, _apply, tasks, f"writing the {self.hash_salt} shards")
             else:
                 results = (_apply(task) for task in tasks)
+                if on_writing is not None:
+                    on_writing, _ = None, on_writing()
             for (_, _, stop), result in zip(ranges, results):
+                if on_writing is not None:  # the first shard is back: the writers are forked
+                    on_writing, _ = None, on_writing()
                 progress.update(stop)
                 yield result
 

@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,43 @@ def test_the_writer_order_is_tfds_hash_order():
         assert ordered == sorted(ids, key=lambda f: hasher.hash_key(f["id"])) and len(ordered) == 54
         key_hash = serialize.key_hasher(split)
         assert [key_hash(f["id"]) for f in ids] == [hasher.hash_key(f["id"]) for f in ids]
+
+
+_FORKS: list | None = None  # while a test records them: the threads alive in this process at each fork
+
+
+def _record_fork():
+    if _FORKS is not None:
+        _FORKS.append(sorted(t.name for t in threading.enumerate()))
+
+
+os.register_at_fork(before=_record_fork)
+
+
+def test_the_splits_are_drawn_while_the_test_split_is_written(folder, tmp_path, monkeypatch):
+    # The test split needs no drawing: it is written first, while a thread writes the validation's outputs and
+    # draws train and validation. No process is forked while that thread runs.
+    global _FORKS
+    writes, drawn_in = [], []
+    write, run = builder_base.write_sorted_split, local_steps.Drawing._run
+
+    def logged_write(split, *args, **kwargs):
+        writes.append((split.hash_salt, split.waits))
+        return write(split, *args, **kwargs)
+
+    def logged_run(self):
+        drawn_in.append(threading.current_thread().name)
+        run(self)
+
+    monkeypatch.setattr(builder_base, "write_sorted_split", logged_write)
+    monkeypatch.setattr(local_steps.Drawing, "_run", logged_run)
+    _FORKS = []
+    try:
+        built = _build_in_shards(folder, tmp_path / "tfds", num_shards=3)  # several shards: writers are forked
+    finally:
+        forks, _FORKS = _FORKS, None
+    assert writes == [("test", False), ("train", True), ("validation", True)]
+    assert drawn_in == ["pcam-draw-splits"]
+    assert forks and not [names for names in forks if "pcam-draw-splits" in names]
+    assert list(built.info.splits.keys()) == ["train", "validation", "test"]
+    assert (Path(built.data_dir) / "validate" / "manifest.parquet").exists()

@@ -229,23 +229,9 @@ class LocalValidation:
             manifest.result()
         return doc
 
-    def write_outputs_in(self, executor: ProcessPoolExecutor, output_dir: str, doc: dict):
-        """`write_outputs` in a worker of EXECUTOR (a `pool`, not yet forked); returns its future. The worker
-        has this validation from the fork, so it is not pickled to it (a submitted bound method would be)."""
-        global _FORKED
-        _FORKED = self
-        return executor.submit(_write_forked_outputs, output_dir, doc)
-
     def spilled(self, chosen: list[dict]) -> SpilledExamples:
         """The (key, serialized example) pairs of CHOSEN (valid records), their pixels from the spill folder."""
         return SpilledExamples(self.spill_dir, [(f["id"], f["label"], *self._slots[f["path"]]) for f in chosen])
-
-
-_FORKED: LocalValidation | None = None  # what write_outputs_in hands its worker through the fork
-
-
-def _write_forked_outputs(output_dir: str, doc: dict) -> dict:
-    return _FORKED.write_outputs(output_dir, doc)
 
 
 class SpilledExamples:
