@@ -26,6 +26,7 @@ import errno
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,8 +106,7 @@ class _DirectFile:
 
     def __init__(self, fd: int):
         self.fd, self.end, self.pos, self.current, self.pending = fd, 0, 0, 0, None
-        self.buffers = [mmap.mmap(-1, _DIRECT_BYTES) for _ in range(2)]  # page-aligned
-        self.views = [memoryview(b) for b in self.buffers]
+        self.views = _BUFFERS.views
         self.thread = ThreadPoolExecutor(1)
 
     def write(self, data) -> None:
@@ -142,10 +142,16 @@ class _DirectFile:
         finally:
             self.thread.shutdown(wait=True)
             os.close(self.fd)
-            for view in self.views:
-                view.release()
-            for b in self.buffers:
-                b.close()
+
+
+class _Buffers(threading.local):
+    """Per thread, the two page-aligned buffers of `_DirectFile`, made once (a shard's writer writes many)."""
+
+    def __init__(self):
+        self.views = [memoryview(mmap.mmap(-1, _DIRECT_BYTES)) for _ in range(2)]
+
+
+_BUFFERS = _Buffers()
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
