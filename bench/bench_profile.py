@@ -5,8 +5,9 @@
 Part 1 runs every stage of the one-pass build in this process, one chunk of 512 files at a time, and
 times each stage on its own: list (scandir of train/ and test/), read (open + read, as
 core.patches.read_bytes), decode (core.patches.decode_patch), hash (pixel_hash), moments
-(core.moments.moments_at over a group's rows since the kernel; channel_moments_batch before it; channel_moments
-per patch before issue 39), kernel (since issue 39's second session: core.batch_read.read_columns, what a
+(since issue 39's third session in the "hash" row: the native kernel's scan_patches takes a group's hashes
+and exact sums in one call; core.moments.moments_at over a group's rows before it; channel_moments_batch before that; channel_moments per
+patch before issue 39), kernel (since issue 39's second session: core.batch_read.read_columns, what a
 validation worker runs per chunk, whose read, hash and moments are then also timed alone over the same files:
 the native read into rows, the hashes of the rows' pixels, their moments), serialize (core.serialize.serialize_record), write (the build's shard writer,
 builder_base._write_shard: key hash, order check and the TFRecord writer (core.tfrecord since issue 39), one shard per
@@ -88,11 +89,19 @@ def profile_stages(manual_dir: str, max_files: int | None) -> tuple[int, dict[st
                     offsets = np.array(
                         [j * batch_read.ROW_BYTES + n - patches.PATCH_BYTES for j, n in enumerate(sizes)]
                     )
-                    for o in offsets.tolist():
-                        patches.patch_hash(rows.reshape(-1)[o : o + patches.PATCH_BYTES].data)
-                    t2 = time.perf_counter()
-                    moments.moments_at(rows[: len(group)], offsets)
-                    t3 = time.perf_counter()
+                    native = getattr(patches, "_native", None)
+                    if native is not None and hasattr(native, "scan_patches"):
+                        # since issue 39's third session the hashes and sums are one native call: timed as "hash"
+                        hexes, sums = np.zeros((len(group), 32), np.uint8), np.zeros((len(group), 6), np.int64)
+                        flat, prefix = rows[: len(group)].reshape(-1), patches.PATCH_HASH_PREFIX
+                        native.scan_patches(flat, offsets, prefix, hexes, sums)
+                        t2 = t3 = time.perf_counter()
+                    else:
+                        for o in offsets.tolist():
+                            patches.patch_hash(rows.reshape(-1)[o : o + patches.PATCH_BYTES].data)
+                        t2 = time.perf_counter()
+                        moments.moments_at(rows[: len(group)], offsets)
+                        t3 = time.perf_counter()
                     for name, a, b in (("read", t0, t1), ("hash", t1, t2), ("moments", t2, t3)):
                         seconds[name] += b - a
             t0 = time.perf_counter()
