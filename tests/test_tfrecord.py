@@ -78,3 +78,20 @@ def test_direct_io_falls_back_to_the_page_cache_where_refused(tmp_path, monkeypa
 def test_direct_io_is_the_default_unless_turned_off():
     assert tfrecord.direct_io({}) == hasattr(os, "O_DIRECT")
     assert not tfrecord.direct_io({tfrecord.DIRECT_IO_ENV: "0"})
+
+
+def test_processes_forked_after_the_buffers_were_made_write_their_own_copies(tmp_path):
+    # The direct buffers are made once per thread; a shard writer forked from a process that made them must not
+    # write into its parent's (an anonymous mmap is MAP_SHARED unless asked otherwise).
+    import multiprocessing
+
+    if not tfrecord.direct_io():
+        pytest.skip("no O_DIRECT on this system: no direct buffers")
+    tfrecord.write_records(str(tmp_path / "parent"), [b"p" * 100], direct=True)  # this process's buffers exist
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=tfrecord.write_records, args=(str(tmp_path / "child"), [b"c" * 100], True))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    assert bytes(tfrecord._BUFFERS.views[0][12:112]) == b"p" * 100  # after the 12 bytes of the length's framing
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "child"))] == [b"c" * 100]

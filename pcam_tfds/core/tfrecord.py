@@ -145,10 +145,12 @@ class _DirectFile:
 
 
 class _Buffers(threading.local):
-    """Per thread, the two page-aligned buffers of `_DirectFile`, made once (a shard's writer writes many)."""
+    """Per thread, the two page-aligned buffers of `_DirectFile`, made once (a shard's writer writes many).
+    Private mappings: a process forked after its parent made them (the shard writers) writes its own copy, where
+    an anonymous mmap's default, MAP_SHARED, would have it write into its parent's and its siblings' buffers."""
 
     def __init__(self):
-        self.views = [memoryview(mmap.mmap(-1, _DIRECT_BYTES)) for _ in range(2)]
+        self.views = [memoryview(mmap.mmap(-1, _DIRECT_BYTES, flags=mmap.MAP_PRIVATE)) for _ in range(2)]
 
 
 _BUFFERS = _Buffers()
