@@ -84,10 +84,13 @@ class FileTable:
         keys = list(t) + ["mean", "std"]
         return [dict(zip(keys, row)) for row in zip(*t.values(), means, stds)]
 
-    def valid_records(self) -> list[dict]:
-        """The valid files, in `order`, each as what the build routes and writes by: {id, source, label, path,
-        pixel_hash, valid} (the keys of a file record that pcam_tfds.core.examples reads)."""
-        keep = pc.is_null(self.table["reason"]).take(self.order)
+    def valid_records(self, source: str | None = None) -> list[dict]:
+        """The valid files (of SOURCE, or all), in `order`, each as what the build routes and writes by: {id, source,
+        label, path, pixel_hash, valid} (the keys of a file record that pcam_tfds.core.examples reads)."""
+        keep = pc.is_null(self.table["reason"])
+        if source is not None:
+            keep = pc.and_(keep, pc.equal(self.table["source"], source))
+        keep = keep.take(self.order)
         at = pc.filter(self.order, keep)
         t = self.table.select(["id", "source", "path", "pixel_hash"]).take(at)
         labels = self.label[at.to_numpy()].tolist()
