@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -193,13 +194,15 @@ def join_columns(batches: list[pa.RecordBatch], rows: layout.LabelRows) -> tuple
     n = table.num_rows
     label = np.full(n, layout.NO_LABEL, np.int64)
     # The files by id: where no id repeats, that is their order (`FileTable.order`), and the ids that repeat are
-    # next to each other.
-    by_id = pc.sort_indices(ids)
+    # next to each other. Arrow sorts them in a thread, without the GIL, while this one looks up their rows.
+    with ThreadPoolExecutor(1) as sorter:
+        sorting = sorter.submit(pc.sort_indices, ids)
+        row_at = _numpy(pc.fill_null(pc.index_in(ids, value_set=row_ids), -1)).astype(np.int64)  # the id's 1st row
+        by_id = sorting.result()
     sorted_ids = ids.take(by_id)
     repeated = pc.filter(sorted_ids.slice(1), pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, max(n - 1, 0))))
     # Ids joined otherwise than by lookup: several files or several rows.
     odd = set(repeated.to_pylist()) | rows.repeated
-    row_at = _numpy(pc.fill_null(pc.index_in(ids, value_set=row_ids), -1)).astype(np.int64)  # first row of the id
     has_row = row_at >= 0
     train = _numpy(pc.equal(table["source"], layout.TRAIN))
     good_row = rows.good[np.maximum(row_at, 0)] & has_row if len(rows.good) else has_row
