@@ -103,7 +103,7 @@ def split_generators(
     """
     workers = workers or local_validation.default_workers()
     start = time.monotonic()
-    check = None
+    check, outputs_written = None, None
     if validation_dir:
         files = validated.load_records(validation_dir, manual_dir)
         by_source = collections.defaultdict(list)
@@ -120,6 +120,8 @@ def split_generators(
         # files' only once the test split is being written.
         valid_of = {source: functools.partial(check.table.valid_records, source) for source in layout.SOURCES}
         num_files, doc = len(check.table), check.summary()
+        # The outputs (manifest, CSVs, summary) are written by a forked process meanwhile (no thread exists yet).
+        outputs_written = check.write_outputs_apart(checks_dir, doc)
         verb = "validated"
     print_line(
         f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
@@ -142,10 +144,8 @@ def split_generators(
 
     @local_validation.gc_paused()
     def plan() -> dict[str, tuple]:
-        """The validation's outputs (manifest, CSVs, summary) written, and the train and validation splits drawn:
-        while the test split, which needs no drawing, is written."""
-        if check is not None:
-            check.write_outputs(checks_dir, doc)
+        """The train and validation splits drawn while the test split, which needs no drawing, is written; then the
+        validation's outputs waited for."""
         train_files = valid_of[layout.TRAIN]()
         assignment = splits.assign_splits(
             [examples.split_key(f) for f in train_files],
@@ -159,7 +159,10 @@ def split_generators(
             by_split[assignment[f["id"]]].append(f)
         if counts is not None:
             counts[splits.UNUSED] = len(by_split[splits.UNUSED])
-        return {name: split(name, by_split[name]) for name in (splits.TRAIN, splits.VALIDATION)}
+        drawn = {name: split(name, by_split[name]) for name in (splits.TRAIN, splits.VALIDATION)}
+        if outputs_written is not None:
+            outputs_written()
+        return drawn
 
     drawing = Drawing(plan)
     test = SortedSplit(*split(layout.TEST, valid_of[layout.TEST]()), layout.TEST, counts=counts, workers=workers)

@@ -339,3 +339,15 @@ def test_the_splits_are_drawn_while_the_test_split_is_written(folder, tmp_path, 
     assert forks and not [names for names in forks if "pcam-draw-splits" in names]
     assert list(built.info.splits.keys()) == ["train", "validation", "test"]
     assert (Path(built.data_dir) / "validate" / "manifest.parquet").exists()
+
+
+def test_a_failed_outputs_writer_fails_the_build_and_leaves_nothing(folder, tmp_path, monkeypatch):
+    def fails(self, output_dir, doc=None):
+        raise OSError(f"{output_dir}: no space left on device")
+
+    monkeypatch.setattr(local_validation.LocalValidation, "write_outputs", fails)  # runs in the forked writer
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    config = tfds.download.DownloadConfig(manual_dir=str(folder))
+    with pytest.raises(local_validation.WorkerDied, match="writing the validation outputs .* exit code 1"):
+        builder.download_and_prepare(download_config=config)
+    assert not builder.is_prepared() and list((tmp_path / "tfds" / "pcam" / "full").iterdir()) == []

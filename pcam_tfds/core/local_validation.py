@@ -229,6 +229,25 @@ class LocalValidation:
             manifest.result()
         return doc
 
+    def write_outputs_apart(self, output_dir: str, doc: dict):
+        """`write_outputs` in a forked process, started now; returns a function that waits for it and raises
+        WorkerDied if it failed. Call it while this process has no other thread (a fork copies the locks a
+        thread may hold); the process needs no pool, so it leaves none behind."""
+        process = multiprocessing.get_context("fork").Process(
+            target=self.write_outputs, args=(output_dir, doc), name="pcam-write-outputs", daemon=True
+        )
+        process.start()
+
+        def wait() -> None:
+            process.join()
+            if process.exitcode != 0:
+                raise WorkerDied(
+                    f"the process writing the validation outputs into {output_dir} ended with exit code "
+                    f"{process.exitcode} (its error is above); nothing was kept: run the build again"
+                )
+
+        return wait
+
     def spilled(self, chosen: list[dict]) -> SpilledExamples:
         """The (key, serialized example) pairs of CHOSEN (valid records), their pixels from the spill folder."""
         return SpilledExamples(self.spill_dir, [(f["id"], f["label"], *self._slots[f["path"]]) for f in chosen])
