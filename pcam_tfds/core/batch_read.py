@@ -257,9 +257,8 @@ def _read_group(cols: FileColumns, start: int, stop: int, keep, with_moments: bo
             flat, at, patches.PATCH_HASH_PREFIX, cols.hexes[start:stop], None if sums is None else sums[start:stop]
         )
     else:
-        for j in np.flatnonzero(valid).tolist():
-            digest = patches.patch_hash(flat[at[j] : at[j] + _PIXEL_BYTES].data).encode()
-            cols.hexes[start + j] = np.frombuffer(digest, np.uint8)
+        hexes = [patches.patch_hash(flat[a : a + _PIXEL_BYTES].data) for a in at[valid].tolist()]
+        cols.hexes[start:stop][valid] = np.frombuffer("".join(hexes).encode(), np.uint8).reshape(-1, 32)
         if with_moments:
             cols.moments[start:stop] = _moments.moments_at(rows.buf[:k], at)
     if keep is not None:
