@@ -4,7 +4,7 @@ pcam_tfds/core/_kernel.c (the validation's file reads, pixel hashes and exact ch
 xxHash of third_party/xxhash: pcam_tfds.core.batch_read,
 pcam_tfds.core.moments) is built on POSIX systems where a C compiler is found. `optional=True`: where none
 is, or the build fails, the install goes on without it, and the same work is done in Python and numpy, with
-the same results; validation is then about 1.3x slower at Kaggle scale (bench/RESULTS.md).
+the same results; validation is then about 1.8x slower at Kaggle scale (bench/RESULTS.md).
 """
 
 import os

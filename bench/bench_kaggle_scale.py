@@ -7,6 +7,7 @@ Runs the steps in the order given, each as a child process measured by bench/mea
 - floor: bench/read_floor.py, every file listed and read once in 2 threads: the speed to compare with;
 - write_floor: bench/write_floor.py, as many bytes as the files hold written once in 2 threads (what a
   build writes beside what it reads); write_floor_sync: the same, each file fdatasync'ed (issue 39's floor);
+  write_floor_direct: the same past the page cache (O_DIRECT), as the build's shard writers write;
 - validate: `python -m beam_jobs.validate` (without Beam options: the local executor, one worker
   process per core);
 - build: `tfds build pcam_tfds/pcam --config=full` without Beam options: the local build (worker
@@ -84,6 +85,16 @@ def main(argv=None):
                 a.manual_dir,
                 f"--out_dir={a.work_dir}/write_floor",
                 "--fdatasync",
+            ],
+            None,
+        ),
+        "write_floor_direct": (
+            [
+                py,
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "write_floor.py"),
+                a.manual_dir,
+                f"--out_dir={a.work_dir}/write_floor",
+                "--direct",
             ],
             None,
         ),
