@@ -127,15 +127,21 @@ def split_generators(
         f"{verb} {doc['total']} files in {time.monotonic() - start:.1f} s: {doc['valid']} valid, "
         f"{doc['rejected']} rejected {doc['rejected_by_reason']}; listed in {checks_dir}"
     )
-    if num_files != doc["total"]:
-        raise summary.AccountingError(f"{num_files} file records but summary.json counts {doc['total']} files")
-    for source in (layout.TRAIN, layout.TEST):
-        if not doc["by_source"].get(source, {}).get("valid", 0):
-            listed = doc["by_source"].get(source, {}).get("total", 0)
-            raise ValueError(
-                f"{os.path.join(manual_dir, source)} has no valid patch file ({listed} files listed, all rejected: "
-                f"see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
-            )
+    try:
+        if num_files != doc["total"]:
+            raise summary.AccountingError(f"{num_files} file records but summary.json counts {doc['total']} files")
+        for source in (layout.TRAIN, layout.TEST):
+            if not doc["by_source"].get(source, {}).get("valid", 0):
+                listed = doc["by_source"].get(source, {}).get("total", 0)
+                raise ValueError(
+                    f"{os.path.join(manual_dir, source)} has no valid patch file ({listed} files listed, all "
+                    f"rejected: see {os.path.join(checks_dir, outputs.REJECTED)}); the dataset would have an empty split"
+                )
+    except BaseException:
+        if outputs_written is not None:  # the outputs the message points to, written before it is raised
+            with contextlib.suppress(Exception):
+                outputs_written()
+        raise
 
     def split(name: str, chosen: list[dict]) -> tuple:
         chosen = in_writer_order(chosen, name)
@@ -164,9 +170,14 @@ def split_generators(
             outputs_written()
         return drawn
 
-    drawing = Drawing(plan)
-    test = SortedSplit(*split(layout.TEST, valid_of[layout.TEST]()), layout.TEST, counts=counts, workers=workers)
-    test.on_writing = drawing.start
+    drawing = Drawing(plan, apart=outputs_written)
+    try:
+        test_files = valid_of[layout.TEST]()
+        test = SortedSplit(*split(layout.TEST, test_files), layout.TEST, counts=counts, workers=workers)
+    except BaseException:
+        drawing.settle()
+        raise
+    test.on_writing, test.background = drawing.start, drawing
     out = {name: SortedSplit.drawn(drawing, name, counts, workers) for name in (splits.TRAIN, splits.VALIDATION)}
     return {**out, layout.TEST: test}
 
@@ -178,8 +189,9 @@ class Drawing:
     starts once the test split's writers are forked (SortedSplit.on_writing), so that no fork happens while it
     runs, and is joined before the next split's writers are forked."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, apart=None):
         self.plan, self.thread, self.value, self.error = plan, None, None, None
+        self.apart = apart  # what else runs meanwhile, as a function that waits for it (the outputs' process)
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -200,6 +212,25 @@ class Drawing:
         if self.error is not None:
             raise self.error
         return self.value
+
+    def settle(self) -> None:
+        """Waits for whatever was started (the thread, the process apart), raising nothing: once a build has
+        failed, nothing of it may go on writing into the folder TFDS removes."""
+        with self.lock:
+            thread = self.thread
+        if thread is not None:
+            thread.join()
+        if self.apart is not None:
+            with contextlib.suppress(Exception):
+                self.apart()
+
+
+def settle(generators: dict) -> None:
+    """`Drawing.settle` of the splits of `split_generators` (the builder calls it once writing has ended, or
+    failed)."""
+    for split in generators.values():
+        if isinstance(split, SortedSplit) and split.background is not None:
+            split.background.settle()
 
 
 def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
@@ -225,13 +256,14 @@ class SortedSplit:
         self._pairs = (source, num_examples, total_size)
         self.hash_salt, self.counts, self.workers = hash_salt, counts, workers
         self.drawing: Drawing | None = None  # where source, num_examples and total_size come from, when drawn later
+        self.background: Drawing | None = None  # what runs beside the writing, for `settle`
         self.on_writing = None  # called once this split's writers are forked (or it is written here)
 
     @classmethod
     def drawn(cls, drawing: Drawing, name: str, counts, workers: int) -> SortedSplit:
         """The split NAME of what DRAWING (a Drawing) returns: {name: (source, num_examples, total_size)}."""
         split = cls(None, 0, 0, name, counts, workers)
-        split.drawing = drawing
+        split.drawing = split.background = drawing
         return split
 
     def _resolved(self) -> tuple:

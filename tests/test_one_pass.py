@@ -351,3 +351,28 @@ def test_a_failed_outputs_writer_fails_the_build_and_leaves_nothing(folder, tmp_
     with pytest.raises(local_validation.WorkerDied, match="writing the validation outputs .* exit code 1"):
         builder.download_and_prepare(download_config=config)
     assert not builder.is_prepared() and list((tmp_path / "tfds" / "pcam" / "full").iterdir()) == []
+
+
+def test_a_build_that_fails_while_the_outputs_are_written_leaves_nothing(folder, tmp_path, monkeypatch):
+    # The outputs' process may still be writing when a split fails: the build waits for it before TFDS removes its
+    # temporary folder, so that nothing is written into a folder that is gone.
+    import time
+
+    write_outputs, write = local_validation.LocalValidation.write_outputs, builder_base.write_sorted_split
+
+    def slow(self, output_dir, doc=None):  # in the forked process
+        time.sleep(1.0)
+        return write_outputs(self, output_dir, doc)
+
+    def fails_on_test(split, *args, **kwargs):
+        if split.hash_salt == "test":
+            raise RuntimeError("the test split failed")
+        return write(split, *args, **kwargs)
+
+    monkeypatch.setattr(local_validation.LocalValidation, "write_outputs", slow)
+    monkeypatch.setattr(builder_base, "write_sorted_split", fails_on_test)
+    builder = Builder(data_dir=str(tmp_path / "tfds"), config="full")
+    with pytest.raises(RuntimeError, match="the test split failed"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+    time.sleep(1.5)  # longer than the outputs' process would still have written
+    assert list((tmp_path / "tfds" / "pcam" / "full").iterdir()) == []

@@ -153,10 +153,14 @@ class Builder(builder_base.PatchBuilder):
         # Writing reads each file again (from the page cache) unless PCAM_READ_ONCE=1 asks for its pixels to be
         # kept in a spill folder between validation and writing (local_validation.read_once says when each wins).
         self._spill_dir = local_validation.spill_folder(str(self.data_path)) if local_validation.read_once() else None
+        generators = {}
         try:
             generators = self._split_generators(dl_manager)
             return builder_base.write_serialized_splits(self, generators, download_config)
         finally:
+            from pcam_tfds import local_steps
+
+            local_steps.settle(generators)  # nothing started beside the writing goes on once it has ended
             if self._spill_dir:
                 local_validation.remove_spill_folder(self._spill_dir)
 
