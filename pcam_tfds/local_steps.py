@@ -8,8 +8,10 @@ examples (bench/RESULTS.md). Here a pool of worker processes (one per core) vali
 (`pcam_tfds.core.local_validation`: the steps of `pcam_tfds.core` that `beam_jobs` distributes), the same
 `assign_splits` decides membership and the same validation outputs are written.
 
-Once the splits are known (they need every pixel hash: duplicates stay on one side), the workers write the
-shards: each reads its shard's files again, checks their pixels against the hash validation recorded
+The test split needs no drawing, so its shards are written first, while a thread (`Drawing`) draws train and
+validation (they need every pixel hash: duplicates stay on one side) and a process forked before it writes the
+validation's outputs; `settle` waits for both when a build fails. Each split's shards are written by the
+workers: each reads its shard's files again, checks their pixels against the hash validation recorded
 (`RereadExamples`; so too when a `beam_jobs.validate` run is reused) and serializes the records
 (`pcam_tfds.core.serialize`). With a spill folder (PCAM_READ_ONCE=1, `local_validation.read_once`) each file
 is read only once: the validation keeps the pixels and the writers take them from there
