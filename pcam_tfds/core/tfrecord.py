@@ -52,52 +52,63 @@ def masked_crc32c(data) -> int:
 
 def frame(record) -> tuple[bytes, bytes]:
     """(the bytes before RECORD, the bytes after it) in a TFRecord file."""
-    length = _U64(len(record) if isinstance(record, bytes) else memoryview(record).nbytes)
+    length = _U64(_nbytes(record))
     return length + _U32(masked_crc32c(length)), _U32(masked_crc32c(record))
+
+
+def _nbytes(record) -> int:
+    return len(record) if isinstance(record, bytes) else memoryview(record).nbytes
 
 
 def write_records(path: str, records: Iterable, direct: bool | None = None) -> tuple[int, int]:
     """Writes RECORDS into the new local file PATH as TFRecords; (records, bytes of the records alone). DIRECT:
     past the page cache where the file system allows it (default: `direct_io()`)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    out = None
     if direct is None:
         direct = direct_io()
     if direct:
         try:
-            fd = os.open(path, flags | os.O_DIRECT, 0o666)
+            out = _DirectFile(os.open(path, flags | os.O_DIRECT, 0o666))
         except OSError as e:
             if e.errno != errno.EINVAL:  # EINVAL: this file system has no direct I/O
                 raise
-        else:
-            with _DirectFile(fd) as out:
-                return _frame_all(records, out.write)
-    count, size, parts = 0, 0, []
-    fd = os.open(path, flags, 0o666)
-    try:
+    if out is None:
+        out = _VectoredFile(os.open(path, flags, 0o666))
+    with out:
+        count, size = 0, 0
         for record in records:
             head, tail = frame(record)
-            parts += (head, record, tail)
+            out.write(head)
+            out.write(record)
+            out.write(tail)
             count += 1
-            size += len(record) if isinstance(record, bytes) else memoryview(record).nbytes
-            if len(parts) >= _IOV:
-                _write_all(fd, parts)
-                parts = []
-        _write_all(fd, parts)
-    finally:
-        os.close(fd)
-    return count, size
+            size += _nbytes(record)
+        return count, size
 
 
-def _frame_all(records: Iterable, write) -> tuple[int, int]:
-    count, size = 0, 0
-    for record in records:
-        head, tail = frame(record)
-        write(head)
-        write(record)
-        write(tail)
-        count += 1
-        size += len(record) if isinstance(record, bytes) else memoryview(record).nbytes
-    return count, size
+class _VectoredFile:
+    """A new file written through the page cache, the parts of up to 256 records per `writev`; on exit, the last
+    parts written (unless writing failed) and the file closed."""
+
+    def __init__(self, fd: int):
+        self.fd, self.parts = fd, []
+
+    def write(self, data) -> None:
+        self.parts.append(data)
+        if len(self.parts) >= _IOV:
+            _write_all(self.fd, self.parts)
+            self.parts = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            if kind is None:
+                _write_all(self.fd, self.parts)
+        finally:
+            os.close(self.fd)
 
 
 class _DirectFile:
