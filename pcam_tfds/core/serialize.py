@@ -2,8 +2,6 @@
 
     serialize_record(image_bytes, label, id_)   the same bytes as TFDS' FeaturesDict.encode_example followed
                                                 by its ExampleSerializer (tests/test_serialize.py checks it)
-    record_parts(image_bytes, label, id_)       the same bytes as (head, image, tail): a writer copies the
-                                                pixels once, from where they lie, into its file
 
 The proto is laid out by hand, with one copy of the pixels and no TensorFlow, so that the reading workers
 of the local build can serialize and the writer only writes. The layout is protobuf's wire format of
@@ -19,7 +17,7 @@ import collections
 import functools
 import hashlib
 
-from pcam_tfds.core import record_spec
+from pcam_tfds.core import patches, record_spec
 
 _LEN = 2  # protobuf wire type: length-delimited
 
@@ -54,9 +52,7 @@ def _int64_feature(value: int) -> bytes:
     return _field(3, _field(1, _varint(value)))  # Feature.int64_list = 3, Int64List.value = 1, packed
 
 
-IMAGE_BYTES = 1
-for _d in record_spec.PATCH_SHAPE:
-    IMAGE_BYTES *= _d
+IMAGE_BYTES = patches.PATCH_BYTES  # record_spec.PATCH_SHAPE is patches'
 # The image entry up to its pixels, which are its last bytes; its size is fixed by the shape.
 _IMAGE_HEAD = _entry(record_spec.IMAGE, _bytes_feature(bytes(IMAGE_BYTES)))[:-IMAGE_BYTES]
 _FEATURES_KEY = _varint(1 << 3 | _LEN)  # Example field 1 (features), length-delimited
@@ -66,18 +62,14 @@ _ORDER = tuple(sorted(record_spec.FEATURE_KEYS))
 
 def serialize_record(image, label: int, id_: str) -> bytes:
     """The serialized `tf.train.Example` of one patch: its raw row-major pixels (bytes, or any contiguous
-    buffer), its label, its id. The pixels are copied once, into the record."""
-    return b"".join(record_parts(image, label, id_))
-
-
-def record_parts(image, label: int, id_: str) -> tuple[bytes, object, bytes]:
-    """`serialize_record`'s bytes in three parts, (head, IMAGE itself, tail): nothing copied."""
+    buffer), its label, its id. The pixels are copied once, into the record; the bytes around them and the id
+    come from `_framing`, made once per label and id length."""
     size = memoryview(image).nbytes
     if size != IMAGE_BYTES:
         raise ValueError(f"an image of {record_spec.PATCH_SHAPE} is {IMAGE_BYTES} bytes, got {size}")
     id_bytes = id_.encode()
     before_id, after_id, tail = _framing(label, len(id_bytes))
-    return before_id + id_bytes + after_id, image, tail
+    return b"".join((before_id, id_bytes, after_id, image, tail))
 
 
 @functools.lru_cache(maxsize=256)
