@@ -79,10 +79,10 @@ def _exact_moments(pixels) -> list[float]:
 
 
 def _got(cols: batch_read.FileColumns, i: int) -> dict:
-    decoded = cols.pixel_hash[i] is not None
+    decoded, rec = cols.pixel_hash[i] is not None, cols.record(i)
     return {
-        "size_bytes": cols.size_bytes[i],
-        "mtime_ns": cols.mtime_ns[i],
+        "size_bytes": rec["size_bytes"],
+        "mtime_ns": rec["mtime_ns"],
         "pixel_hash": cols.pixel_hash[i],
         "reason": cols.reason[i],
         "detail": cols.detail[i],
@@ -188,7 +188,7 @@ def test_a_file_too_large_for_a_row_is_read_whole(tmp_path, kernel):
     big = _tiff(_rgb(3), photometric="rgb", description="x" * 40_000)
     (tmp_path / "big.tif").write_bytes(big)
     cols = batch_read.read_columns([str(tmp_path / "big.tif")], layout.TRAIN)
-    assert cols.pixel_hash == [patches.pixel_hash(_rgb(3))] and cols.size_bytes == [len(big)]
+    assert cols.pixel_hash == [patches.pixel_hash(_rgb(3))] and cols.record(0)["size_bytes"] == len(big)
 
 
 @pytest.mark.parametrize("simd", [True, False])

@@ -43,7 +43,7 @@ _MAX_TEMPLATES = 4  # layouts remembered: a folder holds the files of a handful 
 
 class FileColumns:
     """The records of a list of files, a column each, in the order of `paths`: numpy arrays, filled a group of
-    files at a time, with no Python object per valid file; `pixel_hash` and friends give them as lists."""
+    files at a time, with no Python object per valid file; `pixel_hash` gives the hashes as a list, `record` a file's record."""
 
     def __init__(self, source: str, paths: list[str]):
         n = len(paths)
@@ -65,14 +65,6 @@ class FileColumns:
         """Each file's pixel hash (`patches.pixel_hash`'s value), None where it was rejected."""
         hexes = self.hexes.view("S32")[:, 0].tolist()
         return [h.decode() if v else None for h, v in zip(hexes, self.valid.tolist())]
-
-    @property
-    def size_bytes(self) -> list[int]:
-        return self.sizes.tolist()
-
-    @property
-    def mtime_ns(self) -> list[int | None]:
-        return [m if known else None for m, known in zip(self.mtimes.tolist(), self.has_mtime.tolist())]
 
     def arrow(self) -> pa.RecordBatch:
         """These columns as an Arrow batch of ARROW_SCHEMA (what the local validation's workers hand back)."""
