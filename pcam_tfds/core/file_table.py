@@ -171,8 +171,7 @@ def _sharing(hashes: pa.ChunkedArray) -> np.ndarray:
     _, offsets, data = decoded.buffers()
     offsets = np.frombuffer(offsets, np.int32, len(decoded) + 1, decoded.offset * 4)
     if not (np.diff(offsets) == 32).all():  # not hashes batch_read wrote: Arrow's kernels
-        counted = pc.value_counts(decoded)
-        shared = pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1))
+        shared = pa.array(sorted(layout.repeated_values(decoded)), pa.string())
         return np.flatnonzero(_numpy(pc.is_in(flat, value_set=shared)))
     words = np.frombuffer(data, np.uint64, 4 * len(decoded), offsets[0]).reshape(-1, 4)
     key = words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15))

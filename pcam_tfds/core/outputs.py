@@ -75,9 +75,8 @@ def manifest_row(f: dict) -> dict:
 
 
 def csv_line(values) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in values])
-    return buf.getvalue()
+    """VALUES as one CSV line, without its newline (None as an empty field)."""
+    return csv_text([values])[:-1]
 
 
 def is_rejected(f: dict) -> bool:
