@@ -4,8 +4,8 @@
     mean_std = moments_at(buffer, offsets)    # (K, 6): K patches anywhere in the rows of a buffer (batch_read's)
 
 The sums of x and x*x per channel are integers, taken in float32 matrix products sized so that every sum is
-exact (or by the native kernel, _kernel.c, in integers: `from_sums`), so the moments are exactly rounded however flat the
-patch. Dataset statistics are channel_stats'.
+exact (or by the native kernel, _kernel.c, in integers: `from_sums`), so the moments are exactly rounded
+however flat the patch. Dataset statistics are channel_stats'.
 """
 
 from __future__ import annotations
@@ -62,12 +62,7 @@ def moments_at(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def from_sums(sums: np.ndarray) -> np.ndarray:
     """(K, 6) means then standard deviations from (K, 6) int64 sums: of x per channel, then of x*x."""
-    return _from_sums(sums[:, : PATCH_SHAPE[2]], sums[:, PATCH_SHAPE[2] :])
-
-
-def _from_sums(s: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """(K, 6) means then standard deviations from the integer sums S of x and Q of x*x (int64, K x channels)."""
-    n = PATCH_SHAPE[0] * PATCH_SHAPE[1]
+    n, s, q = PATCH_SHAPE[0] * PATCH_SHAPE[1], sums[:, : PATCH_SHAPE[2]], sums[:, PATCH_SHAPE[2] :]
     return np.concatenate([s / n, np.sqrt((n * q - s * s) / (n * n))], axis=1)
 
 
@@ -82,14 +77,14 @@ def patch_moments(pixels: np.ndarray) -> np.ndarray:
     division. (A float64 product gathers faster than numpy's sum with a float64 accumulator.)
     """
     k, channels = len(pixels), PATCH_SHAPE[2]
-    sums = np.empty((k, 2, channels))
+    sums = np.empty((k, 2 * channels))  # of x per channel, then of x*x
     b = _PATCH_BUFFERS
     for start in range(0, k, _PATCH_GROUP):
         part = pixels[start : start + _PATCH_GROUP]
         m = len(part)
         x = b.x[:m]
         np.copyto(x.reshape(m, -1), part, casting="unsafe")
-        sums[start : start + m, 0] = (b.ones @ x).astype(np.float64) @ b.sel
+        sums[start : start + m, :channels] = (b.ones @ x).astype(np.float64) @ b.sel
         np.multiply(x, x, out=x)
-        sums[start : start + m, 1] = (b.ones @ x).astype(np.float64) @ b.sel
-    return _from_sums(sums[:, 0].astype(np.int64), sums[:, 1].astype(np.int64))
+        sums[start : start + m, channels:] = (b.ones @ x).astype(np.float64) @ b.sel
+    return from_sums(sums.astype(np.int64))
