@@ -179,7 +179,7 @@ def split_generators(
     except BaseException:
         drawing.settle()
         raise
-    test.on_writing, test.background = drawing.start, drawing
+    test.on_writing, test.drawing = drawing.start, drawing
     out = {name: SortedSplit.drawn(drawing, name, counts, workers) for name in (splits.TRAIN, splits.VALIDATION)}
     return {**out, layout.TEST: test}
 
@@ -231,8 +231,8 @@ def settle(generators: dict) -> None:
     """`Drawing.settle` of the splits of `split_generators` (the builder calls it once writing has ended, or
     failed)."""
     for split in generators.values():
-        if isinstance(split, SortedSplit) and split.background is not None:
-            split.background.settle()
+        if isinstance(split, SortedSplit) and split.drawing is not None:
+            split.drawing.settle()
 
 
 def in_writer_order(chosen: list[dict], split: str) -> list[dict]:
@@ -255,28 +255,27 @@ class SortedSplit:
     """
 
     def __init__(self, source, num_examples: int, total_size: int, hash_salt: str, counts=None, workers: int = 1):
-        self._pairs = (source, num_examples, total_size)
+        self._pairs = (source, num_examples, total_size)  # None: drawn later, by `drawing`
         self.hash_salt, self.counts, self.workers = hash_salt, counts, workers
-        self.drawing: Drawing | None = None  # where source, num_examples and total_size come from, when drawn later
-        self.background: Drawing | None = None  # what runs beside the writing, for `settle`
-        self.on_writing = None  # called once this split's writers are forked (or it is written here)
+        self.drawing: Drawing | None = None  # what runs beside the writing (`settle` waits for it)
+        self.on_writing = None  # called once the first shard is back (this split's writers are forked)
 
     @classmethod
     def drawn(cls, drawing: Drawing, name: str, counts, workers: int) -> SortedSplit:
         """The split NAME of what DRAWING (a Drawing) returns: {name: (source, num_examples, total_size)}."""
         split = cls(None, 0, 0, name, counts, workers)
-        split.drawing = split.background = drawing
+        split._pairs, split.drawing = None, drawing
         return split
 
     def _resolved(self) -> tuple:
-        if self.drawing is not None:
-            self._pairs, self.drawing = self.drawing.result()[self.hash_salt], None
+        if self._pairs is None:
+            self._pairs = self.drawing.result()[self.hash_salt]
         return self._pairs
 
     @property
     def waits(self) -> bool:
         """Whether this split is still being drawn (the other splits are best written first)."""
-        return self.drawing is not None
+        return self._pairs is None
 
     source = property(lambda self: self._resolved()[0])
     num_examples = property(lambda self: self._resolved()[1])
@@ -306,11 +305,10 @@ class SortedSplit:
                 results = local_validation.ordered(pool, _apply, tasks, f"writing the {self.hash_salt} shards")
             else:
                 results = (_apply(task) for task in tasks)
-                if on_writing is not None:
-                    on_writing, _ = None, on_writing()
             for (_, _, stop), result in zip(ranges, results):
-                if on_writing is not None:  # the first shard is back: the writers are forked
-                    on_writing, _ = None, on_writing()
+                if on_writing is not None:  # the first shard is back: the writers, if any, are forked
+                    on_writing()
+                    on_writing = None
                 progress.update(stop)
                 yield result
 
