@@ -55,6 +55,10 @@ class FileTable:
 
     def manifest(self) -> pa.Table:
         """The manifest (outputs.MANIFEST_SCHEMA), one row per file, in `order`."""
+        return self._manifest_columns().take(self.order)
+
+    def _manifest_columns(self) -> pa.Table:
+        """The manifest's columns in listing order (Arrow's columns themselves, but for label and valid)."""
         t = self.table
         columns = [
             t["id"],
@@ -68,7 +72,7 @@ class FileTable:
             t["size_bytes"],
             t["mtime_ns"],
         ] + [t[name] for name in _STATS]
-        return pa.Table.from_arrays(columns, schema=outputs.MANIFEST_SCHEMA).take(self.order)
+        return pa.Table.from_arrays(columns, schema=outputs.MANIFEST_SCHEMA)
 
     def records(self, indices=None) -> list[dict]:
         """The file records of INDICES (default: every file, in `order`), as records.file_record lays them out."""
@@ -77,7 +81,7 @@ class FileTable:
         if isinstance(indices, pa.ChunkedArray):
             indices = indices.combine_chunks()
         indices = indices.cast(pa.int64()) if isinstance(indices, pa.Array) else pa.array(indices, pa.int64())
-        t = self.manifest_columns(indices)
+        t = self._manifest_columns().take(indices).to_pydict()
         stats = [t.pop(name) for name in _STATS]
         decoded = [h is not None for h in t["pixel_hash"]]
         means = [list(v) if d else None for v, d in zip(zip(*stats[:3]), decoded)]
@@ -104,15 +108,6 @@ class FileTable:
             t["pixel_hash"].to_pylist(),
         ]
         return [dict(zip(keys, (*row, True))) for row in zip(*columns)]
-
-    def manifest_columns(self, indices: pa.Array) -> dict[str, list]:
-        t = self.table.take(indices)
-        cols = {name: t[name].to_pylist() for name in ("id", "source")}
-        cols["label"] = self.label[indices.to_numpy()].tolist()
-        cols.update((name, t[name].to_pylist()) for name in ("path", "pixel_hash"))
-        cols["valid"] = pc.is_null(t["reason"]).to_pylist()
-        cols.update((name, t[name].to_pylist()) for name in ("reason", "detail", "size_bytes", "mtime_ns", *_STATS))
-        return cols
 
     def rejected(self) -> list[dict]:
         """The records of the rejected files, in `order`."""
